@@ -1,0 +1,34 @@
+"""Agent-Lightning execution layer: the store, execution strategies, the registry and a small Trainer.
+
+Public names are imported lazily so that ``import agentlightning`` stays cheap in sandboxes and workers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    "ExecutionStrategy": "agentlightning.execution.base",
+    "AlgorithmBundle": "agentlightning.execution.base",
+    "RunnerBundle": "agentlightning.execution.base",
+    "ExecutionEvent": "agentlightning.execution.events",
+    "ThreadingEvent": "agentlightning.execution.events",
+    "MultiprocessingEvent": "agentlightning.execution.events",
+    "LightningStore": "agentlightning.store.base",
+    "InMemoryLightningStore": "agentlightning.store.memory",
+    "ExecutionStrategyRegistry": "agentlightning.trainer.registry",
+    "build_component": "agentlightning.trainer.init_utils",
+    "Trainer": "agentlightning.trainer.trainer",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agentlightning' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

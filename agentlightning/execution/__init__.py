@@ -1,0 +1,1 @@
+"""Execution strategies: the base class, the stop event, and the reference strategies."""

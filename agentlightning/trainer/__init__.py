@@ -1,0 +1,1 @@
+"""Building strategies from configuration (registry, ``build_component``) and the ``Trainer``."""

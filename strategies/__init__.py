@@ -1,0 +1,1 @@
+"""Strategies written against the public API only: examples for users, and the broken zoo."""
