@@ -24,7 +24,20 @@ _EXPORTS: dict[str, str] = {
     "Trainer": "agentlightning.trainer.trainer",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [  # noqa: RUF022 - grouped as in _EXPORTS
+    "__version__",
+    "AlgorithmBundle",
+    "ExecutionEvent",
+    "ExecutionStrategy",
+    "ExecutionStrategyRegistry",
+    "InMemoryLightningStore",
+    "LightningStore",
+    "MultiprocessingEvent",
+    "RunnerBundle",
+    "ThreadingEvent",
+    "Trainer",
+    "build_component",
+]
 
 
 def __getattr__(name: str) -> Any:

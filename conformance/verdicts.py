@@ -55,7 +55,11 @@ class ContractFailed(AssertionError):
         super().__init__(self.render())
 
     def render(self) -> str:
-        lines = [f"{self.contract_id} {self.name}", f"  expected: {self.expected}", f"  observed: {self.observed}"]
+        lines = [
+            f"{self.contract_id} {self.name}",
+            f"  expected: {self.expected}",
+            f"  observed: {self.observed}",
+        ]
         if self.figure:
             lines.append(f"  measured: {self.figure}")
         if self.details:

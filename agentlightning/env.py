@@ -1,0 +1,101 @@
+"""Environment overrides, read and validated in one place.
+
+Every ``AGL_*`` variable the runtime honours is declared here with its parser, so an invalid value fails
+with an error naming the variable and the value instead of surfacing later as a confusing behaviour.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+__all__ = [
+    "AGL_CURRENT_ROLE",
+    "AGL_MANAGED_STORE",
+    "AGL_SERVER_HOST",
+    "AGL_SERVER_PORT",
+    "AGL_SERVER_TOKEN",
+    "EnvVar",
+    "managed_store_default",
+]
+
+T = TypeVar("T")
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"expected one of {sorted(_TRUE | _FALSE)}")
+
+
+def _parse_port(raw: str) -> int:
+    try:
+        port = int(raw.strip())
+    except ValueError:
+        raise ValueError("expected an integer port from 0 to 65535") from None
+    if not 0 <= port <= 65535:
+        raise ValueError("expected an integer port from 0 to 65535")
+    return port
+
+
+def _parse_role(raw: str) -> str:
+    role = raw.strip().lower()
+    if role not in ("algorithm", "runner", "both"):
+        raise ValueError("expected 'algorithm', 'runner' or 'both'")
+    return role
+
+
+def _parse_nonempty(raw: str) -> str:
+    value = raw.strip()
+    if not value:
+        raise ValueError("expected a non-empty string")
+    return value
+
+
+@dataclass(frozen=True)
+class EnvVar(Generic[T]):
+    """One environment override: its name, its parser, and what it means."""
+
+    name: str
+    parse: Callable[[str], T]
+    help: str
+
+    def get(self, default: T, environ: Mapping[str, str] | None = None) -> T:
+        """The parsed value, or ``default`` when unset or empty; ``ValueError`` naming the variable."""
+        raw = (os.environ if environ is None else environ).get(self.name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            return self.parse(raw)
+        except ValueError as exc:
+            raise ValueError(f"invalid environment variable {self.name}={raw!r}: {exc}") from None
+
+    def is_set(self, environ: Mapping[str, str] | None = None) -> bool:
+        raw = (os.environ if environ is None else environ).get(self.name)
+        return raw is not None and raw.strip() != ""
+
+
+AGL_MANAGED_STORE: EnvVar[bool] = EnvVar(
+    "AGL_MANAGED_STORE", _parse_bool, "wrap the store for the strategy's workers (true) or pass it through"
+)
+AGL_CURRENT_ROLE: EnvVar[str] = EnvVar(
+    "AGL_CURRENT_ROLE", _parse_role, "cs strategy role on this machine: algorithm, runner or both"
+)
+AGL_SERVER_HOST: EnvVar[str] = EnvVar("AGL_SERVER_HOST", _parse_nonempty, "cs store server host")
+AGL_SERVER_PORT: EnvVar[int] = EnvVar("AGL_SERVER_PORT", _parse_port, "cs store server port (0: ephemeral)")
+AGL_SERVER_TOKEN: EnvVar[str] = EnvVar(
+    "AGL_SERVER_TOKEN", _parse_nonempty, "shared token the cs store server requires from clients"
+)
+
+
+def managed_store_default(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether strategies wrap the caller's store by default (``AGL_MANAGED_STORE``, default true)."""
+    return AGL_MANAGED_STORE.get(True, environ)
