@@ -1,0 +1,177 @@
+"""Example strategy: every bundle as a task on one event loop, in the caller's thread.
+
+Written only against the public API (``agentlightning.ExecutionStrategy``, ``ThreadingEvent``,
+``wait_async``), as a user would write it. It suits I/O-bound bundles that never block their loop.
+
+Stop model:
+- the algorithm returns: the event is set; runners that watch it return; the rest are cancelled after
+  ``graceful_delay``;
+- a bundle raises: the event is set, the others get ``graceful_delay`` to return, then are cancelled;
+  the first error is re-raised, later ones are attached as notes (logged on Python 3.10);
+- ``KeyboardInterrupt`` or ``SystemExit`` in a bundle: the event is set, every other task is cancelled
+  at once (their ``finally`` blocks run), and it is re-raised;
+- Ctrl+C (SIGINT): the event is set and every task is cancelled at once; ``execute()`` raises
+  ``KeyboardInterrupt``. A second Ctrl+C changes nothing more: shutdown is already immediate.
+Limitation: a bundle stuck in blocking (non-async) code blocks the one loop, so nothing can stop it
+before it returns; the manifest declares ``can_cancel_blocking_code: False``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+from agentlightning import (
+    AlgorithmBundle,
+    ExecutionStrategy,
+    LightningStore,
+    RunnerBundle,
+    ThreadingEvent,
+)
+from agentlightning.execution.events import wait_async
+
+__all__ = ["SingleLoopExecutionStrategy"]
+
+logger = logging.getLogger(__name__)
+
+
+class SingleLoopExecutionStrategy(ExecutionStrategy):
+    """Runs the algorithm and ``n_runners`` runners as tasks of one asyncio loop."""
+
+    alias = "single-loop"
+    capability_manifest = {
+        "uses_processes": False,
+        "shares_caller_store": True,
+        "can_cancel_blocking_code": False,
+        "supports_unmanaged_store": True,
+    }
+
+    def __init__(self, n_runners: int = 1, graceful_delay: float = 1.0) -> None:
+        if isinstance(n_runners, bool) or not isinstance(n_runners, int) or n_runners < 1:
+            raise ValueError(f"n_runners must be an integer >= 1, got {n_runners!r}")
+        is_number = isinstance(graceful_delay, (int, float)) and not isinstance(graceful_delay, bool)
+        if not is_number or graceful_delay < 0:
+            raise ValueError(f"graceful_delay must be a number >= 0, got {graceful_delay!r}")
+        self.n_runners = n_runners
+        self.graceful_delay = float(graceful_delay)
+
+    @property
+    def capabilities(self) -> dict[str, Any]:
+        return {**self.capability_manifest, "grace_seconds": self.graceful_delay}
+
+    def execute(self, algorithm: AlgorithmBundle, runner: RunnerBundle, store: LightningStore) -> None:
+        event = ThreadingEvent()
+        loop = asyncio.new_event_loop()
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        previous_handler = signal.getsignal(signal.SIGINT) if on_main_thread else None
+        interrupted = False
+        main_task: asyncio.Task[None] | None = None
+        bundle_tasks: list[asyncio.Future[None]] = []
+
+        def on_sigint() -> None:
+            nonlocal interrupted
+            interrupted = True
+            event.set()
+            if main_task is not None:
+                main_task.cancel()
+
+        try:
+            if on_main_thread:
+                loop.add_signal_handler(signal.SIGINT, on_sigint)
+            main_task = loop.create_task(self._run_all(algorithm, runner, store, event, bundle_tasks))
+            try:
+                loop.run_until_complete(main_task)
+            except asyncio.CancelledError:
+                if not interrupted:
+                    raise
+            if interrupted:
+                raise KeyboardInterrupt
+        finally:
+            event.set()
+            try:
+                self._cancel_leftovers(loop)
+                # A task that raised KeyboardInterrupt/SystemExit is done with an exception nobody
+                # retrieved (asyncio re-raised it out of the loop instead): mark it seen.
+                for task in bundle_tasks:
+                    if task.done() and not task.cancelled():
+                        task.exception()
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
+            finally:
+                if on_main_thread:
+                    loop.remove_signal_handler(signal.SIGINT)
+                    signal.signal(signal.SIGINT, previous_handler)
+                loop.close()
+
+    async def _run_all(
+        self,
+        algorithm: AlgorithmBundle,
+        runner: RunnerBundle,
+        store: LightningStore,
+        event: ThreadingEvent,
+        tasks: list[asyncio.Future[None]],
+    ) -> None:
+        errors: list[BaseException] = []
+
+        async def guarded(name: str, make: Any, sets_event_on_return: bool) -> None:
+            # The bundle's coroutine is created inside the task, so a task cancelled before its first
+            # step leaves no never-awaited coroutine behind.
+            try:
+                await make()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.debug("%s raised %r", name, exc)
+                errors.append(exc)
+                event.set()
+                return
+            except BaseException:
+                # KeyboardInterrupt / SystemExit: asyncio re-raises these out of the loop at once;
+                # the event must still be set so every other bundle sees the stop.
+                event.set()
+                raise
+            if sets_event_on_return:
+                event.set()
+
+        tasks.append(asyncio.ensure_future(guarded("algorithm", lambda: algorithm(store, event), True)))
+        for i in range(self.n_runners):
+            tasks.append(
+                asyncio.ensure_future(guarded(f"runner {i}", lambda i=i: runner(store, i, event), False))
+            )
+        pending = set(tasks)
+        stopper = asyncio.ensure_future(wait_async(event))
+        try:
+            while pending and not event.is_set():
+                await asyncio.wait({*pending, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                pending = {t for t in pending if not t.done()}
+            if pending:
+                _, pending = await asyncio.wait(pending, timeout=self.graceful_delay)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        finally:
+            stopper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stopper
+        if errors:
+            first = errors[0]
+            for later in errors[1:]:
+                note = f"also raised while stopping: {type(later).__qualname__}: {later}"
+                if sys.version_info >= (3, 11):
+                    first.add_note(note)
+                else:
+                    logger.error(note)
+            raise first
+
+    @staticmethod
+    def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
+        leftovers = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in leftovers:
+            task.cancel()
+        if leftovers:
+            loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
