@@ -1,0 +1,66 @@
+"""Nox sessions: the test matrix over Python 3.10-3.13, the kit against each reference strategy, lint,
+types, coverage across threads and child processes, and the benchmarks (not in the default set).
+
+A missing interpreter is an error, not a silent skip: a green matrix means all four versions ran.
+"""
+
+from __future__ import annotations
+
+import nox
+
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+STRATEGIES = ["shm", "ipc", "cs"]
+
+nox.options.sessions = ["tests", "conformance", "lint", "types", "coverage"]
+nox.options.error_on_missing_interpreters = True
+nox.options.reuse_existing_virtualenvs = True
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """Unit and meta tests on each supported Python."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "pytest", "-n", "2", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session(python="3.11")
+@nox.parametrize("strategy", STRATEGIES)
+def conformance(session: nox.Session, strategy: str) -> None:
+    """The conformance kit against one reference strategy."""
+    session.install("-e", ".[test]")
+    session.run(
+        "python", "-m", "conformance", strategy, "-n", "2", "-p", "no:cacheprovider",
+        f"--conformance-report=conformance-report-{strategy}", *session.posargs,
+    )  # fmt: skip
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """ruff check and format check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python="3.11")
+def types(session: nox.Session) -> None:
+    """mypy, strict on agentlightning/ and conformance/ (configured in pyproject.toml)."""
+    session.install("-e", ".[test]", "mypy>=1.10")
+    session.run("mypy")
+
+
+@nox.session(python="3.11")
+def coverage(session: nox.Session) -> None:
+    """Line coverage across threads and child processes, combined; at least 90% enforced."""
+    session.install("-e", ".[test]")
+    session.run("coverage", "erase")
+    session.run("coverage", "run", "-m", "pytest", "-p", "no:cacheprovider", *session.posargs)
+    session.run("coverage", "combine")
+    session.run("coverage", "report", "--fail-under=90")
+
+
+@nox.session(python="3.11", default=False)
+def bench(session: nox.Session) -> None:
+    """Every benchmark workload; regenerates docs/benchmarks.md and its plots."""
+    session.install("-e", ".[dev]")
+    session.run("python", "-m", "bench", *session.posargs)
