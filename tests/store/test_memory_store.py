@@ -1,0 +1,901 @@
+"""``InMemoryLightningStore``: every method, status machine, retries, liveness, waiters, copies, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import threading
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import pytest
+
+from agentlightning.store.base import UNSET
+from agentlightning.store.memory import InMemoryLightningStore
+from agentlightning.types import RolloutConfig, Span
+
+_T = TypeVar("_T")
+
+
+def run(coro: Awaitable[_T]) -> _T:
+    async def _main() -> _T:
+        return await coro
+
+    return asyncio.run(_main())
+
+
+class FakeClock:
+    """A clock the test moves by hand, so liveness deadlines are reached without sleeping."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def span_for(rollout_id: str, attempt_id: str, span_id: str = "s", sequence_id: int = 0) -> Span:
+    return Span(rollout_id=rollout_id, attempt_id=attempt_id, span_id=span_id, sequence_id=sequence_id)
+
+
+# -- enqueue, dequeue, start ------------------------------------------------------------------------------
+
+
+def test_enqueue_creates_a_queuing_rollout_without_attempt() -> None:
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        rollout = await store.enqueue_rollout(
+            {"q": 1}, mode="train", resources_id="rs-x", metadata={"k": "v"}
+        )
+        assert rollout.rollout_id.startswith("ro-")
+        assert rollout.status == "queuing"
+        assert (rollout.input, rollout.mode, rollout.resources_id, rollout.metadata) == (
+            {"q": 1},
+            "train",
+            "rs-x",
+            {"k": "v"},
+        )
+        assert rollout.end_time is None
+        assert await store.query_attempts(rollout.rollout_id) == []
+        assert await store.get_latest_attempt(rollout.rollout_id) is None
+        assert await store.get_rollout_by_id(rollout.rollout_id) == rollout
+
+    run(scenario())
+
+
+def test_dequeue_is_fifo_and_never_blocks() -> None:
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        assert await store.dequeue_rollout() is None
+        ids = [(await store.enqueue_rollout(i)).rollout_id for i in range(5)]
+        claimed = []
+        for _ in range(5):
+            attempted = await store.dequeue_rollout()
+            assert attempted is not None
+            assert attempted.status == "preparing"
+            assert attempted.attempt.status == "preparing"
+            assert attempted.attempt.sequence_id == 1
+            assert attempted.attempt.attempt_id.startswith("at-")
+            assert attempted.attempt.rollout_id == attempted.rollout_id
+            claimed.append(attempted.rollout_id)
+        assert claimed == ids
+        assert await store.dequeue_rollout() is None
+
+    run(scenario())
+
+
+def test_each_queued_rollout_is_claimed_exactly_once() -> None:
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        ids = {(await store.enqueue_rollout(i)).rollout_id for i in range(50)}
+        results = await asyncio.gather(*(store.dequeue_rollout() for _ in range(80)))
+        claimed = [r.rollout_id for r in results if r is not None]
+        assert len(claimed) == 50
+        assert set(claimed) == ids
+        assert len({r.attempt.attempt_id for r in results if r is not None}) == 50
+
+    run(scenario())
+
+
+def test_start_rollout_creates_first_attempt_without_queuing() -> None:
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        attempted = await store.start_rollout("x", mode="val")
+        assert attempted.status == "preparing"
+        assert attempted.mode == "val"
+        assert attempted.attempt.sequence_id == 1
+        assert await store.dequeue_rollout() is None
+        attempts = await store.query_attempts(attempted.rollout_id)
+        assert [a.attempt_id for a in attempts] == [attempted.attempt.attempt_id]
+
+    run(scenario())
+
+
+def test_start_attempt_takes_a_queued_rollout_out_of_the_queue() -> None:
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        first = await store.enqueue_rollout("a")
+        second = await store.enqueue_rollout("b")
+        attempted = await store.start_attempt(first.rollout_id)
+        assert attempted.attempt.sequence_id == 1
+        claimed = await store.dequeue_rollout()
+        assert claimed is not None and claimed.rollout_id == second.rollout_id
+        assert await store.dequeue_rollout() is None
+
+    run(scenario())
+
+
+def test_start_attempt_supersedes_the_active_attempt() -> None:
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        first = await store.start_rollout("a")
+        rid = first.rollout_id
+        await store.add_span(span_for(rid, first.attempt.attempt_id))
+        second = await store.start_attempt(rid)
+        assert second.attempt.sequence_id == 2
+        assert second.status == "preparing"
+        old = (await store.query_attempts(rid))[0]
+        assert old.status == "failed" and old.end_time is not None
+        # A late success from the superseded runner is dropped and never touches the rollout.
+        late = await store.update_attempt(rid, first.attempt.attempt_id, status="succeeded")
+        assert late.status == "failed"
+        late_span = await store.add_span(span_for(rid, first.attempt.attempt_id, "late"))
+        assert late_span.sequence_id == 2
+        rollout = await store.get_rollout_by_id(rid)
+        assert rollout is not None and rollout.status == "preparing"
+        assert [s.span_id for s in await store.query_spans(rid, first.attempt.attempt_id)] == ["s", "late"]
+
+    run(scenario())
+
+
+def test_start_attempt_on_terminal_rollout_names_both_states() -> None:
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        attempted = await store.start_rollout("a")
+        await store.update_rollout(attempted.rollout_id, status="succeeded")
+        with pytest.raises(ValueError, match=r"cannot go from 'succeeded' to 'preparing'") as info:
+            await store.start_attempt(attempted.rollout_id)
+        assert attempted.rollout_id in str(info.value)
+
+    run(scenario())
+
+
+# -- spans, heartbeats and the running state ------------------------------------------------------------
+
+
+def test_span_moves_preparing_to_running_and_gets_sequence_ids() -> None:
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        await store.enqueue_rollout("a")
+        attempted = await store.dequeue_rollout()
+        assert attempted is not None
+        rid, aid = attempted.rollout_id, attempted.attempt.attempt_id
+        spans = [await store.add_span(span_for(rid, aid, f"s{i}")) for i in range(3)]
+        assert [s.sequence_id for s in spans] == [1, 2, 3]
+        explicit = await store.add_span(span_for(rid, aid, "explicit", sequence_id=10))
+        assert explicit.sequence_id == 10
+        assert (await store.add_span(span_for(rid, aid, "next"))).sequence_id == 11
+        attempt = await store.get_latest_attempt(rid)
+        rollout = await store.get_rollout_by_id(rid)
+        assert attempt is not None and attempt.status == "running"
+        assert attempt.last_heartbeat_time is not None
+        assert rollout is not None and rollout.status == "running"
+
+    run(scenario())
+
+
+def test_query_spans_by_rollout_latest_and_attempt() -> None:
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        cfg = RolloutConfig(max_attempts=2, retry_condition=["failed"])
+        await store.enqueue_rollout("a", config=cfg)
+        first = await store.dequeue_rollout()
+        assert first is not None
+        rid = first.rollout_id
+        await store.add_span(span_for(rid, first.attempt.attempt_id, "b", sequence_id=2))
+        await store.add_span(span_for(rid, first.attempt.attempt_id, "a", sequence_id=1))
+        await store.update_attempt(rid, "latest", status="failed")
+        second = await store.dequeue_rollout()
+        assert second is not None and second.rollout_id == rid
+        await store.add_span(span_for(rid, second.attempt.attempt_id, "c"))
+        assert [s.span_id for s in await store.query_spans(rid)] == ["a", "b", "c"]
+        assert [s.span_id for s in await store.query_spans(rid, "latest")] == ["c"]
+        assert [s.span_id for s in await store.query_spans(rid, first.attempt.attempt_id)] == ["a", "b"]
+        assert await store.query_spans(rid, "at-unknown") == []
+        assert await store.query_spans("ro-unknown") == []
+
+    run(scenario())
+
+
+def test_add_span_unknown_ids_are_named() -> None:
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        a = await store.start_rollout("a")
+        b = await store.start_rollout("b")
+        with pytest.raises(ValueError, match="ro-nope"):
+            await store.add_span(span_for("ro-nope", a.attempt.attempt_id))
+        with pytest.raises(ValueError, match="at-nope"):
+            await store.add_span(span_for(a.rollout_id, "at-nope"))
+        with pytest.raises(ValueError, match=b.attempt.attempt_id):
+            await store.add_span(span_for(a.rollout_id, b.attempt.attempt_id))
+
+    run(scenario())
+
+
+def test_heartbeat_moves_preparing_to_running() -> None:
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        attempted = await store.start_rollout("a")
+        attempt = await store.update_attempt(
+            attempted.rollout_id, attempted.attempt.attempt_id, last_heartbeat_time=123.0, worker_id="w1"
+        )
+        assert attempt.status == "running"
+        assert attempt.last_heartbeat_time == 123.0
+        assert attempt.worker_id == "w1"
+        rollout = await store.get_rollout_by_id(attempted.rollout_id)
+        assert rollout is not None and rollout.status == "running"
+
+    run(scenario())
+
+
+# -- outcomes and the retry policy ------------------------------------------------------------------------
+
+
+def test_attempt_success_propagates_and_stamps_end_time() -> None:
+    async def scenario() -> None:
+        store = InMemoryLightningStore(clock=FakeClock())
+        await store.enqueue_rollout("a")
+        attempted = await store.dequeue_rollout()
+        assert attempted is not None
+        attempt = await store.update_attempt(attempted.rollout_id, "latest", status="succeeded")
+        assert attempt.status == "succeeded" and attempt.end_time == 1000.0
+        rollout = await store.get_rollout_by_id(attempted.rollout_id)
+        assert rollout is not None and rollout.status == "succeeded" and rollout.end_time == 1000.0
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("outcome", ["failed", "timeout", "unresponsive"])
+def test_retryable_outcome_requeues_until_max_attempts(outcome: str) -> None:
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        cfg = RolloutConfig(max_attempts=3, retry_condition=[outcome])  # type: ignore[list-item]
+        rollout = await store.enqueue_rollout("a", config=cfg)
+        for sequence in (1, 2, 3):
+            attempted = await store.dequeue_rollout()
+            assert attempted is not None
+            assert attempted.rollout_id == rollout.rollout_id
+            assert attempted.attempt.sequence_id == sequence
+            await store.update_attempt(rollout.rollout_id, attempted.attempt.attempt_id, status=outcome)
+            current = await store.get_rollout_by_id(rollout.rollout_id)
+            assert current is not None
+            assert current.status == ("requeuing" if sequence < 3 else "failed")
+        assert await store.dequeue_rollout() is None
+        assert [a.status for a in await store.query_attempts(rollout.rollout_id)] == [outcome] * 3
+
+    run(scenario())
+
+
+def test_outcome_outside_retry_condition_fails_at_once() -> None:
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        cfg = RolloutConfig(max_attempts=5, retry_condition=["timeout"])
+        await store.enqueue_rollout("a", config=cfg)
+        attempted = await store.dequeue_rollout()
+        assert attempted is not None
+        await store.update_attempt(attempted.rollout_id, "latest", status="failed")
+        rollout = await store.get_rollout_by_id(attempted.rollout_id)
+        assert rollout is not None and rollout.status == "failed"
+        assert await store.dequeue_rollout() is None
+
+    run(scenario())
+
+
+def test_requeued_rollout_goes_to_the_back_of_the_queue() -> None:
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        cfg = RolloutConfig(max_attempts=2, retry_condition=["failed"])
+        first = await store.enqueue_rollout("a", config=cfg)
+        second = await store.enqueue_rollout("b", config=cfg)
+        claimed = await store.dequeue_rollout()
+        assert claimed is not None and claimed.rollout_id == first.rollout_id
+        await store.update_attempt(first.rollout_id, "latest", status="failed")
+        order = [(await store.dequeue_rollout()) for _ in range(2)]
+        assert [r.rollout_id for r in order if r is not None] == [second.rollout_id, first.rollout_id]
+
+    run(scenario())
+
+
+# -- update_rollout and the status machine ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rollout_status", "attempt_status"),
+    [("succeeded", "succeeded"), ("failed", "failed"), ("cancelled", "failed")],
+)
+def test_terminal_rollout_update_ends_the_active_attempt(rollout_status: str, attempt_status: str) -> None:
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        attempted = await store.start_rollout("a")
+        rollout = await store.update_rollout(attempted.rollout_id, status=rollout_status)  # type: ignore[arg-type]
+        assert rollout.status == rollout_status and rollout.end_time is not None
+        attempt = await store.get_latest_attempt(attempted.rollout_id)
+        assert attempt is not None and attempt.status == attempt_status and attempt.end_time is not None
+
+    run(scenario())
+
+
+def test_update_rollout_requeuing_puts_it_back_in_the_queue() -> None:
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        await store.enqueue_rollout("a")
+        attempted = await store.dequeue_rollout()
+        assert attempted is not None
+        rollout = await store.update_rollout(attempted.rollout_id, status="requeuing")
+        assert rollout.status == "requeuing"
+        again = await store.dequeue_rollout()
+        assert again is not None and again.rollout_id == attempted.rollout_id
+        assert again.attempt.sequence_id == 2
+        assert (await store.query_attempts(attempted.rollout_id))[0].status == "failed"
+
+    run(scenario())
+
+
+def test_cancelled_queued_rollout_is_never_handed_out() -> None:
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        doomed = await store.enqueue_rollout("a")
+        kept = await store.enqueue_rollout("b")
+        await store.update_rollout(doomed.rollout_id, status="cancelled")
+        claimed = await store.dequeue_rollout()
+        assert claimed is not None and claimed.rollout_id == kept.rollout_id
+        assert await store.dequeue_rollout() is None
+
+    run(scenario())
+
+
+def test_queuing_and_requeuing_relabel_without_duplicating_the_entry() -> None:
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        rollout = await store.enqueue_rollout("a")
+        await store.update_rollout(rollout.rollout_id, status="requeuing")
+        await store.update_rollout(rollout.rollout_id, status="queuing")
+        assert (await store.dequeue_rollout()) is not None
+        assert await store.dequeue_rollout() is None
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("setup", "target"),
+    [
+        ("succeeded", "running"),
+        ("succeeded", "queuing"),
+        ("failed", "succeeded"),
+        ("cancelled", "requeuing"),
+        ("queuing", "preparing"),
+        ("queuing", "running"),
+        ("running", "preparing"),
+    ],
+)
+def test_illegal_rollout_transitions_name_both_states(setup: str, target: str) -> None:
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        rollout = await store.enqueue_rollout("a")
+        rid = rollout.rollout_id
+        if setup == "running":
+            attempted = await store.dequeue_rollout()
+            assert attempted is not None
+            await store.add_span(span_for(rid, attempted.attempt.attempt_id))
+        elif setup != "queuing":
+            await store.update_rollout(rid, status=setup)  # type: ignore[arg-type]
+        with pytest.raises(ValueError) as info:
+            await store.update_rollout(rid, status=target)  # type: ignore[arg-type]
+        assert f"rollout {rid}: cannot go from '{setup}' to '{target}'" in str(info.value)
+        current = await store.get_rollout_by_id(rid)
+        assert current is not None and current.status == setup
+
+    run(scenario())
+
+
+def test_illegal_attempt_transition_names_both_states_and_same_status_is_a_noop() -> None:
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        attempted = await store.start_rollout("a")
+        rid, aid = attempted.rollout_id, attempted.attempt.attempt_id
+        await store.update_attempt(rid, aid, status="running")
+        with pytest.raises(ValueError, match=r"cannot go from 'running' to 'preparing'"):
+            await store.update_attempt(rid, aid, status="preparing")
+        await store.update_attempt(rid, aid, status="succeeded")
+        again = await store.update_attempt(rid, aid, status="succeeded")
+        assert again.status == "succeeded"
+        with pytest.raises(ValueError, match=r"cannot go from 'succeeded' to 'failed'") as info:
+            await store.update_attempt(rid, aid, status="failed")
+        assert aid in str(info.value)
+        same = await store.update_rollout(rid, status="succeeded")
+        assert same.status == "succeeded"
+
+    run(scenario())
+
+
+def test_update_rollout_changes_fields() -> None:
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        rollout = await store.enqueue_rollout("a")
+        cfg = RolloutConfig(max_attempts=4)
+        updated = await store.update_rollout(
+            rollout.rollout_id,
+            input={"new": 1},
+            mode="test",
+            resources_id="rs-1",
+            config=cfg,
+            metadata={"m": 2},
+        )
+        assert (updated.input, updated.mode, updated.resources_id, updated.metadata) == (
+            {"new": 1},
+            "test",
+            "rs-1",
+            {"m": 2},
+        )
+        assert updated.config.max_attempts == 4
+        cleared = await store.update_rollout(rollout.rollout_id, mode=None, resources_id=None)
+        assert cleared.mode is None and cleared.resources_id is None and cleared.input == {"new": 1}
+        unchanged = await store.update_rollout(rollout.rollout_id, input=UNSET)
+        assert unchanged == cleared
+
+    run(scenario())
+
+
+def test_unknown_ids_are_named() -> None:
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        rollout = await store.enqueue_rollout("a")
+        with pytest.raises(ValueError, match="ro-missing"):
+            await store.update_rollout("ro-missing", status="cancelled")
+        with pytest.raises(ValueError, match="ro-missing"):
+            await store.start_attempt("ro-missing")
+        with pytest.raises(ValueError, match="ro-missing"):
+            await store.update_attempt("ro-missing", "latest", status="failed")
+        with pytest.raises(ValueError, match=rollout.rollout_id):
+            await store.update_attempt(rollout.rollout_id, "latest", status="failed")  # no attempt yet
+        with pytest.raises(ValueError, match="at-missing"):
+            await store.update_attempt(rollout.rollout_id, "at-missing", status="failed")
+        assert await store.get_rollout_by_id("ro-missing") is None
+        assert await store.get_latest_attempt("ro-missing") is None
+        assert await store.query_attempts("ro-missing") == []
+
+    run(scenario())
+
+
+def test_query_rollouts_filters_in_creation_order() -> None:
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        ids = [(await store.enqueue_rollout(i)).rollout_id for i in range(6)]
+        for rid in (ids[4], ids[1]):
+            await store.update_rollout(rid, status="cancelled")
+        claimed = await store.dequeue_rollout()
+        assert claimed is not None and claimed.rollout_id == ids[0]
+        all_ids = [r.rollout_id for r in await store.query_rollouts()]
+        assert all_ids == ids
+        cancelled = await store.query_rollouts(status=["cancelled"])
+        assert [r.rollout_id for r in cancelled] == [ids[1], ids[4]]
+        mixed = await store.query_rollouts(status=["queuing", "preparing"])
+        assert [r.rollout_id for r in mixed] == [ids[0], ids[2], ids[3], ids[5]]
+        by_id = await store.query_rollouts(rollout_ids=[ids[5], ids[2], "ro-unknown", ids[2]])
+        assert [r.rollout_id for r in by_id] == [ids[2], ids[5]]
+        both = await store.query_rollouts(status=["queuing"], rollout_ids=[ids[0], ids[2]])
+        assert [r.rollout_id for r in both] == [ids[2]]
+
+    run(scenario())
+
+
+# -- liveness: timeout and unresponsive -----------------------------------------------------------------
+
+
+def test_timeout_is_detected_on_the_injected_clock() -> None:
+    async def scenario() -> None:
+        clock = FakeClock()
+        store = InMemoryLightningStore(clock=clock)
+        cfg = RolloutConfig(timeout_seconds=10, max_attempts=2, retry_condition=["timeout"])
+        rollout = await store.enqueue_rollout("a", config=cfg)
+        first = await store.dequeue_rollout()
+        assert first is not None
+        await store.add_span(span_for(rollout.rollout_id, first.attempt.attempt_id))
+        clock.advance(9.9)
+        assert (await store.get_latest_attempt(rollout.rollout_id)).status == "running"  # type: ignore[union-attr]
+        clock.advance(0.2)
+        attempt = await store.get_latest_attempt(rollout.rollout_id)
+        assert attempt is not None and attempt.status == "timeout" and attempt.end_time == clock.now
+        current = await store.get_rollout_by_id(rollout.rollout_id)
+        assert current is not None and current.status == "requeuing"
+        second = await store.dequeue_rollout()
+        assert second is not None and second.attempt.sequence_id == 2
+        clock.advance(10)
+        current = await store.get_rollout_by_id(rollout.rollout_id)
+        assert current is not None and current.status == "failed"
+
+    run(scenario())
+
+
+def test_unresponsive_counts_silence_since_the_last_heartbeat() -> None:
+    async def scenario() -> None:
+        clock = FakeClock()
+        store = InMemoryLightningStore(clock=clock)
+        cfg = RolloutConfig(unresponsive_seconds=5)
+        attempted = await store.start_rollout("a", config=cfg)
+        rid, aid = attempted.rollout_id, attempted.attempt.attempt_id
+        clock.advance(4)
+        await store.update_attempt(rid, aid, last_heartbeat_time=clock.now)
+        clock.advance(4)  # 8 s since start, 4 s since the heartbeat
+        await store.add_span(span_for(rid, aid))
+        clock.advance(4.5)
+        assert (await store.get_latest_attempt(rid)).status == "running"  # type: ignore[union-attr]
+        clock.advance(1)
+        attempt = await store.get_latest_attempt(rid)
+        assert attempt is not None and attempt.status == "unresponsive"
+        rollout = await store.get_rollout_by_id(rid)
+        assert rollout is not None and rollout.status == "failed"
+        # The runner was only slow: its late report is dropped, its span kept, the rollout unchanged.
+        late = await store.update_attempt(rid, aid, status="succeeded")
+        assert late.status == "unresponsive"
+        await store.add_span(span_for(rid, aid, "late"))
+        assert len(await store.query_spans(rid)) == 2
+        rollout = await store.get_rollout_by_id(rid)
+        assert rollout is not None and rollout.status == "failed"
+
+    run(scenario())
+
+
+def test_config_change_reschedules_the_active_attempts_deadline() -> None:
+    async def scenario() -> None:
+        clock = FakeClock()
+        store = InMemoryLightningStore(clock=clock)
+        attempted = await store.start_rollout("a")
+        clock.advance(100)
+        await store.update_rollout(attempted.rollout_id, config=RolloutConfig(timeout_seconds=150))
+        clock.advance(49)
+        assert (await store.get_latest_attempt(attempted.rollout_id)).status == "preparing"  # type: ignore[union-attr]
+        clock.advance(2)
+        assert (await store.get_latest_attempt(attempted.rollout_id)).status == "timeout"  # type: ignore[union-attr]
+
+    run(scenario())
+
+
+def test_finished_attempts_are_not_expired() -> None:
+    async def scenario() -> None:
+        clock = FakeClock()
+        store = InMemoryLightningStore(clock=clock)
+        attempted = await store.start_rollout(
+            "a", config=RolloutConfig(timeout_seconds=1, unresponsive_seconds=1)
+        )
+        await store.update_attempt(attempted.rollout_id, "latest", status="succeeded")
+        clock.advance(10)
+        rollout = await store.get_rollout_by_id(attempted.rollout_id)
+        assert rollout is not None and rollout.status == "succeeded"
+        assert store._deadlines == []  # the stale entries were swept, nothing fired
+
+    run(scenario())
+
+
+# -- wait_for_rollouts ---------------------------------------------------------------------------------------
+
+
+def test_wait_returns_terminal_rollouts_in_the_order_asked() -> None:
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        a = await store.start_rollout("a")
+        b = await store.start_rollout("b")
+        await store.update_rollout(a.rollout_id, status="succeeded")
+        await store.update_rollout(b.rollout_id, status="cancelled")
+        done = await store.wait_for_rollouts(rollout_ids=[b.rollout_id, a.rollout_id])
+        assert [r.rollout_id for r in done] == [b.rollout_id, a.rollout_id]
+        assert await store.wait_for_rollouts(rollout_ids=[]) == []
+
+    run(scenario())
+
+
+def test_wait_times_out_with_the_partial_result_and_leaves_no_waiter() -> None:
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        done = await store.start_rollout("done")
+        await store.update_rollout(done.rollout_id, status="succeeded")
+        pending = await store.enqueue_rollout("pending")
+        result = await store.wait_for_rollouts(
+            rollout_ids=[pending.rollout_id, done.rollout_id], timeout=0.05
+        )
+        assert [r.rollout_id for r in result] == [done.rollout_id]
+        assert await store.wait_for_rollouts(rollout_ids=[pending.rollout_id], timeout=0) == []
+        assert store._waiters == {} and store._all_waiters == set()
+
+    run(scenario())
+
+
+def test_wait_unknown_id_raises_naming_it() -> None:
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        known = await store.enqueue_rollout("a")
+        with pytest.raises(ValueError, match="ro-ghost"):
+            await store.wait_for_rollouts(rollout_ids=[known.rollout_id, "ro-ghost"], timeout=1)
+        assert store._waiters == {}
+
+    run(scenario())
+
+
+def test_cancelled_wait_leaves_no_waiter_and_never_holds_the_lock() -> None:
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        rollout = await store.enqueue_rollout("a")
+        task = asyncio.create_task(store.wait_for_rollouts(rollout_ids=[rollout.rollout_id]))
+        while not store._waiters:
+            await asyncio.sleep(0)  # let the task register (a yield, not a timed wait)
+        assert not store._lock.locked()  # the wait is parked without the lock
+        # Other calls on the same loop proceed while the wait is pending.
+        assert (await store.dequeue_rollout()) is not None
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert store._waiters == {} and store._all_waiters == set()
+
+    run(scenario())
+
+
+def test_wait_wakes_when_another_threads_loop_completes_the_rollout() -> None:
+    """The store-level half of S2: a runner's write on one loop is seen by the algorithm's wait on another."""
+    store = InMemoryLightningStore()
+    rollout = run(store.enqueue_rollout("a"))
+    registered = threading.Event()
+    result: list[Any] = []
+
+    async def waiter() -> None:
+        task = asyncio.ensure_future(store.wait_for_rollouts(rollout_ids=[rollout.rollout_id], timeout=30))
+        while not store._waiters:
+            await asyncio.sleep(0)
+        registered.set()
+        result.extend(await task)
+
+    def waiting_thread() -> None:
+        asyncio.run(waiter())
+
+    thread = threading.Thread(target=waiting_thread, name="test-waiter")
+    thread.start()
+    assert registered.wait(10)
+
+    async def complete() -> None:
+        attempted = await store.dequeue_rollout()
+        assert attempted is not None
+        await store.update_attempt(attempted.rollout_id, attempted.attempt.attempt_id, status="succeeded")
+
+    asyncio.run(complete())
+    thread.join(10)
+    assert not thread.is_alive()
+    assert [r.status for r in result] == ["succeeded"]
+    assert store._waiters == {}
+
+
+def test_wait_alone_detects_a_dead_runner() -> None:
+    """No other traffic: the wait's own timer at the attempt deadline expires the silent attempt."""
+
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        cfg = RolloutConfig(unresponsive_seconds=0.05)
+        rollout = await store.enqueue_rollout("a", config=cfg)
+        waiting = asyncio.create_task(store.wait_for_rollouts(rollout_ids=[rollout.rollout_id], timeout=30))
+        while not store._waiters:
+            await asyncio.sleep(0)
+        # Claimed after the wait began (the wait had no deadline to plan for), then never heard of again.
+        assert await store.dequeue_rollout() is not None
+        done = await waiting
+        assert [r.status for r in done] == ["failed"]
+        assert (await store.get_latest_attempt(rollout.rollout_id)).status == "unresponsive"  # type: ignore[union-attr]
+
+    run(scenario())
+
+
+# -- copies ------------------------------------------------------------------------------------------------
+
+
+def test_returned_objects_are_copies() -> None:
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        given_input: dict[str, Any] = {"nested": {"list": [1, 2]}}
+        given_meta: dict[str, Any] = {"tags": ["x"]}
+        cfg = RolloutConfig(max_attempts=2, retry_condition=["failed"])
+        rollout = await store.enqueue_rollout(given_input, config=cfg, metadata=given_meta)
+        given_input["nested"]["list"].append(3)
+        given_meta["tags"].append("y")
+        cfg.retry_condition.append("timeout")
+        rollout.input["nested"]["list"].append(4)
+        rollout.metadata["tags"].append("z")
+        rollout.config.retry_condition.clear()
+        rollout.status = "failed"
+        attempted = await store.dequeue_rollout()
+        assert attempted is not None
+        assert attempted.input == {"nested": {"list": [1, 2]}}
+        assert attempted.metadata == {"tags": ["x"]}
+        assert attempted.config.retry_condition == ["failed"]
+        assert attempted.status == "preparing"
+        attempted.attempt.metadata["x"] = 1
+        attempted.attempt.status = "succeeded"
+        attempt = await store.get_latest_attempt(attempted.rollout_id)
+        assert attempt is not None and attempt.metadata == {} and attempt.status == "preparing"
+        span = Span(
+            rollout_id=attempted.rollout_id, attempt_id=attempt.attempt_id, span_id="s", attributes={"a": [1]}
+        )
+        stored = await store.add_span(span)
+        span.attributes["a"].append(2)
+        stored.attributes["a"].append(3)
+        assert (await store.query_spans(attempted.rollout_id))[0].attributes == {"a": [1]}
+        resources = {"llm": {"endpoint": "http://x"}}
+        update = await store.add_resources(resources)
+        resources["llm"]["endpoint"] = "changed"
+        update.resources["llm"]["endpoint"] = "changed too"
+        latest = await store.get_latest_resources()
+        assert latest is not None and latest.resources == {"llm": {"endpoint": "http://x"}}
+
+    run(scenario())
+
+
+# -- resources ----------------------------------------------------------------------------------------------
+
+
+def test_resources_latest_and_by_id() -> None:
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        assert await store.get_latest_resources() is None
+        first = await store.add_resources({"prompt": "v1"})
+        second = await store.add_resources({"prompt": "v2"})
+        assert first.resources_id.startswith("rs-") and first.resources_id != second.resources_id
+        assert await store.get_latest_resources() == second
+        assert await store.get_resources_by_id(first.resources_id) == first
+        assert await store.get_resources_by_id("rs-unknown") is None
+
+    run(scenario())
+
+
+def test_close_is_a_noop_and_the_store_stays_usable() -> None:
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        await store.close()
+        await store.close()
+        assert (await store.enqueue_rollout("a")).status == "queuing"
+
+    run(scenario())
+
+
+# -- bad input ----------------------------------------------------------------------------------------------
+
+
+_BAD_CALLS: list[tuple[str, dict[str, Any], type[Exception], str]] = [
+    ("enqueue_rollout", {"input": 1, "mode": "training"}, ValueError, "mode"),
+    ("enqueue_rollout", {"input": 1, "mode": 3}, TypeError, "mode"),
+    ("enqueue_rollout", {"input": 1, "resources_id": 5}, TypeError, "resources_id"),
+    ("enqueue_rollout", {"input": 1, "config": {"max_attempts": 2}}, TypeError, "config"),
+    ("enqueue_rollout", {"input": 1, "metadata": ["x"]}, TypeError, "metadata"),
+    ("enqueue_rollout", {"input": 1, "metadata": {1: "x"}}, TypeError, "metadata"),
+    ("start_rollout", {"input": 1, "mode": "nope"}, ValueError, "'nope'"),
+    ("start_rollout", {"input": 1, "config": "fast"}, TypeError, "config"),
+    ("start_attempt", {"rollout_id": 7}, TypeError, "rollout_id"),
+    ("start_attempt", {"rollout_id": ""}, ValueError, "rollout_id"),
+    ("update_rollout", {"rollout_id": None}, TypeError, "rollout_id"),
+    ("update_rollout", {"rollout_id": "ro-x", "status": "done"}, ValueError, "'done'"),
+    ("update_rollout", {"rollout_id": "ro-x", "status": 1}, TypeError, "status"),
+    ("update_rollout", {"rollout_id": "ro-x", "mode": "prod"}, ValueError, "mode"),
+    ("update_rollout", {"rollout_id": "ro-x", "config": None}, TypeError, "config"),
+    ("update_rollout", {"rollout_id": "ro-x", "metadata": "m"}, TypeError, "metadata"),
+    ("update_rollout", {"rollout_id": "ro-x", "resources_id": 3}, TypeError, "resources_id"),
+    ("query_rollouts", {"status": "queuing"}, TypeError, "status"),
+    ("query_rollouts", {"status": ["queued"]}, ValueError, "'queued'"),
+    ("query_rollouts", {"rollout_ids": "ro-1"}, TypeError, "rollout_ids"),
+    ("query_rollouts", {"rollout_ids": [1]}, TypeError, "rollout_ids"),
+    ("get_rollout_by_id", {"rollout_id": 1}, TypeError, "rollout_id"),
+    ("wait_for_rollouts", {"rollout_ids": "ro-1"}, TypeError, "rollout_ids"),
+    ("wait_for_rollouts", {"rollout_ids": [None]}, TypeError, "rollout_ids"),
+    ("wait_for_rollouts", {"rollout_ids": [], "timeout": -1}, ValueError, "timeout"),
+    ("wait_for_rollouts", {"rollout_ids": [], "timeout": "5"}, TypeError, "timeout"),
+    ("wait_for_rollouts", {"rollout_ids": [], "timeout": float("nan")}, ValueError, "timeout"),
+    ("wait_for_rollouts", {"rollout_ids": [], "timeout": True}, TypeError, "timeout"),
+    ("query_attempts", {"rollout_id": b"ro"}, TypeError, "rollout_id"),
+    ("get_latest_attempt", {"rollout_id": 0}, TypeError, "rollout_id"),
+    ("update_attempt", {"rollout_id": 1, "attempt_id": "latest"}, TypeError, "rollout_id"),
+    ("update_attempt", {"rollout_id": "ro-x", "attempt_id": None}, TypeError, "attempt_id"),
+    (
+        "update_attempt",
+        {"rollout_id": "ro-x", "attempt_id": "latest", "status": "done"},
+        ValueError,
+        "'done'",
+    ),
+    (
+        "update_attempt",
+        {"rollout_id": "ro-x", "attempt_id": "latest", "status": ["failed"]},
+        TypeError,
+        "status",
+    ),
+    (
+        "update_attempt",
+        {"rollout_id": "ro-x", "attempt_id": "latest", "worker_id": 3},
+        TypeError,
+        "worker_id",
+    ),
+    (
+        "update_attempt",
+        {"rollout_id": "ro-x", "attempt_id": "latest", "last_heartbeat_time": "now"},
+        TypeError,
+        "last_heartbeat_time",
+    ),
+    (
+        "update_attempt",
+        {"rollout_id": "ro-x", "attempt_id": "latest", "last_heartbeat_time": float("inf")},
+        ValueError,
+        "last_heartbeat_time",
+    ),
+    ("update_attempt", {"rollout_id": "ro-x", "attempt_id": "latest", "metadata": 5}, TypeError, "metadata"),
+    ("add_span", {"span": {"span_id": "s"}}, TypeError, "span"),
+    ("query_spans", {"rollout_id": 5}, TypeError, "rollout_id"),
+    ("query_spans", {"rollout_id": "ro-x", "attempt_id": 5}, TypeError, "attempt_id"),
+    ("add_resources", {"resources": ["a"]}, TypeError, "resources"),
+    ("add_resources", {"resources": {2: "a"}}, TypeError, "resources"),
+    ("get_resources_by_id", {"resources_id": None}, TypeError, "resources_id"),
+]
+
+
+@pytest.mark.parametrize(("method", "kwargs", "error", "named"), _BAD_CALLS)
+def test_bad_input_is_rejected_naming_the_parameter(
+    method: str, kwargs: dict[str, Any], error: type[Exception], named: str
+) -> None:
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        with pytest.raises(error) as info:
+            await getattr(store, method)(**kwargs)
+        assert named in str(info.value)
+        assert await store.query_rollouts() == []  # nothing was half-done
+
+    run(scenario())
+
+
+def test_bad_clock_is_rejected() -> None:
+    with pytest.raises(TypeError, match="clock"):
+        InMemoryLightningStore(clock=5)  # type: ignore[arg-type]
+
+
+def test_returned_models_behave_like_validated_ones() -> None:
+    """The store builds its copies without re-validation: they must still be complete pydantic models."""
+
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        await store.enqueue_rollout({"q": [1]}, metadata={"m": 1}, config=RolloutConfig(max_attempts=2))
+        attempted = await store.dequeue_rollout()
+        assert attempted is not None
+        span = await store.add_span(span_for(attempted.rollout_id, attempted.attempt.attempt_id))
+        resources = await store.add_resources({"k": "v"})
+        for model in (attempted, attempted.attempt, attempted.config, span, resources):
+            cls = type(model)
+            assert cls.model_validate(model.model_dump()) == model
+            assert cls.model_validate_json(model.model_dump_json()) == model
+            assert pickle.loads(pickle.dumps(model)) == model
+            assert model.model_copy() == model
+            assert repr(model)
+        rollout = await store.get_rollout_by_id(attempted.rollout_id)
+        assert rollout is not None
+        rollout.mode = "train"  # plain attribute assignment works on a copy
+        assert rollout.model_dump()["mode"] == "train"
+
+    run(scenario())
+
+
+def test_update_rollout_running_and_attempt_metadata() -> None:
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        attempted = await store.start_rollout(("tuple", ["input"]))
+        rid = attempted.rollout_id
+        rollout = await store.update_rollout(rid, status="running")
+        assert rollout.status == "running" and rollout.input == ("tuple", ["input"])
+        attempt = await store.update_attempt(rid, "latest", metadata={"tries": [1]})
+        assert attempt.status == "running" and attempt.metadata == {"tries": [1]}
+        assert repr(store).startswith("<InMemoryLightningStore")
+        by_tuple = await store.query_rollouts(rollout_ids=(rid,))
+        assert [r.rollout_id for r in by_tuple] == [rid]
+
+    run(scenario())
