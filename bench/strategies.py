@@ -1,0 +1,368 @@
+"""Benchmarks of execution strategies: throughput, stop, SIGINT and start-up latency.
+
+Workloads (each strategy, n_runners = 1, 2, 4, medians over repeated runs):
+
+- W1 throughput: the algorithm enqueues N rollouts, the runners claim and complete them, the algorithm
+  waits for all of them (rollouts/s, from the first enqueue to the last completion seen).
+- W2 stop latency: the algorithm returns -> ``execute()`` returns (ms).
+- W3 SIGINT latency: SIGINT to the process while every bundle runs -> ``execute()`` raises
+  ``KeyboardInterrupt`` (ms; sent from outside to a child process running ``execute()``, as a
+  terminal's Ctrl+C; a strategy that swallows the interrupt fails W3 whatever its latency).
+- W4 start-up latency: ``execute()`` called -> every runner running (ms).
+
+Bundles are module-level, picklable and report through files in a scratch directory with
+``time.monotonic()`` stamps (one clock for every process on the machine), so the same workloads run
+unchanged against process strategies. A strategy joins the benchmark with one entry in ``STRATEGIES``.
+
+Usage: ``python -m bench.strategies [--quick] [--strategy shm ...] [--runners 1 2 4] [--json PATH]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["STRATEGIES", "TARGETS", "BenchStrategy", "main", "run"]
+
+_REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class BenchStrategy:
+    """How to build one strategy for the benchmark: its class (dotted path) and constructor options."""
+
+    name: str
+    class_path: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def build(self, n_runners: int) -> Any:
+        module, _, cls = self.class_path.rpartition(".")
+        return getattr(importlib.import_module(module), cls)(n_runners=n_runners, **self.options)
+
+
+STRATEGIES: dict[str, BenchStrategy] = {
+    spec.name: spec
+    for spec in (
+        BenchStrategy("shm", "agentlightning.execution.shared_memory.SharedMemoryExecutionStrategy"),
+        BenchStrategy("cs", "agentlightning.execution.client_server.ClientServerExecutionStrategy"),
+        BenchStrategy("ipc", "agentlightning.execution.inter_process.InterProcessExecutionStrategy"),
+    )
+}
+"""Every benchmarked strategy, by name. Add one line to benchmark another."""
+
+TARGETS: dict[str, tuple[str, float]] = {
+    "W1": (">=", 8600.0),
+    "W2": ("<=", 10.0),
+    "W3": ("<=", 100.0),
+    "W4": ("<=", 20.0),
+}
+"""Targets with 2 runners and N = 1,000 (W1 in rollouts/s, the others in ms)."""
+
+UNITS = {"W1": "rollouts/s", "W2": "ms", "W3": "ms", "W4": "ms"}
+HANG = 60.0
+
+
+# -- bundles (module level: picklable for process strategies) --------------------------------------------
+
+
+def _stamp(directory: str, name: str, value: float) -> None:
+    path = Path(directory, name)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(repr(value))
+    tmp.replace(path)  # atomic: a reader never sees a half-written stamp
+
+
+def _read(directory: str, name: str) -> float:
+    return float(Path(directory, name).read_text())
+
+
+async def _all_runners_ready(directory: str, n_runners: int) -> None:
+    deadline = time.monotonic() + HANG
+    while sum(Path(directory, f"ready-{i}").exists() for i in range(n_runners)) < n_runners:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"runners never all started ({n_runners} expected) in {directory}")
+        await asyncio.sleep(0.001)
+
+
+@dataclass(frozen=True)
+class LifecycleAlgorithm:
+    """W2/W4 (and W3 with ``wait_for_stop``): wait for every runner, then return (or wait for the stop)."""
+
+    directory: str
+    n_runners: int
+    wait_for_stop: bool = False
+
+    async def __call__(self, store: Any, event: Any) -> None:
+        from agentlightning.execution.events import wait_async
+
+        await _all_runners_ready(self.directory, self.n_runners)
+        if self.wait_for_stop:
+            await wait_async(event, HANG)
+            return
+        _stamp(self.directory, "algorithm-returns", time.monotonic())
+
+
+@dataclass(frozen=True)
+class LifecycleRunner:
+    """Reports that it runs, then waits for the stop event (event-driven, no polling)."""
+
+    directory: str
+
+    async def __call__(self, store: Any, worker_id: int, event: Any) -> None:
+        from agentlightning.execution.events import wait_async
+
+        _stamp(self.directory, f"ready-{worker_id}", time.monotonic())
+        await wait_async(event, HANG)
+
+
+@dataclass(frozen=True)
+class ThroughputAlgorithm:
+    """W1: enqueue ``n_rollouts``, wait until all are complete, report the rate."""
+
+    directory: str
+    n_runners: int
+    n_rollouts: int
+
+    async def __call__(self, store: Any, event: Any) -> None:
+        await _all_runners_ready(self.directory, self.n_runners)
+        start = time.perf_counter()
+        ids = [(await store.enqueue_rollout(input={"i": i})).rollout_id for i in range(self.n_rollouts)]
+        done = await store.wait_for_rollouts(rollout_ids=ids, timeout=HANG)
+        elapsed = time.perf_counter() - start
+        if len(done) != self.n_rollouts or any(r.status != "succeeded" for r in done):
+            raise RuntimeError(f"W1: {len(done)}/{self.n_rollouts} rollouts completed")
+        _stamp(self.directory, "rate", self.n_rollouts / elapsed)
+
+
+@dataclass(frozen=True)
+class ThroughputRunner:
+    """W1: claim and complete rollouts until the stop; back off from 0.5 ms to 8 ms while idle."""
+
+    directory: str
+
+    async def __call__(self, store: Any, worker_id: int, event: Any) -> None:
+        from agentlightning.execution.events import wait_async
+
+        _stamp(self.directory, f"ready-{worker_id}", time.monotonic())
+        idle = 0.0005
+        while not event.is_set():
+            rollout = await store.dequeue_rollout()
+            if rollout is None:
+                await wait_async(event, idle)
+                idle = min(idle * 2, 0.008)
+                continue
+            idle = 0.0005
+            await store.update_attempt(rollout.rollout_id, rollout.attempt.attempt_id, status="succeeded")
+
+
+# -- one measurement each ----------------------------------------------------------------------------------
+
+
+def _store() -> Any:
+    from agentlightning.store.memory import InMemoryLightningStore
+
+    return InMemoryLightningStore()
+
+
+def measure_w1(spec: BenchStrategy, n_runners: int, n_rollouts: int) -> float:
+    with tempfile.TemporaryDirectory(prefix="agl-bench-") as directory:
+        strategy = spec.build(n_runners)
+        strategy.execute(
+            ThroughputAlgorithm(directory, n_runners, n_rollouts), ThroughputRunner(directory), _store()
+        )
+        return _read(directory, "rate")
+
+
+def measure_w2_w4(spec: BenchStrategy, n_runners: int) -> tuple[float, float]:
+    """(W2, W4) in ms from one run: stop latency and start-up latency."""
+    with tempfile.TemporaryDirectory(prefix="agl-bench-") as directory:
+        strategy = spec.build(n_runners)
+        algorithm, runner, store = (
+            LifecycleAlgorithm(directory, n_runners),
+            LifecycleRunner(directory),
+            _store(),
+        )
+        called = time.monotonic()
+        strategy.execute(algorithm, runner, store)
+        returned = time.monotonic()
+        ready = max(_read(directory, f"ready-{i}") for i in range(n_runners))
+        return (returned - _read(directory, "algorithm-returns")) * 1e3, (ready - called) * 1e3
+
+
+def measure_w3(spec: BenchStrategy, n_runners: int) -> dict[str, Any]:
+    """W3: ``{"outcome", "latency_ms"}``, SIGINT sent from this process to a child running ``execute()``.
+
+    Sent from outside, as a terminal's Ctrl+C is, once every runner reported it runs; the child stamps
+    the moment ``execute()`` raised (``time.monotonic()`` is one clock for both processes).
+    """
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(_REPO), os.environ.get("PYTHONPATH")])),
+    }
+    with tempfile.TemporaryDirectory(prefix="agl-bench-") as directory:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.strategies", "--w3-child", spec.name, str(n_runners), directory],
+            cwd=_REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            ready = [Path(directory, f"ready-{i}") for i in range(n_runners)]
+            deadline = time.monotonic() + HANG
+            while not all(path.exists() for path in ready):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"W3 child never had all runners running: {proc.communicate()[1][-2000:]}"
+                    )
+                time.sleep(0.0002)  # polling files the child writes; not part of the measured interval
+            sent = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=HANG * 2)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    lines = out.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"W3 child failed ({proc.returncode}): {err[-2000:]}")
+    result = json.loads(lines[-1])
+    return {"outcome": result["outcome"], "latency_ms": (result["raised_at"] - sent) * 1e3}
+
+
+def _w3_child(name: str, n_runners: int, directory: str) -> None:
+    strategy = STRATEGIES[name].build(n_runners)
+    algorithm = LifecycleAlgorithm(directory, n_runners, wait_for_stop=True)
+    outcome = "returned (interrupt swallowed)"
+    try:
+        strategy.execute(algorithm, LifecycleRunner(directory), _store())
+    except KeyboardInterrupt:
+        outcome = "KeyboardInterrupt"
+    except BaseException as exc:
+        outcome = f"{type(exc).__name__}: {exc}"
+    raised_at = time.monotonic()
+    print(json.dumps({"outcome": outcome, "raised_at": raised_at}), flush=True)
+
+
+# -- the benchmark -----------------------------------------------------------------------------------------
+
+
+def _summary(
+    name: str, workload: str, n_runners: int, samples: list[float], n_rollouts: int, **extra: Any
+) -> dict[str, Any]:
+    median = statistics.median(samples)
+    op, bound = TARGETS[workload]
+    applies = n_runners == 2 and (workload != "W1" or n_rollouts == 1000)
+    meets = (median >= bound if op == ">=" else median <= bound) if applies else None
+    return {
+        "strategy": name,
+        "workload": workload,
+        "n_runners": n_runners,
+        "unit": UNITS[workload],
+        "median": median,
+        "min": min(samples),
+        "max": max(samples),
+        "samples": samples,
+        "n_rollouts": n_rollouts if workload == "W1" else None,
+        "target": f"{op} {bound:g}" if applies else None,
+        "meets_target": meets,
+        **extra,
+    }
+
+
+def run(
+    strategies: Sequence[str] | None = None,
+    quick: bool = False,
+    runners: Sequence[int] = (1, 2, 4),
+    n_rollouts: int = 1000,
+) -> list[dict[str, Any]]:
+    """Measure every workload for each strategy and runner count; one dict per (strategy, n, workload)."""
+    names = list(strategies or STRATEGIES)
+    unknown = [name for name in names if name not in STRATEGIES]
+    if unknown:
+        raise ValueError(f"unknown strategy {unknown[0]!r}; known: {', '.join(sorted(STRATEGIES))}")
+    repeats = 3 if quick else 9
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        spec = STRATEGIES[name]
+        for n in runners:
+            measure_w1(spec, n, min(n_rollouts, 100))  # warm-up: imports, first loop, allocator
+            w1 = [measure_w1(spec, n, n_rollouts) for _ in range(repeats)]
+            w2, w4 = zip(*(measure_w2_w4(spec, n) for _ in range(repeats)), strict=True)
+            w3_runs = [measure_w3(spec, n) for _ in range(repeats)]
+            swallowed = [r["outcome"] for r in w3_runs if r["outcome"] != "KeyboardInterrupt"]
+            w3 = [r["latency_ms"] for r in w3_runs if r["latency_ms"] is not None]
+            rows.append(_summary(name, "W1", n, w1, n_rollouts))
+            rows.append(_summary(name, "W2", n, list(w2), n_rollouts))
+            rows.append(
+                _summary(name, "W3", n, w3, n_rollouts, w3_outcomes=swallowed or ["KeyboardInterrupt"])
+            )
+            rows.append(_summary(name, "W4", n, list(w4), n_rollouts))
+            if swallowed:  # a swallowed interrupt fails W3 whatever the latency
+                rows[-2]["meets_target"] = False
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A plain-text table: one line per strategy and runner count, median [min-max] per workload."""
+    header = f"{'strategy':<9}{'runners':>8}  " + "  ".join(
+        f"{w + ' ' + UNITS[w]:>24}" for w in ("W1", "W2", "W3", "W4")
+    )
+    lines = [header, "-" * len(header)]
+    keys = sorted({(r["strategy"], r["n_runners"]) for r in rows}, key=lambda k: (k[0], k[1]))
+    for strategy, n in keys:
+        cells = []
+        for workload in ("W1", "W2", "W3", "W4"):
+            row = next(
+                r for r in rows if (r["strategy"], r["n_runners"], r["workload"]) == (strategy, n, workload)
+            )
+            fmt = "{:,.0f}" if workload == "W1" else "{:.2f}"
+            mark = {True: " ok", False: " !!", None: "   "}[row["meets_target"]]
+            text = f"{fmt.format(row['median'])} [{fmt.format(row['min'])}-{fmt.format(row['max'])}]{mark}"
+            cells.append(f"{text:>24}")
+        lines.append(f"{strategy:<9}{n:>8}  " + "  ".join(cells))
+    targets = ", ".join(f"{w} {op} {bound:g} {UNITS[w]}" for w, (op, bound) in TARGETS.items())
+    lines.append(f"median [min-max]; ok/!! = target met/missed (2 runners, N=1000): {targets}")
+    for row in rows:
+        if row["workload"] == "W3" and row.get("w3_outcomes") != ["KeyboardInterrupt"]:
+            lines.append(
+                f"W3 {row['strategy']} n={row['n_runners']}: interrupt NOT re-raised: {row['w3_outcomes']}"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.strategies", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3 repeats instead of 9")
+    parser.add_argument("--strategy", action="append", choices=sorted(STRATEGIES), help="repeatable")
+    parser.add_argument("--runners", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--rollouts", type=int, default=1000, help="N for W1")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument("--w3-child", nargs=3, metavar=("STRATEGY", "N", "DIR"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.w3_child:
+        _w3_child(args.w3_child[0], int(args.w3_child[1]), args.w3_child[2])
+        return 0
+    rows = run(args.strategy, quick=args.quick, runners=args.runners, n_rollouts=args.rollouts)
+    print(format_table(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0 if all(r["meets_target"] is not False for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
