@@ -15,6 +15,7 @@ import multiprocessing
 import multiprocessing.context
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -82,36 +83,59 @@ class ThreadingEvent:
 class MultiprocessingEvent:
     """An event shared by processes (picklable when a process is spawned, under any start method).
 
-    The truth is a ``multiprocessing.Event``; a pipe whose read end becomes readable on ``set()`` gives
-    asyncio loops in every process an fd to watch, so ``wait_async`` wakes without polling. Call
+    The truth is one byte of shared memory (``RawValue``), read and written without a lock: a process
+    killed while it touches the event (SIGKILL, contract F1) cannot leave a lock held that would wedge
+    every other process's ``set()`` or ``is_set()``. A pipe whose read end becomes readable on ``set()``
+    gives blocking ``wait()`` and asyncio loops in every process an fd to watch, so nobody polls. Call
     ``close()`` in each process when done, to release the pipe's descriptors.
     """
 
     def __init__(self, ctx: multiprocessing.context.BaseContext | None = None) -> None:
         ctx = ctx or multiprocessing.get_context()
-        self._flag = ctx.Event()
+        self._flag = ctx.RawValue("b", 0)
         self._reader, self._writer = ctx.Pipe(duplex=False)
 
     def set(self) -> None:
-        if self._flag.is_set():
+        if self._flag.value:
             return
-        self._flag.set()
+        self._flag.value = 1
         # One byte suffices: waiters only test readability, so the byte stays for everyone. Two racing
         # setters may write two bytes; clear() drains them all.
         with contextlib.suppress(OSError):
             self._writer.send_bytes(b"\x01")
 
     def clear(self) -> None:
-        self._flag.clear()
+        self._flag.value = 0
+        self._drain()
+
+    def _drain(self) -> None:
+        """Empty the pipe; if a ``set()`` raced with us (its byte may be gone), put one byte back."""
         with contextlib.suppress(OSError, EOFError):
             while self._reader.poll(0):
                 self._reader.recv_bytes()
+        if self._flag.value:
+            with contextlib.suppress(OSError):
+                self._writer.send_bytes(b"\x01")
 
     def is_set(self) -> bool:
-        return self._flag.is_set()
+        return bool(self._flag.value)
 
     def wait(self, timeout: float | None = None) -> bool:
-        return self._flag.wait(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._flag.value:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            if self.closed:  # no pipe left in this process: fall back to a short sleep
+                time.sleep(0.01 if remaining is None else min(0.01, remaining))
+                continue
+            try:
+                readable = self._reader.poll(remaining)
+            except (OSError, EOFError):
+                readable = False
+            if readable and not self._flag.value:
+                self._drain()  # a byte left by a set() that a concurrent clear() overtook
+        return True
 
     def fileno(self) -> int:
         """A descriptor that is readable while the event is set (until ``clear()``)."""
@@ -128,6 +152,7 @@ class MultiprocessingEvent:
         return bool(self._reader.closed)
 
     def __getstate__(self) -> dict[str, Any]:
+        multiprocessing.context.assert_spawning(self)  # shared memory and pipes travel only to children
         return {"_flag": self._flag, "_reader": self._reader, "_writer": self._writer}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -165,12 +190,18 @@ async def wait_async(event: ExecutionEvent, timeout: float | None = None) -> boo
             event._remove_waker(_wake_threadsafe)
 
     if isinstance(event, MultiprocessingEvent) and not event.closed:
-        fd = event.fileno()
-        loop.add_reader(fd, _wake)
+        # A loop keeps one reader per fd: a second waiter on the same fd would replace the first's
+        # callback, and the first's remove_reader would silence the second. Each waiter watches its own
+        # duplicate of the pipe's read end instead.
+        fd = os.dup(event.fileno())
         try:
-            return await _await_waiter(waiter, timeout, event)
+            loop.add_reader(fd, _wake)
+            try:
+                return await _await_waiter(waiter, timeout, event)
+            finally:
+                loop.remove_reader(fd)
         finally:
-            loop.remove_reader(fd)
+            os.close(fd)
 
     return await _poll(event, timeout)
 

@@ -1,0 +1,306 @@
+"""``ipc``: the algorithm in the calling process, each runner in a process of its own, on one machine.
+
+For runners that are CPU-bound Python: threads (``shm``) share one GIL, processes do not. The algorithm
+runs on the calling thread against the caller's store. Runners reach that store through
+``agentlightning.store.ipc``: a Unix domain socket in a private temporary directory (removed afterwards,
+R4) carrying msgpack frames; see that module for why a Unix socket. The server side runs on a thread of
+its own in the calling process, with its own event loop, not on the algorithm's loop: runners must be
+served while the algorithm blocks its loop or has already returned (their last writes still land in the
+caller's store, S3), and the algorithm's loop is closed when the algorithm ends. Worker processes are
+started, supervised and stopped by ``processes.WorkerProcesses``; which failure is raised is decided by
+``failures.FailureCollector``; the algorithm is run by ``threads.BundleRun`` under ``threads.SigintRelay``,
+exactly as ``shm`` runs it, so both strategies share one stop model on the calling thread.
+
+Stop model:
+
+- Algorithm returns: the event is set (L2); runner processes that watch it return; after
+  ``graceful_timeout`` the rest get SIGINT (blocking code gets ``KeyboardInterrupt``, an awaiting bundle is
+  cancelled: its ``finally`` runs, L6/L7), ``terminate_timeout`` later SIGTERM, then SIGKILL. All are
+  reaped, the server is stopped, ``execute()`` returns ``None``.
+- A runner returns: nothing else happens (L3).
+- Any bundle sets the event (in any process): every other bundle wakes at once (the event's pipe, L4).
+- A bundle raises (any type; ``KeyboardInterrupt``, ``SystemExit`` too): the event is set, everyone stops
+  as above, ``execute()`` raises the first failure with its original type, the runner's traceback and a
+  note naming the worker (E1, E2, E6, K1, K2); later failures are attached (E3); cleanup errors never
+  mask it (E4). A runner process that dies (a signal, ``os._exit``) is ``WorkerDied`` naming the worker
+  and its exit status (F1).
+- Ctrl+C: on the calling thread it is handled as in ``shm`` (raised in bundle code, deferred in ours),
+  the event is set and everyone stops; runner processes that got it too (a terminal signals the whole
+  group) end quietly; ``execute()`` raises ``KeyboardInterrupt`` (K3, K4).
+- Second Ctrl+C: the algorithm is cancelled at once and runner processes get SIGINT without waiting out
+  the grace; a further one during the stop moves on to SIGTERM, then SIGKILL (K5).
+- Ctrl+C before every runner process has started its bundle: those still starting get SIGTERM at once
+  instead of being waited for (there is nothing of theirs to stop cleanly).
+- The calling process dies (even by SIGKILL): runner processes die within moments (F4; see
+  ``processes``).
+
+``can_cancel_blocking_code`` holds for runners (processes can be signalled). The algorithm runs on the
+calling thread, as the design requires: blocking code there is reachable only by Ctrl+C.
+
+Default start method: forkserver on Linux (see ``processes.default_start_method``); its server
+preloads this package, so each runner starts in milliseconds after the first ``execute()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import queue
+import shutil
+import tempfile
+import time
+from typing import Any, ClassVar
+
+from agentlightning.execution import threads
+from agentlightning.execution.base import AlgorithmBundle, ExecutionStrategy, RunnerBundle
+from agentlightning.execution.events import MultiprocessingEvent
+from agentlightning.execution.failures import FailureCollector
+from agentlightning.execution.processes import (
+    START_METHODS,
+    WorkerOutcome,
+    WorkerProcesses,
+    validate_start_method,
+    validate_timeout,
+)
+from agentlightning.execution.threads import BundleRun, SigintRelay
+from agentlightning.store.base import LightningStore
+from agentlightning.store.ipc import IpcLightningStore, IpcStoreServer
+
+__all__ = ["InterProcessExecutionStrategy"]
+
+_log = logging.getLogger(__name__)
+
+# What every runner process imports; the forkserver imports it once so that runners start in milliseconds.
+_PRELOAD = ("agentlightning.execution.inter_process",)
+
+
+class InterProcessExecutionStrategy(ExecutionStrategy):
+    """Algorithm in the calling process, runners in worker processes; see the module's stop model.
+
+    ``n_runners``: runner processes (>= 1). ``graceful_timeout``: seconds a bundle may take to return
+    once the event is set. ``terminate_timeout``: seconds each later step (SIGINT, SIGTERM) may take
+    before the next. ``start_method``: ``"fork"``, ``"spawn"`` or ``"forkserver"``; ``None`` picks
+    ``processes.default_start_method()`` (forkserver on Linux: fork is unsafe once the caller has
+    threads, and the store server is one).
+    """
+
+    alias: ClassVar[str] = "ipc"
+    capability_manifest: ClassVar[dict[str, Any]] = {
+        "uses_processes": True,
+        "shares_caller_store": True,
+        "can_cancel_blocking_code": True,
+        "supports_start_methods": tuple(
+            method for method in START_METHODS if method in multiprocessing.get_all_start_methods()
+        ),
+        # Runners live in other processes: they can never be handed the caller's object itself (S6).
+        "supports_unmanaged_store": False,
+    }
+
+    def __init__(
+        self,
+        n_runners: int = 1,
+        graceful_timeout: float = 1.0,
+        terminate_timeout: float = 1.0,
+        start_method: str | None = None,
+    ) -> None:
+        if isinstance(n_runners, bool) or not isinstance(n_runners, int) or n_runners < 1:
+            raise ValueError(f"n_runners must be an int >= 1, got {n_runners!r}")
+        self.n_runners = n_runners
+        self.graceful_timeout = validate_timeout(graceful_timeout, "graceful_timeout")
+        self.terminate_timeout = validate_timeout(terminate_timeout, "terminate_timeout")
+        if self.terminate_timeout == 0:
+            raise ValueError("terminate_timeout must be > 0 seconds (processes need time to exit); got 0")
+        self.start_method = validate_start_method(start_method)
+
+    @property
+    def capabilities(self) -> dict[str, Any]:
+        return {
+            **self.capability_manifest,
+            "grace_seconds": self.graceful_timeout,
+            "terminate_seconds": self.terminate_timeout,
+        }
+
+    def execute(self, algorithm: AlgorithmBundle, runner: RunnerBundle, store: LightningStore) -> None:
+        """Run the algorithm here and ``n_runners`` runner processes; raise as the stop model says."""
+        failures = FailureCollector(_log)
+        event = MultiprocessingEvent(multiprocessing.get_context(self.start_method))
+        served, close_served = _thread_safe(store)
+        tmpdir = tempfile.mkdtemp(prefix="agl-ipc-")
+        run = _Run(self, failures, event)
+        server: IpcStoreServer | None = None
+        workers: WorkerProcesses | None = None
+        try:
+            server = IpcStoreServer(served, os.path.join(tmpdir, "store.sock"))
+            workers = WorkerProcesses(
+                event,
+                start_method=self.start_method,
+                graceful_timeout=self.graceful_timeout,
+                terminate_timeout=self.terminate_timeout,
+                preload=_PRELOAD,
+            )
+            run.main(algorithm, runner, served, server, workers)
+        except BaseException as exc:  # our own machinery failed, or Ctrl+C landed in it
+            event.set()
+            failures.record(exc, "execute()")
+        finally:
+            if workers is not None:
+                with failures.cleanup("stopping the runner processes"):
+                    run.stop_workers(workers)
+                with failures.cleanup("closing the worker processes"):
+                    workers.close()
+            if server is not None:
+                with failures.cleanup("stopping the ipc store server"):
+                    server.close()
+            if close_served is not None:
+                with failures.cleanup("closing the thread-safe store wrapper"):
+                    close_served()
+            with failures.cleanup("closing the stop event"):
+                event.close()
+            with failures.cleanup("closing the SIGINT inbox"):
+                getattr(run.inbox, "close", lambda: None)()
+            with failures.cleanup(f"removing {tmpdir}"):
+                _remove_private_dir(tmpdir)
+        failures.raise_first()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(n_runners={self.n_runners}, graceful_timeout={self.graceful_timeout}, "
+            f"terminate_timeout={self.terminate_timeout}, start_method={self.start_method!r})"
+        )
+
+
+class _Run:
+    """The state of one ``execute()``: SIGINT escalation, the worker watch, and the final stop."""
+
+    def __init__(
+        self, strategy: InterProcessExecutionStrategy, failures: FailureCollector, event: MultiprocessingEvent
+    ) -> None:
+        self.strategy = strategy
+        self.failures = failures
+        self.event = event
+        self.inbox = _sigint_inbox()
+        self.relay = SigintRelay(self.inbox)
+        self.sigints = 0  # SIGINTs acted upon
+        self.algorithm: BundleRun | None = None
+        self.stop_seen_at: float | None = None
+
+    def main(
+        self,
+        algorithm: AlgorithmBundle,
+        runner: RunnerBundle,
+        store: LightningStore,
+        server: IpcStoreServer,
+        workers: WorkerProcesses,
+    ) -> None:
+        strategy = self.strategy
+        with self.relay:
+            # Runner processes first, the server thread after: under fork nothing of ours is threaded yet.
+            for worker_id in range(strategy.n_runners):
+                if self.relay.count:
+                    break  # Ctrl+C during start-up: start nothing more (K3)
+                # A runner that raises sets the event in its own process at once (see processes).
+                client = IpcLightningStore(server.path)
+                name = f"runner-{worker_id}"
+                workers.start(name, runner, client, worker_id, self.event, cleanup=client.close)
+            server.start()
+            self.on_sigint()
+            # The algorithm runs once even if a runner already set the event (L1); only a Ctrl+C during
+            # start-up skips it (K3: nothing more is started).
+            if self.sigints == 0:
+                self.algorithm = BundleRun(
+                    "algorithm",
+                    lambda: algorithm(store, self.event),
+                    self.event,  # type: ignore[arg-type]  # BundleRun only uses the ExecutionEvent protocol
+                    self.failures,
+                    grace=strategy.graceful_timeout,
+                    teardown_timeout=strategy.terminate_timeout,
+                    sets_event_on_return=True,
+                )
+                self.algorithm.run(on_loop=lambda loop: self._on_loop(loop, workers))
+            self.on_sigint()
+
+    def _on_loop(self, loop: asyncio.AbstractEventLoop | None, workers: WorkerProcesses) -> None:
+        if loop is None:
+            self.relay.detach()
+            return
+        self.relay.attach(loop, self.on_sigint)
+        loop.create_task(self._watch(workers), name="ipc worker watch")
+
+    async def _watch(self, workers: WorkerProcesses) -> None:
+        """Turn runner processes' outcomes into failures while the algorithm runs (no polling)."""
+        while workers.running:
+            for outcome in await workers.wait_async():
+                self.record(outcome)
+            if self.event.is_set() and self.stop_seen_at is None:
+                self.stop_seen_at = time.monotonic()
+
+    def record(self, outcome: WorkerOutcome) -> None:
+        if outcome.error is not None:
+            self.failures.record(outcome.error, outcome.name, at=outcome.raised_at)
+            self.event.set()
+
+    def on_sigint(self) -> None:
+        """Act on SIGINTs the relay counted (called from protected code on the calling thread)."""
+        while self.sigints < self.relay.count:
+            self.sigints += 1
+            if self.sigints == 1:
+                self.failures.record_interrupt("SIGINT")
+                self.event.set()
+            elif self.algorithm is not None:
+                _log.warning("SIGINT #%d: cancelling the algorithm without grace", self.sigints)
+                self.algorithm.cancel_now()
+                if self.sigints >= 3:
+                    self.algorithm.abandon()
+
+    def stop_workers(self, workers: WorkerProcesses) -> None:
+        """Stop and reap every runner process (bounded), recording what they report."""
+        self.on_sigint()
+        self.event.set()
+        if self.stop_seen_at is None:
+            self.stop_seen_at = time.monotonic()
+        urgency = max(0, self.sigints - 1)  # every Ctrl+C after the first skips one step
+        try:
+            outcomes = workers.stop(
+                since=self.stop_seen_at, urgency=urgency, interrupted=self.failures.interrupted
+            )
+        except KeyboardInterrupt:
+            # stop() has reaped everything (a Ctrl+C only hurried it); the interrupt is the result.
+            self.failures.record_interrupt("SIGINT")
+            outcomes = workers.outcomes
+        seen = {id(f.exc) for f in self.failures.failures}
+        for outcome in outcomes:
+            if outcome.error is not None and id(outcome.error) not in seen:
+                self.record(outcome)
+
+
+def _remove_private_dir(path: str) -> None:
+    """Remove the socket's directory: empty once the server removed its socket (one syscall), else all."""
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _sigint_inbox() -> Any:
+    """The inbox ``SigintRelay`` posts to: ``threads``' own type where it has one (a queue with a wakeup
+    socket), else a plain queue. We read the relay's ``count``, not the inbox."""
+    make = getattr(threads, "_Inbox", None)
+    return make() if make is not None else queue.SimpleQueue()
+
+
+def _thread_safe(store: LightningStore) -> tuple[LightningStore, Any]:
+    """The store to serve from the server thread and hand the algorithm, and how to close a wrapper.
+
+    The caller's store is used from two threads (the algorithm's and the server's): a store that says
+    it is ``thread_safe`` is used as is, any other is wrapped in a ``ThreadedLightningStore``.
+    """
+    if getattr(store, "thread_safe", False):
+        return store, None
+    from agentlightning.store.threaded import ThreadedLightningStore
+
+    wrapped = ThreadedLightningStore(store)
+    return wrapped, wrapped.close_sync

@@ -1,0 +1,645 @@
+"""Worker processes for the process strategies: start, supervise, stop and reap them (one mechanism).
+
+``WorkerProcesses`` starts each worker under a chosen start method (fork, spawn, forkserver); the child
+runs one async callable in its own event loop and reports how it ended through a private pipe
+(returned, raised: pickled with ``remote_errors``, or interrupted). The parent supervises without
+polling ticks: ``wait()``/``wait_async()`` wake on a worker's exit sentinel, its report pipe, or the
+shared ``MultiprocessingEvent``'s fd.
+
+Stop escalation (``stop()``), each step bounded: set the event and give workers ``graceful_timeout`` to
+return; then SIGINT (the child raises ``KeyboardInterrupt`` once: blocking code is interrupted, an idle
+loop cancels its tasks, so ``finally`` blocks run); after ``terminate_timeout`` SIGTERM; after another
+``terminate_timeout`` SIGKILL. Every child is reaped. A ``KeyboardInterrupt`` during ``stop()`` (a
+second Ctrl+C) skips to the next step at once, and is re-raised after everything is reaped (K5).
+
+A worker whose callable raises sets the shared event itself, at once, so the others stop without waiting
+for the parent; its report carries the moment it raised (``raised_at``), so a parent can tell which of
+several failures came first even when their reports arrive in another order (E3).
+
+A worker that dies of a signal or exits without reporting is turned into ``WorkerDied`` naming it and
+its exit status (F1), as a process pool reports a broken worker.
+
+Ctrl+C in a terminal signals the whole process group (K4). A child's SIGINT handler raises
+``KeyboardInterrupt`` once and then ignores SIGINT, the child reports "interrupted" and exits quietly
+(no traceback). SIGINT is blocked in the parent thread while it forks (fork, spawn), so a Ctrl+C during
+start-up stays pending until the child has installed that handler.
+
+Parent death (F4): two guards, because neither suffices alone. ``prctl(PR_SET_PDEATHSIG, SIGKILL)``
+(Linux, via ctypes) makes the kernel kill the child even when it is stuck in C code holding the GIL,
+but it follows the *thread* that forked the child and, under forkserver, the forkserver rather than
+the caller. So each child also runs a watchdog thread blocked on a pipe whose only writer is the
+caller; EOF there means the caller is gone, and the child SIGKILLs itself. Under fork the inherited
+writer is closed first thing in the child, or it would keep its own watchdog from ever seeing EOF.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import logging
+import math
+import multiprocessing
+import multiprocessing.connection
+import multiprocessing.context
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from agentlightning.execution.events import MultiprocessingEvent
+from agentlightning.execution.remote_errors import dump_exception, load_exception
+
+__all__ = [
+    "START_METHODS",
+    "WorkerDied",
+    "WorkerOutcome",
+    "WorkerProcesses",
+    "default_start_method",
+    "validate_start_method",
+    "validate_timeout",
+]
+
+logger = logging.getLogger(__name__)
+
+START_METHODS: tuple[str, ...] = ("fork", "spawn", "forkserver")
+"""The multiprocessing start methods a process strategy accepts."""
+
+WorkerStatus = Literal["returned", "raised", "interrupted", "died", "stopped"]
+
+_EXIT_RETURNED = 0
+_EXIT_RAISED = 1
+_EXIT_INTERRUPTED = 128 + int(signal.SIGINT)  # the shell's convention for "ended by Ctrl+C"
+_REAP_TIMEOUT = 5.0  # after SIGKILL only an uninterruptible kernel wait can delay the exit
+_EXIT_TEARDOWN_BOUND = 1.0  # a process whose sentinel closed is gone within this (or closed it itself)
+_PR_SET_PDEATHSIG = 1
+_STARTED = pickle.dumps(("started", None, None))
+
+
+def default_start_method() -> str:
+    """The safe start method here: forkserver where available (POSIX), else spawn.
+
+    fork copies a process's locks in whatever state other threads hold them (the caller's, or a
+    strategy's server thread), which can deadlock a child; forkserver forks from a clean single-threaded
+    server, starts much faster than spawn once running, and is Python 3.14's own default on POSIX.
+    """
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def validate_start_method(value: object, parameter: str = "start_method") -> str:
+    """``value`` if it names a start method available here; ``None`` means the default."""
+    if value is None:
+        return default_start_method()
+    available = [m for m in START_METHODS if m in multiprocessing.get_all_start_methods()]
+    if not isinstance(value, str) or value not in available:
+        raise ValueError(f"{parameter} must be one of {', '.join(available)}; got {value!r}")
+    return value
+
+
+def validate_timeout(value: object, parameter: str) -> float:
+    """``value`` as a float if it is a finite number of seconds >= 0, else ``ValueError`` naming it."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(f"{parameter} must be a finite number of seconds >= 0; got {value!r}")
+    return float(value)
+
+
+class WorkerDied(RuntimeError):
+    """A worker process ended without reporting an outcome: killed by a signal, or ``os._exit``."""
+
+    def __init__(self, name: str, pid: int | None, exitcode: int | None) -> None:
+        self.name = name
+        self.pid = pid
+        self.exitcode = exitcode
+        super().__init__(f"worker process {name!r} (pid {pid}) {_describe_exit(exitcode)}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.name, self.pid, self.exitcode))
+
+
+def _describe_exit(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "did not exit"
+    if exitcode < 0:
+        try:
+            signame = signal.Signals(-exitcode).name
+        except ValueError:
+            signame = f"signal {-exitcode}"
+        return f"was killed by {signame} (exit status {exitcode})"
+    return f"exited with status {exitcode} without reporting how its bundle ended"
+
+
+@dataclass(frozen=True)
+class WorkerOutcome:
+    """How one worker ended, as seen by the parent.
+
+    ``status``: ``returned`` (its callable returned), ``raised`` (``error`` is the exception, rebuilt
+    with its original type; ``KeyboardInterrupt`` and ``SystemExit`` included), ``interrupted`` (it got
+    a SIGINT the parent did not send, e.g. Ctrl+C; ``error`` is a ``KeyboardInterrupt``), ``died``
+    (``error`` is ``WorkerDied``), ``stopped`` (ended after the parent signalled it; ``signalled``
+    names the last signal; not an error). ``ended_at`` is ``time.monotonic()`` when the parent saw it;
+    ``raised_at`` is ``time.monotonic()`` in the worker the moment its callable raised (the clock is
+    system-wide, so failures of several workers can be put in the order they happened, E3).
+    """
+
+    name: str
+    pid: int | None
+    status: WorkerStatus
+    exitcode: int | None
+    error: BaseException | None
+    signalled: int | None
+    ended_at: float
+    raised_at: float | None = None
+
+
+@dataclass
+class _Worker:
+    name: str
+    process: multiprocessing.process.BaseProcess
+    report: multiprocessing.connection.Connection
+    message: tuple[str, bytes | None, float | None] | None = None
+    report_done: bool = False  # message read or EOF seen: stop watching the pipe (no spinning)
+    started: bool = False  # the child reported that its callable is about to run
+    signalled: int | None = None
+
+
+class WorkerProcesses:
+    """A group of worker processes sharing one stop event; usable as a context manager.
+
+    Typical use (parent side)::
+
+        with WorkerProcesses(event, start_method="forkserver", graceful_timeout=1.0,
+                             terminate_timeout=1.0) as workers:
+            for i in range(n):
+                workers.start(f"runner-{i}", run_runner, runner, store, i, event)
+            while workers.running and not event.is_set():
+                for outcome in workers.wait():
+                    ...  # decide: an error sets the event
+            outcomes = workers.stop()
+
+    ``start(name, target, *args)`` runs ``await target(*args)`` in a new process; ``target`` and
+    ``args`` must be picklable under spawn/forkserver. Not thread-safe: drive it from one thread.
+    ``preload``: modules the forkserver imports once, if it is not running yet, so that workers forked
+    from it start without importing them again (it adds to multiprocessing's process-wide list).
+    """
+
+    def __init__(
+        self,
+        event: MultiprocessingEvent,
+        *,
+        start_method: str | None = None,
+        graceful_timeout: float = 1.0,
+        terminate_timeout: float = 1.0,
+        preload: Sequence[str] = (),
+    ) -> None:
+        self.start_method = validate_start_method(start_method)
+        if self.start_method == "forkserver" and preload:
+            _extend_forkserver_preload(preload)
+        self.graceful_timeout = validate_timeout(graceful_timeout, "graceful_timeout")
+        self.terminate_timeout = validate_timeout(terminate_timeout, "terminate_timeout")
+        self.event = event
+        self._ctx: Any = multiprocessing.get_context(self.start_method)  # a concrete context
+        self._workers: dict[str, _Worker] = {}
+        self._outcomes: list[WorkerOutcome] = []
+        self._liveness: tuple[multiprocessing.connection.Connection, multiprocessing.connection.Connection]
+        self._liveness = self._ctx.Pipe(duplex=False)  # (reader for children, writer only we hold)
+        self._closed = False
+
+    # -- starting -------------------------------------------------------------------------------------
+
+    def start(
+        self,
+        name: str,
+        target: Callable[..., Awaitable[Any]],
+        *args: Any,
+        cleanup: Callable[[], Awaitable[Any]] | None = None,
+    ) -> None:
+        """Start worker ``name`` running ``await target(*args)`` in its own process and event loop.
+
+        ``cleanup`` (e.g. a store client's ``close``) is awaited after ``target``, however it ended, on
+        the same loop; its own failure is logged in the worker, never reported as the worker's.
+        """
+        if self._closed:
+            raise RuntimeError("WorkerProcesses is closed")
+        if name in self._workers or any(o.name == name for o in self._outcomes):
+            raise ValueError(f"worker name {name!r} is already used in this group")
+        report_reader, report_writer = self._ctx.Pipe(duplex=False)
+        liveness_reader, liveness_writer = self._liveness
+        child = _ChildConfig(
+            name=name,
+            report=report_writer,
+            liveness=liveness_reader,
+            # Under fork the child inherits our writer: it must close it (see the module docstring).
+            inherited_liveness_writer=liveness_writer if self.start_method == "fork" else None,
+            parent_pid=os.getpid(),
+            check_parent_pid=self.start_method != "forkserver",
+            event=self.event,
+            cleanup=cleanup,
+        )
+        process = self._ctx.Process(target=_worker_main, args=(child, target, args), name=name)
+        # Registered before it starts, so that an interrupt at any point leaves it in our books.
+        self._workers[name] = _Worker(name, process, report_reader)
+        block_sigint = self.start_method in ("fork", "spawn")
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if block_sigint else None
+        try:
+            process.start()
+        except BaseException:
+            if process.pid is None:  # never forked: forget it
+                del self._workers[name]
+                report_reader.close()
+            raise
+        finally:
+            report_writer.close()
+            if previous is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+    # -- supervising ----------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> list[str]:
+        """Names of the workers not yet seen to end, in start order."""
+        return list(self._workers)
+
+    @property
+    def outcomes(self) -> list[WorkerOutcome]:
+        """Outcomes of ended workers, in the order the parent saw them end."""
+        return list(self._outcomes)
+
+    def pid(self, name: str) -> int | None:
+        """The pid of a running worker (for tests and fault injection)."""
+        worker = self._workers.get(name)
+        return worker.process.pid if worker else None
+
+    def wait(self, timeout: float | None = None, *, wake_on: Sequence[Any] = ()) -> list[WorkerOutcome]:
+        """Block until a worker ends, the event is set, one of ``wake_on`` is readable, or ``timeout``.
+
+        Returns the outcomes of workers that ended since the last call (maybe none). Event-driven:
+        ``multiprocessing.connection.wait`` on exit sentinels, report pipes, the event's fd and
+        ``wake_on`` (objects with ``fileno()`` or fds).
+        """
+        handles: list[Any] = list(wake_on)
+        for worker in self._workers.values():
+            handles.append(worker.process.sentinel)
+            if not worker.report_done:
+                handles.append(worker.report)
+        if not self.event.closed and not self.event.is_set():
+            handles.append(self.event)
+        if handles:
+            multiprocessing.connection.wait(handles, timeout)
+        return self._collect()
+
+    async def wait_async(self, timeout: float | None = None) -> list[WorkerOutcome]:
+        """``wait()`` for asyncio code: wakes the running loop on the same fds, never blocks it."""
+        newly = self._collect()
+        if newly or not self._workers:
+            return newly
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[None] = loop.create_future()
+
+        def _wake() -> None:
+            if not woken.done():
+                woken.set_result(None)
+
+        fds = []
+        for worker in self._workers.values():
+            fds.append(worker.process.sentinel)
+            if not worker.report_done:
+                fds.append(worker.report.fileno())
+        # A loop keeps one reader per fd, and bundles on this loop may watch the event's fd too: watch
+        # a duplicate of it, so that neither replaces the other's callback.
+        event_fd = None
+        if not self.event.closed and not self.event.is_set():
+            event_fd = os.dup(self.event.fileno())
+            fds.append(event_fd)
+        added: list[int] = []
+        try:
+            for fd in fds:
+                loop.add_reader(fd, _wake)
+                added.append(fd)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(woken, timeout)
+        finally:
+            for fd in added:
+                loop.remove_reader(fd)
+            if event_fd is not None:
+                os.close(event_fd)
+        return self._collect()
+
+    def _collect(self) -> list[WorkerOutcome]:
+        """Read pending reports and turn every worker that has exited into an outcome (reaping it)."""
+        newly: list[WorkerOutcome] = []
+        for worker in list(self._workers.values()):
+            self._read_report(worker)
+            process = worker.process
+            if process.exitcode is None:  # polls waitpid (or the forkserver's status) without blocking
+                if not multiprocessing.connection.wait([process.sentinel], 0):
+                    continue
+                # The sentinel closes while the kernel is still tearing the process down, a moment
+                # before waitpid can reap it: wait for that moment instead of spinning on the sentinel.
+                process.join(_EXIT_TEARDOWN_BOUND)
+                if process.exitcode is None:
+                    continue
+            self._read_report(worker)  # a report written just before exit
+            outcome = self._finish(worker)
+            newly.append(outcome)
+        return newly
+
+    def _read_report(self, worker: _Worker) -> None:
+        """Read what the child sent: ``started`` first, then how it ended (never blocks)."""
+        while not worker.report_done:
+            try:
+                if not worker.report.poll(0):
+                    return
+                kind, payload, raised_at = pickle.loads(worker.report.recv_bytes())
+            except (EOFError, OSError):
+                pass  # the child ended before reporting: its exit status tells why
+            except Exception as exc:  # a garbled report must not take the supervisor down
+                logger.error("worker %r sent an unreadable report: %r", worker.name, exc)
+            else:
+                if kind == "started":
+                    worker.started = True
+                    continue
+                worker.message = (kind, payload, raised_at)
+            worker.report_done = True
+
+    def _finish(self, worker: _Worker) -> WorkerOutcome:
+        process = worker.process
+        process.join()  # already exited: reaps it (no zombie)
+        exitcode = process.exitcode
+        pid = process.pid
+        status: WorkerStatus
+        error: BaseException | None = None
+        origin = f"worker process {worker.name!r} (pid {pid})"
+        kind, payload, raised_at = worker.message if worker.message is not None else ("", None, None)
+        if kind == "returned":
+            status = "returned"
+        elif kind == "raised" and payload is not None:
+            status, error = "raised", load_exception(payload, origin=origin)
+        elif kind == "interrupted":
+            status, error = "interrupted", KeyboardInterrupt(f"SIGINT in {origin}")
+        else:
+            status, error = "died", WorkerDied(worker.name, pid, exitcode)
+        if worker.signalled is not None and status != "returned":
+            # Whatever it did after we signalled it is the stop we asked for, not a new failure.
+            if status == "raised" and not isinstance(error, KeyboardInterrupt):
+                logger.warning("%s raised while being stopped: %r", origin, error)
+            status, error = "stopped", None
+        del self._workers[worker.name]
+        worker.report.close()
+        with contextlib.suppress(ValueError):
+            process.close()  # releases the sentinel fd
+        outcome = WorkerOutcome(
+            worker.name, pid, status, exitcode, error, worker.signalled, time.monotonic(), raised_at
+        )
+        self._outcomes.append(outcome)
+        return outcome
+
+    # -- stopping -------------------------------------------------------------------------------------
+
+    def stop(
+        self, *, since: float | None = None, urgency: int = 0, interrupted: bool = False
+    ) -> list[WorkerOutcome]:
+        """Set the event, escalate on workers that do not return, reap all; every outcome, in order.
+
+        Steps: ``graceful_timeout`` after the stop began (``since``, a ``time.monotonic()`` value;
+        default now), SIGINT; ``terminate_timeout`` later, SIGTERM; ``terminate_timeout`` later,
+        SIGKILL. ``urgency`` skips steps (1: SIGINT at once, 2: SIGTERM at once, 3: SIGKILL at once).
+        A ``KeyboardInterrupt`` raised meanwhile (a further Ctrl+C) jumps to the next step at once and
+        is re-raised once every worker is reaped (K5).
+
+        ``interrupted`` (the stop is a Ctrl+C): workers that have not yet started their callable (still
+        starting up) are sent SIGTERM at once instead of being waited for; otherwise every worker gets
+        to run its callable, which sees the event set (L1).
+        """
+        steps: list[tuple[float, signal.Signals | None]] = [
+            (self.graceful_timeout, signal.SIGINT),
+            (self.terminate_timeout, signal.SIGTERM),
+            (self.terminate_timeout, signal.SIGKILL),
+            (_REAP_TIMEOUT, None),
+        ]
+        index = max(0, min(urgency, len(steps) - 1))
+        pending: signal.Signals | None = steps[index - 1][1] if index > 0 else None
+        step_began = time.monotonic() if since is None else since
+        hurried = False
+        event_set = False
+        while True:
+            # A Ctrl+C may land anywhere in this loop, not only while waiting (setting the event makes
+            # workers react, and a second Ctrl+C may follow at once): wherever it lands it moves the
+            # escalation one step on, and the loop goes on until every worker is reaped.
+            try:
+                if not event_set:
+                    self.event.set()
+                    event_set = True
+                if interrupted:
+                    self._terminate_unstarted()
+                if pending is not None:
+                    self._signal_all(pending)
+                    pending = None
+                    step_began = time.monotonic()
+                if not self._workers or index >= len(steps):
+                    break
+                duration, signum = steps[index]
+                index += 1
+                if self._wait_until(step_began + duration):
+                    hurried = True
+                pending = signum if self._workers else None
+            except KeyboardInterrupt:
+                hurried = True
+                if index < len(steps):
+                    pending = steps[index][1]
+                    index += 1
+        for name in list(self._workers):
+            logger.error("worker process %r (pid %s) survived SIGKILL; abandoning it", name, self.pid(name))
+        if hurried:
+            raise KeyboardInterrupt
+        return self.outcomes
+
+    def _wait_until(self, deadline: float) -> bool:
+        """Collect outcomes until every worker ended or ``deadline``; ``True`` if interrupted meanwhile."""
+        while self._workers:
+            remaining = deadline - time.monotonic()
+            try:
+                self.wait(max(remaining, 0.0))
+            except KeyboardInterrupt:
+                return True
+            if remaining <= 0:
+                break
+        return False
+
+    def _terminate_unstarted(self) -> None:
+        for worker in self._workers.values():
+            self._read_report(worker)
+            pid = worker.process.pid
+            if worker.started or worker.signalled is not None or pid is None:
+                continue
+            logger.info("worker process %r (pid %s) had not started; sending SIGTERM", worker.name, pid)
+            worker.signalled = int(signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    def _signal_all(self, signum: signal.Signals) -> None:
+        for worker in self._workers.values():
+            pid = worker.process.pid
+            if pid is None or worker.process.exitcode is not None:
+                continue
+            self._read_report(worker)
+            if worker.message is None:
+                # A worker that already reported keeps its outcome; only its exit is being hurried.
+                worker.signalled = int(signum)
+            logger.warning(
+                "worker process %r (pid %s) has not exited; sending %s", worker.name, pid, signum.name
+            )
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    def kill(self, name: str, signum: int = signal.SIGKILL) -> None:
+        """Send ``signum`` to a running worker without marking it as stopped by us (fault injection)."""
+        worker = self._workers.get(name)
+        if worker is None or worker.process.pid is None:
+            raise ValueError(f"no running worker named {name!r}")
+        os.kill(worker.process.pid, signum)
+
+    def close(self) -> None:
+        """Kill and reap any worker still running, and release every descriptor. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._workers:
+            self._signal_all(signal.SIGKILL)
+            deadline = time.monotonic() + _REAP_TIMEOUT
+            while self._workers and time.monotonic() < deadline:
+                self.wait(deadline - time.monotonic())
+        for conn in self._liveness:
+            conn.close()
+
+    def __enter__(self) -> WorkerProcesses:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            if self._workers:
+                self.stop()
+        finally:
+            self.close()
+
+    def __repr__(self) -> str:
+        return f"<WorkerProcesses {self.start_method} running={self.running}>"
+
+
+def _extend_forkserver_preload(modules: Sequence[str]) -> None:
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver  # the process-wide forkserver multiprocessing itself uses
+    if getattr(server, "_forkserver_pid", None) is not None:
+        return  # already running: its preload list is spent
+    current = list(getattr(server, "_preload_modules", ["__main__"]))
+    wanted = current + [module for module in modules if module not in current]
+    if wanted != current:
+        forkserver.set_forkserver_preload(wanted)
+
+
+# -- the child side --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _ChildConfig:
+    name: str
+    report: multiprocessing.connection.Connection
+    liveness: multiprocessing.connection.Connection
+    inherited_liveness_writer: multiprocessing.connection.Connection | None
+    parent_pid: int
+    check_parent_pid: bool
+    event: MultiprocessingEvent
+    cleanup: Callable[[], Awaitable[Any]] | None = None
+
+
+def _interrupt_once(signum: int, frame: object) -> None:
+    """SIGINT in a worker: one ``KeyboardInterrupt``, later ones are ignored (the parent escalates)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def _worker_main(child: _ChildConfig, target: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+    """Entry point of a worker process: guard, run ``target(*args)``, report, exit quietly."""
+    # Under fork we inherit the parent's wake-up fd (asyncio's self-pipe): our signals must not land there.
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGINT, _interrupt_once)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a pending Ctrl+C lands here, handled
+    try:
+        _guard_parent_death(child)
+        with contextlib.suppress(OSError):
+            child.report.send_bytes(_STARTED)
+        kind, payload, code, raised_at = _run(target, args, child)
+    except KeyboardInterrupt:
+        kind, payload, code, raised_at = "interrupted", None, _EXIT_INTERRUPTED, time.monotonic()
+    # From here on a Ctrl+C must not print a traceback from multiprocessing's bootstrap.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError):
+        report = (kind, payload, raised_at)
+        child.report.send_bytes(pickle.dumps(report, protocol=pickle.HIGHEST_PROTOCOL))
+    child.report.close()
+    sys.exit(code)
+
+
+def _run(
+    target: Callable[..., Awaitable[Any]], args: tuple[Any, ...], child: _ChildConfig
+) -> tuple[str, bytes | None, int, float | None]:
+    raised_at: list[float] = []
+    try:
+        asyncio.run(_await(target, args, raised_at, child))
+    except KeyboardInterrupt:
+        return "interrupted", None, _EXIT_INTERRUPTED, (raised_at or [time.monotonic()])[0]
+    except BaseException as exc:
+        return "raised", dump_exception(exc), _EXIT_RAISED, (raised_at or [time.monotonic()])[0]
+    return "returned", None, _EXIT_RETURNED, None
+
+
+async def _await(
+    target: Callable[..., Awaitable[Any]], args: tuple[Any, ...], raised_at: list[float], child: _ChildConfig
+) -> None:
+    try:
+        await target(*args)
+    except BaseException:
+        raised_at.append(time.monotonic())  # first thing: as close as we get to when it happened (E3)
+        child.event.set()  # everyone stops at once; the parent hears the details from the report
+        raise
+    finally:
+        if child.cleanup is not None:
+            try:
+                await child.cleanup()
+            except Exception:
+                logger.exception("cleanup after the worker's callable failed")
+
+
+def _guard_parent_death(child: _ChildConfig) -> None:
+    if child.inherited_liveness_writer is not None:
+        child.inherited_liveness_writer.close()
+    if sys.platform.startswith("linux"):
+        libc_name = ctypes.util.find_library("c")
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(libc_name, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    fd = os.dup(child.liveness.fileno())  # the watchdog's own descriptor: nothing else may close it
+    threading.Thread(target=_watch_parent, args=(fd,), name="agl-parent-watchdog", daemon=True).start()
+    # The parent may have died before PDEATHSIG was armed; the watchdog also sees that (EOF at once).
+    if child.check_parent_pid and os.getppid() != child.parent_pid:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _watch_parent(fd: int) -> None:
+    """Block until the parent's end of the liveness pipe closes (it never writes), then die."""
+    try:
+        while os.read(fd, 1):
+            pass
+    except OSError:
+        return  # not EOF: we cannot tell, so keep running (PDEATHSIG still guards on Linux)
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,512 @@
+"""``WorkerProcesses``: start methods (F3), outcomes and exception transport (E2, E6, K2), worker death
+(F1), stop escalation (L6, L7), wake-ups (L4), no leaks (R2), and, in a child script, group SIGINT (K4),
+a second SIGINT (K5) and parent death (F4).
+
+Handshakes go over a pipe the workers write to; there is no bare sleep. Signal tests run in a separate
+session so nothing can reach pytest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from agentlightning.execution.events import MultiprocessingEvent, wait_async
+from agentlightning.execution.processes import (
+    START_METHODS,
+    WorkerDied,
+    WorkerProcesses,
+    default_start_method,
+    validate_start_method,
+    validate_timeout,
+)
+from agentlightning.execution.remote_errors import RemoteError
+
+AVAILABLE = [m for m in START_METHODS if m in multiprocessing.get_all_start_methods()]
+HANG = 30.0
+CHILD_SCRIPT = Path(__file__).with_name("processes_child.py")
+REPO = Path(__file__).resolve().parents[2]
+
+Journal = multiprocessing.connection.Connection
+
+
+# -- worker bodies (module level: picklable under spawn and forkserver) ------------------------------------
+
+
+async def returns(journal: Journal) -> None:
+    journal.send(("returned", os.getpid()))
+
+
+async def raises_value_error() -> None:
+    raise ValueError("worker failed on purpose")
+
+
+async def raises_unpicklable() -> None:
+    raise ValueError("carries a lambda", lambda: 0)
+
+
+async def raises_system_exit() -> None:
+    raise SystemExit(3)
+
+
+async def raises_keyboard_interrupt() -> None:
+    raise KeyboardInterrupt
+
+
+async def exits_abruptly(journal: Journal) -> None:
+    journal.send(("started", os.getpid()))
+    os._exit(3)
+
+
+async def waits(journal: Journal, event: MultiprocessingEvent) -> None:
+    journal.send(("started", os.getpid()))
+    await wait_async(event)
+    journal.send(("saw-stop", os.getpid()))
+
+
+async def sets_event(event: MultiprocessingEvent) -> None:
+    event.set()
+
+
+async def ignores_event(journal: Journal) -> None:
+    try:
+        journal.send(("started", os.getpid()))
+        await asyncio.sleep(HANG * 10)
+    except asyncio.CancelledError:
+        journal.send(("cancelled", os.getpid()))
+        raise
+    finally:
+        journal.send(("finally", os.getpid()))
+
+
+async def blocks(journal: Journal) -> None:
+    try:
+        journal.send(("started", os.getpid()))
+        while True:
+            time.sleep(0.01)
+    finally:
+        journal.send(("finally", os.getpid()))
+
+
+async def ignores_signals(journal: Journal) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    journal.send(("started", os.getpid()))
+    while True:
+        time.sleep(0.01)
+
+
+# -- helpers --------------------------------------------------------------------------------------------
+
+
+class Harness:
+    """A worker group plus a journal pipe; everything is closed at teardown."""
+
+    def __init__(self, start_method: str, graceful_timeout: float = 1.0, terminate_timeout: float = 1.0):
+        ctx = multiprocessing.get_context(start_method)
+        self.event = MultiprocessingEvent(ctx)
+        self.reader, self.journal = ctx.Pipe(duplex=False)
+        self.workers = WorkerProcesses(
+            self.event,
+            start_method=start_method,
+            graceful_timeout=graceful_timeout,
+            terminate_timeout=terminate_timeout,
+        )
+        self.pids: list[int] = []
+
+    def expect(self, kind: str) -> int:
+        """The next journal entry, which must be ``kind``; returns the pid that sent it."""
+        assert self.reader.poll(HANG), f"no journal entry {kind!r} within {HANG}s"
+        got, pid = self.reader.recv()
+        assert got == kind, f"expected {kind!r}, got {got!r}"
+        self.pids.append(pid)
+        return int(pid)
+
+    def wait_all(self) -> list[Any]:
+        deadline = time.monotonic() + HANG
+        while self.workers.running:
+            assert time.monotonic() < deadline, f"workers still running: {self.workers.running}"
+            self.workers.wait(HANG)
+        return self.workers.outcomes
+
+    def close(self) -> None:
+        self.workers.close()
+        self.event.close()
+        self.reader.close()
+        self.journal.close()
+
+
+@pytest.fixture
+def harness() -> Iterator[Any]:
+    made: list[Harness] = []
+
+    def make(start_method: str = "fork", **kwargs: float) -> Harness:
+        made.append(Harness(start_method, **kwargs))
+        return made[-1]
+
+    yield make
+    for item in made:
+        item.close()
+    for pid in [pid for item in made for pid in item.pids]:
+        assert not _alive(pid), f"R2: worker pid {pid} outlived its group"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+# -- configuration (G2) ------------------------------------------------------------------------------------
+
+
+def test_G2_start_method_validated() -> None:
+    assert validate_start_method(None) == default_start_method()
+    for method in AVAILABLE:
+        assert validate_start_method(method) == method
+    with pytest.raises(ValueError, match=r"start_method .*'forky'"):
+        validate_start_method("forky")
+    with pytest.raises(ValueError, match="start_method"):
+        WorkerProcesses(MultiprocessingEvent(), start_method="threads")
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), "1", True, None])
+def test_G2_timeouts_validated(bad: Any) -> None:
+    with pytest.raises(ValueError, match="graceful_timeout"):
+        validate_timeout(bad, "graceful_timeout")
+    assert validate_timeout(0, "x") == 0.0
+
+
+def test_default_start_method_is_not_fork() -> None:
+    assert default_start_method() in ("forkserver", "spawn")
+
+
+# -- outcomes (L1, F3, E2, E6, K2, F1) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("start_method", AVAILABLE)
+def test_F3_workers_run_and_return(harness: Any, start_method: str) -> None:
+    h = harness(start_method)
+    for index in range(2):
+        h.workers.start(f"w{index}", returns, h.journal)
+    h.expect("returned")
+    h.expect("returned")
+    outcomes = h.wait_all()
+    assert sorted((o.name, o.status, o.exitcode, o.error) for o in outcomes) == [
+        ("w0", "returned", 0, None),
+        ("w1", "returned", 0, None),
+    ]
+    assert set(h.pids) == {o.pid for o in outcomes}
+
+
+@pytest.mark.parametrize("start_method", AVAILABLE)
+def test_E2_error_keeps_type_message_traceback(harness: Any, start_method: str) -> None:
+    h = harness(start_method)
+    h.workers.start("runner-7", raises_value_error)
+    (outcome,) = h.wait_all()
+    assert outcome.status == "raised"
+    assert type(outcome.error) is ValueError
+    assert str(outcome.error) == "worker failed on purpose"
+    frames = [frame.name for frame in traceback.extract_tb(outcome.error.__traceback__)]
+    assert "raises_value_error" in frames
+    assert outcome.error.__notes__ == [f"raised in worker process 'runner-7' (pid {outcome.pid})"]
+
+
+def test_E2_unpicklable_error_degrades(harness: Any) -> None:
+    h = harness("spawn")
+    h.workers.start("w", raises_unpicklable)
+    (outcome,) = h.wait_all()
+    assert isinstance(outcome.error, RemoteError)
+    assert outcome.error.type_name == "ValueError"
+    assert "carries a lambda" in outcome.error.message
+    assert "raises_unpicklable" in outcome.error.remote_traceback
+
+
+def test_E6_system_exit_is_transported(harness: Any) -> None:
+    h = harness("fork")
+    h.workers.start("w", raises_system_exit)
+    (outcome,) = h.wait_all()
+    assert outcome.status == "raised"
+    assert type(outcome.error) is SystemExit and outcome.error.code == 3
+
+
+@pytest.mark.parametrize("start_method", AVAILABLE)
+def test_K2_keyboard_interrupt_in_worker(harness: Any, start_method: str) -> None:
+    h = harness(start_method)
+    h.workers.start("w", raises_keyboard_interrupt)
+    (outcome,) = h.wait_all()
+    assert outcome.status == "interrupted"
+    assert isinstance(outcome.error, KeyboardInterrupt)
+
+
+@pytest.mark.parametrize("start_method", AVAILABLE)
+def test_F1_killed_worker_named_with_exit_status(harness: Any, start_method: str) -> None:
+    h = harness(start_method)
+    h.workers.start("runner-1", waits, h.journal, h.event)
+    h.workers.start("runner-0", waits, h.journal, h.event)
+    h.expect("started")
+    h.expect("started")
+    h.workers.kill("runner-1")
+    newly: list[Any] = []
+    while not newly:
+        newly = h.workers.wait(HANG)
+    (outcome,) = newly
+    assert (outcome.name, outcome.status, outcome.exitcode) == ("runner-1", "died", -9)
+    assert isinstance(outcome.error, WorkerDied)
+    message = str(outcome.error)
+    assert "'runner-1'" in message and "SIGKILL" in message and "-9" in message
+    assert h.workers.running == ["runner-0"]  # the others are the caller's to stop
+    h.workers.stop()
+    assert [o.status for o in h.workers.outcomes] == ["died", "returned"]
+
+
+def test_F1_silent_exit_is_reported(harness: Any) -> None:
+    h = harness("fork")
+    h.workers.start("w", exits_abruptly, h.journal)
+    h.expect("started")
+    (outcome,) = h.wait_all()
+    assert outcome.status == "died"
+    assert "exited with status 3" in str(outcome.error)
+
+
+# -- waking and stopping (L4, L6, L7, R2) ------------------------------------------------------------------
+
+
+def test_L4_wait_wakes_when_a_worker_sets_the_event(harness: Any) -> None:
+    h = harness("fork")
+    h.workers.start("waiter", waits, h.journal, h.event)
+    h.expect("started")
+    h.workers.start("setter", sets_event, h.event)
+    while not h.event.is_set():
+        h.workers.wait(HANG)
+    h.expect("saw-stop")  # the other process saw it too
+    outcomes = h.workers.stop()
+    assert {o.name: o.status for o in outcomes} == {"waiter": "returned", "setter": "returned"}
+
+
+def test_L4_wait_async_wakes_on_exit_and_event(harness: Any) -> None:
+    h = harness("fork")
+    h.workers.start("waiter", waits, h.journal, h.event)
+    h.expect("started")
+
+    async def supervise() -> list[str]:
+        assert await h.workers.wait_async(timeout=0.01) == []  # nothing happened: times out
+        loop = asyncio.get_running_loop()
+        loop.call_soon(h.event.set)
+        seen: list[str] = []
+        while h.workers.running:
+            seen += [o.status for o in await h.workers.wait_async()]
+        return seen
+
+    assert asyncio.run(supervise()) == ["returned"]
+
+
+def test_stop_of_cooperative_workers_sends_no_signal(harness: Any) -> None:
+    h = harness("forkserver")
+    for index in range(2):
+        h.workers.start(f"w{index}", waits, h.journal, h.event)
+    h.expect("started")
+    h.expect("started")
+    outcomes = h.workers.stop()
+    assert [(o.status, o.signalled) for o in outcomes] == [("returned", None), ("returned", None)]
+
+
+@pytest.mark.parametrize("start_method", AVAILABLE)
+def test_L6_awaiting_worker_is_cancelled_after_grace(harness: Any, start_method: str) -> None:
+    h = harness(start_method, graceful_timeout=0.2)
+    h.workers.start("w", ignores_event, h.journal)
+    h.expect("started")
+    (outcome,) = h.workers.stop()
+    h.expect("cancelled")
+    h.expect("finally")
+    assert (outcome.status, outcome.signalled, outcome.error) == ("stopped", signal.SIGINT, None)
+
+
+def test_L7_blocking_worker_is_interrupted(harness: Any) -> None:
+    h = harness("spawn", graceful_timeout=0.1)
+    h.workers.start("w", blocks, h.journal)
+    h.expect("started")
+    (outcome,) = h.workers.stop()
+    h.expect("finally")  # KeyboardInterrupt in blocking code: its finally ran
+    assert (outcome.status, outcome.signalled) == ("stopped", signal.SIGINT)
+
+
+def test_L7_escalates_to_sigkill(harness: Any) -> None:
+    h = harness("fork", graceful_timeout=0.05, terminate_timeout=0.2)
+    h.workers.start("stubborn", ignores_signals, h.journal)
+    h.expect("started")
+    (outcome,) = h.workers.stop()
+    assert (outcome.status, outcome.signalled, outcome.exitcode) == ("stopped", signal.SIGKILL, -9)
+
+
+def test_urgency_skips_the_grace(harness: Any) -> None:
+    h = harness("fork", graceful_timeout=HANG * 10)
+    h.workers.start("w", ignores_event, h.journal)
+    h.expect("started")
+    began = time.monotonic()
+    (outcome,) = h.workers.stop(urgency=1)
+    assert time.monotonic() - began < HANG  # a hang bound: the grace was not waited out
+    assert (outcome.status, outcome.signalled) == ("stopped", signal.SIGINT)
+    assert h.reader.poll(HANG)
+    # The SIGINT comes at once: it may even land before the worker reached its await.
+    assert h.reader.recv()[0] in ("cancelled", "finally")
+
+
+def test_R2_close_kills_and_reaps_leftovers(harness: Any) -> None:
+    h = harness("fork")
+    h.workers.start("w", ignores_event, h.journal)
+    pid = h.expect("started")
+    h.workers.close()
+    assert not _alive(pid)
+    assert not h.workers.running
+    h.workers.close()  # idempotent
+
+
+def test_worker_names_are_unique(harness: Any) -> None:
+    h = harness("fork")
+    h.workers.start("w", returns, h.journal)
+    with pytest.raises(ValueError, match="'w'"):
+        h.workers.start("w", returns, h.journal)
+    h.expect("returned")
+    h.wait_all()
+
+
+# -- signals and parent death, in a child script -----------------------------------------------------------
+
+
+def _spawn_child(mode: str, start_method: str) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+    return subprocess.Popen(
+        [sys.executable, str(CHILD_SCRIPT), mode, start_method],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,  # its own process group: a group SIGINT cannot reach pytest
+    )
+
+
+def _read_line(proc: subprocess.Popen[str], prefix: str) -> str:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + HANG
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            _, err = proc.communicate(timeout=HANG)
+            raise AssertionError(f"child ended before {prefix!r}: rc={proc.returncode}\n{err}")
+        if line.startswith(prefix):
+            return line[len(prefix) :].strip()
+    raise AssertionError(f"no {prefix!r} line within {HANG}s")
+
+
+@contextlib.contextmanager
+def _killed_on_failure(proc: subprocess.Popen[str]) -> Iterator[None]:
+    """If the test fails midway, kill the child script's whole session (its workers too)."""
+    try:
+        yield
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate(timeout=HANG)
+
+
+def _finish(proc: subprocess.Popen[str]) -> tuple[dict[str, Any], str]:
+    result = json.loads(_read_line(proc, "result "))
+    _, err = proc.communicate(timeout=HANG)
+    return result, err
+
+
+@pytest.mark.parametrize("start_method", AVAILABLE)
+def test_F4_workers_die_with_their_parent(start_method: str) -> None:
+    proc = _spawn_child("parent-death", start_method)
+    try:
+        pids = json.loads(_read_line(proc, "ready "))["pids"]
+        workers = [psutil.Process(pid) for pid in pids]  # one awaiting, one in blocking code
+        proc.kill()
+        proc.wait(HANG)
+        killed = time.monotonic()
+        deadline = killed + HANG  # generous wait; the contract's bound is checked on the measurement
+        while any(_alive(p.pid) for p in workers) and time.monotonic() < deadline:
+            psutil.wait_procs([p for p in workers if _alive(p.pid)], timeout=0.05)
+        elapsed = time.monotonic() - killed
+        survivors = [p.pid for p in workers if _alive(p.pid)]
+        assert not survivors, f"F4: workers {survivors} outlived their SIGKILLed parent by {HANG}s"
+        assert elapsed <= 2.0, f"F4: workers outlived the parent by {elapsed:.2f}s (bound 2s)"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(HANG)
+
+
+@pytest.mark.parametrize("start_method", AVAILABLE)
+def test_K4_group_sigint_stops_quietly(start_method: str) -> None:
+    proc = _spawn_child("group-sigint", start_method)
+    with _killed_on_failure(proc):
+        pids = json.loads(_read_line(proc, "ready "))["pids"]
+        os.killpg(proc.pid, signal.SIGINT)
+        result, err = _finish(proc)
+    assert proc.returncode == 0
+    assert result["first"] == "KeyboardInterrupt"
+    # Each worker ended on the group's SIGINT, or (slow under load) on the stop's own escalation.
+    statuses = {o["status"] for o in result["outcomes"]}
+    assert statuses <= {"interrupted", "returned", "stopped"}, result
+    assert "Traceback" not in err, f"K4: a worker printed a traceback:\n{err}"
+    assert not [pid for pid in pids if _alive(pid)]
+
+
+def test_K5_second_sigint_hurries_the_stop() -> None:
+    proc = _spawn_child("second-sigint", "fork")
+    with _killed_on_failure(proc):
+        pids = json.loads(_read_line(proc, "ready "))["pids"]
+        os.kill(proc.pid, signal.SIGINT)
+        _read_line(proc, "saw-stop")  # the stop began (the event is set); the grace is 60 s
+        os.kill(proc.pid, signal.SIGINT)
+        result, err = _finish(proc)
+    assert result["first"] == "KeyboardInterrupt"
+    assert result["stop"] == "KeyboardInterrupt"
+    assert result["stop_seconds"] < HANG  # far below the 60 s grace: the second SIGINT skipped it
+    assert [o["status"] for o in result["outcomes"]] == ["stopped"], (result, err)
+    assert "Traceback" not in err, err
+    assert not [pid for pid in pids if _alive(pid)]
+
+
+async def hammers_the_event(journal: Journal, event: MultiprocessingEvent) -> None:
+    journal.send(("started", os.getpid()))
+    while True:
+        event.is_set()  # a tight loop: a SIGKILL lands inside the event's code most of the time
+
+
+@pytest.mark.parametrize("start_method", AVAILABLE)
+def test_F1_worker_killed_inside_the_event_wedges_nobody(harness: Any, start_method: str) -> None:
+    h = harness(start_method)
+    h.workers.start("hammer", hammers_the_event, h.journal, h.event)
+    h.expect("started")
+    h.workers.kill("hammer")
+    (outcome,) = h.wait_all()
+    assert outcome.status == "died"
+    setter = threading.Thread(target=h.event.set, daemon=True)
+    setter.start()
+    setter.join(HANG)
+    assert not setter.is_alive(), "event.set() hangs: the killed worker left a lock held"
+    assert h.event.is_set() and h.event.wait(HANG)

@@ -1,0 +1,274 @@
+"""The store's IPC channel: every method over the Unix socket, errors, multiplexing, bad clients,
+reconnects, pickling (G3) and cleanup of the socket file (R4), against a real server thread."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import socket
+import stat
+import struct
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from agentlightning.store.ipc import IpcLightningStore, IpcStoreServer, StoreChannelError
+from agentlightning.store.memory import InMemoryLightningStore
+from agentlightning.types import RolloutConfig, Span
+
+HANG = 30.0
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[InMemoryLightningStore, IpcStoreServer]]:
+    store = InMemoryLightningStore()
+    server = IpcStoreServer(store, tmp_path / "store.sock")
+    server.start()
+    yield store, server
+    server.close()
+    assert not (tmp_path / "store.sock").exists()  # R4
+
+
+def run(coro_fn, *args):  # type: ignore[no-untyped-def]
+    return asyncio.run(asyncio.wait_for(coro_fn(*args), HANG))
+
+
+def test_every_method_round_trips(served: tuple[InMemoryLightningStore, IpcStoreServer]) -> None:
+    store, server = served
+
+    async def scenario() -> None:
+        client = IpcLightningStore(server.path)
+        config = RolloutConfig(max_attempts=2, retry_condition=["failed"])
+        queued = await client.enqueue_rollout({"q": 1}, mode="train", config=config, metadata={"k": "v"})
+        assert queued.status == "queuing" and queued.config == config and queued.metadata == {"k": "v"}
+        started = await client.start_rollout({"s": 2}, resources_id=None)
+        assert started.attempt.sequence_id == 1
+        claimed = await client.dequeue_rollout()
+        assert claimed is not None and claimed.rollout_id == queued.rollout_id
+        assert await client.dequeue_rollout() is None
+        span = Span(rollout_id=claimed.rollout_id, attempt_id=claimed.attempt.attempt_id, span_id="s-1")
+        recorded = await client.add_span(span)
+        assert recorded.sequence_id == 1
+        assert [s.span_id for s in await client.query_spans(claimed.rollout_id, "latest")] == ["s-1"]
+        attempt = await client.update_attempt(
+            claimed.rollout_id, "latest", status="failed", worker_id="w", metadata={"n": 1}
+        )
+        assert attempt.status == "failed" and attempt.worker_id == "w"
+        assert (await client.get_rollout_by_id(claimed.rollout_id)).status == "requeuing"  # type: ignore[union-attr]
+        retried = await client.start_attempt(claimed.rollout_id)
+        assert retried.attempt.sequence_id == 2
+        assert [a.sequence_id for a in await client.query_attempts(claimed.rollout_id)] == [1, 2]
+        latest = await client.get_latest_attempt(claimed.rollout_id)
+        assert latest is not None and latest.sequence_id == 2
+        updated = await client.update_rollout(started.rollout_id, status="succeeded", metadata={"done": True})
+        assert updated.status == "succeeded"
+        assert [r.rollout_id for r in await client.query_rollouts(status=["succeeded"])] == [
+            started.rollout_id
+        ]
+        assert len(await client.query_rollouts(rollout_ids=[queued.rollout_id, started.rollout_id])) == 2
+        assert await client.get_rollout_by_id("ro-unknown") is None
+        assert await client.get_latest_attempt("ro-unknown") is None
+        resources = await client.add_resources({"model": "m-1"})
+        assert (await client.get_latest_resources()).resources_id == resources.resources_id  # type: ignore[union-attr]
+        assert (await client.get_resources_by_id(resources.resources_id)).resources == {"model": "m-1"}  # type: ignore[union-attr]
+        assert await client.get_resources_by_id("nope") is None
+        await client.close()
+
+    run(scenario)
+    # S3: the served store itself holds every write.
+    assert len(asyncio.run(store.query_rollouts())) == 2
+
+
+def test_store_errors_keep_their_type_and_message(
+    served: tuple[InMemoryLightningStore, IpcStoreServer],
+) -> None:
+    _, server = served
+
+    async def scenario() -> None:
+        client = IpcLightningStore(server.path)
+        with pytest.raises(ValueError, match="ro-missing"):
+            await client.update_rollout("ro-missing", status="failed")
+        rollout = await client.enqueue_rollout({})
+        await client.update_rollout(rollout.rollout_id, status="succeeded")
+        with pytest.raises(ValueError):
+            await client.update_rollout(rollout.rollout_id, status="failed")  # illegal transition
+        assert (await client.get_rollout_by_id(rollout.rollout_id)) is not None  # the channel survived
+        await client.close()
+
+    run(scenario)
+
+
+def test_wait_for_rollouts_is_multiplexed(served: tuple[InMemoryLightningStore, IpcStoreServer]) -> None:
+    """A pending wait does not hold up other calls on the same connection (S2, S5)."""
+    _, server = served
+
+    async def scenario() -> None:
+        client = IpcLightningStore(server.path)
+        rollout = await client.start_rollout({"x": 1})
+        waiting = asyncio.ensure_future(
+            client.wait_for_rollouts(rollout_ids=[rollout.rollout_id], timeout=HANG)
+        )
+        await client.add_span(
+            Span(rollout_id=rollout.rollout_id, attempt_id=rollout.attempt.attempt_id, span_id="s")
+        )
+        assert not waiting.done()
+        await client.update_attempt(rollout.rollout_id, rollout.attempt.attempt_id, status="succeeded")
+        (done,) = await waiting
+        assert done.status == "succeeded"
+        assert await client.wait_for_rollouts(rollout_ids=[], timeout=0) == []
+        await client.close()
+
+    run(scenario)
+
+
+def test_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
+    path = str(tmp_path / "nobody.sock")
+
+    async def scenario() -> None:
+        with pytest.raises(StoreChannelError, match=r"cannot reach the ipc store server at .*nobody\.sock"):
+            await IpcLightningStore(path).get_latest_resources()
+
+    run(scenario)
+
+
+def test_server_closing_fails_pending_calls(tmp_path: Path) -> None:
+    server = IpcStoreServer(InMemoryLightningStore(), tmp_path / "s.sock")
+    server.start()
+
+    async def scenario() -> None:
+        client = IpcLightningStore(server.path)
+        rollout = await client.start_rollout({})
+        waiting = asyncio.ensure_future(client.wait_for_rollouts(rollout_ids=[rollout.rollout_id]))
+        await client.get_latest_resources()  # the wait is registered on the server by now
+        await asyncio.get_running_loop().run_in_executor(None, server.close)
+        with pytest.raises(StoreChannelError, match="closed"):
+            await waiting
+        await client.close()
+
+    run(scenario)
+
+
+def test_G3_client_pickles_and_reconnects(served: tuple[InMemoryLightningStore, IpcStoreServer]) -> None:
+    _, server = served
+    client = IpcLightningStore(server.path)
+
+    async def use(c: IpcLightningStore) -> str:
+        rollout = await c.enqueue_rollout({"n": 1})
+        return rollout.rollout_id
+
+    first = asyncio.run(use(client))  # connected on one loop ...
+    second = asyncio.run(use(client))  # ... and reconnects on the next
+    copy = pickle.loads(pickle.dumps(client))
+    assert copy.path == server.path
+    third = asyncio.run(use(copy))
+    assert len({first, second, third}) == 3
+
+    async def close_twice() -> None:
+        await copy.close()
+        await copy.close()
+
+    asyncio.run(close_twice())
+
+
+def test_concurrent_first_calls_share_one_connection(
+    served: tuple[InMemoryLightningStore, IpcStoreServer],
+) -> None:
+    _, server = served
+
+    async def scenario() -> None:
+        client = IpcLightningStore(server.path)
+        rollouts = await asyncio.gather(*(client.enqueue_rollout({"i": i}) for i in range(50)))
+        assert len({r.rollout_id for r in rollouts}) == 50
+        assert len(server._connections) == 1
+        await client.close()
+
+    run(scenario)
+
+
+def _raw_call(path: str, frame: bytes) -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(HANG)
+        sock.connect(path)
+        sock.sendall(frame)
+        chunks = b""
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return chunks
+            chunks += data
+            if len(chunks) >= 4 and len(chunks) >= 4 + struct.unpack(">I", chunks[:4])[0]:
+                return chunks
+
+
+def _frame(message: object) -> bytes:
+    body = msgpack.packb(message, use_bin_type=True)
+    return struct.pack(">I", len(body)) + body
+
+
+def test_unknown_method_is_refused_by_name(served: tuple[InMemoryLightningStore, IpcStoreServer]) -> None:
+    _, server = served
+    reply = _raw_call(server.path, _frame([1, "__class__", {}]))
+    request_id, status, payload = msgpack.unpackb(reply[4:])
+    assert (request_id, status) == (1, 1)
+    from agentlightning.execution.remote_errors import load_exception
+
+    error = load_exception(payload)
+    assert isinstance(error, ValueError) and "'__class__'" in str(error)
+
+
+def test_bad_client_is_dropped_and_others_continue(
+    served: tuple[InMemoryLightningStore, IpcStoreServer],
+) -> None:
+    _, server = served
+    assert _raw_call(server.path, struct.pack(">I", 2**31) + b"x") == b""  # oversized frame: dropped
+    assert _raw_call(server.path, _frame("not a request"))[:4] != b""  # malformed request: an error reply
+
+    async def scenario() -> None:
+        client = IpcLightningStore(server.path)
+        assert await client.get_latest_resources() is None
+        await client.close()
+
+    run(scenario)
+
+
+def test_R4_socket_file_is_private_and_removed(tmp_path: Path) -> None:
+    path = tmp_path / "private.sock"
+    server = IpcStoreServer(InMemoryLightningStore(), path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    server.close()  # closing a server that never started is fine too
+    assert not path.exists()
+    server.close()
+
+
+def test_server_thread_is_gone_after_close(tmp_path: Path) -> None:
+    before = {t.name for t in threading.enumerate()}
+    server = IpcStoreServer(InMemoryLightningStore(), tmp_path / "t.sock")
+    server.start()
+    assert "agl-ipc-store-server" in {t.name for t in threading.enumerate()}
+    server.close()
+    assert {t.name for t in threading.enumerate()} == before
+
+
+def test_taken_path_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "taken.sock"
+    path.write_text("occupied")
+    with pytest.raises(StoreChannelError, match=r"taken\.sock"):
+        IpcStoreServer(InMemoryLightningStore(), path)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 64, 100_000])
+def test_frames_split_anywhere_are_reassembled(chunk: int) -> None:
+    from agentlightning.store.ipc import _FrameReader, _pack
+
+    stream = b"".join(_pack([i, "method", {"payload": "x" * i}]) for i in range(40))
+    reader = _FrameReader()
+    messages = []
+    for start in range(0, len(stream), chunk):
+        messages += reader.feed(stream[start : start + chunk])
+    assert [m[0] for m in messages] == list(range(40))
+    assert messages[39][2] == {"payload": "x" * 39}
+    assert reader.feed(b"") == []
