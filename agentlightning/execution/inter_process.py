@@ -127,7 +127,7 @@ class InterProcessExecutionStrategy(ExecutionStrategy):
         failures = FailureCollector(_log)
         event = MultiprocessingEvent(multiprocessing.get_context(self.start_method))
         served, close_served = _thread_safe(store)
-        tmpdir = tempfile.mkdtemp(prefix="agl-ipc-")
+        tmpdir = _socket_dir()
         run = _Run(self, failures, event)
         server: IpcStoreServer | None = None
         workers: WorkerProcesses | None = None
@@ -304,3 +304,20 @@ def _thread_safe(store: LightningStore) -> tuple[LightningStore, Any]:
 
     wrapped = ThreadedLightningStore(store)
     return wrapped, wrapped.close_sync
+
+
+# sun_path holds 108 bytes on Linux (104 on macOS); keep the socket's full path well inside it.
+_MAX_SOCKET_PATH = 100
+
+
+def _socket_dir() -> str:
+    """A private directory for the store socket: under TMPDIR, or under /tmp when TMPDIR is too deep.
+
+    A long TMPDIR (pytest's per-test directories, CI workspaces) would make ``bind()`` fail with
+    "AF_UNIX path too long", so the socket falls back to the system's short temp root.
+    """
+    tmpdir = tempfile.mkdtemp(prefix="agl-ipc-")
+    if len(os.path.join(tmpdir, "store.sock").encode()) <= _MAX_SOCKET_PATH:
+        return tmpdir
+    os.rmdir(tmpdir)
+    return tempfile.mkdtemp(prefix="agl-ipc-", dir="/tmp")

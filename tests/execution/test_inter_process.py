@@ -12,6 +12,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -271,8 +272,18 @@ def test_K2_keyboard_interrupt_in_runner(scratch: str, start_method: str) -> Non
 
 def _run_child(mode: str, start_method: str, directory: str) -> tuple[dict[str, Any], str]:
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    private_tmp = Path(directory, "tmp")
-    private_tmp.mkdir()
+    # A short private TMPDIR: multiprocessing's forkserver binds a Unix socket under it, and pytest's
+    # per-worker directories are too deep for sun_path.
+    private_tmp = Path(tempfile.mkdtemp(prefix="agl-t-", dir="/tmp"))
+    try:
+        return _run_child_in(mode, start_method, directory, path, private_tmp)
+    finally:
+        shutil.rmtree(private_tmp, ignore_errors=True)
+
+
+def _run_child_in(
+    mode: str, start_method: str, directory: str, path: str, private_tmp: Path
+) -> tuple[dict[str, Any], str]:
     proc = subprocess.run(
         [sys.executable, str(CHILD_SCRIPT), mode, start_method, directory],
         capture_output=True,

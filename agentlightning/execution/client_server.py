@@ -1,0 +1,615 @@
+"""``cs``: the algorithm serves the store over HTTP; runner processes, on this machine or others, use it.
+
+Roles. ``"both"`` (default): everything on this machine - the store server (a thread), one side on the
+main thread, the other side in worker processes. ``main_process="algorithm"`` (default) keeps the algorithm
+on the main thread, against the caller's store, and starts ``n_runners`` runner processes, each with an
+``HttpLightningStore``; ``main_process="runner"`` (one runner) keeps the runner on the main thread and runs
+the algorithm in a process. ``"algorithm"``: serve the store and the stop event, run the algorithm, nothing
+else. ``"runner"``: connect to ``server_host:server_port`` and run ``n_runners`` runner processes. The
+caller's store holds every write afterwards (S3) on the serving side. Process machinery (start methods,
+escalation, reaping, worker death, parent death) is ``processes.py``; which failure is raised is
+``failures.py``; the main-thread bundle and Ctrl+C relay are ``threads.py``.
+
+Stop model:
+
+- Algorithm returns: the event is set (L2); runner processes that watch it return; those still running
+  ``graceful_timeout`` later get SIGINT (``KeyboardInterrupt``: blocking code is interrupted, their tasks are
+  cancelled and ``finally`` blocks run, L6/L7), then SIGTERM and SIGKILL each ``terminate_timeout`` later.
+  Then the server stops and ``execute()`` returns ``None``.
+- A runner returns: nothing else happens (L3). Any bundle sets the event: the same stop (L4; on another
+  machine through the server's ``/v1/event`` routes).
+- A bundle raises (any type): the event is set, everyone stops as above, and ``execute()`` raises the first
+  failure with its original type and the remote traceback (E1-E3, E6). A worker killed by a signal is
+  ``WorkerDied`` naming it and its exit status (F1). Server-stop errors never mask a failure (E4).
+- Ctrl+C: the first SIGINT sets the event and is re-raised as ``KeyboardInterrupt`` once everything has
+  stopped (K1-K4; runner processes in the same process group stop on their own SIGINT). A second SIGINT
+  skips the remaining grace: the main bundle is cancelled at once and the workers' escalation jumps to its
+  next step (K5).
+- A taken port is a ``ServerBindError`` naming host and port before any process is started (F2). A runner
+  role that cannot reach its server fails within ``connect_timeout`` with host and port in the message.
+- Across machines: a runner side relays its bundles' own ``event.set()`` to the server, but not its own
+  end, failure or Ctrl+C (those stop that machine only); it stops when the server's event is set or the
+  server is gone. The algorithm side keeps serving, after its stop, until attached runner sides detach
+  (at most ``graceful_timeout + 2 * terminate_timeout + 1`` seconds), so they finish their last writes.
+- The main thread's own bundle, stuck in blocking code, can only be interrupted by Ctrl+C (as any Python
+  program's main thread); bundles in processes always can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, Literal
+
+from agentlightning.env import (
+    AGL_CURRENT_ROLE,
+    AGL_SERVER_HOST,
+    AGL_SERVER_PORT,
+    AGL_SERVER_TOKEN,
+    managed_store_default,
+)
+from agentlightning.execution import threads
+from agentlightning.execution.base import AlgorithmBundle, ExecutionStrategy, RunnerBundle
+from agentlightning.execution.events import ExecutionEvent, MultiprocessingEvent, wait_async
+from agentlightning.execution.failures import FailureCollector
+from agentlightning.execution.processes import (
+    START_METHODS,
+    WorkerOutcome,
+    WorkerProcesses,
+    validate_start_method,
+    validate_timeout,
+)
+from agentlightning.execution.threads import BundleRun, SigintRelay, close_loop
+from agentlightning.store.base import LightningStore
+from agentlightning.store.http import HttpLightningStore, LightningStoreServer
+from agentlightning.store.http.client import RemoteStopEvent
+from agentlightning.store.http.server import is_loopback
+from agentlightning.store.threaded import ThreadedLightningStore
+
+__all__ = ["ClientServerExecutionStrategy"]
+
+_log = logging.getLogger(__name__)
+
+Role = Literal["algorithm", "runner", "both"]
+_ROLES: tuple[str, ...] = ("algorithm", "runner", "both")
+_MAIN_PROCESS: tuple[str, ...] = ("algorithm", "runner")
+_FAILED = ("raised", "died", "interrupted")
+# What every worker imports (HTTP client included): the forkserver imports it once, so workers start fast.
+_PRELOAD = ("agentlightning.execution.client_server",)
+
+
+class ClientServerExecutionStrategy(ExecutionStrategy):
+    """The store behind an HTTP server, runners in processes; see the module docstring for the stop model.
+
+    ``role``: ``"algorithm"``, ``"runner"`` or ``"both"`` (``None``: ``AGL_CURRENT_ROLE``, default
+    ``"both"``). ``server_host`` / ``server_port``: where the algorithm side listens and runners connect
+    (``None``: ``AGL_SERVER_HOST`` / ``AGL_SERVER_PORT``, default ``127.0.0.1`` / ``0``; port 0 binds an
+    ephemeral port that local runners learn; the ``"runner"`` role needs a real port). The host is honoured
+    exactly; a non-loopback host requires ``AGL_SERVER_TOKEN``. ``n_runners``: runner processes (>= 1).
+    ``main_process``: which side of ``"both"`` stays on the main thread. ``graceful_timeout`` /
+    ``terminate_timeout``: the escalation bounds. ``managed_store``: ``True`` serves the caller's store
+    (``None``: ``AGL_MANAGED_STORE``, default on); ``False`` only works where bundles need no server (the
+    ``"runner"`` role handed an ``HttpLightningStore``), since an in-memory store cannot be shared with
+    other processes. ``start_method``: ``fork``, ``spawn`` or ``forkserver`` (default: the safe choice).
+    ``connect_timeout``: how long a runner side retries an unreachable server before failing.
+    """
+
+    alias: ClassVar[str] = "cs"
+    capability_manifest: ClassVar[dict[str, Any]] = {
+        "uses_processes": True,
+        "shares_caller_store": True,
+        "supports_unmanaged_store": False,
+        "can_cancel_blocking_code": True,
+        "supports_start_methods": tuple(
+            m for m in START_METHODS if m in multiprocessing.get_all_start_methods()
+        ),
+    }
+
+    def __init__(
+        self,
+        role: Role | None = None,
+        server_host: str | None = None,
+        server_port: int | None = None,
+        n_runners: int = 1,
+        graceful_timeout: float = 1.0,
+        terminate_timeout: float = 1.0,
+        main_process: Literal["algorithm", "runner"] = "algorithm",
+        managed_store: bool | None = None,
+        start_method: str | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        role = AGL_CURRENT_ROLE.get("both") if role is None else role  # type: ignore[assignment]
+        if role not in _ROLES:
+            raise ValueError(f"role must be one of {', '.join(_ROLES)}; got {role!r}")
+        server_host = AGL_SERVER_HOST.get("127.0.0.1") if server_host is None else server_host
+        if not isinstance(server_host, str) or not server_host.strip():
+            raise ValueError(f"server_host must be a non-empty host name or address; got {server_host!r}")
+        server_port = AGL_SERVER_PORT.get(0) if server_port is None else server_port
+        if isinstance(server_port, bool) or not isinstance(server_port, int) or not 0 <= server_port <= 65535:
+            raise ValueError(f"server_port must be an integer from 0 to 65535; got {server_port!r}")
+        if role == "runner" and server_port == 0:
+            raise ValueError(
+                "server_port must name the algorithm side's port for role 'runner' (0 means ephemeral, which "
+                "only local runners can learn); set server_port or AGL_SERVER_PORT"
+            )
+        if isinstance(n_runners, bool) or not isinstance(n_runners, int) or n_runners < 1:
+            raise ValueError(f"n_runners must be an int >= 1; got {n_runners!r}")
+        if main_process not in _MAIN_PROCESS:
+            raise ValueError(f"main_process must be 'algorithm' or 'runner'; got {main_process!r}")
+        if main_process == "runner" and (role != "both" or n_runners != 1):
+            raise ValueError(
+                f"main_process='runner' needs role='both' and n_runners=1 (one runner can own the main "
+                f"thread); got role={role!r}, n_runners={n_runners!r}"
+            )
+        if managed_store is None:
+            managed_store = managed_store_default()
+        elif not isinstance(managed_store, bool):
+            raise ValueError(f"managed_store must be a bool or None; got {managed_store!r}")
+        if not managed_store and role == "both":
+            raise ValueError(
+                "managed_store=False cannot work with cs role 'both': runner processes cannot share the "
+                "caller's in-memory store; they reach it only through the server (use managed_store=True)"
+            )
+        if role != "runner" and not AGL_SERVER_TOKEN.is_set() and not is_loopback(server_host.strip()):
+            raise ValueError(
+                f"server_host={server_host!r} is not a loopback address: serving the store there needs a "
+                f"shared token, so that only your runners can reach it; set AGL_SERVER_TOKEN on this machine "
+                f"and on every runner machine"
+            )
+        connect = validate_timeout(connect_timeout, "connect_timeout")
+        if connect <= 0:
+            raise ValueError(f"connect_timeout must be > 0 seconds; got {connect_timeout!r}")
+        self.role: Role = role
+        self.server_host = server_host.strip()
+        self.server_port = server_port
+        self.n_runners = n_runners
+        self.graceful_timeout = validate_timeout(graceful_timeout, "graceful_timeout")
+        self.terminate_timeout = validate_timeout(terminate_timeout, "terminate_timeout")
+        self.main_process: Literal["algorithm", "runner"] = main_process
+        self.managed_store = managed_store
+        self.start_method = validate_start_method(start_method)
+        self.connect_timeout = connect
+
+    @property
+    def capabilities(self) -> dict[str, Any]:
+        return {
+            **self.capability_manifest,
+            "grace_seconds": self.graceful_timeout,
+            "terminate_seconds": self.terminate_timeout,
+        }
+
+    @property
+    def server_url(self) -> str:
+        host = f"[{self.server_host}]" if ":" in self.server_host else self.server_host
+        return f"http://{host}:{self.server_port}"
+
+    def execute(self, algorithm: AlgorithmBundle, runner: RunnerBundle, store: LightningStore) -> None:
+        """Run this machine's side to completion; raise as the module docstring's stop model says."""
+        _Execution(self, algorithm, runner, store).run()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(role={self.role!r}, server_host={self.server_host!r}, "
+            f"server_port={self.server_port}, n_runners={self.n_runners}, "
+            f"main_process={self.main_process!r}, "
+            f"graceful_timeout={self.graceful_timeout}, terminate_timeout={self.terminate_timeout}, "
+            f"start_method={self.start_method!r})"
+        )
+
+
+# -- what runs in worker processes (module level: picklable under spawn and forkserver) --------------------
+
+
+async def _run_runner(
+    runner: RunnerBundle, store: LightningStore, worker_id: int, event: ExecutionEvent
+) -> None:
+    # A failure is not turned into event.set() here: the parent records it first and then sets the event,
+    # so an error another bundle raises in reaction to the stop can never be recorded before it (E3).
+    try:
+        await runner(store, worker_id, event)
+    finally:
+        await store.close()
+
+
+async def _run_algorithm(algorithm: AlgorithmBundle, store: LightningStore, event: ExecutionEvent) -> None:
+    try:
+        await algorithm(store, event)
+        event.set()  # the algorithm returning stops everyone (L2); a failure is the parent's to record (E3)
+    finally:
+        await store.close()
+
+
+def _call_runner(runner: RunnerBundle, store: LightningStore, worker_id: int, event: Any) -> Any:
+    return lambda: runner(store, worker_id, event)
+
+
+def _served_store(store: LightningStore) -> ThreadedLightningStore | None:
+    """A wrapper for a store the server thread and the main thread cannot share as is; else ``None``."""
+    if getattr(store, "thread_safe", False):
+        return None  # the caller's own object: the server writes straight into it (S3)
+    return ThreadedLightningStore(store)
+
+
+# -- one execute() --------------------------------------------------------------------------------------
+
+
+class _Execution:
+    """The state of one ``execute()`` on this machine: server, workers, main-thread bundle, failures."""
+
+    def __init__(
+        self,
+        strategy: ClientServerExecutionStrategy,
+        algorithm: AlgorithmBundle,
+        runner: RunnerBundle,
+        store: LightningStore,
+    ) -> None:
+        self.s = strategy
+        self.algorithm, self.runner, self.store = algorithm, runner, store
+        self.failures = FailureCollector(_log)
+        self.event = MultiprocessingEvent(multiprocessing.get_context(strategy.start_method))
+        # The relay's inbox also carries its wakeup socket; only the relay's count is read here.
+        self.inbox = threads._Inbox()
+        self.relay = SigintRelay(self.inbox)
+        self.handled_sigints = 0
+        self.workers: WorkerProcesses | None = None
+        self.server: LightningStoreServer | None = None
+        self.bridge: _EventBridge | None = None
+        self.wrapper: ThreadedLightningStore | None = None
+        self.main_run: BundleRun | None = None
+        self.recorded: set[str] = set()
+
+    def run(self) -> None:
+        try:
+            try:
+                with self.relay:
+                    self._start()
+                    self._process_sigints()
+                    if self.main_run is not None and not self.failures.interrupted:
+                        self.main_run.run(on_loop=self._attach)
+                    self._process_sigints()
+                    self._wait_for_workers()
+                # A SIGINT the relay counted after the last look (it was still installed) is not lost.
+                self._process_sigints()
+            except BaseException as exc:  # our own machinery failed, or a Ctrl+C landed between steps
+                self._stop_here()
+                if isinstance(exc, KeyboardInterrupt):
+                    self.failures.record_interrupt("SIGINT")
+                else:
+                    self.failures.record(exc, "execute()")
+            for _ in range(3):  # each step of _stop() is idempotent: a Ctrl+C between them only hurries it
+                try:
+                    self._stop()
+                    break
+                except KeyboardInterrupt:
+                    self.failures.record_interrupt("SIGINT")
+        finally:
+            self.event.close()
+            self.inbox.close()
+        self.failures.raise_first()
+
+    # -- starting ---------------------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        s = self.s
+        if s.role == "runner":
+            client = self._runner_side_client()
+            self.bridge = _EventBridge(client, self.event)
+            self.bridge.start()
+            self._start_workers(
+                [
+                    (f"runner-{i}", _run_runner, (self.runner, client, i, self.event))
+                    for i in range(s.n_runners)
+                ]
+            )
+            return
+        self.wrapper = _served_store(self.store)
+        served = self.wrapper or self.store
+        # Bound before anything is spawned: a taken port fails here, naming host and port (F2).
+        self.server = LightningStoreServer(
+            served,
+            s.server_host,
+            s.server_port,
+            event=self.event,
+            graceful_seconds=min(s.graceful_timeout, 1.0),
+        )
+        self.server.start()
+        _log.info("cs: serving the store at %s (role %s)", self.server.url, s.role)
+        client = HttpLightningStore(self.server.url, token=self.server.token, retry_seconds=s.connect_timeout)
+        common: dict[str, Any] = {
+            "event": self.event,
+            "failures": self.failures,
+            "grace": s.graceful_timeout,
+            "teardown_timeout": max(s.terminate_timeout, 1.0),
+        }
+        if s.role == "algorithm" or s.main_process == "algorithm":
+            algorithm = self.algorithm
+            event = self.event
+            self.main_run = BundleRun(
+                "algorithm", lambda: algorithm(served, event), sets_event_on_return=True, **common
+            )
+            if s.role == "both":
+                self._start_workers(
+                    [
+                        (f"runner-{i}", _run_runner, (self.runner, client, i, self.event))
+                        for i in range(s.n_runners)
+                    ]
+                )
+        else:
+            self.main_run = BundleRun(
+                "runner 0",
+                _call_runner(self.runner, served, 0, self.event),
+                sets_event_on_return=False,
+                **common,
+            )
+            self._start_workers([("algorithm", _run_algorithm, (self.algorithm, client, self.event))])
+
+    def _runner_side_client(self) -> HttpLightningStore:
+        s = self.s
+        if not s.managed_store:
+            if not isinstance(self.store, HttpLightningStore):
+                raise ValueError(
+                    f"managed_store=False hands runner processes the caller's store, but a "
+                    f"{type(self.store).__name__} cannot be shared with other processes; pass an "
+                    f"HttpLightningStore or use managed_store=True"
+                )
+            client = self.store
+        else:
+            client = HttpLightningStore(s.server_url, retry_seconds=s.connect_timeout)
+        if not is_loopback(client.host) and client.token is None:
+            _log.warning("cs: connecting to %s:%s without AGL_SERVER_TOKEN", client.host, client.port)
+        # Fail here, within connect_timeout, naming host and port - not in every runner later.
+        _run_coroutine(_check_reachable(client))
+        return client
+
+    def _start_workers(
+        self, specs: list[tuple[str, Callable[..., Awaitable[None]], tuple[Any, ...]]]
+    ) -> None:
+        self.workers = WorkerProcesses(
+            self.event,
+            start_method=self.s.start_method,
+            preload=_PRELOAD,
+            graceful_timeout=self.s.graceful_timeout,
+            terminate_timeout=self.s.terminate_timeout,
+        )
+        for name, target, args in specs:
+            self._process_sigints()
+            if self.failures.interrupted:
+                return  # Ctrl+C during start-up: start nothing more (K3)
+            self.workers.start(name, target, *args)
+
+    # -- supervising ------------------------------------------------------------------------------------
+
+    def _attach(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """Hooks for the main bundle's loop: the SIGINT relay, and a task watching the workers."""
+        if loop is None:
+            self.relay.detach()
+            return
+        self.relay.attach(loop, self._process_sigints)
+        self._process_sigints()  # a SIGINT that came before the attach
+        if self.workers is not None and self.workers.running:
+            loop.create_task(self._watch_workers(), name="cs: watch worker processes")
+
+    async def _watch_workers(self) -> None:
+        workers = self.workers
+        assert workers is not None
+        while workers.running and not self.event.is_set():
+            for outcome in await workers.wait_async():
+                self._record(outcome)
+
+    def _wait_for_workers(self) -> None:
+        """After the main bundle (or without one): wait until the event is set or every worker ended."""
+        if self.workers is None or not self.workers.running or self.event.is_set():
+            return
+        loop = asyncio.new_event_loop()  # never made the thread's current loop (R7)
+        try:
+            self.relay.attach(loop, self._process_sigints)
+            self._process_sigints()  # a SIGINT that came before the attach
+            loop.run_until_complete(self._watch_workers())
+        finally:
+            self.relay.detach()
+            close_loop(loop, 1.0, "cs supervisor", self.failures)
+
+    def _process_sigints(self) -> None:
+        while self.handled_sigints < self.relay.count:
+            self.handled_sigints += 1
+            if self.handled_sigints == 1:
+                _log.info("SIGINT: stopping every bundle (grace %.3gs)", self.s.graceful_timeout)
+                self.failures.record_interrupt("SIGINT")
+                self._stop_here()
+            else:
+                _log.warning("second SIGINT: stopping every bundle now, without grace")
+                self._stop_here()
+                if self.main_run is not None:
+                    self.main_run.cancel_now()
+                if self.workers is not None:
+                    self.workers.graceful_timeout = 0.0  # stop() escalates at once (K5)
+
+    def _record(self, outcome: WorkerOutcome) -> None:
+        if outcome.name in self.recorded:
+            return
+        self.recorded.add(outcome.name)
+        if outcome.status in _FAILED and outcome.error is not None:
+            # Ordered by when it was raised in the worker, not when its report arrived here (E3).
+            self.failures.record(outcome.error, f"worker process {outcome.name!r}", at=outcome.raised_at)
+            self._stop_here()
+
+    def _stop_here(self) -> None:
+        """Set the event for this machine's bundles only: on a runner side, a local failure, Ctrl+C or
+        the end of our runners is not the algorithm's business (only a bundle's own ``set()`` is relayed).
+        """
+        if self.bridge is not None:
+            self.bridge.mute()
+        self.event.set()
+
+    # -- stopping ---------------------------------------------------------------------------------------
+
+    def _stop(self) -> None:
+        """Stop workers, bridge and server. SIGINT is Python's again here: a Ctrl+C hurries each step."""
+        self._stop_here()
+        if self.workers is not None:
+            try:
+                outcomes = self.workers.stop()
+            except KeyboardInterrupt:  # raised by stop() once every worker is reaped (K5)
+                self.failures.record_interrupt("SIGINT")
+                outcomes = self.workers.outcomes
+            except BaseException as exc:
+                self.failures.record_cleanup_error(exc, "stopping worker processes")
+                outcomes = self.workers.outcomes
+            for outcome in outcomes:
+                self._record(outcome)
+            _retry_on_interrupt(self.workers.close, self.failures, "closing worker processes")
+        if self.bridge is not None:
+            _retry_on_interrupt(self.bridge.stop, self.failures, "stopping the event bridge")
+        if self.server is not None and self.server.runner_sides.attached:
+            # Remote runner sides still use the store while they stop: serve them for as long as our own
+            # runners would get (they detach when done), but not longer.
+            bound = self.s.graceful_timeout + 2 * self.s.terminate_timeout + 1.0
+            try:
+                left = self.server.runner_sides.wait_detached(bound)
+            except KeyboardInterrupt:
+                self.failures.record_interrupt("SIGINT")
+            else:
+                if left:
+                    _log.warning(
+                        "cs: runner sides %s did not detach within %.1f s; stopping anyway", left, bound
+                    )
+        if self.server is not None:
+            _retry_on_interrupt(self.server.stop, self.failures, "stopping the store server")
+        if self.wrapper is not None:
+            _retry_on_interrupt(self.wrapper.close_sync, self.failures, "closing the store wrapper")
+
+
+def _retry_on_interrupt(step: Callable[[], None], failures: FailureCollector, what: str) -> None:
+    """Run an idempotent cleanup step to its end even if Ctrl+C interrupts it (recorded, not lost)."""
+    for _ in range(5):
+        try:
+            step()
+            return
+        except KeyboardInterrupt:
+            failures.record_interrupt("SIGINT")
+        except BaseException as exc:
+            failures.record_cleanup_error(exc, what)
+            return
+
+
+async def _check_reachable(client: HttpLightningStore) -> None:
+    try:
+        await client.health()
+    finally:
+        await client.close()
+
+
+def _run_coroutine(coro: Awaitable[None]) -> None:
+    """Run ``coro`` on a private loop that is never made current (R7), closing it afterwards."""
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(coro)
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+class _EventBridge:
+    """Runner role: mirrors the server's stop event into this machine's event, and back (L4 across hosts).
+
+    A thread with its own loop holds a long-poll on ``/v1/event/wait``, naming this runner side so the
+    server keeps serving until it detaches. The server's event set (or the server gone: the algorithm side
+    has finished) sets the local event; a runner here setting the local event sets the server's, unless
+    the strategy muted the bridge first (its own stops stay local). ``stop()`` detaches (best effort,
+    bounded) and joins the thread.
+    """
+
+    _POLL_SECONDS = 20.0
+    _DETACH_SECONDS = 2.0
+
+    def __init__(self, client: HttpLightningStore, event: MultiprocessingEvent) -> None:
+        self.remote = RemoteStopEvent(client)
+        self.client = client
+        self.event = event
+        self.side = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._quit: asyncio.Event | None = None
+        self._muted = False
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="agl-cs-event-bridge", daemon=True)
+
+    def mute(self) -> None:
+        """Do not relay the set the caller is about to make; one a bundle already made is still relayed."""
+        if not self.event.is_set():
+            self._muted = True
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait()
+
+    def stop(self) -> None:
+        loop, quit_ = self._loop, self._quit
+        if loop is not None and quit_ is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: the thread is ending anyway
+                loop.call_soon_threadsafe(quit_.set)
+        self._thread.join()
+
+    def _main(self) -> None:
+        loop = asyncio.new_event_loop()  # never made current: this thread only runs the bridge
+        try:
+            loop.run_until_complete(self._serve(loop))
+        except Exception:
+            _log.exception("cs event bridge failed; stopping this machine's runners")
+            self.event.set()
+        finally:
+            self._ready.set()
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(self.client.close())
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._quit = asyncio.Event()
+        self._loop = loop
+        self._ready.set()
+        try:
+            await self._relay()
+            await self._quit.wait()
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.remote.detach(self.side), self._DETACH_SECONDS)
+
+    async def _relay(self) -> None:
+        assert self._quit is not None
+        local = asyncio.ensure_future(wait_async(self.event))
+        quit_ = asyncio.ensure_future(self._quit.wait())
+        remote: asyncio.Future[bool] | None = None
+        try:
+            while True:
+                # The event itself, not the future: a set must be relayed even when quit came as quickly.
+                if self.event.is_set():
+                    if not self._muted:  # a runner here called event.set(): every bundle must see it (L4)
+                        with contextlib.suppress(Exception):
+                            await asyncio.wait_for(self.remote.set(), self._DETACH_SECONDS)
+                    return
+                if quit_.done():
+                    return
+                if remote is None or remote.done():
+                    remote = asyncio.ensure_future(self.remote.wait(self._POLL_SECONDS, self.side))
+                await asyncio.wait({local, quit_, remote}, return_when=asyncio.FIRST_COMPLETED)
+                if remote.done() and not remote.cancelled():
+                    error = remote.exception()
+                    if error is not None or remote.result():
+                        if error is not None:
+                            _log.warning(
+                                "cs: lost the store server (%s); stopping this machine's runners", error
+                            )
+                        self.event.set()
+                        return
+        finally:
+            futures = [f for f in (local, quit_, remote) if f is not None]
+            for future in futures:
+                future.cancel()
+            await asyncio.wait(futures)

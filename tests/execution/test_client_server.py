@@ -1,0 +1,624 @@
+"""The ``cs`` strategy, contract by contract (IDs from CONTRACTS.md), against real processes and HTTP.
+
+Bundles are scripted and picklable (``cs_bundles.py``); they report through a cross-process journal and
+synchronise on it (handshakes), never on bare sleeps. Scenarios that deliver SIGINT, kill the caller or
+need two ``execute()`` processes (the multi-machine shape) run in ``cs_child.py`` so nothing reaches pytest.
+Time bounds are generous hang bounds; latencies are measured in ``bench/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from cs_bundles import Journal, ScriptedAlgorithm, ScriptedError, ScriptedRunner
+
+from agentlightning.execution.base import ExecutionStrategy
+from agentlightning.execution.client_server import ClientServerExecutionStrategy
+from agentlightning.execution.processes import WorkerDied
+from agentlightning.store.http import LightningStoreServer, ServerBindError, StoreServerUnreachable
+from agentlightning.store.memory import InMemoryLightningStore
+from agentlightning.trainer.init_utils import build_component
+from agentlightning.trainer.registry import ExecutionStrategyRegistry
+
+CHILD = Path(__file__).with_name("cs_child.py")
+HANG = 60.0
+
+WAIT_EVENT = (("wait_event",),)
+BOTH_RUNNERS_STARTED = (("wait_journal", "runner 0", "start"), ("wait_journal", "runner 1", "start"))
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Journal:
+    return Journal(str(tmp_path))
+
+
+def _cs(**kwargs: Any) -> ClientServerExecutionStrategy:
+    kwargs.setdefault("graceful_timeout", 2.0)
+    kwargs.setdefault("terminate_timeout", 2.0)
+    return ClientServerExecutionStrategy(**kwargs)
+
+
+def _worker_processes() -> set[int]:
+    """Live or zombie children, except multiprocessing's own long-lived helpers."""
+    pids = set()
+    for child in psutil.Process().children(recursive=True):
+        try:
+            cmdline = " ".join(child.cmdline())
+        except psutil.NoSuchProcess:
+            continue
+        except psutil.ZombieProcess:
+            cmdline = "<zombie>"
+        if "forkserver" in cmdline or "resource_tracker" in cmdline:
+            continue
+        pids.add(child.pid)
+    return pids
+
+
+def _snapshot() -> tuple[set[int | None], set[int], int]:
+    return {t.ident for t in threading.enumerate()}, _worker_processes(), psutil.Process().num_fds()
+
+
+def _assert_nothing_left(before: tuple[set[int | None], set[int], int]) -> None:
+    threads, children, fds = _snapshot()
+    assert threads <= before[0], [t.name for t in threading.enumerate() if t.ident not in before[0]]
+    assert children <= before[1], children - before[1]
+    assert fds <= before[2], f"{fds} fds open after execute(), {before[2]} before"
+
+
+def _child(scenario: str, directory: Path, *args: str, **popen: Any) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(CHILD.parent), os.environ.get("PYTHONPATH")])),
+    }
+    return subprocess.Popen(
+        [sys.executable, str(CHILD), scenario, str(directory), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        **popen,
+    )
+
+
+def _report(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    out, err = proc.communicate(timeout=HANG * 2)
+    lines = out.strip().splitlines()
+    assert proc.returncode == 0 and lines, f"child failed ({proc.returncode}):\n{err[-3000:]}"
+    return json.loads(lines[-1])
+
+
+# -- L: lifecycle ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_runners", [1, 3])
+def test_L1_bundles_called_once_with_distinct_worker_ids(journal: Journal, n_runners: int) -> None:
+    waits = tuple(("wait_journal", f"runner {i}", "start") for i in range(n_runners))
+    algorithm = ScriptedAlgorithm(journal, (("store_type",), *waits))
+    runner = ScriptedRunner(journal, (("store_type",), *WAIT_EVENT))
+    assert _cs(n_runners=n_runners).execute(algorithm, runner, InMemoryLightningStore()) is None
+    starts = [who for _, who, what, _ in journal.entries() if what == "start"]
+    assert sorted(starts) == sorted(["algorithm", *(f"runner {i}" for i in range(n_runners))])
+    assert journal.has("algorithm", "store=InMemoryLightningStore")  # the caller's store itself
+    assert all(journal.has(f"runner {i}", "store=HttpLightningStore") for i in range(n_runners))
+    runner_pids = {pid for _, who, _, pid in journal.entries() if who.startswith("runner")}
+    assert len(runner_pids) == n_runners and os.getpid() not in runner_pids
+
+
+@pytest.mark.parametrize("main_process", ["algorithm", "runner"])
+def test_L2_algorithm_return_sets_event_and_stops_runners(journal: Journal, main_process: str) -> None:
+    before = _snapshot()
+    algorithm = ScriptedAlgorithm(journal, (("wait_journal", "runner 0", "start"),))
+    _cs(main_process=main_process).execute(
+        algorithm, ScriptedRunner(journal, WAIT_EVENT), InMemoryLightningStore()
+    )
+    assert (
+        journal.has("algorithm", "end")
+        and journal.has("runner 0", "saw stop")
+        and journal.has("runner 0", "end")
+    )
+    _assert_nothing_left(before)
+
+
+def test_L3_runner_return_is_local(journal: Journal) -> None:
+    runner = ScriptedRunner(journal, per_worker={0: (), 1: WAIT_EVENT})
+    algorithm = ScriptedAlgorithm(
+        journal,
+        (("wait_journal", "runner 0", "end"), ("wait_journal", "runner 1", "start"), ("event_state",)),
+    )
+    _cs(n_runners=2).execute(algorithm, runner, InMemoryLightningStore())
+    assert journal.has("algorithm", "event=False"), journal.timeline()
+    assert journal.has("runner 1", "saw stop")
+
+
+@pytest.mark.parametrize("setter", ["algorithm", "runner 1"])
+def test_L4_event_set_anywhere_is_seen_by_every_process(journal: Journal, setter: str) -> None:
+    sets = (*BOTH_RUNNERS_STARTED, ("set_event",)) if setter == "algorithm" else (("set_event",),)
+    waits = (*BOTH_RUNNERS_STARTED, *WAIT_EVENT)
+    algorithm = ScriptedAlgorithm(journal, sets if setter == "algorithm" else waits)
+    runner = ScriptedRunner(journal, WAIT_EVENT, per_worker={1: sets} if setter == "runner 1" else {})
+    _cs(n_runners=2).execute(algorithm, runner, InMemoryLightningStore())
+    watchers = {"algorithm", "runner 0", "runner 1"} - {setter}
+    assert all(journal.has(who, "saw stop") for who in watchers), journal.timeline()
+
+
+def test_L6_runner_ignoring_event_is_cancelled_after_grace_and_finally_runs(journal: Journal) -> None:
+    before = _snapshot()
+    algorithm = ScriptedAlgorithm(journal, (("wait_journal", "runner 0", "start"),))
+    runner = ScriptedRunner(journal, (("sleep", HANG),))
+    started = time.monotonic()
+    _cs(graceful_timeout=0.5).execute(algorithm, runner, InMemoryLightningStore())
+    assert time.monotonic() - started < HANG / 2  # bounded by the grace, not by the bundle's sleep
+    assert journal.has("runner 0", "finally"), journal.timeline()
+    _assert_nothing_left(before)
+
+
+def test_L6_main_thread_algorithm_ignoring_event_is_cancelled(journal: Journal) -> None:
+    algorithm = ScriptedAlgorithm(journal, (("sleep", HANG),))
+    runner = ScriptedRunner(journal, (("set_event",),))
+    _cs(graceful_timeout=0.5).execute(algorithm, runner, InMemoryLightningStore())
+    assert journal.has("algorithm", "cancelled") and journal.has("algorithm", "finally")
+
+
+@pytest.mark.parametrize("ignores_sigint", [False, True])
+def test_L7_blocking_runner_is_escalated_and_reaped(journal: Journal, ignores_sigint: bool) -> None:
+    before = _snapshot()
+    steps = ((("ignore_sigint",),) if ignores_sigint else ()) + (("block", HANG),)
+    algorithm = ScriptedAlgorithm(journal, (("wait_journal", "runner 0", "start"),))
+    started = time.monotonic()
+    _cs(graceful_timeout=0.2, terminate_timeout=0.5).execute(
+        algorithm, ScriptedRunner(journal, steps), InMemoryLightningStore()
+    )
+    assert time.monotonic() - started < HANG / 2
+    # SIGINT interrupts the blocking call (its finally runs); a runner ignoring SIGINT gets SIGTERM.
+    assert journal.has("runner 0", "finally") != ignores_sigint
+    _assert_nothing_left(before)
+
+
+def test_L7_capabilities_declared() -> None:
+    caps = _cs(graceful_timeout=1.5, terminate_timeout=2.5).capabilities
+    assert caps["uses_processes"] is True and caps["can_cancel_blocking_code"] is True
+    assert caps["shares_caller_store"] is True and caps["supports_unmanaged_store"] is False
+    assert caps["grace_seconds"] == 1.5 and caps["terminate_seconds"] == 2.5
+    assert set(caps["supports_start_methods"]) <= {"fork", "spawn", "forkserver"}
+
+
+# -- K: KeyboardInterrupt -------------------------------------------------------------------------------
+
+
+def test_K1_keyboard_interrupt_in_algorithm_is_reraised(journal: Journal) -> None:
+    algorithm = ScriptedAlgorithm(journal, (("wait_journal", "runner 0", "start"), ("ki",)))
+    with pytest.raises(KeyboardInterrupt):
+        _cs().execute(algorithm, ScriptedRunner(journal, WAIT_EVENT), InMemoryLightningStore())
+    assert journal.has("runner 0", "saw stop")
+
+
+def test_K2_keyboard_interrupt_in_runner_is_reraised(journal: Journal) -> None:
+    before = _snapshot()
+    runner = ScriptedRunner(journal, WAIT_EVENT, per_worker={1: (("ki",),)})
+    with pytest.raises(KeyboardInterrupt):
+        _cs(n_runners=2).execute(ScriptedAlgorithm(journal, WAIT_EVENT), runner, InMemoryLightningStore())
+    assert journal.has("algorithm", "saw stop") and journal.has("runner 0", "saw stop")
+    _assert_nothing_left(before)
+
+
+@pytest.mark.parametrize(
+    "moment", ["sigint_before_start", "sigint_running", "sigint_shutdown", "sigint_event_set"]
+)
+def test_K3_sigint_to_the_main_process_is_reraised(tmp_path: Path, moment: str) -> None:
+    report = _report(_child(moment, tmp_path))
+    assert report["outcome"] == "KeyboardInterrupt", report
+    assert report["threads"] == [] and report["children"] == [], report
+
+
+def test_K4_sigint_to_the_process_group(tmp_path: Path) -> None:
+    proc = _child("group", tmp_path, start_new_session=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "READY"
+    runner_pids = {pid for _, who, _, pid in Journal(str(tmp_path)).entries() if who.startswith("runner")}
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl+C does
+    report = _report(proc)
+    assert report["outcome"] == "KeyboardInterrupt", report
+    assert report["children"] == [] and not any(psutil.pid_exists(pid) for pid in runner_pids)
+
+
+def test_K5_second_sigint_skips_the_grace(tmp_path: Path) -> None:
+    report = _report(_child("second_sigint", tmp_path))  # grace 30 s, nobody cooperates
+    assert report["outcome"] == "KeyboardInterrupt", report
+    assert report["seconds"] < 25, report
+    assert report["threads"] == [] and report["children"] == []
+
+
+# -- E: exceptions --------------------------------------------------------------------------------------
+
+
+def test_E1_algorithm_error_is_reraised_with_type_and_message(journal: Journal) -> None:
+    algorithm = ScriptedAlgorithm(
+        journal, (("wait_journal", "runner 0", "start"), ("raise", "algorithm broke"))
+    )
+    with pytest.raises(ScriptedError, match="algorithm broke"):
+        _cs().execute(algorithm, ScriptedRunner(journal, WAIT_EVENT), InMemoryLightningStore())
+    assert journal.has("runner 0", "saw stop")
+
+
+def test_E2_runner_error_crosses_the_process_boundary_with_its_traceback(journal: Journal) -> None:
+    before = _snapshot()
+    runner = ScriptedRunner(journal, WAIT_EVENT, per_worker={1: (("raise", "runner 1 broke"),)})
+    with pytest.raises(ScriptedError, match="runner 1 broke") as info:
+        _cs(n_runners=2).execute(ScriptedAlgorithm(journal, WAIT_EVENT), runner, InMemoryLightningStore())
+    frames = [entry.name for entry in info.traceback]
+    assert "_perform" in frames  # the remote frames are attached
+    assert any("runner-1" in note for note in getattr(info.value, "__notes__", []))
+    assert journal.has("algorithm", "saw stop") and journal.has("runner 0", "saw stop")
+    _assert_nothing_left(before)
+
+
+def test_E3_first_error_wins(journal: Journal) -> None:
+    runner = ScriptedRunner(journal, (("raise", "first"),))
+    algorithm = ScriptedAlgorithm(journal, (("wait_event",), ("raise_value_error", "second")))
+    with pytest.raises(ScriptedError, match="first") as info:
+        _cs().execute(algorithm, runner, InMemoryLightningStore())
+    if sys.version_info >= (3, 11):
+        assert any("second" in note for note in info.value.__notes__)
+
+
+def test_E4_server_stop_error_does_not_mask_the_bundle_error(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_stop = LightningStoreServer.stop
+
+    def failing_stop(self: LightningStoreServer, timeout: float | None = None) -> None:
+        real_stop(self, timeout)
+        raise RuntimeError("server stop failed")
+
+    monkeypatch.setattr(LightningStoreServer, "stop", failing_stop)
+    algorithm = ScriptedAlgorithm(journal, (("raise", "the real failure"),))
+    with pytest.raises(ScriptedError, match="the real failure"):
+        _cs().execute(algorithm, ScriptedRunner(journal, WAIT_EVENT), InMemoryLightningStore())
+    with pytest.raises(RuntimeError, match="server stop failed"):  # alone, it is the failure
+        _cs().execute(
+            ScriptedAlgorithm(journal), ScriptedRunner(journal, WAIT_EVENT), InMemoryLightningStore()
+        )
+
+
+def test_E5_runner_failing_at_once_causes_no_hang_and_no_leak(journal: Journal) -> None:
+    before = _snapshot()
+    runner = ScriptedRunner(journal, (("raise", "at once"),))
+    with pytest.raises(ScriptedError, match="at once"):
+        _cs(n_runners=2).execute(ScriptedAlgorithm(journal, WAIT_EVENT), runner, InMemoryLightningStore())
+    _assert_nothing_left(before)
+
+
+@pytest.mark.parametrize("where", ["algorithm", "runner"])
+def test_E6_system_exit_is_not_swallowed(journal: Journal, where: str) -> None:
+    failing = (("system_exit", 3),)
+    algorithm = ScriptedAlgorithm(journal, failing if where == "algorithm" else WAIT_EVENT)
+    runner = ScriptedRunner(journal, failing if where == "runner" else WAIT_EVENT)
+    with pytest.raises(SystemExit) as info:
+        _cs().execute(algorithm, runner, InMemoryLightningStore())
+    assert info.value.code == 3
+
+
+# -- R: resources ---------------------------------------------------------------------------------------
+
+
+def test_R1_R2_R3_R6_repeated_runs_leave_nothing_and_reuse_the_port(journal: Journal) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    _cs(server_port=port).execute(  # a first run: lazily created module state is not a leak
+        ScriptedAlgorithm(journal), ScriptedRunner(journal, WAIT_EVENT), InMemoryLightningStore()
+    )
+    before = _snapshot()
+    for _ in range(4):  # the same fixed port, again and again (R3)
+        _cs(server_port=port, n_runners=2).execute(
+            ScriptedAlgorithm(journal, BOTH_RUNNERS_STARTED),
+            ScriptedRunner(journal, WAIT_EVENT),
+            InMemoryLightningStore(),
+        )
+        _assert_nothing_left(before)
+    with socket.socket() as again:
+        again.bind(("127.0.0.1", port))
+
+
+def test_R7_caller_state_is_restored(journal: Journal) -> None:
+    import logging
+
+    handlers = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    root = logging.getLogger()
+    logging_state = (root.level, list(root.handlers), logging.getLogger("uvicorn").handlers[:])
+    _cs().execute(ScriptedAlgorithm(journal), ScriptedRunner(journal, WAIT_EVENT), InMemoryLightningStore())
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+    assert (root.level, list(root.handlers), logging.getLogger("uvicorn").handlers[:]) == logging_state
+    with pytest.raises(RuntimeError):
+        asyncio.get_running_loop()
+
+
+# -- S: store -------------------------------------------------------------------------------------------
+
+
+def test_S1_S2_S3_exactly_once_and_the_callers_store_holds_every_write(journal: Journal) -> None:
+    store = InMemoryLightningStore()
+    algorithm = ScriptedAlgorithm(journal, (("enqueue_and_wait", 60),))
+    _cs(n_runners=3).execute(algorithm, ScriptedRunner(journal, (("work",),)), store)
+    assert journal.has("algorithm", "completed 60/60"), journal.timeline()  # S2: seen while it ran
+    done = [
+        what for _, who, what, _ in journal.entries() if who.startswith("runner") and what.startswith("done")
+    ]
+    assert len(done) == len(set(done)) == 60  # S1: each exactly once
+
+    async def check() -> None:
+        rollouts = await store.query_rollouts()
+        assert len(rollouts) == 60 and {r.status for r in rollouts} == {"succeeded"}
+        for rollout in rollouts:  # S3: attempts and spans written through HTTP are in the caller's store
+            assert len(await store.query_attempts(rollout.rollout_id)) == 1
+            assert len(await store.query_spans(rollout.rollout_id)) == 1
+
+    asyncio.run(check())
+
+
+def test_S4_failing_store_call_in_a_runner_stops_and_raises(journal: Journal) -> None:
+    runner = ScriptedRunner(journal, (("bad_store_call",),))
+    with pytest.raises(ValueError, match="ro-does-not-exist"):
+        _cs().execute(ScriptedAlgorithm(journal, WAIT_EVENT), runner, InMemoryLightningStore())
+    assert journal.has("algorithm", "saw stop")
+
+
+class _SlowStore(InMemoryLightningStore):
+    async def dequeue_rollout(self) -> Any:
+        await asyncio.sleep(0.02)
+        return await super().dequeue_rollout()
+
+
+def test_S5_slow_store_no_deadlock(journal: Journal) -> None:
+    algorithm = ScriptedAlgorithm(journal, (("enqueue_and_wait", 10),))
+    _cs(n_runners=2).execute(algorithm, ScriptedRunner(journal, (("work",),)), _SlowStore())
+    assert journal.has("algorithm", "completed 10/10")
+
+
+def test_S6_unmanaged_store_is_refused_where_runners_cannot_share_it() -> None:
+    with pytest.raises(ValueError, match="managed_store=False"):
+        ClientServerExecutionStrategy(managed_store=False)
+    strategy = ClientServerExecutionStrategy(role="runner", server_port=1, managed_store=False)
+    with pytest.raises(ValueError, match="InMemoryLightningStore cannot be shared"):
+        strategy.execute(None, None, InMemoryLightningStore())  # type: ignore[arg-type]
+
+
+# -- F: faults in processes -----------------------------------------------------------------------------
+
+
+def test_F1_killed_worker_is_reported_by_name_and_status(journal: Journal) -> None:
+    before = _snapshot()
+    runner = ScriptedRunner(journal, WAIT_EVENT, per_worker={1: (("kill_self", signal.SIGKILL),)})
+    with pytest.raises(WorkerDied, match=r"runner-1.*SIGKILL") as info:
+        _cs(n_runners=2).execute(ScriptedAlgorithm(journal, WAIT_EVENT), runner, InMemoryLightningStore())
+    assert info.value.exitcode == -signal.SIGKILL
+    assert journal.has("algorithm", "saw stop") and journal.has("runner 0", "saw stop")
+    _assert_nothing_left(before)
+
+
+def test_F2_taken_port_is_a_clear_error_before_anything_is_spawned(journal: Journal) -> None:
+    before = _snapshot()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ServerBindError, match=rf"127\.0\.0\.1:{port}.*in use"):
+            _cs(server_port=port).execute(
+                ScriptedAlgorithm(journal), ScriptedRunner(journal, WAIT_EVENT), InMemoryLightningStore()
+            )
+    assert journal.entries() == []  # no bundle ever started
+    _assert_nothing_left(before)
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
+def test_F3_start_methods(journal: Journal, start_method: str) -> None:
+    algorithm = ScriptedAlgorithm(journal, (*BOTH_RUNNERS_STARTED, ("set_event",)))
+    _cs(n_runners=2, start_method=start_method).execute(
+        algorithm, ScriptedRunner(journal, WAIT_EVENT), InMemoryLightningStore()
+    )
+    assert journal.has("runner 0", "saw stop") and journal.has("runner 1", "saw stop")
+    with pytest.raises(ScriptedError, match="E1 under"):
+        _cs(start_method=start_method).execute(
+            ScriptedAlgorithm(journal, (("raise", f"E1 under {start_method}"),)),
+            ScriptedRunner(journal, WAIT_EVENT),
+            InMemoryLightningStore(),
+        )
+
+
+def test_F4_workers_die_with_the_caller(tmp_path: Path) -> None:
+    proc = _child("parent_death", tmp_path)  # runners stuck in blocking code
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "READY"
+    runner_pids = {pid for _, who, _, pid in Journal(str(tmp_path)).entries() if who.startswith("runner")}
+    assert len(runner_pids) == 2
+    proc.kill()
+    proc.communicate(timeout=HANG)
+    killed = time.monotonic()
+    while any(_alive(pid) for pid in runner_pids):
+        assert time.monotonic() - killed < 10, "a worker outlived its caller"
+        time.sleep(0.01)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+# -- the multi-machine shape and the runner role -------------------------------------------------------------
+
+
+def _two_machines(tmp_path: Path, script: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The multi-machine shape on loopback: ``execute()`` with role "algorithm" and with role "runner"
+    in two processes; the runner side learns the port the algorithm side logged."""
+    algorithm_side = _child("algorithm_role", tmp_path, script)
+    assert algorithm_side.stdout is not None
+    line = algorithm_side.stdout.readline().split()
+    assert line and line[0] == "SERVING", line
+    port = line[1].rsplit(":", 1)[1]
+    runner_side = _child("runner_role", tmp_path, port, script)
+    return _report(algorithm_side), _report(runner_side)
+
+
+def test_algorithm_and_runner_roles_in_two_processes(tmp_path: Path) -> None:
+    algorithm_report, runner_report = _two_machines(tmp_path, "work")
+    assert algorithm_report["outcome"] == "returned" and algorithm_report["statuses"] == ["succeeded"]
+    assert runner_report["outcome"] == "returned", runner_report
+    assert runner_report["children"] == [] and runner_report["threads"] == []
+    journal = Journal(str(tmp_path))
+    assert journal.has("algorithm", "completed 20/20")
+    assert journal.has("runner 0", "end") and journal.has("runner 1", "end")
+
+
+def test_L3_across_machines_runner_side_ending_does_not_stop_the_algorithm(tmp_path: Path) -> None:
+    algorithm_report, runner_report = _two_machines(tmp_path, "l3")
+    assert algorithm_report["outcome"] == "returned" and runner_report["outcome"] == "returned"
+    assert Journal(str(tmp_path)).has("algorithm", "event=False")
+
+
+def test_L4_across_machines_event_set_by_a_remote_runner(tmp_path: Path) -> None:
+    algorithm_report, runner_report = _two_machines(tmp_path, "l4")
+    assert algorithm_report["outcome"] == "returned" and runner_report["outcome"] == "returned"
+    journal = Journal(str(tmp_path))
+    assert journal.has("algorithm", "saw stop") and journal.has("runner 0", "saw stop")
+
+
+def test_runner_role_fails_fast_when_the_server_is_unreachable(journal: Journal) -> None:
+    before = _snapshot()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    strategy = ClientServerExecutionStrategy(role="runner", server_port=port, connect_timeout=0.3)
+    with pytest.raises(StoreServerUnreachable, match=rf"127\.0\.0\.1:{port}"):
+        strategy.execute(None, ScriptedRunner(journal, WAIT_EVENT), None)  # type: ignore[arg-type]
+    assert journal.entries() == []
+    _assert_nothing_left(before)
+
+
+def test_server_host_is_honoured(journal: Journal) -> None:
+    algorithm = ScriptedAlgorithm(journal, (("enqueue_and_wait", 3),))
+    _cs(server_host="127.0.0.2").execute(
+        algorithm, ScriptedRunner(journal, (("work",),)), InMemoryLightningStore()
+    )
+    assert journal.has("algorithm", "completed 3/3")
+
+
+# -- G: configuration ----------------------------------------------------------------------------------
+
+
+def test_G1_buildable_from_every_spec() -> None:
+    path = "agentlightning.execution.client_server.ClientServerExecutionStrategy"
+    specs: list[Any] = ["cs", path, ClientServerExecutionStrategy, {"type": "cs", "n_runners": 3}, _cs()]
+    for spec in specs:
+        strategy = build_component(spec, expected_type=ExecutionStrategy, registry=ExecutionStrategyRegistry)
+        assert isinstance(strategy, ClientServerExecutionStrategy)
+    assert ClientServerExecutionStrategy.alias == "cs"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"role": "server"}, "role"),
+        ({"server_port": 70000}, "server_port"),
+        ({"server_port": "80"}, "server_port"),
+        ({"server_host": ""}, "server_host"),
+        ({"n_runners": 0}, "n_runners"),
+        ({"main_process": "both"}, "main_process"),
+        ({"main_process": "runner", "n_runners": 2}, "main_process"),
+        ({"graceful_timeout": -1}, "graceful_timeout"),
+        ({"terminate_timeout": float("nan")}, "terminate_timeout"),
+        ({"start_method": "thread"}, "start_method"),
+        ({"role": "runner", "server_port": 0}, "server_port"),
+        ({"connect_timeout": 0}, "connect_timeout"),
+        ({"managed_store": "yes"}, "managed_store"),
+        ({"server_host": "0.0.0.0"}, "server_host='0.0.0.0'.*AGL_SERVER_TOKEN"),
+    ],
+)
+def test_G2_invalid_parameters_are_named(kwargs: dict[str, Any], name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        ClientServerExecutionStrategy(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("AGL_CURRENT_ROLE", "leader"),
+        ("AGL_SERVER_PORT", "http"),
+        ("AGL_SERVER_PORT", "99999"),
+        ("AGL_MANAGED_STORE", "maybe"),
+    ],
+)
+def test_G2_invalid_environment_overrides_are_named(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=rf"{variable}={value!r}"):
+        ClientServerExecutionStrategy()
+
+
+def test_G2_non_loopback_host_accepted_with_a_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGL_SERVER_TOKEN", "shared-secret")
+    assert ClientServerExecutionStrategy(server_host="0.0.0.0").server_host == "0.0.0.0"
+
+
+def test_G2_environment_overrides_apply(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGL_CURRENT_ROLE", "runner")
+    monkeypatch.setenv("AGL_SERVER_HOST", "10.1.2.3")
+    monkeypatch.setenv("AGL_SERVER_PORT", "4747")
+    strategy = ClientServerExecutionStrategy()
+    assert (strategy.role, strategy.server_host, strategy.server_port) == ("runner", "10.1.2.3", 4747)
+    assert strategy.server_url == "http://10.1.2.3:4747"
+    # Parameters win over the environment.
+    explicit = ClientServerExecutionStrategy(role="both", server_host="127.0.0.1", server_port=0)
+    assert (explicit.role, explicit.server_host, explicit.server_port) == ("both", "127.0.0.1", 0)
+
+
+def test_G3_strategy_and_runner_store_pickle(journal: Journal) -> None:
+    strategy = _cs(n_runners=2, server_port=1234)
+    clone = pickle.loads(pickle.dumps(strategy))
+    assert repr(clone) == repr(strategy)
+    # Everything a worker receives (bundles, HTTP store, event) crosses a spawn boundary.
+    _cs(start_method="spawn").execute(
+        ScriptedAlgorithm(journal, (("enqueue_and_wait", 2),)),
+        ScriptedRunner(journal, (("work",),)),
+        InMemoryLightningStore(),
+    )
+    assert journal.has("algorithm", "completed 2/2")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _multiprocessing_helpers() -> None:
+    """Start multiprocessing's long-lived helpers first, so that leak snapshots do not count them."""
+    import multiprocessing.forkserver
+    import multiprocessing.resource_tracker
+
+    multiprocessing.forkserver.ensure_running()
+    multiprocessing.resource_tracker.ensure_running()
+
+
+@pytest.fixture(autouse=True)
+def _no_token(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for variable in (
+        "AGL_SERVER_TOKEN",
+        "AGL_CURRENT_ROLE",
+        "AGL_SERVER_HOST",
+        "AGL_SERVER_PORT",
+        "AGL_MANAGED_STORE",
+    ):
+        monkeypatch.delenv(variable, raising=False)
+    yield
