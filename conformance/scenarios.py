@@ -39,6 +39,8 @@ STEP_KINDS = frozenset(
         "exit",  # raise SystemExit(args["code"])
         "gate",  # wait until the kit opens gate args["name"] (fault delivered), then continue
         "return",  # return normally at once
+        "event_protocol",  # exercise set/clear/is_set/wait of the event and journal what each did (L5)
+        "probe",  # journal the listening sockets of the bundle's session (R3 re-binds them afterwards)
     }
 )
 
@@ -70,11 +72,12 @@ class Fault:
     ``action``: ``sigint-main`` (SIGINT to the process that called ``execute()``), ``sigint-group``
     (SIGINT to its whole process group, as a terminal's Ctrl+C), ``sigkill-worker`` (SIGKILL to the
     process that runs runner ``worker``), ``sigkill-parent`` (SIGKILL to the process that called
-    ``execute()``). ``after``: the journal condition, e.g. ``"runner 1 started"``, ``"all started"``,
+    ``execute()``), ``open-gate`` (no signal: only opens ``open_gate``, to order bundles by the
+    journal). ``after``: the journal condition, e.g. ``"runner 1 started"``, ``"all started"``,
     ``"algorithm returned"``, ``"event set"``, ``"before start"``. ``repeat`` delivers it again (K5).
     """
 
-    action: Literal["sigint-main", "sigint-group", "sigkill-worker", "sigkill-parent"]
+    action: Literal["sigint-main", "sigint-group", "sigkill-worker", "sigkill-parent", "open-gate"]
     after: str
     worker: int = 0
     repeat: int = 1
@@ -115,6 +118,10 @@ class Scenario:
     repeat: int = 1
     hang_bound: float = 30.0  # seconds before the sandbox is killed and the run reported as a hang
     settle: float = 2.0  # leak settle window, polled
+    # S3/S6: when True the sandbox, after execute() (and after its leak snapshot), describes the store
+    # object it passed to execute() with ``conformance.store_snapshot.describe_caller_store(store)`` and
+    # puts the dict in ``ScenarioResult.caller_store`` (its type, id, pid and every rollout it holds).
+    inspect_caller_store: bool = False
 
     def runner_script(self, worker_id: int) -> Script:
         if not self.runners:
@@ -194,3 +201,6 @@ class ScenarioResult:
     stderr: str = ""
     durations: tuple[float, ...] = ()  # one per repeat
     measurements: dict[str, Any] = field(default_factory=dict)  # rss per repeat, fd counts, latencies
+    # Filled only when ``scenario.inspect_caller_store``: ``describe_caller_store(store)`` of the store
+    # object the sandbox passed to execute(), taken after execute() returned or raised (S3, S6).
+    caller_store: dict[str, Any] = field(default_factory=dict)

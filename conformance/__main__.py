@@ -1,0 +1,72 @@
+"""``python -m conformance SPEC [pytest args]``: run the contract suite against one strategy.
+
+The same as ``pytest --strategy=SPEC --conformance-only [pytest args]``, for people who do not want to
+remember flags; the exit code is pytest's. Works from an installed kit (``pytest11`` entry point) and from
+a checkout (the plugin is then loaded with ``-p conformance.plugin``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+_USAGE = """\
+usage: python -m conformance SPEC [pytest args]
+       python -m conformance --catalogue     print the contract catalogue as JSON
+
+Check the ExecutionStrategy SPEC against every contract of the conformance catalogue.
+
+SPEC    a registry alias (shm, cs, ipc), a dotted path (my_pkg.MyStrategy) or module:Class
+
+Any further arguments go to pytest, for example:
+  --strategy-option KEY=VALUE     constructor argument (repeatable; VALUE is JSON when it parses)
+  --store FACTORY                 store factory (default agentlightning.store.memory:InMemoryLightningStore)
+  --conformance-timeout-scale F   multiply every time bound by F
+  --conformance-seed N            replay a run's randomised choices
+  --conformance-report PATH       write PATH.json and PATH.md (or just one when PATH ends .json/.md)
+  --conformance-waivers FILE      waiver file (TOML or JSON)
+  -k K3                           run only contract K3;  -n 2  run on two xdist workers
+
+Only the contract suite is collected (--conformance-only); use `pytest --strategy=SPEC` to run it beside
+a project's own tests. The exit code is pytest's: 0 when every applicable contract passed.
+"""
+
+
+def _plugin_is_registered() -> bool:
+    """Whether the ``pytest11`` entry point will load the plugin (else load it by module name)."""
+    from importlib import metadata
+
+    return any(ep.value.startswith("conformance.plugin") for ep in metadata.entry_points(group="pytest11"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_USAGE, end="")
+        return 0 if args else 4  # pytest's usage-error code when SPEC is missing
+    if args[0] == "--catalogue":
+        from conformance.catalogue import catalogue_json
+
+        print(catalogue_json())
+        return 0
+    spec, rest = args[0], args[1:]
+    if spec.startswith("-"):
+        print(
+            f"python -m conformance: the first argument must be the strategy SPEC, got {spec!r}\n",
+            file=sys.stderr,
+        )
+        print(_USAGE, end="", file=sys.stderr)
+        return 4
+    import pytest
+
+    plugin_args = [] if _plugin_is_registered() else ["-p", "conformance.plugin"]
+    # ``python -m conformance`` imported the package before pytest could mark it for assertion
+    # rewriting; the kit raises its own messages, so that warning is noise here.
+    quiet = ["-W", "ignore:Module already imported so cannot be rewritten:pytest.PytestAssertRewriteWarning"]
+    return int(pytest.main([*plugin_args, *quiet, f"--strategy={spec}", "--conformance-only", *rest]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Read and validate a strategy's capability manifest; fill what it leaves out with the strictest reading.
+
+A strategy declares what it is (``uses_processes``, ``shares_caller_store``, ...) as data: the instance's
+``capabilities`` property or the class's ``capability_manifest``. An unknown or misspelled key is an error
+naming it (with the closest known key), never a silent default; so is a value of the wrong type.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "CAPABILITY_DEFAULTS",
+    "START_METHODS",
+    "CapabilityError",
+    "read_capabilities",
+    "validate_manifest",
+]
+
+START_METHODS: tuple[str, ...] = ("fork", "spawn", "forkserver")
+
+CAPABILITY_DEFAULTS: Mapping[str, Any] = {
+    "uses_processes": True,
+    "shares_caller_store": True,
+    "can_cancel_blocking_code": True,
+    "supports_start_methods": START_METHODS,
+    "supports_unmanaged_store": True,
+    "grace_seconds": 2.0,
+    "terminate_seconds": 2.0,
+    "join_seconds": 5.0,
+}
+"""Every known key with its strictest reading: an undeclared capability commits to the most checks."""
+
+_BOOLEANS = frozenset(
+    {"uses_processes", "shares_caller_store", "can_cancel_blocking_code", "supports_unmanaged_store"}
+)
+_SECONDS = frozenset({"grace_seconds", "terminate_seconds", "join_seconds"})
+
+
+class CapabilityError(ValueError):
+    """The manifest has an unknown key or a value of the wrong type; the message names it."""
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(key, list(CAPABILITY_DEFAULTS), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _check_value(key: str, value: Any, owner: str) -> Any:
+    where = f"{owner}: capability {key!r}"
+    if key in _BOOLEANS:
+        if not isinstance(value, bool):
+            raise CapabilityError(f"{where} must be a bool, got {value!r} ({type(value).__name__})")
+        return value
+    if key in _SECONDS:
+        # bool is an int subclass; True seconds is a typo, not a bound.
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise CapabilityError(
+                f"{where} must be a number of seconds, got {value!r} ({type(value).__name__})"
+            )
+        if not math.isfinite(value) or value < 0:
+            raise CapabilityError(f"{where} must be finite and >= 0, got {value!r}")
+        return float(value)
+    # supports_start_methods
+    if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)):
+        raise CapabilityError(
+            f"{where} must be a list of start methods (subset of {list(START_METHODS)}), got {value!r}"
+        )
+    methods = list(value)
+    for method in methods:
+        if method not in START_METHODS:
+            raise CapabilityError(
+                f"{where}: unknown start method {method!r}; known: {', '.join(START_METHODS)}"
+            )
+    # Keep the canonical order so reports and plans are stable whatever container was declared.
+    return tuple(method for method in START_METHODS if method in methods)
+
+
+def validate_manifest(manifest: Any, *, owner: str = "strategy") -> dict[str, Any]:
+    """The manifest checked key by key, with every undeclared key set to its strictest default.
+
+    ``owner`` names where the manifest came from (e.g. ``MyStrategy.capabilities``) in error messages.
+    """
+    if manifest is None:
+        manifest = {}
+    if not isinstance(manifest, Mapping):
+        raise CapabilityError(f"{owner} must be a mapping of capability names to values, got {manifest!r}")
+    result = dict(CAPABILITY_DEFAULTS)
+    for key, value in manifest.items():
+        if not isinstance(key, str) or key not in CAPABILITY_DEFAULTS:
+            hint = _suggest(key) if isinstance(key, str) else ""
+            raise CapabilityError(
+                f"{owner}: unknown capability {key!r}{hint} (known: {', '.join(sorted(CAPABILITY_DEFAULTS))})"
+            )
+        result[key] = _check_value(key, value, owner)
+    return result
+
+
+def read_capabilities(strategy: Any) -> dict[str, Any]:
+    """The validated manifest of a strategy instance (or class).
+
+    The instance's ``capabilities`` property wins (it may refine bounds from constructor options), then
+    the class's ``capability_manifest``; a strategy that declares neither gets every strictest default.
+    """
+    cls = strategy if isinstance(strategy, type) else type(strategy)
+    if not isinstance(strategy, type) and hasattr(strategy, "capabilities"):
+        return validate_manifest(strategy.capabilities, owner=f"{cls.__qualname__}.capabilities")
+    return validate_manifest(
+        getattr(cls, "capability_manifest", None), owner=f"{cls.__qualname__}.capability_manifest"
+    )

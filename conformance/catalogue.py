@@ -1,0 +1,363 @@
+"""The machine-readable contract catalogue: every contract of ``CONTRACTS.md`` by its stable ID.
+
+Each entry carries the ID, the name, the section, the kit version it appeared in, the MUST sentence and
+the situations it is documented to run in. The plan, the report and the docs are generated from it; the
+checks registered in ``conformance/contracts/`` are matched to it by ID. IDs never change meaning.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["CATALOGUE", "SECTIONS", "Contract", "catalogue_json", "get_contract"]
+
+SECTIONS: dict[str, str] = {
+    "L": "lifecycle and stop-event synchronisation",
+    "K": "KeyboardInterrupt",
+    "E": "exceptions",
+    "R": "resources and leaks",
+    "S": "store interaction",
+    "F": "faults in process strategies",
+    "G": "configuration and registration",
+    "P": "property-based scheduling",
+}
+
+_RUNNERS = ("one-runner", "several-runners")
+_MOMENTS = ("before-start", "while-running", "during-shutdown", "event-set")
+_ENDINGS = ("after-return", "after-error", "after-keyboard-interrupt")
+
+
+@dataclass(frozen=True)
+class Contract:
+    """One contract: ``L2 normal-completion``, its section, the version it appeared in, what it demands."""
+
+    id: str
+    name: str
+    must: str
+    situations: tuple[str, ...] = ("default",)
+    since: str = "0.1.0"
+
+    @property
+    def section(self) -> str:
+        return self.id[0]
+
+    @property
+    def title(self) -> str:
+        """``"L2 normal-completion"``: how messages and reports name the contract."""
+        return f"{self.id} {self.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "section": self.section,
+            "section_title": SECTIONS[self.section],
+            "since": self.since,
+            "must": self.must,
+            "situations": list(self.situations),
+        }
+
+
+_ENTRIES: tuple[Contract, ...] = (
+    # -- L: lifecycle and stop-event synchronisation ------------------------------------------------
+    Contract(
+        "L1",
+        "bundles-called",
+        "The algorithm is awaited exactly once; each runner exactly once with a distinct worker_id in "
+        "0..n-1; every bundle gets a store and an event.",
+        _RUNNERS,
+    ),
+    Contract(
+        "L2",
+        "normal-completion",
+        "When the algorithm returns, the event is set, runners that poll it return, and execute() returns "
+        "None within 1 s of the last bundle's return.",
+        _RUNNERS,
+    ),
+    Contract(
+        "L3",
+        "runner-return-is-local",
+        "A runner that returns normally does not set the event and does not stop the algorithm or the "
+        "other runners.",
+        ("several-runners",),
+    ),
+    Contract(
+        "L4",
+        "stop-propagates",
+        "event.set() in any bundle is seen (is_set() true, wait() wakes) by every other bundle, in any "
+        "process, within 0.5 s.",
+        ("set-by-algorithm", "set-by-runner"),
+    ),
+    Contract(
+        "L5",
+        "event-protocol",
+        "wait(timeout) returns False on timeout and True once set; set() is idempotent; clear() works; the "
+        "event is usable from asyncio code without blocking the loop.",
+    ),
+    Contract(
+        "L6",
+        "cancel-after-grace",
+        "A bundle that ignores the event while awaiting is cancelled after the strategy's grace period: it "
+        "receives CancelledError, its finally blocks run, and execute() returns within grace + 2 s.",
+    ),
+    Contract(
+        "L7",
+        "blocking-bundle",
+        "A bundle stuck in blocking code (no await) does not hang execute(): a process strategy escalates "
+        "(SIGINT, then SIGTERM, then SIGKILL) and returns within its declared bounds; a thread strategy "
+        "returns within its join bound, logs the straggler by name, and the kit reports it as a declared "
+        "limitation, not a pass.",
+    ),
+    # -- K: KeyboardInterrupt -----------------------------------------------------------------------
+    Contract(
+        "K1",
+        "ki-in-algorithm",
+        "KeyboardInterrupt raised in the algorithm: the event is set, all runners stop, and execute() "
+        "raises KeyboardInterrupt (not another type, not swallowed).",
+        _RUNNERS,
+    ),
+    Contract(
+        "K2",
+        "ki-in-runner",
+        "KeyboardInterrupt raised in any runner, in a thread or in a child process: the event is set, all "
+        "runners stop, and execute() raises KeyboardInterrupt.",
+        _RUNNERS,
+    ),
+    Contract(
+        "K3",
+        "sigint-main",
+        "SIGINT delivered to the main process only, at each named moment (before any bundle has started, "
+        "while all run, after the algorithm returned and shutdown began, with the event already set): "
+        "execute() raises KeyboardInterrupt within 1 s (plus the declared grace for non-cooperative "
+        "bundles) and leaves nothing behind (all R contracts hold).",
+        _MOMENTS,
+    ),
+    Contract(
+        "K4",
+        "sigint-group",
+        "SIGINT delivered to the whole process group, as a terminal's Ctrl+C does: as K3, and no child "
+        "survives.",
+        _MOMENTS,
+    ),
+    Contract(
+        "K5",
+        "second-sigint",
+        "A second SIGINT during shutdown forces a faster shutdown, still with nothing left behind and "
+        "KeyboardInterrupt raised.",
+    ),
+    # -- E: exceptions ------------------------------------------------------------------------------
+    Contract(
+        "E1",
+        "algorithm-error",
+        "An exception in the algorithm stops the runners and execute() raises an exception of the same type "
+        "with the same message (across processes too: the original type is re-raised in the caller and the "
+        "remote traceback is attached).",
+        _RUNNERS,
+    ),
+    Contract(
+        "E2",
+        "runner-error",
+        "An exception in any runner stops the algorithm and the other runners, and execute() raises an "
+        "exception of the same type with the same message, with the remote traceback attached.",
+        _RUNNERS,
+    ),
+    Contract(
+        "E3",
+        "first-error-wins",
+        "With several failures the first one is raised; the others are logged or attached, never masking it.",
+        ("several-runners",),
+    ),
+    Contract(
+        "E4",
+        "cleanup-error-no-mask",
+        "An error during cleanup (store close, server stop) does not replace the original error.",
+    ),
+    Contract(
+        "E5",
+        "startup-error",
+        "A bundle failing immediately (before others have started) causes no hang and no leak.",
+        ("algorithm", "runner"),
+    ),
+    Contract(
+        "E6",
+        "base-exceptions",
+        "SystemExit and other BaseExceptions from a bundle are not swallowed.",
+        ("algorithm", "runner"),
+    ),
+    # -- R: resources and leaks ---------------------------------------------------------------------
+    Contract(
+        "R1",
+        "no-thread-leak",
+        "No thread started during execute() is alive after it returns (beyond L7's declared stragglers).",
+        _ENDINGS,
+    ),
+    Contract(
+        "R2",
+        "no-process-leak",
+        "No child process is alive after execute() returns and none is left a zombie.",
+        _ENDINGS,
+    ),
+    Contract(
+        "R3",
+        "no-fd-or-socket-leak",
+        "Open fds and sockets return to the baseline; any port the strategy listened on can be bound again "
+        "at once, and a second execute() on the same port succeeds.",
+        _ENDINGS,
+    ),
+    Contract(
+        "R4",
+        "no-ipc-leak",
+        "No leaked semaphores or shared memory (no resource_tracker warnings), no temp files left.",
+        _ENDINGS,
+    ),
+    Contract(
+        "R5",
+        "no-asyncio-leak",
+        "No pending-task-destroyed messages, never-awaited coroutines, unclosed transports or other "
+        "ResourceWarnings and unraisable exceptions.",
+        _ENDINGS,
+    ),
+    Contract(
+        "R6",
+        "repeat-stable",
+        "Many consecutive execute() calls in one process (default 20) show no growth in threads, fds or "
+        "children, and RSS growth under a tolerance.",
+    ),
+    Contract(
+        "R7",
+        "caller-state-restored",
+        "Signal handlers, the multiprocessing start method, the current event loop and the logging "
+        "configuration are as they were before execute().",
+        _ENDINGS,
+    ),
+    # -- S: store interaction -----------------------------------------------------------------------
+    Contract(
+        "S1",
+        "exactly-once",
+        "Rollouts enqueued by the algorithm are each dequeued and completed exactly once across all "
+        "runners: nothing lost, nothing duplicated, under concurrency.",
+        ("several-runners",),
+    ),
+    Contract(
+        "S2",
+        "writes-visible",
+        "Status updates and spans written by runners are visible to the algorithm while it runs "
+        "(wait_for_rollouts sees them complete).",
+        _RUNNERS,
+    ),
+    Contract(
+        "S3",
+        "caller-store-updated",
+        "Where the strategy declares shares_caller_store, the store object passed to execute() holds every "
+        "write afterwards.",
+        _RUNNERS,
+    ),
+    Contract(
+        "S4",
+        "store-fault",
+        "A store call that raises (injected) in a bundle behaves as E1/E2: stop, raise, no hang.",
+        ("in-algorithm", "in-runner"),
+    ),
+    Contract(
+        "S5",
+        "slow-store",
+        "Injected store latency causes no deadlock; shutdown bounds still hold.",
+        ("several-runners",),
+    ),
+    Contract(
+        "S6",
+        "unmanaged-store",
+        "With managed_store=False (where supported) bundles receive the caller's object.",
+    ),
+    # -- F: faults in process strategies ------------------------------------------------------------
+    Contract(
+        "F1",
+        "worker-killed",
+        "A worker process killed with SIGKILL mid-run: execute() raises an error naming the worker and its "
+        "exit status within 2 s; the others stop; nothing is left behind.",
+        ("several-runners",),
+    ),
+    Contract(
+        "F2",
+        "port-in-use",
+        "A listen address already taken gives a clear error naming host and port, before any worker is "
+        "spawned, with nothing left behind.",
+    ),
+    Contract(
+        "F3",
+        "start-methods",
+        "The strategy passes L1-L4 and E1 under fork, spawn and forkserver.",
+        ("fork", "spawn", "forkserver"),
+    ),
+    Contract(
+        "F4",
+        "parent-death",
+        "If the process calling execute() dies (SIGKILL), no worker outlives it by more than 2 s.",
+    ),
+    # -- G: configuration and registration ----------------------------------------------------------
+    Contract(
+        "G1",
+        "buildable",
+        "The strategy can be built from its alias, a dotted path, a class, a dict {'type': alias, ...} and "
+        "an instance, through the registry and build_component.",
+        ("alias", "dotted-path", "class", "dict", "instance"),
+    ),
+    Contract(
+        "G2",
+        "invalid-config",
+        "Invalid parameters raise ValueError naming the parameter at construction time; invalid environment "
+        "overrides likewise.",
+    ),
+    Contract(
+        "G3",
+        "picklable",
+        "A process strategy's instance and its bundles' wrappers survive pickling (spawn).",
+    ),
+    # -- P: property-based scheduling ---------------------------------------------------------------
+    Contract(
+        "P1",
+        "random-schedules",
+        "Hypothesis-generated scenarios (runner count, per-bundle scripts, injected faults at gates) each "
+        "match the oracle's expected outcome and keep every L, R and S invariant; a failure shrinks to a "
+        "minimal scenario with a replay command and its reproduction rate.",
+    ),
+)
+
+CATALOGUE: dict[str, Contract] = {entry.id: entry for entry in _ENTRIES}
+"""Every contract by ID, in the order of ``CONTRACTS.md``."""
+
+
+def get_contract(contract_id: str) -> Contract:
+    """The contract with this ID; ``KeyError`` naming the ID and the known ones otherwise."""
+    try:
+        return CATALOGUE[contract_id]
+    except KeyError:
+        raise KeyError(f"unknown contract ID {contract_id!r}; known: {', '.join(CATALOGUE)}") from None
+
+
+def catalogue_json(*, indent: int | None = 2) -> str:
+    """The catalogue as JSON (for docs, badges and CI gates).
+
+    Situations are those the registered checks run in when the check modules import, else the documented
+    ones: the code is the source of truth for what actually runs.
+    """
+    from conformance import __version__
+
+    registered: dict[str, list[str]] = {}
+    try:
+        from conformance.checks import load_checks
+
+        for spec in load_checks():
+            registered.setdefault(spec.contract_id, []).append(spec.situation)
+    except ImportError:  # a check module failing to import must not hide the catalogue itself
+        registered = {}
+    contracts = []
+    for entry in CATALOGUE.values():
+        data = entry.to_dict()
+        if entry.id in registered:
+            data["situations"] = registered[entry.id]
+        data["implemented"] = entry.id in registered
+        contracts.append(data)
+    return json.dumps({"kit_version": __version__, "contracts": contracts}, indent=indent)

@@ -1,0 +1,265 @@
+"""The check registry and the context a contract check runs with.
+
+A check is a function ``check(ctx: CheckContext) -> None`` registered with ``@contract("L2", situations=...)``
+once per situation. It returns normally for ``pass`` and otherwise ends through ``ctx.fail`` (a
+``ContractFailed``), ``ctx.not_applicable`` / ``ctx.require`` (``NotApplicable``) or ``ctx.limitation``
+(``DeclaredLimitation``). The plugin turns every registered (contract, situation) into one pytest item.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import random
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from conformance.catalogue import CATALOGUE, get_contract
+from conformance.scenarios import JournalRecord, Scenario, ScenarioResult, Target
+from conformance.verdicts import ContractFailed, DeclaredLimitation, NotApplicable
+
+__all__ = [
+    "CheckContext",
+    "CheckFunction",
+    "CheckSpec",
+    "contract",
+    "load_checks",
+    "registered_checks",
+    "runners_for_situation",
+]
+
+CheckFunction = Callable[["CheckContext"], None]
+
+_SITUATION_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_COUNTED_RUNNERS_RE = re.compile(r"(?:^|-)(\d+)-runners?(?:-|$)")
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """One registered (contract, situation) pair and the function that checks it."""
+
+    contract_id: str
+    situation: str
+    function: CheckFunction = field(compare=False)
+
+    @property
+    def name(self) -> str:
+        return CATALOGUE[self.contract_id].name
+
+    @property
+    def item_name(self) -> str:
+        """The pytest item name, e.g. ``K3-sigint-main[while-running]`` (``-k K3`` selects it)."""
+        return f"{self.contract_id}-{self.name}[{self.situation}]"
+
+    @property
+    def origin(self) -> str:
+        return f"{self.function.__module__}.{self.function.__qualname__}"
+
+
+# contract ID -> situation -> spec; insertion order per contract is the order situations were declared.
+_REGISTRY: dict[str, dict[str, CheckSpec]] = {}
+
+
+def contract(
+    contract_id: str, *, situations: Iterable[str] = ("default",)
+) -> Callable[[CheckFunction], CheckFunction]:
+    """Register ``function`` as the check of ``contract_id`` in each of ``situations``.
+
+    The ID must be in the catalogue and each situation a lowercase slug (it becomes part of the stable
+    test id). Registering a different function for a (contract, situation) that already has one is an
+    error; re-registering the same function (a module imported twice) is harmless.
+    """
+    entry = get_contract(contract_id)
+    situations = tuple(situations)
+    if not situations:
+        raise ValueError(f"contract {contract_id}: situations must not be empty")
+    for situation in situations:
+        if not _SITUATION_RE.match(situation):
+            raise ValueError(
+                f"contract {contract_id}: situation {situation!r} must be a lowercase slug (a-z, 0-9, '-')"
+            )
+    if len(set(situations)) != len(situations):
+        raise ValueError(f"contract {contract_id}: duplicate situations in {situations!r}")
+
+    def register(function: CheckFunction) -> CheckFunction:
+        slots = _REGISTRY.setdefault(entry.id, {})
+        for situation in situations:
+            spec = CheckSpec(entry.id, situation, function)
+            existing = slots.get(situation)
+            if existing is not None and existing.origin != spec.origin:
+                raise ValueError(
+                    f"contract {contract_id} [{situation}] is already checked by {existing.origin}; "
+                    f"refusing a second check {spec.origin}"
+                )
+            slots[situation] = spec
+        return function
+
+    return register
+
+
+def registered_checks() -> list[CheckSpec]:
+    """Every registered check in catalogue order, then in declared situation order (deterministic)."""
+    return [spec for contract_id in CATALOGUE for spec in _REGISTRY.get(contract_id, {}).values()]
+
+
+def load_checks() -> list[CheckSpec]:
+    """Import every contracts module (which registers its checks) and return ``registered_checks()``."""
+    importlib.import_module("conformance.contracts")
+    return registered_checks()
+
+
+def runners_for_situation(situation: str) -> int:
+    """How many runners a situation implies.
+
+    ``one-runner`` -> 1, ``several-runners`` -> 3 (enough for distinct ids and a real race), a
+    situation naming a count (``2-runners``) -> that count, any other -> 2: a contract that does not say
+    is exercised with concurrency, the stricter reading.
+    """
+    if situation == "one-runner" or situation.endswith("-one-runner"):
+        return 1
+    if "several-runners" in situation:
+        return 3
+    counted = _COUNTED_RUNNERS_RE.search(situation)
+    if counted:
+        return max(1, int(counted.group(1)))
+    return 2
+
+
+def _fallback_timeline(records: Iterable[JournalRecord]) -> str:
+    records = list(records)
+    if not records:
+        return ""
+    t0 = records[0].t
+    return "\n".join(
+        f"+{record.t - t0:8.3f}s pid={record.pid} {record.thread:<12} {record.bundle:<10} "
+        f"{record.kind}{(' ' + record.detail) if record.detail else ''}"
+        for record in records
+    )
+
+
+def _render_timeline(records: tuple[JournalRecord, ...]) -> str:
+    try:
+        from conformance.journal import render_timeline
+    except ImportError:  # the journal module is optional for rendering; never hide a failure behind it
+        return _fallback_timeline(records)
+    return render_timeline(list(records))
+
+
+@dataclass
+class CheckContext:
+    """What a check knows and can do: the target, its capabilities, bounds, randomness, the sandbox.
+
+    ``capabilities`` is the validated manifest with defaults filled in (strictest reading).
+    ``n_runners`` follows from the situation (see ``runners_for_situation``). ``random`` is seeded from
+    the seed, the contract and the situation, so every item is reproducible on its own and under xdist.
+    ``results`` keeps every scenario result this check produced (the plugin reports their durations).
+    """
+
+    contract_id: str
+    situation: str
+    target: Target
+    capabilities: Mapping[str, Any]
+    timeout_scale: float = 1.0
+    seed: int = 0
+    # Kit-wide run options a check may read (P1: ``examples`` from --conformance-examples, ``replay``
+    # from --conformance-replay); empty when not given.
+    kit_options: Mapping[str, Any] = field(default_factory=dict)
+    name: str = field(init=False)
+    n_runners: int = field(init=False)
+    random: random.Random = field(init=False, repr=False)
+    results: list[ScenarioResult] = field(init=False, default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        self.name = get_contract(self.contract_id).name
+        self.n_runners = runners_for_situation(self.situation)
+        # A str seed is hashed with SHA-512 by random.Random: stable across processes and PYTHONHASHSEED.
+        self.random = random.Random(f"{self.seed}:{self.contract_id}:{self.situation}")
+
+    @property
+    def title(self) -> str:
+        return f"{self.contract_id} {self.name}"
+
+    def bound(self, seconds: float) -> float:
+        """A time bound of the catalogue scaled by ``--conformance-timeout-scale``."""
+        return seconds * self.timeout_scale
+
+    def run(self, scenario: Scenario, *, target: Target | None = None) -> ScenarioResult:
+        """Run ``scenario`` in a fresh sandbox process and return what was observed.
+
+        ``target`` overrides the context's target (e.g. another start method for F3). The scenario's
+        ``n_runners`` is merged into the strategy options, as the kit promises to pass ``n_runners=``.
+        """
+        from conformance.sandbox import run_scenario
+
+        base = target if target is not None else self.target
+        options = {**base.options, "n_runners": scenario.n_runners}
+        result = run_scenario(
+            dataclasses.replace(base, options=options),
+            scenario,
+            timeout_scale=self.timeout_scale,
+            seed=self.seed,
+        )
+        self.results.append(result)
+        return result
+
+    def fail(
+        self,
+        *,
+        expected: str,
+        observed: str,
+        figure: str = "",
+        result: ScenarioResult | None = None,
+        details: str = "",
+    ) -> NoReturn:
+        """End the check as ``fail``: expected vs observed, the figure against its bound, the timeline."""
+        timeline = ""
+        extra = [details.rstrip()] if details else []
+        if result is not None:
+            timeline = _render_timeline(result.journal)
+            if result.exception is not None and result.exception.traceback and "traceback" not in details:
+                extra.append("  execute() raised:\n" + _indent(result.exception.traceback))
+            if result.outcome == "hang" and result.stacks:
+                extra.append(
+                    "  stacks of every thread of every process in the group:\n" + _indent(result.stacks)
+                )
+            if result.outcome == "crashed" and result.stderr:
+                extra.append("  sandbox stderr:\n" + _indent(result.stderr[-4000:]))
+        raise ContractFailed(
+            self.contract_id,
+            self.name,
+            expected=expected,
+            observed=observed,
+            figure=figure,
+            timeline=timeline,
+            details="\n".join(part for part in extra if part),
+        )
+
+    def not_applicable(self, capability: str, reason: str) -> NoReturn:
+        """End the check as ``n/a``: ``capability`` (as declared) excludes the contract."""
+        raise NotApplicable(capability, reason)
+
+    def limitation(self, capability: str, reason: str) -> NoReturn:
+        """End the check as ``limitation (declared)``: reported, never counted as a pass."""
+        raise DeclaredLimitation(capability, reason)
+
+    def require(self, capability_name: str, expected_value: Any, reason: str) -> None:
+        """``n/a`` unless the capability has ``expected_value``.
+
+        For a list-valued capability (``supports_start_methods``) a scalar ``expected_value`` must be one
+        of its items.
+        """
+        actual = self.capabilities.get(capability_name)
+        if isinstance(actual, (list, tuple, frozenset, set)) and not isinstance(
+            expected_value, (list, tuple)
+        ):
+            ok = expected_value in actual
+        else:
+            ok = actual == expected_value
+        if not ok:
+            raise NotApplicable(capability_name, reason)
+
+
+def _indent(text: str, prefix: str = "    ") -> str:
+    return "\n".join(prefix + line for line in text.rstrip().splitlines())

@@ -1,0 +1,120 @@
+"""Tiny strategies for the plugin's own tests (copied into each ``pytester`` project, never shipped).
+
+``Strict``, ``Lax`` and ``Misspelled`` are only constructed, never executed: those tests select the
+in-process G1/G2 checks, which need no sandbox. ``Strict`` validates like a real strategy; ``Lax``
+accepts anything (G2 fails for it); ``Misspelled`` declares a capability with a typo. ``Loop`` really
+runs bundles (one event loop, one thread) and keeps the S contracts; ``PrivateStore`` breaks S3.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+
+class Strict:
+    capability_manifest = {"uses_processes": False, "can_cancel_blocking_code": False}
+
+    def __init__(self, n_runners: int = 1, grace_seconds: float = 1.0) -> None:
+        if isinstance(n_runners, bool) or not isinstance(n_runners, int) or n_runners < 1:
+            raise ValueError(f"n_runners must be a positive int, got {n_runners!r}")
+        if (
+            isinstance(grace_seconds, bool)
+            or not isinstance(grace_seconds, (int, float))
+            or grace_seconds < 0
+        ):
+            raise ValueError(f"grace_seconds must be a number >= 0, got {grace_seconds!r}")
+        self.n_runners = n_runners
+        self.grace_seconds = grace_seconds
+
+    def execute(self, algorithm: Any, runner: Any, store: Any) -> None:
+        raise NotImplementedError("the plugin tests never execute this strategy")
+
+
+class Lax(Strict):
+    def __init__(self, n_runners: Any = 1) -> None:
+        self.n_runners = n_runners
+
+
+class Misspelled(Strict):
+    capability_manifest = {"uses_process": False}
+
+
+def not_a_class() -> None:
+    """A callable that is not a strategy class."""
+
+
+class _Event:
+    """The stop event for bundles of one thread (the protocol's four methods, nothing more)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._event.wait(timeout)
+
+
+class Loop:
+    """Runs every bundle as a task of one event loop in the calling thread; enough for the S contracts.
+
+    The algorithm's return sets the event; a bundle error sets it, cancels the rest and is re-raised.
+    """
+
+    capability_manifest = {
+        "uses_processes": False,
+        "can_cancel_blocking_code": False,
+        "grace_seconds": 1.0,
+    }
+
+    def __init__(self, n_runners: int = 1, managed_store: bool = True) -> None:
+        if isinstance(n_runners, bool) or not isinstance(n_runners, int) or n_runners < 1:
+            raise ValueError(f"n_runners must be a positive int, got {n_runners!r}")
+        self.n_runners = n_runners
+        self.managed_store = managed_store  # one thread: the caller's store is safe either way
+
+    def store_for_bundles(self, store: Any) -> Any:
+        return store
+
+    def execute(self, algorithm: Any, runner: Any, store: Any) -> None:
+        asyncio.run(self._main(algorithm, runner, self.store_for_bundles(store)))
+
+    async def _main(self, algorithm: Any, runner: Any, store: Any) -> None:
+        event = _Event()
+
+        async def run_algorithm() -> None:
+            try:
+                await algorithm(store, event)
+            finally:
+                event.set()
+
+        tasks = [asyncio.ensure_future(run_algorithm())]
+        tasks += [asyncio.ensure_future(runner(store, i, event)) for i in range(self.n_runners)]
+        try:
+            done, pending = await asyncio.wait(tasks, timeout=30.0, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+            await asyncio.gather(*pending)
+        finally:
+            event.set()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class PrivateStore(Loop):
+    """Broken on purpose: hands the bundles a private store, so the caller's store sees no write (S3) and
+    bundles never get the caller's object (S6)."""
+
+    def store_for_bundles(self, store: Any) -> Any:
+        return type(store)()

@@ -1,0 +1,128 @@
+"""The capability manifest: unknown keys and wrong types are errors naming them; defaults are strictest."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import pytest
+
+from conformance.capabilities import (
+    CAPABILITY_DEFAULTS,
+    CapabilityError,
+    read_capabilities,
+    validate_manifest,
+)
+
+
+def test_undeclared_capabilities_take_the_strictest_reading() -> None:
+    assert validate_manifest({}) == {
+        "uses_processes": True,
+        "shares_caller_store": True,
+        "can_cancel_blocking_code": True,
+        "supports_start_methods": ("fork", "spawn", "forkserver"),
+        "supports_unmanaged_store": True,
+        "grace_seconds": 2.0,
+        "terminate_seconds": 2.0,
+        "join_seconds": 5.0,
+    }
+    assert validate_manifest(None) == dict(CAPABILITY_DEFAULTS)
+
+
+def test_declared_values_are_kept_and_normalised() -> None:
+    manifest = validate_manifest(
+        {"uses_processes": False, "supports_start_methods": ["spawn", "fork"], "grace_seconds": 1}
+    )
+    assert manifest["uses_processes"] is False
+    assert manifest["supports_start_methods"] == ("fork", "spawn")  # canonical order
+    assert manifest["grace_seconds"] == 1.0
+    assert isinstance(manifest["grace_seconds"], float)
+
+
+@pytest.mark.parametrize(
+    ("key", "suggestion"),
+    [
+        ("uses_process", "uses_processes"),
+        ("share_caller_store", "shares_caller_store"),
+        ("grace_second", "grace_seconds"),
+        ("supports_start_method", "supports_start_methods"),
+    ],
+)
+def test_misspelled_key_names_it_and_suggests_the_close_match(key: str, suggestion: str) -> None:
+    with pytest.raises(CapabilityError) as error:
+        validate_manifest({key: True}, owner="Mine.capabilities")
+    message = str(error.value)
+    assert message.startswith("Mine.capabilities: unknown capability")
+    assert repr(key) in message
+    assert f"did you mean {suggestion!r}?" in message
+
+
+def test_unrelated_unknown_key_lists_the_known_ones() -> None:
+    with pytest.raises(
+        CapabilityError, match=r"unknown capability 'colour' \(known: can_cancel_blocking_code"
+    ):
+        validate_manifest({"colour": "blue"})
+
+
+@pytest.mark.parametrize(
+    ("manifest", "named"),
+    [
+        ({"uses_processes": "yes"}, "'uses_processes' must be a bool, got 'yes'"),
+        ({"shares_caller_store": 1}, "'shares_caller_store' must be a bool"),
+        ({"grace_seconds": True}, "'grace_seconds' must be a number of seconds"),
+        ({"join_seconds": "5"}, "'join_seconds' must be a number of seconds"),
+        ({"terminate_seconds": -1}, "'terminate_seconds' must be finite and >= 0"),
+        ({"grace_seconds": float("inf")}, "'grace_seconds' must be finite"),
+        ({"supports_start_methods": "fork"}, "'supports_start_methods' must be a list"),
+        ({"supports_start_methods": ["fork", "thread"]}, "unknown start method 'thread'"),
+    ],
+)
+def test_wrong_value_types_are_errors_naming_the_key(manifest: dict[str, Any], named: str) -> None:
+    with pytest.raises(CapabilityError) as error:
+        validate_manifest(manifest)
+    assert named in str(error.value)
+
+
+def test_a_manifest_must_be_a_mapping() -> None:
+    with pytest.raises(CapabilityError, match="must be a mapping"):
+        validate_manifest(["uses_processes"])
+
+
+def test_instance_property_wins_over_the_class_manifest() -> None:
+    class Declared:
+        capability_manifest = {"uses_processes": False}
+
+        @property
+        def capabilities(self) -> dict[str, Any]:
+            return {**self.capability_manifest, "grace_seconds": 0.25}
+
+    class ClassOnly:
+        capability_manifest = {"shares_caller_store": False}
+
+    class Silent:
+        pass
+
+    assert read_capabilities(Declared())["grace_seconds"] == 0.25
+    assert read_capabilities(ClassOnly())["shares_caller_store"] is False
+    assert read_capabilities(ClassOnly)["shares_caller_store"] is False
+    assert read_capabilities(Silent()) == dict(CAPABILITY_DEFAULTS)
+
+
+def test_the_error_names_where_the_manifest_came_from() -> None:
+    class Typo:
+        capability_manifest = {"uses_proceses": True}
+
+    with pytest.raises(
+        CapabilityError, match=r"Typo\.capability_manifest: unknown capability 'uses_proceses'"
+    ):
+        read_capabilities(Typo())
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("agentlightning.execution.base") is None,
+    reason="agentlightning is not importable",
+)
+def test_known_keys_match_the_runtime_declaration() -> None:
+    from agentlightning.execution.base import CAPABILITY_NAMES
+
+    assert set(CAPABILITY_DEFAULTS) == set(CAPABILITY_NAMES)
