@@ -45,7 +45,7 @@ def load_class(path: str) -> type[Any]:
     return obj
 
 
-def _resolve(spec: str, registry: Mapping[str, str], expected_type: type[Any], name: str) -> type[Any]:
+def _resolve(spec: str, registry: Mapping[str, str], expected_type: type[T], name: str) -> type[T]:
     if spec in registry:
         cls = load_class(registry[spec])
     elif "." in spec or ":" in spec:

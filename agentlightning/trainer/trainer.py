@@ -41,7 +41,7 @@ class Trainer:
         optional = {"n_runners": n_runners} if n_runners is not None else {}
         self.strategy: ExecutionStrategy = build_component(
             strategy,
-            expected_type=ExecutionStrategy,
+            expected_type=ExecutionStrategy,  # type: ignore[type-abstract]  # only used for isinstance
             registry=ExecutionStrategyRegistry,
             default="shm",
             optional_kwargs=optional,
