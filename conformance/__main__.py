@@ -15,6 +15,7 @@ __all__ = ["main"]
 _USAGE = """\
 usage: python -m conformance SPEC [pytest args]
        python -m conformance --catalogue     print the contract catalogue as JSON
+       python -m conformance --catalogue-markdown    print the contract reference (docs/contracts.md)
 
 Check the ExecutionStrategy SPEC against every contract of the conformance catalogue.
 
@@ -50,6 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from conformance.catalogue import catalogue_json
 
         print(catalogue_json())
+        return 0
+    if args[0] == "--catalogue-markdown":
+        from conformance.catalogue import catalogue_markdown
+
+        print(catalogue_markdown(), end="")
         return 0
     spec, rest = args[0], args[1:]
     if spec.startswith("-"):

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CATALOGUE", "SECTIONS", "Contract", "catalogue_json", "get_contract"]
+__all__ = ["CATALOGUE", "SECTIONS", "Contract", "catalogue_json", "catalogue_markdown", "get_contract"]
 
 SECTIONS: dict[str, str] = {
     "L": "lifecycle and stop-event synchronisation",
@@ -361,3 +361,34 @@ def catalogue_json(*, indent: int | None = 2) -> str:
         data["implemented"] = entry.id in registered
         contracts.append(data)
     return json.dumps({"kit_version": __version__, "contracts": contracts}, indent=indent)
+
+
+def catalogue_markdown() -> str:
+    """The contract reference page (``docs/contracts.md``), generated from ``catalogue_json()``.
+
+    Regenerate with ``python -m conformance --catalogue-markdown > docs/contracts.md``; a test fails when
+    the committed page is stale.
+    """
+    data = json.loads(catalogue_json())
+    lines = [
+        "# Contract reference",
+        "",
+        "<!-- Generated: python -m conformance --catalogue-markdown > docs/contracts.md (do not edit) -->",
+        "",
+        f"Kit version {data['kit_version']}. Every contract has a stable ID that never changes meaning; the",
+        "kit's test ids are `<ID>-<name>[<situation>]`, so `pytest --strategy=SPEC -k K3` selects one.",
+    ]
+    section = ""
+    for contract in data["contracts"]:
+        if contract["section"] != section:
+            section = contract["section"]
+            lines += ["", f"## {section}: {contract['section_title']}", ""]
+            lines += ["| ID | name | since | situations | must |", "|---|---|---|---|---|"]
+        situations = ", ".join(f"`{s}`" for s in contract["situations"])
+        if not contract["implemented"]:
+            situations += " (not checked by this kit build)"
+        must = contract["must"].replace("|", "\\|").replace("\n", " ")
+        lines.append(
+            f"| {contract['id']} | {contract['name']} | {contract['since']} | {situations} | {must} |"
+        )
+    return "\n".join(lines) + "\n"
