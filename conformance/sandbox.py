@@ -325,18 +325,24 @@ def _scenario_main(request: dict[str, Any]) -> int:
         write_record(journal_path, "kit", "execute-start", f"run {index + 1}/{scenario.repeat}")
         started = time.monotonic()
         ended: float | None = None
+        caught: BaseException | None = None
         try:
             value = strategy.execute(algorithm, runner, store)
             ended = time.monotonic()
             if value is not None:
                 returned_value = repr(value)[:200]
         except BaseException as exc:
-            ended = ended or time.monotonic()
-            outcome, info = "raised", _exception_info(exc)
+            caught = exc
         while True:
             # A SIGINT the observer sent just as execute() finished lands here, in the sandbox, not in
-            # the strategy: count it and carry on, so the report is never cut short.
+            # the strategy: count it and carry on, so the report is never cut short. Formatting the
+            # exception happens inside this guard too (K5: a fast strategy restores the default handler
+            # and the kit's second SIGINT may land while the traceback is being rendered).
             try:
+                if ended is None:
+                    ended = time.monotonic()
+                if caught is not None and info is None:
+                    outcome, info = "raised", _exception_info(caught)
                 if len(durations) == index:
                     durations.append(ended - started)
                 write_record(

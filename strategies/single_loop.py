@@ -51,14 +51,19 @@ class SingleLoopExecutionStrategy(ExecutionStrategy):
         "supports_unmanaged_store": True,
     }
 
-    def __init__(self, n_runners: int = 1, graceful_delay: float = 1.0) -> None:
+    def __init__(self, n_runners: int = 1, graceful_delay: float = 1.0, managed_store: bool = True) -> None:
         if isinstance(n_runners, bool) or not isinstance(n_runners, int) or n_runners < 1:
             raise ValueError(f"n_runners must be an integer >= 1, got {n_runners!r}")
         is_number = isinstance(graceful_delay, (int, float)) and not isinstance(graceful_delay, bool)
         if not is_number or graceful_delay < 0:
             raise ValueError(f"graceful_delay must be a number >= 0, got {graceful_delay!r}")
+        if not isinstance(managed_store, bool):
+            raise ValueError(f"managed_store must be True or False, got {managed_store!r}")
         self.n_runners = n_runners
         self.graceful_delay = float(graceful_delay)
+        # Every bundle runs on the caller's thread and loop, so no wrapper is ever needed: bundles get the
+        # caller's store object either way (S6). The option exists for configuration compatibility.
+        self.managed_store = managed_store
 
     @property
     def capabilities(self) -> dict[str, Any]:
@@ -130,11 +135,18 @@ class SingleLoopExecutionStrategy(ExecutionStrategy):
                 errors.append(exc)
                 event.set()
                 return
-            except BaseException:
-                # KeyboardInterrupt / SystemExit: asyncio re-raises these out of the loop at once;
-                # the event must still be set so every other bundle sees the stop.
+            except (KeyboardInterrupt, SystemExit):
+                # asyncio re-raises these out of the loop at once; the event must still be set so
+                # every other bundle sees the stop.
                 event.set()
                 raise
+            except BaseException as exc:
+                # Any other BaseException stays inside its task (asyncio does not re-raise it out of
+                # the loop): record it like an error, or it would be swallowed (E6).
+                logger.debug("%s raised %r", name, exc)
+                errors.append(exc)
+                event.set()
+                return
             if sets_event_on_return:
                 event.set()
 

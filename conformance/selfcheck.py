@@ -1,0 +1,317 @@
+"""``python -m conformance.selfcheck``: the kit proves itself on the broken zoo (a mutation score).
+
+Runs the kit (``python -m conformance SPEC``, one subprocess per strategy, ``--jobs`` at a time) on every
+broken strategy of ``strategies/broken`` and on the example and reference strategies, then prints the
+mutation table: each broken strategy, the contract it breaks, the contracts the kit failed, whether the
+defect was caught on its intended contract, and the collateral failures (listed, never hidden). The score
+is the share of broken strategies caught on their own contract; examples and references must pass.
+
+Scope per broken strategy: its whole section by default (e.g. every K contract for a K defect, so
+collateral failures within the section show); ``--quick`` runs only its own contract; ``--full`` runs
+the whole suite. Examples and references always run the whole suite (``--quick`` skips the references).
+Exit status 0 when every defect is caught and every example and reference passes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from conformance.catalogue import CATALOGUE
+
+__all__ = ["EXAMPLES", "KIT_ISSUES", "REFERENCES", "Row", "example_args", "kit_command", "main", "run_one"]
+
+EXAMPLES = (
+    "strategies.single_loop.SingleLoopExecutionStrategy",
+    "strategies.thread_pool.ThreadPoolExecutionStrategy",
+)
+KIT_ISSUES: dict[str, str] = {}
+"""Contracts an example or reference may fail for a reason that is the kit's own (shown, never hidden)."""
+
+_WAIVERS = {"strategies.single_loop.SingleLoopExecutionStrategy": "single_loop.waivers.toml"}
+"""Waiver files the examples ship (next to them in ``strategies/``), as a user would gate them."""
+
+
+def example_args(spec: str) -> tuple[str, ...]:
+    """Extra kit arguments for an example: its waiver file, if it ships one."""
+    name = _WAIVERS.get(spec)
+    if name is None:
+        return ()
+    import strategies
+
+    return ("--conformance-waivers", os.path.join(os.path.dirname(strategies.__file__), name))
+
+
+REFERENCES = ("shm", "cs", "ipc")
+
+
+@dataclasses.dataclass
+class Row:
+    """One strategy's line of the table."""
+
+    name: str
+    spec: str
+    role: str  # "broken", "example" or "reference"
+    breaks: str = ""  # the contract a broken strategy breaks
+    kit_gap: str = ""  # a known miss (the module's KIT_GAP), reported as such
+    kind: str = ""
+    selection: str = ""  # the -k expression ("" = whole suite)
+    extra: tuple[str, ...] = ()  # further kit arguments (an example's waiver file, -x)
+    failed: list[str] = dataclasses.field(default_factory=list)
+    verdicts: dict[str, str] = dataclasses.field(default_factory=dict)
+    error: str = ""  # the kit did not produce a report
+    seconds: float = 0.0
+
+    @property
+    def kit_issues(self) -> list[str]:
+        """Failures of an example or reference explained by a known kit issue (``KIT_ISSUES``)."""
+        return [cid for cid in self.failed if cid in KIT_ISSUES] if self.role != "broken" else []
+
+    @property
+    def ok(self) -> bool:
+        if self.error:
+            return False
+        if self.role == "broken":
+            return self.breaks in self.failed
+        return not (set(self.failed) - set(self.kit_issues))
+
+    @property
+    def status(self) -> str:
+        if self.error:
+            return "ERROR"
+        if self.role == "broken":
+            if self.breaks not in self.verdicts:
+                return "NOT RUN"
+            if self.ok:
+                return "caught"
+            return "MISSED (known kit gap)" if self.kit_gap else "MISSED"
+        if self.ok and self.kit_issues:
+            return "pass*"
+        return "pass" if self.ok else "FAIL"
+
+    @property
+    def collateral(self) -> list[str]:
+        return [cid for cid in self.failed if cid != self.breaks] if self.role == "broken" else []
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **dataclasses.asdict(self),
+            "status": self.status,
+            "ok": self.ok,
+            "collateral": self.collateral,
+            "kit_issues": self.kit_issues,
+        }
+
+
+def section_expression(contract_id: str) -> str:
+    """A ``-k`` expression selecting every contract of ``contract_id``'s section (``K1`` -> K1..K5)."""
+    section = contract_id.rstrip("0123456789")
+    ids = [cid for cid in CATALOGUE if cid.rstrip("0123456789") == section]
+    return " or ".join(f"{cid}-" for cid in ids)
+
+
+def kit_command(spec: str, selection: str, report: str, extra: Sequence[str] = ()) -> list[str]:
+    """The subprocess that runs the kit on ``spec``, selecting ``selection`` (a ``-k`` expression)."""
+    command = [sys.executable, "-m", "conformance", spec, "-p", "no:cacheprovider", "-q", "-n", "0"]
+    command += ["--conformance-report", report, *extra]
+    if selection:
+        command += ["-k", selection]
+    return command
+
+
+def run_one(row: Row, *, timeout: float = 900.0) -> Row:
+    """Run the kit for ``row`` and fill in its verdicts (a fresh report file per run)."""
+    with tempfile.TemporaryDirectory(prefix="selfcheck-") as scratch:
+        report = os.path.join(scratch, "report.json")
+        started = time.monotonic()
+        try:
+            completed = subprocess.run(
+                kit_command(row.spec, row.selection, report, row.extra),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            row.error = f"the kit did not finish within {timeout:g} s"
+            return row
+        finally:
+            row.seconds = time.monotonic() - started
+        try:
+            with open(report, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except (OSError, ValueError) as exc:
+            tail = (completed.stdout + completed.stderr).strip().splitlines()[-12:]
+            row.error = f"no report ({exc}); exit {completed.returncode}: " + " | ".join(tail)
+            return row
+    row.verdicts = dict(data.get("contracts", {}))
+    row.failed = [cid for cid, verdict in row.verdicts.items() if verdict == "fail"]
+    return row
+
+
+def plan_rows(*, scope: str, only: Sequence[str], with_references: bool) -> list[Row]:
+    from strategies.broken import specimens
+
+    rows: list[Row] = []
+    for specimen in specimens():
+        if specimen.breaks not in CATALOGUE:
+            raise SystemExit(f"{specimen.name}: BREAKS = {specimen.breaks!r} is not a contract ID")
+        selection = {"contract": f"{specimen.breaks}-", "section": section_expression(specimen.breaks)}.get(
+            scope, ""
+        )
+        rows.append(
+            Row(
+                name=specimen.name,
+                spec=specimen.spec,
+                role="broken",
+                breaks=specimen.breaks,
+                kind=specimen.kind,
+                selection=selection,
+                kit_gap=specimen.kit_gap,
+            )
+        )
+    for spec in EXAMPLES:
+        rows.append(Row(name=spec.rsplit(".", 2)[-2], spec=spec, role="example", extra=example_args(spec)))
+    if with_references:
+        rows.extend(Row(name=alias, spec=alias, role="reference") for alias in REFERENCES)
+    if only:
+        rows = [row for row in rows if any(pattern in row.name or pattern == row.spec for pattern in only)]
+        if not rows:
+            raise SystemExit(f"--only {' '.join(only)}: matches no strategy")
+    return rows
+
+
+def render(rows: Sequence[Row]) -> str:
+    """The mutation table, then the examples and references, then the score."""
+    lines: list[str] = []
+    broken = [row for row in rows if row.role == "broken"]
+    if broken:
+        header = ("strategy", "kind", "breaks", "kit failed", "result", "collateral", "time")
+        table = [
+            (
+                row.name,
+                row.kind,
+                row.breaks,
+                ",".join(row.failed) or "-",
+                row.status,
+                ",".join(row.collateral) or "-",
+                f"{row.seconds:.0f}s",
+            )
+            for row in broken
+        ]
+        lines += _table(header, table)
+        for row in broken:
+            if row.error:
+                lines.append(f"  {row.name}: {row.error}")
+            elif row.kit_gap and not row.ok:
+                lines.append(f"  {row.name}: known kit gap: {row.kit_gap}")
+            elif row.kit_gap:
+                lines.append(f"  {row.name}: caught now: remove its stale KIT_GAP")
+    others = [row for row in rows if row.role != "broken"]
+    if others:
+        lines.append("")
+        other_header = ("strategy", "role", "result", "kit failed", "time")
+        other_table = [
+            (row.spec, row.role, row.status, ",".join(row.failed) or "-", f"{row.seconds:.0f}s")
+            for row in others
+        ]
+        lines += _table(other_header, other_table)
+        for row in others:
+            if row.error:
+                lines.append(f"  {row.spec}: {row.error}")
+        for cid in sorted({cid for row in others for cid in row.kit_issues}):
+            lines.append(f"  * {cid} failed: a known kit issue, not the strategy's: {KIT_ISSUES[cid]}")
+    lines.append("")
+    if broken:
+        caught = sum(row.ok for row in broken)
+        sections = sorted({row.breaks.rstrip("0123456789") for row in broken})
+        lines.append(
+            f"mutation score: {caught}/{len(broken)} caught on their intended contract "
+            f"({100 * caught / len(broken):.0f}%); sections covered: {', '.join(sections)}; "
+            f"collateral failures in {sum(bool(row.collateral) for row in broken)} of them"
+        )
+        gaps = [row for row in broken if row.kit_gap and not row.ok]
+        if gaps:
+            rest = [row for row in broken if not (row.kit_gap and not row.ok)]
+            lines.append(
+                f"  excluding {len(gaps)} known kit gap(s) ({', '.join(row.name for row in gaps)}): "
+                f"{sum(row.ok for row in rest)}/{len(rest)} caught"
+            )
+    if others:
+        passed = sum(row.ok for row in others)
+        lines.append(f"examples and references passing the kit: {passed}/{len(others)}")
+    return "\n".join(lines)
+
+
+def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *body, strict=True)]
+    fmt = "  ".join(f"{{:<{width}}}" for width in widths)
+    return [
+        fmt.format(*header).rstrip(),
+        fmt.format(*("-" * width for width in widths)).rstrip(),
+        *(fmt.format(*row).rstrip() for row in body),
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m conformance.selfcheck",
+        description="Run the kit on the broken zoo, the examples and the references; "
+        "print the mutation table.",
+    )
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--quick",
+        action="store_true",
+        help="run each broken strategy on its own contract only, and skip the reference strategies",
+    )
+    scope.add_argument("--full", action="store_true", help="run each broken strategy on the whole suite")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only strategies whose name contains NAME (repeatable)",
+    )
+    parser.add_argument("--json", metavar="PATH", help="also write the rows and the score as JSON to PATH")
+    parser.add_argument("--jobs", type=int, default=2, help="kit runs at a time (default 2)")
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    scope_name = "contract" if args.quick else "full" if args.full else "section"
+    rows = plan_rows(scope=scope_name, only=args.only, with_references=not args.quick)
+    print(f"selfcheck: {len(rows)} strategies, scope {scope_name}, {args.jobs} at a time", flush=True)
+    # Longest first (whole-suite runs), so the pool does not end on one long straggler.
+    order = sorted(rows, key=lambda row: row.selection != "")
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        for done in concurrent.futures.as_completed([pool.submit(run_one, row) for row in order]):
+            row = done.result()
+            failed = f" failed {','.join(row.failed)}" if row.failed else ""
+            print(f"  {row.status:<8} {row.name} ({row.seconds:.0f} s){failed}", flush=True)
+    print()
+    print(render(rows))
+    if args.json:
+        caught = [row for row in rows if row.role == "broken" and row.ok]
+        broken = [row for row in rows if row.role == "broken"]
+        payload = {
+            "scope": scope_name,
+            "rows": [row.as_json() for row in rows],
+            "score": {"caught": len(caught), "broken": len(broken)},
+            "ok": all(row.ok for row in rows),
+        }
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=2)
+    return 0 if all(row.ok for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Meta-tests: the kit catches every defect of the broken zoo on its own contract, and passes the examples.
+
+Each broken strategy of ``strategies/broken`` is run through the kit (``python -m conformance``, in a
+subprocess, as a user would) on its own contract only, so the whole file stays within a few minutes on
+two xdist workers; the collateral failures of the wider runs are ``python -m conformance.selfcheck``'s
+business. The example strategies run the whole suite and must pass it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from conformance.catalogue import CATALOGUE
+from conformance.selfcheck import EXAMPLES, KIT_ISSUES, Row, example_args, run_one
+from strategies.broken import Specimen, specimens
+
+_ZOO = specimens()
+
+
+def test_zoo_is_large_and_covers_every_section() -> None:
+    sections = {specimen.breaks.rstrip("0123456789") for specimen in _ZOO}
+    assert len(_ZOO) >= 25, f"only {len(_ZOO)} broken strategies"
+    assert {"L", "K", "E", "R", "S", "F", "G"} <= sections, f"sections covered: {sorted(sections)}"
+    kinds = {specimen.kind for specimen in _ZOO}
+    assert kinds == {"threads", "processes"}, f"kinds covered: {sorted(kinds)}"
+
+
+# The examples first: they are the longest runs, and xdist hands out tests in order.
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("spec", EXAMPLES, ids=[spec.rsplit(".", 2)[-2] for spec in EXAMPLES])
+def test_example_strategy_passes_the_kit(spec: str) -> None:
+    row = run_one(Row(name=spec, spec=spec, role="example", extra=example_args(spec)), timeout=540.0)
+    assert not row.error, row.error
+    failed = set(row.failed)
+    unexplained = sorted(failed - set(KIT_ISSUES))
+    assert not unexplained, f"{spec} fails {unexplained} (verdicts {row.verdicts})"
+    if failed:
+        pytest.xfail("; ".join(f"{cid}: {KIT_ISSUES[cid]}" for cid in sorted(failed)))
+
+
+@pytest.mark.parametrize("specimen", _ZOO, ids=[specimen.name for specimen in _ZOO])
+def test_broken_strategy_fails_its_contract(specimen: Specimen) -> None:
+    assert specimen.breaks in CATALOGUE, f"{specimen.name}: BREAKS = {specimen.breaks!r} is no contract ID"
+    assert specimen.defect, f"{specimen.name} documents no defect"
+    if specimen.kit_gap:
+        # Not run here: a missed leak stays on the machine (python -m conformance.selfcheck still shows it).
+        pytest.skip(f"known kit gap: {specimen.kit_gap}")
+    row = run_one(
+        Row(
+            name=specimen.name,
+            spec=specimen.spec,
+            role="broken",
+            breaks=specimen.breaks,
+            selection=f"{specimen.breaks}-",
+            extra=("-x",),  # the first failing situation proves the catch: the others cost time
+        ),
+        timeout=240.0,
+    )
+    if row.verdicts and specimen.breaks not in row.verdicts:
+        pytest.skip(f"{specimen.breaks} is not checked by this kit build")
+    assert not row.error, row.error
+    caught = row.verdicts.get(specimen.breaks) == "fail"
+    assert caught, (
+        f"the kit missed {specimen.name}: {specimen.breaks} is {row.verdicts.get(specimen.breaks)!r}, "
+        f"expected 'fail' (defect: {specimen.defect})"
+    )
