@@ -173,10 +173,10 @@ class FaultDriver:
                         open_gate(self.gate_dir, fault.open_gate)
                     if fault.after == BEFORE_START_GATE:
                         open_gate(self.gate_dir, BEFORE_START_GATE)
-            if pending.delivered >= fault.repeat or fault.action in (
-                "sigkill-worker",
-                "sigkill-parent",
-                "open-gate",
+            # A one-shot fault is done once delivered; one that could not go out yet (its worker has not
+            # journaled its pid) stays pending for the next record.
+            if pending.delivered >= fault.repeat or (
+                pending.delivered > 0 and fault.action in ("sigkill-worker", "sigkill-parent", "open-gate")
             ):
                 self._pending.remove(pending)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -58,11 +59,18 @@ def write_record(
         default=repr,
         separators=(",", ":"),
     )
-    fd = os.open(path, _FLAGS, 0o644)
+    # SIGINT is blocked for the few microseconds the descriptor exists: a KeyboardInterrupt raised between
+    # os.open() returning and the try block would otherwise leak the fd into the leak snapshot. A SIGINT
+    # that arrives meanwhile is delivered when the mask is restored, after the fd is closed.
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        os.write(fd, (line + "\n").encode())
+        fd = os.open(path, _FLAGS, 0o644)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
     finally:
-        os.close(fd)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     return record
 
 

@@ -1,0 +1,474 @@
+"""P1's scenario generator: hypothesis strategies that draw turn-based schedules as plain ``Scenario`` data.
+
+A schedule is a runner count, a sequence of *turns* and a *tail* per runner, compiled to the kit's
+``Scenario`` model (``scenarios.py``) with gates, so the order of what the bundles do comes from the
+drawn data and never from timing:
+
+- Turn ``k`` is owned by one bundle (or, for failures that happen together, by a group of 2-3 bundles).
+  Its owner waits at gate ``turn-k`` (watching the event), performs one action, and, when the action does
+  not stop the run, waits at its marker gate ``done-k``; the kit opens ``done-k`` and ``turn-(k+1)`` as
+  soon as the marker is reached (a signal turn delivers its signal at that moment instead, its owner
+  waiting at a gate that never opens). ``turn-1`` opens at the schedule's start condition (``all started``,
+  ``algorithm started`` or ``runner <last> started``: so the algorithm may finish before the last runner
+  has started).
+- Actions: await a while, poll the event, store operations (possibly stalled by an injected store
+  latency), short non-cooperation (ignore the event, block in sync code, ignore cancellation), and the
+  actions that stop the run: set the event, raise an error of a chosen type, raise KeyboardInterrupt,
+  ``SystemExit``, a store call that raises; or a turn where the kit delivers SIGINT (to the main process
+  or the group) or SIGKILLs a worker (only for ``uses_processes``). Nothing after a stopping turn is
+  scheduled: every bundle then waits at a gate that never opens and must see the stop.
+- The algorithm's last turn is its final gate; it then enqueues a few rollouts, waits for every
+  rollout it enqueued (when some runner works the queue) and returns. A runner's tail runs once its
+  turns are done: poll the event, work the queue (claim and complete rollouts until stopped), return at
+  once, a short non-cooperation, or a long one (ignore the event until cancelled; block in sync code
+  only where ``can_cancel_blocking_code`` is declared).
+- Optionally SIGINT arrives before any bundle has started (``before start``).
+
+``conformance.oracle`` reads a compiled scenario back (gate names, faults, store faults) and derives the
+expected outcome from it alone. ``scenario_json``/``scenario_from_json`` and ``scenario_source`` are the
+replay and pasteable forms printed on failure.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from hypothesis import strategies as st
+
+from conformance.scenarios import Fault, Scenario, Script, Step, StoreFault
+
+__all__ = [
+    "DONE_PREFIX",
+    "LONG_SECONDS",
+    "STORE_METHODS",
+    "TURN_PREFIX",
+    "ScheduleBounds",
+    "done_gate",
+    "scenario_from_json",
+    "scenario_json",
+    "scenario_source",
+    "scenarios",
+    "turn_gate",
+]
+
+TURN_PREFIX = "turn-"
+DONE_PREFIX = "done-"
+LONG_SECONDS = 30.0  # a long non-cooperation: far beyond any grace, so only cancellation ends it early
+STORE_METHODS: Mapping[str, str] = {
+    "enqueue": "enqueue_rollout",
+    "query": "query_rollouts",
+    "add_resources": "add_resources",
+    "get_latest_resources": "get_latest_resources",
+}
+"""Turn store operations and the store method each one calls (``enqueue`` calls it ``count`` times)."""
+
+_SHORT = (0.01, 0.05)
+_SLEEPS = (0.0, 0.02, 0.1)
+_STALLS = (0.05, 0.2)
+_ERRORS = ("ValueError", "RuntimeError", "ScriptedError", "ScriptedBaseException")
+_STORE_ERRORS = ("ConnectionError", "ScriptedError")
+_STOPPING_KINDS = frozenset({"set_event", "raise", "keyboard_interrupt", "exit", "store-fault"})
+
+
+@dataclass(frozen=True)
+class ScheduleBounds:
+    """How big drawn schedules may be: small on purpose, so a failure shrinks to a few steps."""
+
+    max_runners: int = 3
+    max_turns: int = 4
+    long_tails: bool = True  # long non-cooperation (costs the strategy's grace period per scenario)
+    timeout_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.max_runners < 1:
+            raise ValueError(f"max_runners must be >= 1, got {self.max_runners!r}")
+        if self.max_turns < 0:
+            raise ValueError(f"max_turns must be >= 0, got {self.max_turns!r}")
+        if not self.timeout_scale > 0:
+            raise ValueError(f"timeout_scale must be > 0, got {self.timeout_scale!r}")
+
+
+def turn_gate(turn: int) -> str:
+    return f"{TURN_PREFIX}{turn}"
+
+
+def done_gate(turn: int) -> str:
+    return f"{DONE_PREFIX}{turn}"
+
+
+def _gate(name: str) -> Step:
+    return Step("gate", args={"name": name})  # watches the event: a set event ends the bundle here
+
+
+# -- drawing ---------------------------------------------------------------------------------------------
+
+
+def _non_stopping() -> st.SearchStrategy[tuple[Any, ...]]:
+    ops = st.sampled_from(tuple(STORE_METHODS))
+    enqueue = st.tuples(st.just("store"), st.just("enqueue"), st.integers(1, 3))
+    return st.one_of(
+        st.tuples(st.just("sleep"), st.sampled_from(_SLEEPS)),
+        enqueue,
+        st.tuples(st.just("poll"), st.sampled_from(_SHORT)),
+        enqueue,
+        st.tuples(st.just("store"), ops, st.integers(1, 3)),
+        st.tuples(st.just("store-stall"), ops, st.sampled_from(_STALLS)),
+        st.tuples(st.just("ignore_event"), st.sampled_from(_SHORT)),
+        st.tuples(st.just("block"), st.sampled_from(_SHORT)),
+        st.tuples(st.just("ignore_cancel"), st.sampled_from(_SHORT)),
+    )
+
+
+def _stopping() -> st.SearchStrategy[tuple[Any, ...]]:
+    return st.one_of(
+        st.tuples(st.just("raise"), st.sampled_from(_ERRORS)),
+        st.tuples(st.just("set_event")),
+        st.tuples(st.just("keyboard_interrupt")),
+        st.tuples(st.just("exit"), st.just(3)),
+        st.tuples(
+            st.just("store-fault"), st.sampled_from(tuple(STORE_METHODS)), st.sampled_from(_STORE_ERRORS)
+        ),
+    )
+
+
+def _raw_turns(caps: Mapping[str, Any], bounds: ScheduleBounds) -> st.SearchStrategy[Any]:
+    """Calm turns (none stops the run), then at most one turn that stops it (``None``: none does).
+
+    The algorithm owns about half the turns (it drives a run); the rest go to any bundle.
+    """
+    owner = st.one_of(st.just(0), st.integers(0, bounds.max_runners))
+    faults = ["sigint-main", "sigint-group"]
+    if caps.get("uses_processes", True):
+        faults.append("sigkill-worker")
+    calm = st.tuples(st.just("act"), owner, _non_stopping())
+    stop = st.one_of(
+        st.none(),
+        st.tuples(st.just("act"), owner, _stopping()),
+        st.none(),
+        st.tuples(
+            st.just("group"),
+            st.lists(owner, min_size=2, max_size=3, unique=True),
+            _stopping(),
+            # None: the same action as the first member's (two bundles failing alike is drawn often)
+            st.lists(st.one_of(st.just(None), _stopping()), min_size=2, max_size=2),
+        ),
+        st.tuples(st.just("fault"), owner, st.sampled_from(tuple(faults))),
+    )
+    # The count first (uniform), then the turns: a plain list strategy mostly draws empty schedules.
+    calms = st.integers(0, bounds.max_turns).flatmap(
+        lambda count: st.lists(calm, min_size=count, max_size=count)
+    )
+    return st.tuples(calms, stop).map(lambda drawn: [*drawn[0], *([drawn[1]] if drawn[1] else [])])
+
+
+def _tails(caps: Mapping[str, Any], bounds: ScheduleBounds) -> st.SearchStrategy[str]:
+    # Repetition weights the choice: long non-cooperation costs a grace period, so it is drawn rarely.
+    choices = ["poll", "work", "return", "work", "return", "poll", "ignore_event short", "block short"]
+    choices += ["ignore_cancel short", "work", "return"]
+    if bounds.long_tails:
+        choices.append("ignore_event long")
+        if caps.get("can_cancel_blocking_code", True):
+            choices.append("block long")
+    return st.sampled_from(tuple(choices))
+
+
+@st.composite
+def _schedule(draw: st.DrawFn, caps: Mapping[str, Any], bounds: ScheduleBounds) -> Scenario:
+    n_runners = draw(st.integers(1, bounds.max_runners))
+    raw = draw(_raw_turns(caps, bounds))
+    tails = [draw(_tails(caps, bounds)) for _ in range(n_runners)]
+    final_enqueue = draw(st.integers(0, 3))
+    start = draw(
+        st.sampled_from(("all started", "algorithm started", "last runner started", "algorithm started"))
+    )
+    before_start = draw(st.sampled_from((None,) * 18 + ("sigint-main", "sigint-group")))
+    return _compile(n_runners, raw, tails, start, before_start, final_enqueue, caps, bounds)
+
+
+def scenarios(
+    capabilities: Mapping[str, Any], bounds: ScheduleBounds | None = None
+) -> st.SearchStrategy[Scenario]:
+    """Hypothesis strategy of P1 scenarios for a strategy with these (validated) capabilities.
+
+    Capabilities the strategy does not declare are never touched: no SIGKILL of a worker without
+    ``uses_processes``; no long blocking code without ``can_cancel_blocking_code``.
+    """
+    return _schedule(dict(capabilities), bounds or ScheduleBounds())
+
+
+# -- compiling -------------------------------------------------------------------------------------------
+
+
+def _bundle(index: int, n_runners: int) -> str:
+    index %= n_runners + 1
+    return "algorithm" if index == 0 else f"runner {index - 1}"
+
+
+class _Builder:
+    """Accumulates the scripts, faults and store faults of one schedule."""
+
+    def __init__(self, n_runners: int) -> None:
+        self.steps: dict[str, list[Step]] = {
+            name: [] for name in ["algorithm", *(f"runner {i}" for i in range(n_runners))]
+        }
+        self.faults: list[Fault] = []
+        self.store_faults: list[StoreFault] = []
+        self.calls: dict[tuple[str, str], int] = {}  # (bundle, method) -> calls so far (store-fault index)
+        self.enqueued_by_algorithm = 0
+
+    def store_step(self, bundle: str, op: str, count: int = 1) -> tuple[Step, int]:
+        """The store step and the 1-based index of its first call of the op's method."""
+        method = STORE_METHODS[op]
+        first = self.calls.get((bundle, method), 0) + 1
+        calls = count if op == "enqueue" else 1
+        self.calls[(bundle, method)] = first - 1 + calls
+        if op == "enqueue" and bundle == "algorithm":
+            self.enqueued_by_algorithm += count
+        args: dict[str, Any] = {"op": op}
+        if op == "enqueue":
+            args["count"] = count
+        return Step("store", args=args), first
+
+    def action_steps(self, bundle: str, turn: int, action: tuple[Any, ...]) -> list[Step]:
+        kind = action[0]
+        if kind in ("sleep", "poll", "ignore_event", "block", "ignore_cancel"):
+            return [Step(kind, float(action[1]))]
+        if kind == "store":
+            step, _ = self.store_step(bundle, action[1], int(action[2]))
+            return [step]
+        if kind == "store-stall":
+            step, call = self.store_step(bundle, action[1])
+            self.store_faults.append(
+                StoreFault(bundle, STORE_METHODS[action[1]], call, delay=float(action[2]))
+            )
+            return [step]
+        if kind == "store-fault":
+            step, call = self.store_step(bundle, action[1])
+            self.store_faults.append(StoreFault(bundle, STORE_METHODS[action[1]], call, raises=action[2]))
+            return [step]
+        if kind == "set_event":
+            return [Step("set_event")]
+        if kind == "raise":
+            return [Step("raise", args={"type": action[1], "message": f"P1 turn {turn} {bundle}"})]
+        if kind == "keyboard_interrupt":
+            return [Step("keyboard_interrupt", args={"message": f"P1 turn {turn} {bundle}"})]
+        if kind == "exit":
+            return [Step("exit", args={"code": int(action[1])})]
+        raise ValueError(f"unknown schedule action {kind!r}")
+
+
+def _tail_steps(tail: str) -> list[Step]:
+    if tail == "poll":
+        return [Step("poll")]
+    if tail == "work":
+        return [Step("store", args={"op": "work"})]
+    if tail == "return":
+        return [Step("return")]
+    kind, _, length = tail.partition(" ")
+    return [Step(kind, LONG_SECONDS if length == "long" else _SHORT[-1])]
+
+
+def _compile(
+    n_runners: int,
+    raw: list[Any],
+    tails: list[str],
+    start: str,
+    before_start: str | None,
+    final_enqueue: int,
+    caps: Mapping[str, Any],
+    bounds: ScheduleBounds,
+) -> Scenario:
+    build = _Builder(n_runners)
+    # The journal condition that opens the next turn: the start condition, then each turn's marker.
+    opener = {
+        "all started": "all started",
+        "algorithm started": "algorithm started",
+        "last runner started": f"runner {n_runners - 1} started",
+    }[start]
+    turn = 0
+    stopped = before_start is not None  # SIGINT before start: the turns would race it, so none is drawn
+    for entry in raw if not stopped else ():
+        turn += 1
+        gate = _gate(turn_gate(turn))
+        if entry[0] == "fault":
+            # The signal goes out when the turn would open; its owner waits at a gate that never opens.
+            owner = _bundle(entry[1], n_runners)
+            action = entry[2]
+            worker = 0
+            if action == "sigkill-worker":
+                if owner == "algorithm":
+                    owner = "runner 0"
+                worker = int(owner.split()[1])
+            build.steps[owner].append(gate)
+            build.faults.append(Fault(action, opener, worker=worker))
+            stopped = True
+            break
+        build.faults.append(Fault("open-gate", opener, open_gate=turn_gate(turn)))
+        if entry[0] == "group":
+            owners = list(dict.fromkeys(_bundle(i, n_runners) for i in entry[1]))
+            actions = [entry[2], *(entry[2] if other is None else other for other in entry[3])]
+            if len(owners) >= 2:
+                for owner, action in zip(owners, actions[: len(owners)], strict=True):
+                    build.steps[owner] += [gate, *build.action_steps(owner, turn, action)]
+                stopped = True
+                break
+            single = ("act", entry[1][0], entry[2])
+        else:
+            single = entry
+        owner = _bundle(single[1], n_runners)
+        action = single[2]
+        build.steps[owner] += [gate, *build.action_steps(owner, turn, action)]
+        if action[0] in _STOPPING_KINDS:
+            stopped = True
+            break
+        build.steps[owner].append(_gate(done_gate(turn)))
+        opener = f"gate {done_gate(turn)}"
+        build.faults.append(Fault("open-gate", opener, open_gate=done_gate(turn)))
+    final = turn + 1
+    build.steps["algorithm"].append(_gate(turn_gate(final)))
+    if not stopped:
+        build.faults.append(Fault("open-gate", opener, open_gate=turn_gate(final)))
+    workers = [i for i, tail in enumerate(tails) if tail == "work"]
+    if not stopped and final_enqueue:
+        step, _ = build.store_step("algorithm", "enqueue", final_enqueue)
+        build.steps["algorithm"].append(step)
+    if not stopped and build.enqueued_by_algorithm and workers:
+        wait = 5.0 * bounds.timeout_scale  # all complete at once when nothing is lost
+        build.steps["algorithm"].append(Step("store", args={"op": "wait_all", "timeout": wait}))
+    for index, tail in enumerate(tails):
+        build.steps[f"runner {index}"] += _tail_steps(tail)
+    faults = list(build.faults)
+    if before_start is not None:
+        faults.insert(0, Fault(before_start, "before start"))  # type: ignore[arg-type]
+    grace = float(caps.get("grace_seconds", 2.0))
+    declared = grace + 2 * float(caps.get("terminate_seconds", 2.0)) + float(caps.get("join_seconds", 5.0))
+    long_tail = any(tail.endswith("long") for tail in tails)
+    hang_bound = 30.0 * bounds.timeout_scale + declared + (LONG_SECONDS if long_tail else 0.0)
+    return Scenario(
+        name="P1",
+        n_runners=n_runners,
+        algorithm=Script(tuple(build.steps["algorithm"])),
+        runners=tuple(Script(tuple(build.steps[f"runner {i}"])) for i in range(n_runners)),
+        faults=tuple(faults),
+        store_faults=tuple(build.store_faults),
+        hang_bound=hang_bound,
+    )
+
+
+# -- text forms: replay (JSON) and pasteable Python --------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(item) for item in value]
+    if hasattr(value, "__dataclass_fields__"):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
+
+
+def scenario_json(scenario: Scenario) -> str:
+    """The scenario as compact JSON (what ``--conformance-replay`` takes)."""
+    return json.dumps(_plain(scenario), separators=(",", ":"), sort_keys=True)
+
+
+def _script(data: Any) -> Script:
+    return Script(
+        tuple(Step(s["kind"], float(s.get("seconds", 0.0)), dict(s.get("args", {}))) for s in data["steps"])
+    )
+
+
+def scenario_from_json(text: str) -> Scenario:
+    """A scenario from ``scenario_json`` text, ``b64:<base64 of it>`` or a path to a file holding it.
+
+    Raises ``ValueError`` naming what is wrong with the value.
+    """
+    raw = text.strip()
+    if raw.startswith("b64:"):
+        try:
+            raw = base64.b64decode(raw[4:], validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError) as error:
+            raise ValueError(f"--conformance-replay: b64: value is not valid base64: {error}") from None
+    elif not raw.startswith("{") and os.path.isfile(raw):
+        with open(raw, encoding="utf-8") as handle:
+            raw = handle.read()
+    try:
+        data = json.loads(raw)
+        return Scenario(
+            name=str(data.get("name", "P1")),
+            n_runners=int(data["n_runners"]),
+            algorithm=_script(data["algorithm"]),
+            runners=tuple(_script(runner) for runner in data.get("runners", ())),
+            faults=tuple(Fault(**fault) for fault in data.get("faults", ())),
+            store_faults=tuple(StoreFault(**fault) for fault in data.get("store_faults", ())),
+            repeat=int(data.get("repeat", 1)),
+            hang_bound=float(data.get("hang_bound", 30.0)),
+            settle=float(data.get("settle", 2.0)),
+            inspect_caller_store=bool(data.get("inspect_caller_store", False)),
+        )
+    except (ValueError, KeyError, TypeError) as error:
+        shown = text if len(text) <= 80 else text[:77] + "..."
+        raise ValueError(
+            f"--conformance-replay {shown!r} is not a scenario (JSON, b64:..., or a file): "
+            f"{type(error).__name__}: {error}"
+        ) from None
+
+
+def _step_source(step: Step) -> str:
+    parts = [repr(step.kind)]
+    if step.seconds:
+        parts.append(repr(step.seconds))
+    if step.args:
+        parts.append(f"args={step.args!r}")
+    return f"Step({', '.join(parts)})"
+
+
+def _script_source(script: Script, indent: str) -> str:
+    if not script.steps:
+        return "Script()"
+    inner = "".join(f"{indent}    {_step_source(step)},\n" for step in script.steps)
+    return f"Script((\n{inner}{indent}))"
+
+
+def _record_source(value: Any) -> str:
+    defaults = {f.name: f.default for f in fields(value)}
+    shown = [repr(getattr(value, name)) for name in list(defaults)[:2]]
+    shown += [
+        f"{name}={getattr(value, name)!r}"
+        for name, default in list(defaults.items())[2:]
+        if getattr(value, name) != default
+    ]
+    return f"{type(value).__name__}({', '.join(shown)})"
+
+
+def scenario_source(scenario: Scenario) -> str:
+    """The scenario as pasteable Python: the ``Scenario(...)`` constructor, one step per line."""
+    lines = [
+        "from conformance.scenarios import Fault, Scenario, Script, Step, StoreFault",
+        "",
+        "scenario = Scenario(",
+        f"    name={scenario.name!r},",
+        f"    n_runners={scenario.n_runners},",
+        f"    algorithm={_script_source(scenario.algorithm, '    ')},",
+        "    runners=(",
+    ]
+    lines += [f"        {_script_source(script, '        ')}," for script in scenario.runners]
+    lines.append("    ),")
+    if scenario.faults:
+        lines.append("    faults=(")
+        lines += [f"        {_record_source(fault)}," for fault in scenario.faults]
+        lines.append("    ),")
+    if scenario.store_faults:
+        lines.append("    store_faults=(")
+        lines += [f"        {_record_source(fault)}," for fault in scenario.store_faults]
+        lines.append("    ),")
+    lines.append(f"    hang_bound={scenario.hang_bound!r},")
+    lines.append(")")
+    return "\n".join(lines)

@@ -1,0 +1,136 @@
+"""P1's scenario generator: valid, capability-aware, reproducible schedules, and their text forms."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from hypothesis import HealthCheck, given, seed, settings
+
+from conformance.capabilities import validate_manifest
+from conformance.faults import validate_condition
+from conformance.oracle import expect
+from conformance.scenarios import STEP_KINDS, Scenario
+from conformance.schedules import (
+    LONG_SECONDS,
+    TURN_PREFIX,
+    ScheduleBounds,
+    scenario_from_json,
+    scenario_json,
+    scenario_source,
+    scenarios,
+)
+
+_THREADS = validate_manifest(
+    {"uses_processes": False, "can_cancel_blocking_code": False, "supports_start_methods": ()}
+)
+_PROCESSES = validate_manifest({"uses_processes": True, "can_cancel_blocking_code": True})
+_FAST = settings(max_examples=60, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def _steps(scenario: Scenario) -> list:
+    return [step for script in (scenario.algorithm, *scenario.runners) for step in script.steps]
+
+
+@_FAST
+@given(scenarios(_PROCESSES))
+def test_every_drawn_scenario_is_valid_and_readable_by_the_oracle(scenario: Scenario) -> None:
+    assert 1 <= scenario.n_runners <= 3
+    assert len(scenario.runners) == scenario.n_runners
+    for fault in scenario.faults:
+        validate_condition(fault.after, scenario.n_runners)  # the sandbox accepts every gate
+    assert all(step.kind in STEP_KINDS for step in _steps(scenario))
+    # Every turn gate a bundle waits at is opened by a fault or is the gate of a signal turn, or is
+    # never opened because the run stopped before it: the oracle reads it back either way.
+    expectation = expect(scenario, _PROCESSES)
+    assert expectation.outcomes
+    assert expectation.bound > 0
+
+
+@_FAST
+@given(scenarios(_THREADS))
+def test_undeclared_capabilities_are_never_exercised(scenario: Scenario) -> None:
+    assert not any(fault.action == "sigkill-worker" for fault in scenario.faults)
+    long_blocks = [step for step in _steps(scenario) if step.kind == "block" and step.seconds >= 1.0]
+    assert long_blocks == []
+
+
+def test_processes_get_worker_kills_and_long_blocks_somewhere() -> None:
+    kinds: set[str] = set()
+
+    @settings(max_examples=150, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+    @seed(7)
+    @given(scenarios(_PROCESSES))
+    def collect(scenario: Scenario) -> None:
+        kinds.update(fault.action for fault in scenario.faults)
+        kinds.update(
+            "long block" for step in _steps(scenario) if step.kind == "block" and step.seconds == LONG_SECONDS
+        )
+
+    collect()
+    assert {"sigkill-worker", "sigint-main", "sigint-group", "long block"} <= kinds
+
+
+def _draw(seed_value: int, count: int = 25) -> list[str]:
+    drawn: list[str] = []
+
+    @settings(
+        max_examples=count,
+        database=None,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
+    @seed(seed_value)
+    @given(scenarios(_PROCESSES, ScheduleBounds(max_runners=2, max_turns=3)))
+    def collect(scenario: Scenario) -> None:
+        drawn.append(scenario_json(scenario))
+
+    collect()
+    return drawn
+
+
+def test_the_seed_alone_decides_the_schedules() -> None:
+    assert _draw(11) == _draw(11)
+    assert _draw(11) != _draw(12)
+
+
+@_FAST
+@given(scenarios(_PROCESSES))
+def test_json_and_python_forms_round_trip(scenario: Scenario) -> None:
+    assert scenario_from_json(scenario_json(scenario)) == scenario
+    namespace: dict = {}
+    exec(scenario_source(scenario), namespace)  # the printed constructor is pasteable Python
+    assert namespace["scenario"] == scenario
+
+
+def test_replay_accepts_base64_and_a_file(tmp_path) -> None:
+    scenario = Scenario("P1", n_runners=1)
+    text = scenario_json(scenario)
+    assert scenario_from_json("b64:" + base64.b64encode(text.encode()).decode()) == scenario
+    path = tmp_path / "minimal.json"
+    path.write_text(text)
+    assert scenario_from_json(str(path)) == scenario
+
+
+@pytest.mark.parametrize("bad", ["{not json", '{"name": "P1"}', "b64:@@@", "no-such-file.json"])
+def test_a_bad_replay_value_is_named_in_the_error(bad: str) -> None:
+    with pytest.raises(ValueError, match="--conformance-replay"):
+        scenario_from_json(bad)
+
+
+def test_bounds_are_validated() -> None:
+    with pytest.raises(ValueError, match="max_runners"):
+        ScheduleBounds(max_runners=0)
+    with pytest.raises(ValueError, match="timeout_scale"):
+        ScheduleBounds(timeout_scale=0)
+
+
+def test_turn_gates_follow_the_naming_the_oracle_reads() -> None:
+    @settings(max_examples=50, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(scenarios(_THREADS))
+    def check(scenario: Scenario) -> None:
+        gates = [str(s.args["name"]) for s in scenario.algorithm.steps if s.kind == "gate"]
+        assert gates and gates[-1].startswith(TURN_PREFIX)  # the algorithm always ends at its final gate
+
+    check()
