@@ -35,7 +35,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["STRATEGIES", "TARGETS", "BenchStrategy", "main", "run"]
+__all__ = [
+    "RELATIVE_TARGETS",
+    "STRATEGIES",
+    "TARGETS",
+    "BenchStrategy",
+    "apply_relative_targets",
+    "main",
+    "run",
+]
 
 _REPO = Path(__file__).resolve().parent.parent
 
@@ -63,13 +71,18 @@ STRATEGIES: dict[str, BenchStrategy] = {
 }
 """Every benchmarked strategy, by name. Add one line to benchmark another."""
 
-TARGETS: dict[str, tuple[str, float]] = {
-    "W1": (">=", 8600.0),
-    "W2": ("<=", 10.0),
-    "W3": ("<=", 100.0),
-    "W4": ("<=", 20.0),
+TARGETS: dict[str, dict[str, tuple[str, float]]] = {
+    "shm": {"W1": (">=", 8600.0), "W2": ("<=", 10.0), "W3": ("<=", 100.0), "W4": ("<=", 20.0)},
+    "cs": {"W1": (">=", 1700.0), "W2": ("<=", 50.0), "W3": ("<=", 150.0)},
+    "ipc": {"W2": ("<=", 20.0), "W3": ("<=", 100.0)},
 }
-"""Targets with 2 runners and N = 1,000 (W1 in rollouts/s, the others in ms)."""
+"""Absolute targets per strategy, with 2 runners and N = 1,000 (W1 in rollouts/s, the others in ms)."""
+
+RELATIVE_TARGETS: dict[str, dict[str, tuple[str, float, str]]] = {
+    "ipc": {"W1": (">=", 3.0, "cs")},
+}
+"""Targets as a ratio to another strategy's median measured in the same run (same runners, N = 1,000):
+``(op, factor, baseline strategy)``; judged only when the baseline was measured too."""
 
 UNITS = {"W1": "rollouts/s", "W2": "ms", "W3": "ms", "W4": "ms"}
 HANG = 60.0
@@ -135,11 +148,17 @@ class ThroughputAlgorithm:
     directory: str
     n_runners: int
     n_rollouts: int
+    payload_bytes: int = 0
+    """Size of a string carried in every rollout's input (0: just the index)."""
 
     async def __call__(self, store: Any, event: Any) -> None:
         await _all_runners_ready(self.directory, self.n_runners)
+        blob = "x" * self.payload_bytes
         start = time.perf_counter()
-        ids = [(await store.enqueue_rollout(input={"i": i})).rollout_id for i in range(self.n_rollouts)]
+        ids = [
+            (await store.enqueue_rollout(input={"i": i, "payload": blob} if blob else {"i": i})).rollout_id
+            for i in range(self.n_rollouts)
+        ]
         done = await store.wait_for_rollouts(rollout_ids=ids, timeout=HANG)
         elapsed = time.perf_counter() - start
         if len(done) != self.n_rollouts or any(r.status != "succeeded" for r in done):
@@ -177,11 +196,14 @@ def _store() -> Any:
     return InMemoryLightningStore()
 
 
-def measure_w1(spec: BenchStrategy, n_runners: int, n_rollouts: int) -> float:
+def measure_w1(spec: BenchStrategy, n_runners: int, n_rollouts: int, payload_bytes: int = 0) -> float:
+    """W1 in rollouts/s; every rollout's input carries ``payload_bytes`` of string when non-zero."""
     with tempfile.TemporaryDirectory(prefix="agl-bench-") as directory:
         strategy = spec.build(n_runners)
         strategy.execute(
-            ThroughputAlgorithm(directory, n_runners, n_rollouts), ThroughputRunner(directory), _store()
+            ThroughputAlgorithm(directory, n_runners, n_rollouts, payload_bytes),
+            ThroughputRunner(directory),
+            _store(),
         )
         return _read(directory, "rate")
 
@@ -265,9 +287,10 @@ def _summary(
     name: str, workload: str, n_runners: int, samples: list[float], n_rollouts: int, **extra: Any
 ) -> dict[str, Any]:
     median = statistics.median(samples)
-    op, bound = TARGETS[workload]
-    applies = n_runners == 2 and (workload != "W1" or n_rollouts == 1000)
-    meets = (median >= bound if op == ">=" else median <= bound) if applies else None
+    target = TARGETS.get(name, {}).get(workload)
+    applies = target is not None and n_runners == 2 and (workload != "W1" or n_rollouts == 1000)
+    op, bound = target if target is not None else ("", 0.0)
+    meets = _meets(op, median, bound) if applies else None
     return {
         "strategy": name,
         "workload": workload,
@@ -284,18 +307,45 @@ def _summary(
     }
 
 
+def _meets(op: str, value: float, bound: float) -> bool:
+    return value >= bound if op == ">=" else value <= bound
+
+
+def apply_relative_targets(rows: list[dict[str, Any]]) -> None:
+    """Judge ``RELATIVE_TARGETS`` against the baseline strategy's median from the same rows."""
+    medians = {(r["strategy"], r["workload"], r["n_runners"]): r["median"] for r in rows}
+    for row in rows:
+        relative = RELATIVE_TARGETS.get(row["strategy"], {}).get(row["workload"])
+        if relative is None or row["n_runners"] != 2 or row.get("n_rollouts") not in (None, 1000):
+            continue
+        op, factor, baseline = relative
+        reference = medians.get((baseline, row["workload"], row["n_runners"]))
+        if reference is None:
+            continue  # the baseline was not measured in this run: nothing to judge against
+        row["target"] = f"{op} {factor:g}x {baseline} ({reference * factor:,.0f})"
+        row["ratio_to_baseline"] = row["median"] / reference
+        row["meets_target"] = _meets(op, row["median"], reference * factor)
+
+
 def run(
     strategies: Sequence[str] | None = None,
     quick: bool = False,
     runners: Sequence[int] = (1, 2, 4),
     n_rollouts: int = 1000,
+    repeats: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Measure every workload for each strategy and runner count; one dict per (strategy, n, workload)."""
+    """Measure every workload for each strategy and runner count; one dict per (strategy, n, workload).
+
+    ``repeats`` overrides the number of runs per figure (default 3 with ``quick``, else 9).
+    """
     names = list(strategies or STRATEGIES)
     unknown = [name for name in names if name not in STRATEGIES]
     if unknown:
         raise ValueError(f"unknown strategy {unknown[0]!r}; known: {', '.join(sorted(STRATEGIES))}")
-    repeats = 3 if quick else 9
+    if repeats is None:
+        repeats = 3 if quick else 9
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
     rows: list[dict[str, Any]] = []
     for name in names:
         spec = STRATEGIES[name]
@@ -314,6 +364,7 @@ def run(
             rows.append(_summary(name, "W4", n, list(w4), n_rollouts))
             if swallowed:  # a swallowed interrupt fails W3 whatever the latency
                 rows[-2]["meets_target"] = False
+    apply_relative_targets(rows)
     return rows
 
 
@@ -335,8 +386,14 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             text = f"{fmt.format(row['median'])} [{fmt.format(row['min'])}-{fmt.format(row['max'])}]{mark}"
             cells.append(f"{text:>24}")
         lines.append(f"{strategy:<9}{n:>8}  " + "  ".join(cells))
-    targets = ", ".join(f"{w} {op} {bound:g} {UNITS[w]}" for w, (op, bound) in TARGETS.items())
-    lines.append(f"median [min-max]; ok/!! = target met/missed (2 runners, N=1000): {targets}")
+    lines.append("median [min-max]; ok/!! = target met/missed (2 runners, N=1000):")
+    for strategy in sorted({r["strategy"] for r in rows}):
+        absolute = [f"{w} {op} {bound:g} {UNITS[w]}" for w, (op, bound) in TARGETS.get(strategy, {}).items()]
+        relative = [
+            f"{w} {op} {factor:g}x {base}"
+            for w, (op, factor, base) in RELATIVE_TARGETS.get(strategy, {}).items()
+        ]
+        lines.append(f"  {strategy}: {', '.join(sorted(absolute + relative)) or 'none'}")
     for row in rows:
         if row["workload"] == "W3" and row.get("w3_outcomes") != ["KeyboardInterrupt"]:
             lines.append(
@@ -351,13 +408,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--strategy", action="append", choices=sorted(STRATEGIES), help="repeatable")
     parser.add_argument("--runners", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--rollouts", type=int, default=1000, help="N for W1")
+    parser.add_argument("--repeats", type=int, help="runs per figure (default 3 with --quick, else 9)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--w3-child", nargs=3, metavar=("STRATEGY", "N", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.w3_child:
         _w3_child(args.w3_child[0], int(args.w3_child[1]), args.w3_child[2])
         return 0
-    rows = run(args.strategy, quick=args.quick, runners=args.runners, n_rollouts=args.rollouts)
+    rows = run(
+        args.strategy, quick=args.quick, runners=args.runners, n_rollouts=args.rollouts, repeats=args.repeats
+    )
     print(format_table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

@@ -1,0 +1,238 @@
+"""The benchmark report writer on fabricated rows: Markdown tables and PNG plots, no real benchmark run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import strategies
+from bench.__main__ import main as bench_main
+from bench.report import PLOTS, render_markdown, write_report
+from bench.scaling import rollouts_for_payload
+
+
+def _row(median: float, **fields: Any) -> dict[str, Any]:
+    return {"median": median, "min": median * 0.9, "max": median * 1.1, "samples": [median] * 3, **fields}
+
+
+def _strategy_rows() -> list[dict[str, Any]]:
+    figures = {
+        "shm": (9000.0, 2.0, 3.0, 1.0),
+        "ipc": (3000.0, 5.0, 6.0, 30.0),
+        "cs": (1800.0, 9.0, 8.0, 400.0),
+    }
+    rows = []
+    for name, values in figures.items():
+        for n in (1, 2, 4):
+            for workload, value in zip(("W1", "W2", "W3", "W4"), values, strict=True):
+                rows.append(strategies._summary(name, workload, n, [value * 0.9, value, value * 1.1], 1000))
+    strategies.apply_relative_targets(rows)
+    return rows
+
+
+def _results() -> dict[str, Any]:
+    rows = _strategy_rows()
+    runners = [
+        _row(1000.0 * n, strategy=s, n_runners=n, n_rollouts=1000, ratio_to_first=float(n))
+        for s in ("shm", "ipc", "cs")
+        for n in (1, 2, 4, 8)
+    ]
+    payload = [
+        _row(
+            500.0,
+            strategy=s,
+            payload_bytes=b,
+            n_rollouts=rollouts_for_payload(b),
+            n_runners=2,
+            mb_per_s=0.5 * b / 1e3,
+            ratio_to_first=1.0,
+        )
+        for s in ("shm", "ipc", "cs")
+        for b in (100, 1_000, 10_000, 100_000, 1_000_000)
+    ]
+    kit = [
+        {
+            "strategy": "shm",
+            "selection": "not P1",
+            "workers": 2,
+            "seconds": 21.5,
+            "returncode": 0,
+            "summary": "60 passed in 20s",
+            "command": "",
+            "p1_examples": None,
+        },
+        {
+            "strategy": "shm",
+            "selection": "P1",
+            "workers": 2,
+            "seconds": 7.25,
+            "returncode": 0,
+            "summary": "1 passed in 6s",
+            "command": "",
+            "p1_examples": 20,
+        },
+        {
+            "strategy": "shm",
+            "selection": "total",
+            "workers": 2,
+            "seconds": 28.75,
+            "returncode": 0,
+            "summary": "",
+            "command": "",
+        },
+    ]
+    sandbox = [
+        {
+            "bench": "sandbox",
+            "metric": "overhead per scenario (wall - execute)",
+            "unit": "ms",
+            "median": 12.5,
+            "p90": 15.0,
+            "wall_median": 20.0,
+            "runs": 60,
+            "target": 50.0,
+            "meets_target": True,
+        },
+        {"bench": "sandbox", "metric": "zygote cold start + first scenario", "unit": "ms", "value": 400.0},
+        {
+            "bench": "sandbox",
+            "metric": "baseline: fresh interpreter importing the kit",
+            "unit": "ms",
+            "median": 300.0,
+            "runs": 10,
+            "overhead_vs_baseline": 0.042,
+        },
+    ]
+    cpu = [
+        {
+            **_row(190.0),
+            "strategy": "shm",
+            "n_runners": 2,
+            "n_rollouts": 200,
+            "work_ms": 5.0,
+            "ideal": 400.0,
+            "ipc_over_shm": 1.9,
+        },
+        {
+            **_row(361.0),
+            "strategy": "ipc",
+            "n_runners": 2,
+            "n_rollouts": 200,
+            "work_ms": 5.0,
+            "ideal": 400.0,
+            "ipc_over_shm": 1.9,
+        },
+    ]
+    store = [
+        {
+            "mode": "one loop",
+            "queued": q,
+            "cycles": 100,
+            "repeats": 3,
+            "median_cps": 40000.0,
+            "min_cps": 39000.0,
+            "max_cps": 41000.0,
+            "spread_pct": 5.0,
+            "median_cpu_cps": 42000.0,
+        }
+        for q in (1_000, 10_000, 100_000)
+    ]
+    return {
+        "command": "python -m bench --quick",
+        "quick": True,
+        "started": "2026-01-01 00:00 UTC",
+        "total_seconds": 123.4,
+        "machine": {
+            "cpu_model": "Test CPU 9000",
+            "logical_cores": 2,
+            "physical_cores": 1,
+            "memory_gb": 8.0,
+            "python": "CPython 3.11.0",
+            "platform": "Linux",
+        },
+        "load_start": (0.5, 0.4, 0.3),
+        "load_end": (1.5, 0.9, 0.4),
+        "store_verdicts": [("one loop >= 30,000 cycles/s", True)],
+        "workloads": {
+            "strategies": rows,
+            "runners": runners,
+            "payload": payload,
+            "kit": kit,
+            "sandbox": sandbox,
+            "cpu_bound": cpu,
+            "store": store,
+        },
+        "timings": [
+            {"workload": "strategies", "seconds": 61.0, "error": None},
+            {"workload": "kit", "seconds": 1.0, "error": "failed: RuntimeError: boom"},
+        ],
+    }
+
+
+def test_per_strategy_targets_and_the_relative_ipc_target() -> None:
+    rows = {(r["strategy"], r["workload"], r["n_runners"]): r for r in _strategy_rows()}
+    assert rows[("shm", "W1", 2)]["meets_target"] is True  # 9,000 >= 8,600
+    assert rows[("cs", "W1", 2)]["meets_target"] is True  # 1,800 >= 1,700
+    assert rows[("cs", "W4", 2)]["target"] is None  # cs has no W4 target
+    ipc = rows[("ipc", "W1", 2)]
+    assert ipc["meets_target"] is False  # 3,000 < 3 x 1,800 measured for cs in the same rows
+    assert ipc["ratio_to_baseline"] == pytest.approx(3000 / 1800)
+    assert rows[("ipc", "W1", 1)]["meets_target"] is None  # targets apply with 2 runners only
+
+
+def test_markdown_has_every_table_machine_and_quick_label() -> None:
+    text = render_markdown(_results(), {"latency": "img/latency.png"})
+    assert text.startswith("# Benchmarks (QUICK")
+    assert "| CPU | Test CPU 9000 |" in text
+    assert "| Load average at start (1/5/15 min) | 0.50 / 0.40 / 0.30 |" in text
+    assert (
+        "| shm | 2 | 9,000 (8,100-9,900) | 2.00 (1.80-2.20) | 3.00 (2.70-3.30) | 1.00 (0.90-1.10) |" in text
+    )
+    assert "| ipc | W1 | 3,000 | >= 3x cs (5,400) | **missed** |" in text
+    assert "| 2 | ipc / cs | 1.67x |" in text
+    assert (
+        "| shm | 1,000 (900-1,100) | 2,000 (1,800-2,200) | 4,000 (3,600-4,400) "
+        "| 8,000 (7,200-8,800) | 8.00x |" in text
+    )
+    assert "| cs | 1 MB | 50 |" in text
+    assert "| shm | **total** | 28.8 | 0 |" in text
+    assert "ipc / shm = **1.90x**" in text
+    assert "| one loop | 100,000 | 40,000 |" in text
+    assert "| kit | 1.0 | failed: RuntimeError: boom |" in text
+    assert "![W2, W3 and W4 latency per strategy](img/latency.png)" in text
+    for line in text.splitlines():  # every table row has as many cells as its header
+        if line.startswith("|"):
+            assert line.endswith("|"), line
+
+
+def test_render_writes_the_page_and_every_plot_from_a_json_run(tmp_path: Path) -> None:
+    """``python -m bench --render`` rewrites the report from a ``--json`` file (tuples come back as lists)."""
+    saved = tmp_path / "run.json"
+    saved.write_text(json.dumps(_results()))
+    out = tmp_path / "docs" / "benchmarks.md"
+    assert bench_main(["--render", str(saved), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "- met: one loop >= 30,000 cycles/s" in text
+    for name in PLOTS.values():
+        png = tmp_path / "docs" / "img" / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"](img/{name})" in text
+
+
+def test_a_partial_run_renders_only_its_sections(tmp_path: Path) -> None:
+    results = _results()
+    results["workloads"] = {"cpu_bound": results["workloads"]["cpu_bound"]}
+    written = write_report(results, tmp_path / "b.md", tmp_path / "img")
+    text = (tmp_path / "b.md").read_text()
+    assert written == [tmp_path / "b.md"]  # no data for any plot
+    assert "## CPU-bound runners" in text and "## Strategy workloads" not in text
+
+
+def test_payload_rollouts_are_capped_and_bad_sizes_named() -> None:
+    assert rollouts_for_payload(100) == 1000
+    assert rollouts_for_payload(1_000_000) == 50
+    with pytest.raises(ValueError, match="-1"):
+        rollouts_for_payload(-1)
