@@ -357,6 +357,10 @@ class WorkerProcesses:
     def _read_report(self, worker: _Worker) -> None:
         """Read what the child sent: ``started`` first, then how it ended (never blocks)."""
         while not worker.report_done:
+            # A Ctrl+C (the parent gets the group's SIGINT too) must not land between recv_bytes()
+            # consuming a report and the report being stored: it would be lost, and the worker then
+            # reported as having died. SIGINT is held back for that moment and delivered right after.
+            previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
             try:
                 if not worker.report.poll(0):
                     return
@@ -370,6 +374,8 @@ class WorkerProcesses:
                     worker.started = True
                     continue
                 worker.message = (kind, payload, raised_at)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
             worker.report_done = True
 
     def _finish(self, worker: _Worker) -> WorkerOutcome:
