@@ -19,7 +19,7 @@ nox.options.reuse_existing_virtualenvs = True
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """Unit and meta tests on each supported Python."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,bench]")
     session.run("python", "-m", "pytest", "-n", "2", "-p", "no:cacheprovider", *session.posargs)
 
 
@@ -52,7 +52,7 @@ def types(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def coverage(session: nox.Session) -> None:
     """Line coverage across threads and child processes, combined; at least 90% enforced."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,bench]")
     session.run("coverage", "erase")
     session.run("coverage", "run", "-m", "pytest", "-p", "no:cacheprovider", *session.posargs)
     session.run("coverage", "combine")
