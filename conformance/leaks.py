@@ -2,13 +2,17 @@
 
 Runs inside the scenario process. ``take_snapshot`` records threads (names, daemon flag, native ids),
 child processes recursively (pid, command line, zombie or not), open descriptors with their
-``/proc/self/fd`` targets, sockets, RSS and the files under the scenario's private TMPDIR.
+``/proc/self/fd`` targets, sockets, RSS, the files under the scenario's private TMPDIR and the named
+POSIX semaphores and shared memory blocks (``/dev/shm``) it has mapped.
 ``caller_state`` records what ``execute()`` must restore (R7): SIGINT/SIGTERM handlers, the signal
 wake-up fd, the multiprocessing start method, the current event loop, the root logger, the excepthooks.
 ``Collector`` gathers ``ResourceWarning``s, never-awaited coroutines, unraisable exceptions and the
-asyncio logger's complaints while the scenario runs. ``settle`` polls the snapshot until it is back to the
-baseline or the settle window ends, then builds the ``LeakReport``; ``parse_stderr`` reads the same
-complaints (and resource_tracker warnings) from the stderr of the whole group.
+asyncio logger's complaints while the scenario runs, and keeps a ledger of the named semaphores and
+shared memory blocks this process registers with multiprocessing's resource tracker (R4: a name still
+registered and still in ``/dev/shm`` after ``execute()`` is a leak, attributed to this scenario even when
+other processes on the machine use ``/dev/shm`` at the same time). ``settle`` polls the snapshot until
+it is back to the baseline or the settle window ends, then builds the ``LeakReport``; ``parse_stderr``
+reads the same complaints (and resource_tracker warnings) from the stderr of the whole group.
 
 The stdlib's own long-lived helpers are noise, not leaks, but only when they are genuinely the stdlib's:
 the resource tracker and forkserver processes (and their descriptors) are recognised by the pids and fds
@@ -49,6 +53,7 @@ __all__ = [
     "take_snapshot",
 ]
 
+_SHM_DIR = "/dev/shm"
 _SETTLE_FIRST_POLL = 0.005
 _SETTLE_MAX_POLL = 0.1
 
@@ -85,6 +90,7 @@ class Snapshot:
     rss: int = 0
     temp_files: frozenset[str] = frozenset()
     loops: frozenset[int] = frozenset()  # ids of event loops alive at the time (before only)
+    shm: frozenset[str] = frozenset()  # /dev/shm paths mapped and not unlinked
 
 
 def _thread_name(tid: int) -> str:
@@ -172,6 +178,19 @@ def _rss() -> int:
         return 0
 
 
+def _shm_mappings() -> frozenset[str]:
+    """``/dev/shm`` files this process maps whose names still exist (sem_open and shm_open map them)."""
+    found: set[str] = set()
+    with contextlib.suppress(OSError), open("/proc/self/maps") as handle:
+        for line in handle:
+            fields = line.split(maxsplit=5)
+            path = fields[5].strip() if len(fields) > 5 else ""
+            # An unlinked file shows as "... (deleted)": the stdlib heap's arenas do that on purpose.
+            if path.startswith(_SHM_DIR + "/") and not path.endswith(" (deleted)"):
+                found.add(path)
+    return frozenset(found)
+
+
 def _temp_files(tmpdir: str | None) -> frozenset[str]:
     if not tmpdir:
         return frozenset()
@@ -197,6 +216,7 @@ def take_snapshot(tmpdir: str | None = None, *, loops: bool = False) -> Snapshot
         rss=_rss(),
         temp_files=_temp_files(tmpdir),
         loops=frozenset(id(loop) for loop in _event_loops()) if loops else frozenset(),
+        shm=_shm_mappings(),
     )
 
 
@@ -378,6 +398,8 @@ class Collector:
         self.asyncio: list[str] = []
         self._recorded: list[warnings.WarningMessage] = []
         self._stack = contextlib.ExitStack()
+        self._named_lock = threading.Lock()
+        self._named: dict[tuple[str, str], int] = {}  # (name, rtype) -> registrations not undone
 
     def __enter__(self) -> Collector:
         self._recorded = self._stack.enter_context(warnings.catch_warnings(record=True))
@@ -393,7 +415,42 @@ class Collector:
         logger.propagate = False  # reported here, not again through stderr
         self._stack.callback(setattr, logger, "propagate", propagate)
         self._stack.callback(logger.removeHandler, handler)
+        self._watch_resource_tracker()
         return self
+
+    def _watch_resource_tracker(self) -> None:
+        # SemLock and SharedMemory look ``register``/``unregister`` up on the module at each call, so
+        # wrapping the module's functions sees every named resource this process creates or unlinks.
+        from multiprocessing import resource_tracker
+
+        register, unregister = resource_tracker.register, resource_tracker.unregister
+
+        def counted(delta: int, forward: Any) -> Any:
+            def call(name: str, rtype: str) -> None:
+                with self._named_lock:
+                    key = (name, rtype)
+                    self._named[key] = self._named.get(key, 0) + delta
+                forward(name, rtype)
+
+            return call
+
+        resource_tracker.register = counted(1, register)  # type: ignore[assignment]
+        resource_tracker.unregister = counted(-1, unregister)  # type: ignore[assignment]
+        self._stack.callback(setattr, resource_tracker, "register", register)
+        self._stack.callback(setattr, resource_tracker, "unregister", unregister)
+
+    def named_leftovers(self) -> list[str]:
+        """Named semaphores and shared memory registered while watching, never unlinked, still present."""
+        with self._named_lock:
+            outstanding = sorted(key for key, count in self._named.items() if count > 0)
+        found: list[str] = []
+        for name, rtype in outstanding:
+            path = _shm_path(name, rtype)
+            if path is None or os.path.exists(path) or not os.path.isdir(_SHM_DIR):
+                what = "named semaphore" if rtype == "semaphore" else rtype.replace("_", " ")
+                where = f" ({path})" if path else ""
+                found.append(f"{what} {name}{where} created during execute() and never unlinked")
+        return found
 
     def __exit__(self, *exc: object) -> None:
         self.harvest()
@@ -415,6 +472,14 @@ class Collector:
             ):
                 self.warnings.append(f"{category.__name__}: {text}"[:400])
         self._recorded.clear()
+
+
+def _shm_path(name: str, rtype: str) -> str | None:
+    if rtype == "semaphore":
+        return f"{_SHM_DIR}/sem.{name.lstrip('/')}"
+    if rtype == "shared_memory":
+        return f"{_SHM_DIR}/{name.lstrip('/')}"
+    return None
 
 
 _STDERR_PATTERNS = (
@@ -547,8 +612,15 @@ def settle(
             break
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 2, _SETTLE_MAX_POLL)
-    asyncio_entries = _asyncio_leftovers(before)
+    asyncio_entries = _asyncio_leftovers(before)  # (its gc pass also finalises dropped semaphores)
     warnings_entries: list[str] = []
+    ipc_entries = collector.named_leftovers() if collector is not None else []
+    # Mapped by this process, created by any means (the ledger sees only the stdlib's own objects).
+    ipc_entries += [
+        f"{path} created during execute(), still mapped and never unlinked"
+        for path in sorted(_shm_mappings() - before.shm)
+        if not any(f"({path})" in entry for entry in ipc_entries)
+    ]
     if collector is not None:
         collector.harvest()
         warnings_entries = list(dict.fromkeys(collector.warnings))
@@ -568,6 +640,7 @@ def settle(
             temp_files=report.temp_files,
             warnings=tuple(warnings_entries),
             asyncio=tuple(asyncio_entries),
+            ipc=tuple(ipc_entries),
             caller_state=tuple(changes),
             rss_growth_bytes=report.rss_growth_bytes,
         ),

@@ -12,6 +12,7 @@ import difflib
 import importlib
 import json
 import sys
+import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -104,17 +105,18 @@ def _import_attribute(module_name: str, attribute: str, spec: str, what: str) ->
 
 
 def resolve_object(spec: str, *, what: str = "object") -> Any:
-    """The object a ``module:attr`` or ``pkg.mod.attr`` path names (the longest importable module wins)."""
+    """The object a ``module:attr`` or ``pkg.mod.attr`` path names (the longest importable module wins;
+    a path that is a module in full names that module)."""
     if ":" in spec:
         module_name, _, attribute = spec.partition(":")
         if not module_name or not attribute:
             raise TargetError(f"{what} {spec!r} must be module:attribute")
         return _import_attribute(module_name, attribute, spec, what)
     parts = spec.split(".")
-    if len(parts) < 2 or not all(part.isidentifier() for part in parts):
+    if not all(part.isidentifier() for part in parts):
         raise TargetError(f"{what} {spec!r} is not a dotted path (pkg.module.Name) or module:Name")
     longest_missing: str | None = None  # "No module named 'pkg.mod'" for the longest prefix tried
-    for split in range(len(parts) - 1, 0, -1):
+    for split in range(len(parts), 0, -1):
         module_name = ".".join(parts[:split])
         try:
             importlib.import_module(module_name)
@@ -122,7 +124,8 @@ def resolve_object(spec: str, *, what: str = "object") -> Any:
             # Only "this prefix is not a module" moves on to a shorter prefix; a missing dependency
             # inside an existing module is reported as such.
             if error.name and (module_name == error.name or module_name.startswith(error.name + ".")):
-                longest_missing = longest_missing or str(error)
+                if split < len(parts):  # the whole path being a module was only one reading of it
+                    longest_missing = longest_missing or str(error)
                 continue
             raise TargetError(f"cannot import {what} {spec!r}: {error}") from None
         except Exception as error:
@@ -130,6 +133,8 @@ def resolve_object(spec: str, *, what: str = "object") -> Any:
                 f"importing module {module_name!r} for {what} {spec!r} failed: "
                 f"{type(error).__name__}: {error}"
             ) from None
+        if split == len(parts):
+            return sys.modules[module_name]
         try:
             return _import_attribute(module_name, ".".join(parts[split:]), spec, what)
         except TargetError:
@@ -153,6 +158,8 @@ def resolve_strategy_class(spec: str) -> type:
         cls = resolved if isinstance(resolved, type) else resolve_object(str(resolved), what="strategy")
     elif ":" in spec or "." in spec:
         cls = resolve_object(spec, what="strategy")
+        if isinstance(cls, types.ModuleType):
+            cls = _the_strategy_of(cls, spec)
     else:
         if aliases:
             close = difflib.get_close_matches(spec, list(aliases), n=1)
@@ -169,6 +176,24 @@ def resolve_strategy_class(spec: str) -> type:
             f"strategy {spec!r} resolves to {cls.__module__}.{cls.__qualname__}, which has no execute()"
         )
     return cls
+
+
+def _the_strategy_of(module: types.ModuleType, spec: str) -> type:
+    """The one strategy class ``module`` defines (a class of its own with an ``execute()``)."""
+    found = [
+        value
+        for name, value in vars(module).items()
+        if isinstance(value, type)
+        and value.__module__ == module.__name__
+        and not name.startswith("_")
+        and callable(getattr(value, "execute", None))
+    ]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise TargetError(f"strategy {spec!r} is a module defining no strategy class (none has execute())")
+    names = ", ".join(sorted(f"{spec}.{cls.__name__}" for cls in found))
+    raise TargetError(f"strategy {spec!r} is a module defining several strategy classes; name one: {names}")
 
 
 def resolve_store_factory(spec: str) -> Callable[[], Any]:

@@ -30,12 +30,3 @@ class SemaphoreLeakedStrategy(ThreadPoolExecutionStrategy):
     ) -> list[Bundle]:
         _write_limits.append(multiprocessing.get_context("spawn").Semaphore(4))
         return super()._bundles(algorithm, runner, store, event)
-
-
-KIT_GAP = (
-    "the sandbox does not snapshot /dev/shm (sem.mp-*), and the resource tracker's leak warning comes only "
-    "when the tracker exits, after the scenario's group was killed: the leak is not seen"
-)
-"""Why the kit misses this defect today. Each missed run leaves the named semaphores in /dev/shm (the
-sandbox kills the resource tracker that would remove them), so the meta-tests skip it; the selfcheck
-still runs it and shows the miss."""

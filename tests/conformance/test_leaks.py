@@ -134,3 +134,19 @@ def test_shared_ctypes_heap_arena_is_not_a_leak():
     report = leaks.compare(before, leaks.take_snapshot())
     assert value.value == 7
     assert not [entry for entry in report.fds if "/dev/shm/pym-" in entry], report.fds
+
+
+def test_named_semaphore_kept_past_the_run_is_an_ipc_leak_and_a_released_one_is_not():
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # spawn: the semaphore keeps its name in /dev/shm
+    with leaks.Collector() as collector:
+        before = leaks.take_snapshot()
+        kept = context.Semaphore(2)
+        released = context.Lock()
+        del released  # finalised: unlinked and unregistered
+        report, _ = leaks.settle(before, window=0.0, collector=collector)
+    assert len(report.ipc) == 1, report.ipc
+    assert report.ipc[0].startswith("named semaphore /mp-") and "never unlinked" in report.ipc[0]
+    assert "/dev/shm/sem.mp-" in report.ipc[0]
+    del kept

@@ -58,6 +58,10 @@ def user_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
             """
         )
     )
+    (package / "single.py").write_text(
+        "from userpkg.strategies import Mine as _Base\n\nclass Only(_Base):\n    pass\n\nHELPER = _Base\n"
+    )
+    (package / "nothing.py").write_text("VALUE = 1\n")
     (package / "broken.py").write_text("raise RuntimeError('boom at import')\n")
     (package / "needs_dep.py").write_text("import a_dependency_that_is_not_installed\n")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -124,9 +128,15 @@ def test_dotted_path_and_module_colon_class(user_package: str) -> None:
     assert dotted.__name__ == "Mine"
 
 
+def test_a_module_with_one_strategy_class_names_that_class(user_package: str) -> None:
+    assert resolve_strategy_class(f"{user_package}.single").__name__ == "Only"
+
+
 @pytest.mark.parametrize(
     ("spec", "named"),
     [
+        ("userpkg.strategies", "several strategy classes; name one: userpkg.strategies.Mine"),
+        ("userpkg.nothing", "defining no strategy class"),
         ("userpkg.strategies.Missing", "has no attribute 'Missing'"),
         ("userpkg.nowhere.Mine", "No module named 'userpkg.nowhere'"),
         ("nopkg_at_all.Mine", "no module named 'nopkg_at_all'"),
