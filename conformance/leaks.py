@@ -434,8 +434,8 @@ class Collector:
 
             return call
 
-        resource_tracker.register = counted(1, register)  # type: ignore[assignment]
-        resource_tracker.unregister = counted(-1, unregister)  # type: ignore[assignment]
+        resource_tracker.register = counted(1, register)
+        resource_tracker.unregister = counted(-1, unregister)
         self._stack.callback(setattr, resource_tracker, "register", register)
         self._stack.callback(setattr, resource_tracker, "unregister", unregister)
 
