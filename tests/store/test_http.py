@@ -504,3 +504,74 @@ def test_writes_are_not_retried_once_sent_reads_are() -> None:
         assert peer.accepted >= 2  # the first try and its retries
     finally:
         peer.close()
+
+
+def test_the_runners_hot_path_answers_exactly_like_the_application() -> None:
+    """dequeue_rollout and update_attempt skip the framework's layers on a live server: same answers."""
+    from agentlightning.store.http import create_app
+
+    store = InMemoryLightningStore()
+    for index in range(2):
+        _run(store.enqueue_rollout({"index": index}))
+    app = create_app(store, token="s3cret")
+
+    def reference(method: str, **kwargs: Any) -> httpx.Response:  # the application alone, in process
+        async def post() -> httpx.Response:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as c:
+                return await c.post(f"/v1/{method}", **kwargs)
+
+        return _run(post())
+
+    with LightningStoreServer(store, token="s3cret", max_body_bytes=4096) as server:
+        auth = {"authorization": "Bearer s3cret"}
+        fast = _post(server.url, "dequeue_rollout", headers=auth)
+        slow = reference("dequeue_rollout", headers=auth)
+        assert fast.status_code == slow.status_code == 200
+        assert fast.headers["content-type"] == "application/json"
+        assert (
+            set(fast.json()) == set(slow.json())
+            and fast.json()["attempt"].keys() == slow.json()["attempt"].keys()
+        )
+
+        updates = []
+        for answer, post in (
+            (fast, lambda body: _post(server.url, "update_attempt", json=body, headers=auth)),
+            (slow, lambda body: reference("update_attempt", json=body, headers=auth)),
+        ):
+            body = {
+                "rollout_id": answer.json()["rollout_id"],
+                "attempt_id": answer.json()["attempt"]["attempt_id"],
+            }
+            updates.append(post({**body, "status": "succeeded"}))
+        assert [u.status_code for u in updates] == [200, 200]
+        assert updates[0].json().keys() == updates[1].json().keys()
+        assert updates[0].json()["status"] == updates[1].json()["status"] == "succeeded"
+
+        # Errors and unusual requests get the application's own answers.
+        assert _post(server.url, "dequeue_rollout").status_code == 401
+        ghost = _post(
+            server.url, "update_attempt", json={"rollout_id": "ro-ghost", "attempt_id": "a"}, headers=auth
+        )
+        assert ghost.status_code == 404 and ghost.json()["rollout_id"] == "ro-ghost"
+        bad = _post(
+            server.url, "update_attempt", content=b"{", headers={**auth, "content-type": "application/json"}
+        )
+        assert bad.status_code == 400 and bad.json()["error"] == "invalid_json"
+        big = _post(
+            server.url, "update_attempt", json={"rollout_id": "r" * 5000, "attempt_id": "a"}, headers=auth
+        )
+        assert big.status_code == 413
+        done = updates[0].json()
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: the application reads it
+            yield b'{"rollout_id": "' + done["rollout_id"].encode()
+            yield b'", "attempt_id": "' + done["attempt_id"].encode() + b'", "metadata": {"k": 1}}'
+
+        streamed = _post(
+            server.url,
+            "update_attempt",
+            content=chunks(),
+            headers={**auth, "content-type": "application/json"},
+        )
+        assert streamed.status_code == 200 and streamed.json()["metadata"] == {"k": 1}
+        assert _post(server.url, "dequeue_rollout", headers=auth).json() is None

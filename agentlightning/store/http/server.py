@@ -35,7 +35,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agentlightning.env import AGL_SERVER_TOKEN
 from agentlightning.execution.events import ExecutionEvent, wait_async
@@ -257,14 +257,16 @@ class _Gate:
         self.app, self.token, self.max_body_bytes = app, token, max_body_bytes
         self._expected = f"Bearer {token}".encode() if token else b""
 
+    def token_ok(self, headers: dict[bytes, bytes]) -> bool:
+        """Whether a request with these headers carries the token (always, when none is required)."""
+        return self.token is None or hmac.compare_digest(headers.get(b"authorization", b""), self._expected)
+
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or ())
-        if self.token is not None and not hmac.compare_digest(
-            headers.get(b"authorization", b""), self._expected
-        ):
+        if not self.token_ok(headers):
             await _send_error(send, 401, "unauthorized", "missing or wrong token (set AGL_SERVER_TOKEN)")
             return
         declared = headers.get(b"content-length")
@@ -301,7 +303,10 @@ class _Gate:
 
 
 async def _send_error(send: Any, status: int, code: str, detail: str) -> None:
-    body = _error_body(code, detail)
+    await _send_json(send, status, _error_body(code, detail))
+
+
+async def _send_json(send: Any, status: int, body: bytes) -> None:
     await send(
         {
             "type": "http.response.start",
@@ -310,6 +315,92 @@ async def _send_error(send: Any, status: int, code: str, detail: str) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+# -- the runners' hot path --------------------------------------------------------------------------------
+
+
+class _HotPath:
+    """ASGI front that answers the runners' per-rollout calls without the framework's routing layers.
+
+    ``dequeue_rollout`` and ``update_attempt`` are most of a busy server's requests, and FastAPI's
+    middleware, dependency and serialisation layers cost more CPU than the store call itself (the server
+    shares one GIL with the algorithm, so that CPU is the strategy's throughput). Only a request that is
+    in every way ordinary is answered here: the token checks, the body has a declared length within the
+    limit and validates. Anything else (and every other route) goes to the application with its body
+    replayed, so error answers have one implementation. Store errors use the same ``_call`` mapping.
+    """
+
+    def __init__(self, app: _ASGIApp, store: LightningStore, gate: _Gate) -> None:
+        self.app, self.store, self.gate = app, store, gate
+        self._routes: dict[str, Callable[[bytes], Awaitable[bytes | None]]] = {
+            f"{API_PREFIX}/dequeue_rollout": self._dequeue_rollout,
+            f"{API_PREFIX}/update_attempt": self._update_attempt,
+        }
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        handler = self._routes.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if handler is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or ())
+        declared = headers.get(b"content-length", b"")
+        if not (
+            declared.isdigit() and int(declared) <= self.gate.max_body_bytes and self.gate.token_ok(headers)
+        ):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        try:
+            answer = await handler(body)
+        except _ApiError as error:
+            await _send_json(send, error.status, bytes(error.response().body))
+            return
+        if answer is None:
+            await self.app(scope, _replay(body), send)
+            return
+        await _send_json(send, 200, answer)
+
+    async def _dequeue_rollout(self, body: bytes) -> bytes | None:
+        attempted = await _call(self.store, self.store.dequeue_rollout())
+        return b"null" if attempted is None else attempted.model_dump_json().encode()
+
+    async def _update_attempt(self, body: bytes) -> bytes | None:
+        try:
+            request = AttemptUpdateRequest.model_validate_json(body)
+        except ValidationError:
+            return None  # the application words the 400/422
+        attempt = await _call(
+            self.store,
+            self.store.update_attempt(
+                request.rollout_id, request.attempt_id, **request.given("rollout_id", "attempt_id")
+            ),
+            [request.rollout_id],
+            request.attempt_id,
+        )
+        return attempt.model_dump_json().encode()
+
+
+def _replay(body: bytes) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """An ASGI ``receive`` that hands over an already read body once, then reports the client gone."""
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
 
 
 # -- the application --------------------------------------------------------------------------------------
@@ -631,6 +722,7 @@ class LightningStoreServer:
         self.graceful_seconds = graceful_seconds
         self._requested_port = port
         self._backlog = backlog
+        self._max_body_bytes = max_body_bytes
         self.runner_sides = RunnerSides()
         self._app = create_app(
             store,
@@ -668,8 +760,9 @@ class LightningStoreServer:
             raise RuntimeError("the server was already started")
         self._sock = _bind(self.host, self._requested_port, self._backlog)
         self._port = self._sock.getsockname()[1]
+        gate = _Gate(self._app, self.token, self._max_body_bytes)
         config = uvicorn.Config(
-            self._app,
+            _HotPath(self._app, self.store, gate),
             lifespan="off",
             log_config=None,  # leave the caller's logging configuration alone (R7)
             log_level="warning",
