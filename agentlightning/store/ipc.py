@@ -6,11 +6,13 @@ a dead peer shows up at once as EOF, asyncio drives both ends natively, and noth
 network. Pipes would need one pair per process and no connect step; shared memory would need our own
 locking and wake-ups for what the socket gives for free.
 
-Wire format: each frame is a 4-byte big-endian length and a msgpack body. A request is
-``[id, method, kwargs]``; pydantic models travel as ``model_dump(mode="json")`` and are rebuilt with
-``model_validate`` on the other side; ``UNSET`` keywords are simply omitted. A reply is ``[id, 0, result]``
-or ``[id, 1, error]``, where ``error`` is a store exception serialised by ``remote_errors`` so the client
-re-raises the store's own ``ValueError`` (the server never unpickles what clients send, only msgpack).
+Wire format: a stream of msgpack messages (self-delimiting; msgpack's streaming unpacker splits them).
+A request is ``[id, method, kwargs]``; model keywords travel as ``model_dump(mode="json")`` and are
+rebuilt with ``model_validate``; results travel as the model's JSON bytes (pydantic writes and parses
+them in Rust, cheaper than building and walking Python dicts on both sides); ``UNSET`` keywords are
+simply omitted. A reply is ``[id, 0, result]`` or ``[id, 1, error]``, where ``error`` is a store
+exception serialised by ``remote_errors`` so the client re-raises the store's own ``ValueError`` (the
+server never unpickles what clients send, only msgpack).
 Requests are multiplexed: one connection per client and event loop, many calls in flight
 (``wait_for_rollouts`` does not hold up the others).
 
@@ -25,7 +27,6 @@ import contextlib
 import logging
 import os
 import socket
-import struct
 import threading
 import types
 from collections.abc import Callable, Coroutine, Generator, Sequence
@@ -56,7 +57,6 @@ logger = logging.getLogger(__name__)
 MAX_FRAME_BYTES = 256 * 1024 * 1024
 """A frame larger than this is a protocol error (it would otherwise be buffered whole in memory)."""
 
-_HEADER = struct.Struct(">I")
 _OK = 0
 _ERROR = 1
 
@@ -66,54 +66,41 @@ class StoreChannelError(ConnectionError):
 
 
 def _pack(message: Any) -> bytes:
-    body: bytes = msgpack.packb(message, use_bin_type=True)
-    return _HEADER.pack(len(body)) + body
+    # msgpack messages delimit themselves: the stream needs no framing of its own.
+    return msgpack.packb(message, use_bin_type=True)  # type: ignore[no-any-return]
 
 
 class _FrameReader:
-    """Splits a byte stream into msgpack frames; ``feed`` returns the messages completed so far."""
+    """Splits a byte stream into msgpack messages; ``feed`` returns the messages completed so far.
 
-    __slots__ = ("_buffer",)
+    msgpack's streaming ``Unpacker`` does the work (in C); a message larger than ``MAX_FRAME_BYTES``,
+    or bytes that are no msgpack, raise ``StoreChannelError``.
+    """
+
+    __slots__ = ("_unpacker",)
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
+        self._unpacker = msgpack.Unpacker(raw=False, max_buffer_size=MAX_FRAME_BYTES)
 
     def feed(self, data: bytes) -> list[Any]:
-        buffer = self._buffer
-        if buffer:
-            buffer += data
-            source: bytes | bytearray = buffer
-        else:
-            source = data  # the common case: whole frames in one read, parsed without a copy
-        messages = []
-        offset = 0
-        size = len(source)
-        with memoryview(source) as view:  # released before the buffer is resized below
-            while size - offset >= 4:
-                (length,) = _HEADER.unpack_from(source, offset)
-                if length > MAX_FRAME_BYTES:
-                    raise StoreChannelError(f"frame of {length} bytes exceeds the {MAX_FRAME_BYTES} limit")
-                end = offset + 4 + length
-                if end > size:
-                    break
-                messages.append(msgpack.unpackb(view[offset + 4 : end], raw=False))
-                offset = end
-        if buffer:
-            del buffer[:offset]
-        elif offset < size:
-            buffer += data[offset:]
-        return messages
+        try:
+            self._unpacker.feed(data)
+            return list(self._unpacker)
+        except msgpack.BufferFull:
+            raise StoreChannelError(f"a message exceeds the {MAX_FRAME_BYTES}-byte limit") from None
+        except (ValueError, msgpack.UnpackException) as exc:
+            raise StoreChannelError(f"not a msgpack stream: {type(exc).__name__}: {exc}") from None
 
 
 # -- the server ---------------------------------------------------------------------------------------
 
 
 def _model_or_none(value: Any) -> Any:
-    return None if value is None else value.model_dump(mode="json")
+    return None if value is None else value.__pydantic_serializer__.to_json(value)
 
 
 def _models(values: Sequence[Any]) -> list[Any]:
-    return [value.model_dump(mode="json") for value in values]
+    return [value.__pydantic_serializer__.to_json(value) for value in values]
 
 
 # How the server encodes each method's result, and which keywords arrive as models.
@@ -334,6 +321,9 @@ class IpcStoreServer:
             os.unlink(self.path)
 
     def __enter__(self) -> IpcStoreServer:
+        """Serve for the ``with`` block (started here unless ``start()`` was already called)."""
+        if self._thread is None:
+            self.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -367,7 +357,13 @@ class _ClientConnection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
             return
-        for request_id, status, payload in replies:
+        for reply in replies:
+            if not (isinstance(reply, list) and len(reply) == 3):
+                self._fail(StoreChannelError(f"malformed reply from the ipc store server at {self.path!r}"))
+                if self.transport is not None:
+                    self.transport.close()
+                return
+            request_id, status, payload = reply
             future = self.pending.pop(request_id, None)
             if future is None or future.done():
                 continue
@@ -489,7 +485,7 @@ class IpcLightningStore(LightningStore):
         metadata: dict[str, Any] | None = None,
     ) -> AttemptedRollout:
         kwargs = _given(input=input, mode=mode, resources_id=resources_id, config=config, metadata=metadata)
-        return AttemptedRollout.model_validate(await self._call("start_rollout", kwargs))
+        return AttemptedRollout.model_validate_json(await self._call("start_rollout", kwargs))
 
     async def enqueue_rollout(
         self,
@@ -500,14 +496,16 @@ class IpcLightningStore(LightningStore):
         metadata: dict[str, Any] | None = None,
     ) -> Rollout:
         kwargs = _given(input=input, mode=mode, resources_id=resources_id, config=config, metadata=metadata)
-        return Rollout.model_validate(await self._call("enqueue_rollout", kwargs))
+        return Rollout.model_validate_json(await self._call("enqueue_rollout", kwargs))
 
     async def dequeue_rollout(self) -> AttemptedRollout | None:
         result = await self._call("dequeue_rollout", {})
-        return None if result is None else AttemptedRollout.model_validate(result)
+        return None if result is None else AttemptedRollout.model_validate_json(result)
 
     async def start_attempt(self, rollout_id: str) -> AttemptedRollout:
-        return AttemptedRollout.model_validate(await self._call("start_attempt", {"rollout_id": rollout_id}))
+        return AttemptedRollout.model_validate_json(
+            await self._call("start_attempt", {"rollout_id": rollout_id})
+        )
 
     async def update_rollout(
         self,
@@ -528,7 +526,7 @@ class IpcLightningStore(LightningStore):
             config=config,
             metadata=metadata,
         )
-        return Rollout.model_validate(await self._call("update_rollout", kwargs))
+        return Rollout.model_validate_json(await self._call("update_rollout", kwargs))
 
     async def query_rollouts(
         self,
@@ -540,28 +538,29 @@ class IpcLightningStore(LightningStore):
             "status": None if status is None else list(status),
             "rollout_ids": None if rollout_ids is None else list(rollout_ids),
         }
-        return [Rollout.model_validate(item) for item in await self._call("query_rollouts", kwargs)]
+        return [Rollout.model_validate_json(item) for item in await self._call("query_rollouts", kwargs)]
 
     async def get_rollout_by_id(self, rollout_id: str) -> Rollout | None:
         result = await self._call("get_rollout_by_id", {"rollout_id": rollout_id})
-        return None if result is None else Rollout.model_validate(result)
+        return None if result is None else Rollout.model_validate_json(result)
 
     async def wait_for_rollouts(
         self, *, rollout_ids: list[str], timeout: float | None = None
     ) -> list[Rollout]:
         kwargs = {"rollout_ids": list(rollout_ids), "timeout": timeout}
-        return [Rollout.model_validate(item) for item in await self._call("wait_for_rollouts", kwargs)]
+        return [Rollout.model_validate_json(item) for item in await self._call("wait_for_rollouts", kwargs)]
 
     # -- attempts -------------------------------------------------------------------------------------
 
     async def query_attempts(self, rollout_id: str) -> list[Attempt]:
         return [
-            Attempt.model_validate(a) for a in await self._call("query_attempts", {"rollout_id": rollout_id})
+            Attempt.model_validate_json(a)
+            for a in await self._call("query_attempts", {"rollout_id": rollout_id})
         ]
 
     async def get_latest_attempt(self, rollout_id: str) -> Attempt | None:
         result = await self._call("get_latest_attempt", {"rollout_id": rollout_id})
-        return None if result is None else Attempt.model_validate(result)
+        return None if result is None else Attempt.model_validate_json(result)
 
     async def update_attempt(
         self,
@@ -580,28 +579,30 @@ class IpcLightningStore(LightningStore):
             last_heartbeat_time=last_heartbeat_time,
             metadata=metadata,
         )
-        return Attempt.model_validate(await self._call("update_attempt", kwargs))
+        return Attempt.model_validate_json(await self._call("update_attempt", kwargs))
 
     # -- spans ----------------------------------------------------------------------------------------
 
     async def add_span(self, span: Span) -> Span:
-        return Span.model_validate(await self._call("add_span", {"span": span.model_dump(mode="json")}))
+        return Span.model_validate_json(await self._call("add_span", {"span": span.model_dump(mode="json")}))
 
     async def query_spans(
         self, rollout_id: str, attempt_id: str | Literal["latest"] | None = None
     ) -> list[Span]:
         kwargs = {"rollout_id": rollout_id, "attempt_id": attempt_id}
-        return [Span.model_validate(item) for item in await self._call("query_spans", kwargs)]
+        return [Span.model_validate_json(item) for item in await self._call("query_spans", kwargs)]
 
     # -- resources ------------------------------------------------------------------------------------
 
     async def add_resources(self, resources: NamedResources) -> ResourcesUpdate:
-        return ResourcesUpdate.model_validate(await self._call("add_resources", {"resources": resources}))
+        return ResourcesUpdate.model_validate_json(
+            await self._call("add_resources", {"resources": resources})
+        )
 
     async def get_latest_resources(self) -> ResourcesUpdate | None:
         result = await self._call("get_latest_resources", {})
-        return None if result is None else ResourcesUpdate.model_validate(result)
+        return None if result is None else ResourcesUpdate.model_validate_json(result)
 
     async def get_resources_by_id(self, resources_id: str) -> ResourcesUpdate | None:
         result = await self._call("get_resources_by_id", {"resources_id": resources_id})
-        return None if result is None else ResourcesUpdate.model_validate(result)
+        return None if result is None else ResourcesUpdate.model_validate_json(result)

@@ -195,24 +195,25 @@ def _raw_call(path: str, frame: bytes) -> bytes:
         sock.connect(path)
         sock.sendall(frame)
         chunks = b""
+        unpacker = msgpack.Unpacker(raw=False)
         while True:
             data = sock.recv(65536)
             if not data:
                 return chunks
             chunks += data
-            if len(chunks) >= 4 and len(chunks) >= 4 + struct.unpack(">I", chunks[:4])[0]:
+            unpacker.feed(data)
+            if any(True for _ in unpacker):  # one whole reply
                 return chunks
 
 
 def _frame(message: object) -> bytes:
-    body = msgpack.packb(message, use_bin_type=True)
-    return struct.pack(">I", len(body)) + body
+    return msgpack.packb(message, use_bin_type=True)  # type: ignore[no-any-return]
 
 
 def test_unknown_method_is_refused_by_name(served: tuple[InMemoryLightningStore, IpcStoreServer]) -> None:
     _, server = served
     reply = _raw_call(server.path, _frame([1, "__class__", {}]))
-    request_id, status, payload = msgpack.unpackb(reply[4:])
+    request_id, status, payload = msgpack.unpackb(reply)
     assert (request_id, status) == (1, 1)
     from agentlightning.execution.remote_errors import load_exception
 
@@ -221,11 +222,14 @@ def test_unknown_method_is_refused_by_name(served: tuple[InMemoryLightningStore,
 
 
 def test_bad_client_is_dropped_and_others_continue(
-    served: tuple[InMemoryLightningStore, IpcStoreServer],
+    served: tuple[InMemoryLightningStore, IpcStoreServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, server = served
-    assert _raw_call(server.path, struct.pack(">I", 2**31) + b"x") == b""  # oversized frame: dropped
-    assert _raw_call(server.path, _frame("not a request"))[:4] != b""  # malformed request: an error reply
+    monkeypatch.setattr("agentlightning.store.ipc.MAX_FRAME_BYTES", 1024)  # for connections made from now
+    # A message larger than the limit: the client is dropped once the limit is reached.
+    assert _raw_call(server.path, b"\xc5" + struct.pack(">H", 4000) + b"x" * 4000) == b""
+    assert _raw_call(server.path, b"\xc1") == b""  # a byte msgpack never uses: dropped
+    assert _raw_call(server.path, _frame("not a request")) != b""  # malformed request: an error reply
 
     async def scenario() -> None:
         client = IpcLightningStore(server.path)
@@ -264,11 +268,11 @@ def test_taken_path_is_a_clear_error(tmp_path: Path) -> None:
 def test_frames_split_anywhere_are_reassembled(chunk: int) -> None:
     from agentlightning.store.ipc import _FrameReader, _pack
 
-    stream = b"".join(_pack([i, "method", {"payload": "x" * i}]) for i in range(40))
+    stream = b"".join(_pack([i, "method", {"payload": "x" * i, "blob": b"\x00" * i}]) for i in range(40))
     reader = _FrameReader()
     messages = []
     for start in range(0, len(stream), chunk):
         messages += reader.feed(stream[start : start + chunk])
     assert [m[0] for m in messages] == list(range(40))
-    assert messages[39][2] == {"payload": "x" * 39}
+    assert messages[39][2] == {"payload": "x" * 39, "blob": b"\x00" * 39}
     assert reader.feed(b"") == []
