@@ -43,8 +43,7 @@ def scenario_l1(ctx: CheckContext) -> Scenario:
 
 
 def verify_l1(ctx: CheckContext, result: ScenarioResult) -> None:
-    # Wrong worker ids are checked before the outcome: they are the cause when the scenario then hangs
-    # (the "all started" gate waits for a runner that was never called with its id).
+    # Wrong worker ids are checked before the outcome: they are the cause of whatever follows.
     starts = records(result, "start")
     if not starts:
         expect_returned(ctx, result, "the algorithm returned and the runners stop when the event is set")

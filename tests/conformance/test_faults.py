@@ -24,6 +24,10 @@ def test_conditions_follow_the_journal():
     assert not condition_met("all started", records, 2)
     records.append(_r("runner 1", "start"))
     assert condition_met("all started", records, 2)
+    # Runners are counted: wrongly numbered ones open the gate too (L1 names their ids, no hang).
+    assert condition_met(
+        "all started", [_r("algorithm", "start"), _r("runner 1", "start"), _r("runner 2", "start")], 2
+    )
     assert condition_met("runner 1 started", records, 2)
     assert not condition_met("algorithm returned", records, 2)
     records.append(_r("algorithm", "end", "returned"))
