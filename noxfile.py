@@ -44,8 +44,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def types(session: nox.Session) -> None:
-    """mypy, strict on agentlightning/ and conformance/ (configured in pyproject.toml)."""
-    session.install("-e", ".[test]", "mypy>=1.10")
+    """mypy, strict on agentlightning/, conformance/, strategies/ and bench/ (pyproject.toml)."""
+    session.install("-e", ".[test,bench]", "mypy>=1.10")
     session.run("mypy")
 
 

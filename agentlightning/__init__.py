@@ -6,7 +6,16 @@ Public names are imported lazily so that ``import agentlightning`` stays cheap i
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what type checkers see; at run time the names below are imported on first use
+    from agentlightning.execution.base import AlgorithmBundle, ExecutionStrategy, RunnerBundle
+    from agentlightning.execution.events import ExecutionEvent, MultiprocessingEvent, ThreadingEvent
+    from agentlightning.store.base import LightningStore
+    from agentlightning.store.memory import InMemoryLightningStore
+    from agentlightning.trainer.init_utils import build_component
+    from agentlightning.trainer.registry import ExecutionStrategyRegistry
+    from agentlightning.trainer.trainer import Trainer
 
 __version__ = "0.1.0"
 

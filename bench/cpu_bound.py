@@ -96,7 +96,7 @@ def run(
     for _ in range(repeats):
         for name, values in samples.items():
             values.append(measure(name, n_runners, n_rollouts, work_ms))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, values in samples.items():
         rows.append(
             {

@@ -159,7 +159,8 @@ class SingleLoopExecutionStrategy(ExecutionStrategy):
         stopper = asyncio.ensure_future(wait_async(event))
         try:
             while pending and not event.is_set():
-                await asyncio.wait({*pending, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                watched: set[asyncio.Future[Any]] = {*pending, stopper}
+                await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
                 pending = {t for t in pending if not t.done()}
             if pending:
                 _, pending = await asyncio.wait(pending, timeout=self.graceful_delay)

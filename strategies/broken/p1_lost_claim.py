@@ -80,7 +80,7 @@ class P1LostClaim(SharedMemoryExecutionStrategy):
         slots = _Slots()
 
         async def slotted_runner(store: Any, worker_id: int, event: Any) -> None:
-            await runner(_RunnerStore(store, slots), worker_id, event)
+            await runner(_RunnerStore(store, slots), worker_id, event)  # type: ignore[arg-type]  # a stand-in store
             with slots.lock:
                 slots.recycled += 1
 
