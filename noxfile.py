@@ -11,7 +11,7 @@ import nox
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 STRATEGIES = ["shm", "ipc", "cs"]
 
-nox.options.sessions = ["tests", "conformance", "lint", "types", "coverage"]
+nox.options.sessions = ["tests", "conformance", "lint", "types", "coverage", "package"]
 nox.options.error_on_missing_interpreters = True
 nox.options.reuse_existing_virtualenvs = True
 
@@ -57,6 +57,29 @@ def coverage(session: nox.Session) -> None:
     session.run("coverage", "run", "-m", "pytest", "-p", "no:cacheprovider", *session.posargs)
     session.run("coverage", "combine")
     session.run("coverage", "report", "--fail-under=90")
+
+
+@nox.session(python="3.11")
+def package(session: nox.Session) -> None:
+    """Build the wheel and sdist, install each in a fresh venv, and use what they expose."""
+    import pathlib
+    import tempfile
+
+    session.install("build>=1.2")
+    dist = pathlib.Path(tempfile.mkdtemp(prefix="agl-dist-"))
+    session.run("python", "-m", "build", "--outdir", str(dist))
+    empty = tempfile.mkdtemp(prefix="agl-empty-")  # no conftest, no tests: only the installed plugin
+    for artefact in sorted(dist.iterdir()):
+        session.install("--force-reinstall", str(artefact))
+        with session.chdir(empty):
+            session.run(
+                "python", "-c",
+                "from importlib.metadata import entry_points, version; "
+                "assert any(e.value == 'conformance.plugin' for e in entry_points(group='pytest11')); "
+                "print(version('agentlightning-execution'))",
+            )  # fmt: skip
+            session.run("python", "-m", "conformance", "shm", "-k", "L1 or K1", "-p", "no:cacheprovider")
+            session.run("python", "-m", "pytest", "--strategy=shm", "-k", "L2", "-p", "no:cacheprovider")
 
 
 @nox.session(python="3.11", default=False)
