@@ -580,8 +580,11 @@ def _worker_main(child: _ChildConfig, target: Callable[..., Awaitable[Any]], arg
     # Under fork we inherit the parent's wake-up fd (asyncio's self-pipe): our signals must not land there.
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGINT, _interrupt_once)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a pending Ctrl+C lands here, handled
     try:
+        # A Ctrl+C that arrived while we were being started is pending: it lands here, inside the try, so
+        # it is reported as an interrupt like any other (outside it, it would escape to multiprocessing's
+        # bootstrap: a traceback and an exit without a report).
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         _guard_parent_death(child)
         with contextlib.suppress(OSError):
             child.report.send_bytes(_STARTED)
