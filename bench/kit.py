@@ -79,6 +79,8 @@ def measure(strategy: str, selection: str, workers: int = 2, extra: Sequence[str
         "returncode": returncode,
         "summary": _summary_line(output),
         "command": " ".join(command[1:]),
+        # A failing run keeps its report's tail (the minimal scenario and its replay command, for P1).
+        "output_tail": output[-8000:] if returncode != 0 else "",
     }
 
 
