@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ctypes.util
 import logging
 import math
 import multiprocessing
@@ -634,9 +633,10 @@ def _guard_parent_death(child: _ChildConfig) -> None:
     if child.inherited_liveness_writer is not None:
         child.inherited_liveness_writer.close()
     if sys.platform.startswith("linux"):
-        libc_name = ctypes.util.find_library("c")
+        # The running program's own symbols include libc's: no ctypes.util.find_library(), which runs
+        # ldconfig through a pipe (14 ms per worker, and a Ctrl+C landing meanwhile left the pipe open).
         with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(libc_name, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
     fd = os.dup(child.liveness.fileno())  # the watchdog's own descriptor: nothing else may close it
     threading.Thread(target=_watch_parent, args=(fd,), name="agl-parent-watchdog", daemon=True).start()
     # The parent may have died before PDEATHSIG was armed; the watchdog also sees that (EOF at once).

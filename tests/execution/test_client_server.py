@@ -609,6 +609,8 @@ def _multiprocessing_helpers() -> None:
 
     multiprocessing.forkserver.ensure_running()
     multiprocessing.resource_tracker.ensure_running()
+    # The shared-ctypes heap (behind the stop event's flag) keeps its first arena's fds for reuse.
+    multiprocessing.Value("b", 0)
 
 
 @pytest.fixture(autouse=True)
