@@ -54,7 +54,7 @@ def coverage(session: nox.Session) -> None:
     """Line coverage across threads and child processes, combined; at least 90% enforced."""
     session.install("-e", ".[test,bench]")
     session.run("coverage", "erase")
-    session.run("coverage", "run", "-m", "pytest", "-p", "no:cacheprovider", *session.posargs)
+    session.run("coverage", "run", "-m", "pytest", "-n", "2", "-p", "no:cacheprovider", *session.posargs)
     session.run("coverage", "combine")
     session.run("coverage", "report", "--fail-under=90")
 
