@@ -249,8 +249,12 @@ class ThreadPoolExecutionStrategy(ExecutionStrategy):
         """Submit ``bundles`` to the pool, in order; returns the running ones by their future."""
         running: dict[asyncio.Future[None], Bundle] = {}
         for bundle in bundles:
-            if run.event.is_set():
+            with run.lock:
+                failed = bool(run.failures)
+            if failed:
                 break  # a failure or Ctrl+C during start-up: start nothing more
+            # (An algorithm that already returned is no reason to skip a runner: every runner is called
+            # once (L1), sees the event set and returns.)
             running[asyncio.wrap_future(pool.submit(self._run_bundle, run, bundle))] = bundle
         return running
 
