@@ -250,9 +250,11 @@ def test_sigint_to_the_group_reaches_every_worker_process():
         faults=(Fault("sigint-group", "all started"),),
     )
     result = run_scenario(_target("ProcessStrategy"), scenario)
-    # The runners ignore the event: only the SIGINT delivered to their own process (asyncio.run turns
-    # it into a cancellation of their main task) stops them.
+    # The runners ignore the event: only the SIGINT delivered to their own process stops them. From 3.11
+    # asyncio.run turns it into a cancellation of the main task; on 3.10 the KeyboardInterrupt lands
+    # wherever the runner is (in the task: it raises; in the loop's select: asyncio.run then cancels it).
     for worker in ("runner 0", "runner 1"):
-        assert _records(result, worker, "cancelled"), worker
+        ends = [record.detail for record in _records(result, worker, "end")]
+        assert ends and (ends[0] == "cancelled" or "KeyboardInterrupt" in ends[0]), (worker, ends)
     assert _records(result, "kit", "fault")[0].data["group"] is True
     assert result.exception is not None and result.exception.type_name == "builtins.KeyboardInterrupt"
