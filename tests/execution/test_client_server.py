@@ -184,7 +184,10 @@ def test_L7_blocking_runner_is_escalated_and_reaped(journal: Journal, ignores_si
     )
     assert time.monotonic() - started < HANG / 2
     # SIGINT interrupts the blocking call (its finally runs); a runner ignoring SIGINT gets SIGTERM.
-    assert journal.has("runner 0", "finally") != ignores_sigint
+    # (Under coverage with sigterm = true, coverage's own SIGTERM handler runs Python first, so the
+    # finally may run there too: only the SIGINT case is checked then.)
+    if not ignores_sigint or os.environ.get("COVERAGE_RUN") is None:
+        assert journal.has("runner 0", "finally") != ignores_sigint
     _assert_nothing_left(before)
 
 
