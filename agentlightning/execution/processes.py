@@ -213,6 +213,7 @@ class WorkerProcesses:
         self._liveness: tuple[multiprocessing.connection.Connection, multiprocessing.connection.Connection]
         self._liveness = self._ctx.Pipe(duplex=False)  # (reader for children, writer only we hold)
         self._closed = False
+        self._signal_wakeup = _SignalWakeup()
 
     # -- starting -------------------------------------------------------------------------------------
 
@@ -435,6 +436,23 @@ class WorkerProcesses:
         index = max(0, min(urgency, len(steps) - 1))
         pending: signal.Signals | None = steps[index - 1][1] if index > 0 else None
         step_began = time.monotonic() if since is None else since
+        with _SignalWakeup() as self._signal_wakeup:
+            hurried = self._escalate(steps, index, pending, step_began, interrupted)
+        for name in list(self._workers):
+            logger.error("worker process %r (pid %s) survived SIGKILL; abandoning it", name, self.pid(name))
+        if hurried:
+            raise KeyboardInterrupt
+        return self.outcomes
+
+    def _escalate(
+        self,
+        steps: list[tuple[float, signal.Signals | None]],
+        index: int,
+        pending: signal.Signals | None,
+        step_began: float,
+        interrupted: bool,
+    ) -> bool:
+        """``stop()``'s loop; ``True`` if a ``KeyboardInterrupt`` hurried it."""
         hurried = False
         event_set = False
         while True:
@@ -463,18 +481,15 @@ class WorkerProcesses:
                 if index < len(steps):
                     pending = steps[index][1]
                     index += 1
-        for name in list(self._workers):
-            logger.error("worker process %r (pid %s) survived SIGKILL; abandoning it", name, self.pid(name))
-        if hurried:
-            raise KeyboardInterrupt
-        return self.outcomes
+        return hurried
 
     def _wait_until(self, deadline: float) -> bool:
         """Collect outcomes until every worker ended or ``deadline``; ``True`` if interrupted meanwhile."""
         while self._workers:
             remaining = deadline - time.monotonic()
             try:
-                self.wait(max(remaining, 0.0))
+                self.wait(max(remaining, 0.0), wake_on=self._signal_wakeup.handles)
+                self._signal_wakeup.drain()
             except KeyboardInterrupt:
                 return True
             if remaining <= 0:
@@ -539,6 +554,56 @@ class WorkerProcesses:
 
     def __repr__(self) -> str:
         return f"<WorkerProcesses {self.start_method} running={self.running}>"
+
+
+class _SignalWakeup:
+    """While entered on the main thread: ``handles`` holds a descriptor that turns readable as soon as a
+    signal arrives, whichever thread the kernel delivered it to.
+
+    A blocking wait on the main thread is cut short by a signal only when the kernel picks the main
+    thread to take it. With other threads about (the store server's, watchdogs, the caller's) it may
+    pick one of them, and Python would then run the handler (our ``KeyboardInterrupt``) only once the
+    wait ends by itself: a second Ctrl+C would sit out the whole grace (K5). Python's wake-up fd is
+    written whichever thread takes the signal, so watching it makes the wait return at once. A wake-up
+    fd someone else installed is theirs: it is left alone and ``handles`` stays empty.
+    """
+
+    def __init__(self) -> None:
+        self.handles: tuple[int, ...] = ()
+        self._fds: tuple[int, int] | None = None
+
+    def __enter__(self) -> _SignalWakeup:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        reader, writer = os.pipe()
+        os.set_blocking(reader, False)
+        os.set_blocking(writer, False)
+        theirs = signal.set_wakeup_fd(writer, warn_on_full_buffer=False)
+        if theirs != -1:
+            signal.set_wakeup_fd(theirs)
+            os.close(reader)
+            os.close(writer)
+            return self
+        self._fds = (reader, writer)
+        self.handles = (reader,)
+        return self
+
+    def drain(self) -> None:
+        if self._fds is not None:
+            with contextlib.suppress(BlockingIOError):
+                while os.read(self._fds[0], 4096):
+                    pass
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._fds is None:
+            return
+        reader, writer = self._fds
+        self._fds, self.handles = None, ()
+        current = signal.set_wakeup_fd(-1)
+        if current != writer:  # replaced meanwhile: not ours to clear
+            signal.set_wakeup_fd(current)
+        os.close(reader)
+        os.close(writer)
 
 
 def _extend_forkserver_preload(modules: Sequence[str]) -> None:

@@ -9,6 +9,8 @@ over a pipe), and a final ``result {json}``.
 - ``group-sigint`` (K4): the test sends SIGINT to the whole group; this script stops the workers.
 - ``second-sigint`` (K5): a worker ignores the event and the grace is long; the test sends SIGINT to
   this script, then a second one once the stop has begun (a worker prints ``saw-stop``).
+- ``sigint-elsewhere`` (K5): as ``second-sigint``, but this script sends the second SIGINT itself, to a
+  thread other than the main one, once the main thread waits inside ``stop()``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 from multiprocessing.connection import Connection
 from typing import Any
@@ -58,11 +61,27 @@ async def ignores_event(journal: Connection, event: MultiprocessingEvent) -> Non
         watcher.cancel()
 
 
+def _interrupt_another_thread() -> None:
+    """Once the main thread blocks in the stop's wait, deliver a SIGINT to this thread instead of it."""
+    main = threading.main_thread().ident
+    deadline = time.monotonic() + HANG
+    while time.monotonic() < deadline:
+        frame = sys._current_frames().get(main or 0)
+        stack = []
+        while frame is not None:
+            stack.append(frame.f_code.co_name)
+            frame = frame.f_back
+        if stack and stack[0] == "select" and "_wait_until" in stack:
+            signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+            return
+        time.sleep(0.001)  # polling the main thread's stack: no event to wait on there
+
+
 def main(mode: str, start_method: str) -> None:
     ctx = multiprocessing.get_context(start_method)
     event = MultiprocessingEvent(ctx)
     reader, writer = ctx.Pipe(duplex=False)
-    grace = HANG if mode == "second-sigint" else 1.0
+    grace = HANG if mode in ("second-sigint", "sigint-elsewhere") else 1.0
     workers = WorkerProcesses(event, start_method=start_method, graceful_timeout=grace, terminate_timeout=1.0)
     targets: list[tuple[Any, tuple[Any, ...]]]
     if mode == "parent-death":
@@ -87,6 +106,8 @@ def main(mode: str, start_method: str) -> None:
             workers.wait()
     except KeyboardInterrupt:
         result["first"] = "KeyboardInterrupt"
+    if mode == "sigint-elsewhere":
+        threading.Thread(target=_interrupt_another_thread, name="interrupted", daemon=True).start()
     began = time.monotonic()
     try:
         workers.stop()

@@ -491,6 +491,20 @@ def test_K5_second_sigint_hurries_the_stop() -> None:
     assert not [pid for pid in pids if _alive(pid)]
 
 
+def test_K5_a_sigint_taken_by_another_thread_still_hurries_the_stop() -> None:
+    """The kernel may hand a process's SIGINT to any thread: the stop's wait must wake all the same."""
+    proc = _spawn_child("sigint-elsewhere", "fork")
+    with _killed_on_failure(proc):
+        pids = json.loads(_read_line(proc, "ready "))["pids"]
+        os.kill(proc.pid, signal.SIGINT)
+        result, err = _finish(proc)
+    assert result["first"] == "KeyboardInterrupt"
+    assert result["stop"] == "KeyboardInterrupt"
+    assert result["stop_seconds"] < HANG  # far below the 60 s grace
+    assert "Traceback" not in err, err
+    assert not [pid for pid in pids if _alive(pid)]
+
+
 async def hammers_the_event(journal: Journal, event: MultiprocessingEvent) -> None:
     journal.send(("started", os.getpid()))
     while True:
