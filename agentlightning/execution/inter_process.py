@@ -3,8 +3,8 @@
 For runners that are CPU-bound Python: threads (``shm``) share one GIL, processes do not. The algorithm
 runs on the calling thread against the caller's store. Runners reach that store through
 ``agentlightning.store.ipc``: a Unix domain socket in a private temporary directory (removed afterwards,
-R4) carrying msgpack frames; see that module for why a Unix socket. The server side runs on a thread of
-its own in the calling process, with its own event loop, not on the algorithm's loop: runners must be
+R4) carrying msgpack frames; see that module for why a Unix socket. The server side runs on threads of
+its own in the calling process (one per runner connection), not on the algorithm's loop: runners must be
 served while the algorithm blocks its loop or has already returned (their last writes still land in the
 caller's store, S3), and the algorithm's loop is closed when the algorithm ends. Worker processes are
 started, supervised and stopped by ``processes.WorkerProcesses``; which failure is raised is decided by
@@ -143,6 +143,8 @@ class InterProcessExecutionStrategy(ExecutionStrategy):
             run.main(algorithm, runner, served, server, workers)
         except BaseException as exc:  # our own machinery failed, or Ctrl+C landed in it
             event.set()
+            if isinstance(exc, KeyboardInterrupt):
+                run.escaped_sigints += 1
             failures.record(exc, "execute()")
         finally:
             if workers is not None:
@@ -183,6 +185,9 @@ class _Run:
         self.inbox = _sigint_inbox()
         self.relay = SigintRelay(self.inbox)
         self.sigints = 0  # SIGINTs acted upon
+        # SIGINTs raised in our own code instead: one that tripped while the relay was installed but was
+        # handled just after it was removed (Python runs handlers between bytecodes) lands there.
+        self.escaped_sigints = 0
         self.algorithm: BundleRun | None = None
         self.stop_seen_at: float | None = None
 
@@ -260,7 +265,7 @@ class _Run:
         self.event.set()
         if self.stop_seen_at is None:
             self.stop_seen_at = time.monotonic()
-        urgency = max(0, self.sigints - 1)  # every Ctrl+C after the first skips one step
+        urgency = max(0, self.sigints + self.escaped_sigints - 1)  # every Ctrl+C after the first skips a step
         try:
             outcomes = workers.stop(
                 since=self.stop_seen_at, urgency=urgency, interrupted=self.failures.interrupted
@@ -295,7 +300,7 @@ def _sigint_inbox() -> Any:
 def _thread_safe(store: LightningStore) -> tuple[LightningStore, Any]:
     """The store to serve from the server thread and hand the algorithm, and how to close a wrapper.
 
-    The caller's store is used from two threads (the algorithm's and the server's): a store that says
+    The caller's store is used from several threads (the algorithm's and the server's): a store that says
     it is ``thread_safe`` is used as is, any other is wrapped in a ``ThreadedLightningStore``.
     """
     if getattr(store, "thread_safe", False):
