@@ -2,9 +2,9 @@
 
 Used by the ``ipc`` strategy to give runner processes the caller's store. Why a Unix socket: it is a
 kernel-buffered byte stream with flow control, several processes can connect to one listening socket,
-a dead peer shows up at once as EOF, asyncio drives both ends natively, and nothing listens on the
-network. Pipes would need one pair per process and no connect step; shared memory would need our own
-locking and wake-ups for what the socket gives for free.
+a dead peer shows up at once as EOF, asyncio drives the client end natively, and nothing listens on
+the network. Pipes would need one pair per process and no connect step; shared memory would need our
+own locking and wake-ups for what the socket gives for free.
 
 Wire format: a stream of msgpack messages (self-delimiting; msgpack's streaming unpacker splits them).
 A request is ``[id, method, kwargs]``; model keywords travel as ``model_dump(mode="json")`` and are
@@ -13,8 +13,13 @@ them in Rust, cheaper than building and walking Python dicts on both sides); ``U
 simply omitted. A reply is ``[id, 0, result]`` or ``[id, 1, error]``, where ``error`` is a store
 exception serialised by ``remote_errors`` so the client re-raises the store's own ``ValueError`` (the
 server never unpickles what clients send, only msgpack).
+
 Requests are multiplexed: one connection per client and event loop, many calls in flight
-(``wait_for_rollouts`` does not hold up the others).
+(``wait_for_rollouts`` does not hold up the others). Latency is what bounds a runner that talks to
+the store in turn, so both ends skip the event loop on the common path: the server answers each
+connection from a thread of its own blocked in ``recv`` (``_ServedConnection``), and a client call
+with nothing else in flight waits for its reply in ``poll()`` (``_ClientConnection``). Each falls back
+to its event loop when a call has to wait.
 
 The socket file lives wherever the caller puts it (the strategy uses a private temporary directory);
 ``IpcStoreServer.close()`` removes it.
@@ -26,8 +31,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import select
+import selectors
 import socket
 import threading
+import time
 import types
 from collections.abc import Callable, Coroutine, Generator, Sequence
 from typing import Any, Literal
@@ -59,6 +67,14 @@ MAX_FRAME_BYTES = 256 * 1024 * 1024
 
 _OK = 0
 _ERROR = 1
+_RECV_BYTES = 256 * 1024
+
+_FAST_REPLY_SECONDS = 0.002
+"""How long a client call with nothing else in flight waits for its reply off the event loop."""
+_YIELD_EVERY_SECONDS = 0.001
+"""A caller whose store calls never suspend yields to its loop at least this often."""
+_WAITING_METHODS = frozenset({"wait_for_rollouts"})
+"""Methods that wait on the server by design: always awaited on the loop."""
 
 
 class StoreChannelError(ConnectionError):
@@ -131,38 +147,85 @@ _MODEL_KEYWORDS: dict[str, tuple[tuple[str, type[Any]], ...]] = {
 }
 
 
-class _ServerConnection(asyncio.Protocol):
-    def __init__(self, server: IpcStoreServer) -> None:
+class _ServedConnection:
+    """One runner's connection, served on a thread of its own (``agl-ipc-store-conn-N``).
+
+    Why a thread per connection rather than one event loop for all: a request then costs one blocking
+    ``recv`` and one ``send``, with no event-loop round between them, and the connections' system calls
+    and wake-ups overlap (the GIL is released in them). There are only ``n_runners`` connections.
+
+    Requests are still multiplexed. Each runs eagerly up to its first suspension; most store calls
+    never suspend and are answered at once. One that does (``wait_for_rollouts``) becomes a task of the
+    thread's own event loop, and while any such task is pending, the socket is read through that loop
+    (``sock_recv``), so the task is woken and answered while later requests keep flowing. With no task
+    pending, nothing needs the loop to turn, and the thread blocks in ``recv`` directly.
+    """
+
+    def __init__(self, server: IpcStoreServer, sock: socket.socket) -> None:
         self._server = server
+        self._sock = sock
         self._reader = _FrameReader()
-        self._transport: asyncio.Transport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._blocking = True
+        self._write_lock: asyncio.Lock | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        self._server._connections.add(self)
-
-    def data_received(self, data: bytes) -> None:
+    def run(self) -> None:
+        """Thread body: serve until the client leaves or the server shuts the socket down."""
+        loop = asyncio.new_event_loop()  # never installed as this thread's current loop
         try:
-            requests = self._reader.feed(data)
-        except Exception as exc:  # a garbled stream cannot be resynchronised: drop this client only
-            logger.error("ipc store server: dropping a client that sent a bad frame: %s", exc)
-            self.close()
-            return
-        for request in requests:
-            # Run eagerly up to the first suspension: most store calls never suspend, and skipping the
-            # task and a loop iteration per request is most of the server's cost per call.
-            coro = self._serve(request)
+            loop.run_until_complete(self._serve(loop))
+        except Exception:  # a serving thread must not die silently
+            logger.exception("ipc store server: a connection failed")
+        finally:
             try:
-                suspended_on = coro.send(None)
-            except StopIteration:
-                continue
-            task = asyncio.get_running_loop().create_task(_resume(coro, suspended_on))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+                for task in self._tasks:
+                    task.cancel()
+                if self._tasks:
+                    loop.run_until_complete(asyncio.wait(self._tasks, timeout=1.0))
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
+                self._sock.close()
 
-    async def _serve(self, request: Any) -> None:
+    async def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._write_lock = asyncio.Lock()
+        while True:
+            data = await self._read(loop)
+            if not data:
+                return
+            try:
+                requests = self._reader.feed(data)
+            except StoreChannelError as exc:  # a garbled stream cannot be resynchronised: drop this client
+                logger.error("ipc store server: dropping a client that sent a bad frame: %s", exc)
+                return
+            for request in requests:
+                # Run eagerly up to the first suspension (see the class docstring).
+                coro = self._answer(request, loop)
+                try:
+                    suspended_on = coro.send(None)
+                except StopIteration:
+                    continue
+                task = loop.create_task(_resume(coro, suspended_on))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _read(self, loop: asyncio.AbstractEventLoop) -> bytes:
+        """The next bytes from the client; ``b""`` once it is gone (or the server shut the socket)."""
+        try:
+            if self._tasks:
+                self._set_blocking(False)
+                return await loop.sock_recv(self._sock, _RECV_BYTES)
+            self._set_blocking(True)
+            return self._sock.recv(_RECV_BYTES)
+        except OSError:
+            return b""
+
+    def _set_blocking(self, blocking: bool) -> None:
+        if self._blocking != blocking:
+            self._sock.setblocking(blocking)
+            self._blocking = blocking
+
+    async def _answer(self, request: Any, loop: asyncio.AbstractEventLoop) -> None:
         request_id: Any = None
         try:
             request_id, method, kwargs = request
@@ -180,21 +243,27 @@ class _ServerConnection(asyncio.Protocol):
             raise  # the server is closing: the client sees the connection drop
         except Exception as exc:  # the store's error goes back to its caller; the server carries on
             reply = [request_id, _ERROR, dump_exception(exc)]
-        if self._transport is not None and not self._transport.is_closing():
-            try:
-                self._transport.write(_pack(reply))
-            except Exception as exc:  # e.g. a result msgpack cannot encode
-                self._transport.write(_pack([request_id, _ERROR, dump_exception(exc)]))
+        try:
+            payload = _pack(reply)
+        except Exception as exc:  # e.g. a result msgpack cannot encode
+            payload = _pack([request_id, _ERROR, dump_exception(exc)])
+        await self._write(payload, loop)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._server._connections.discard(self)
-        for task in list(self._tasks):
-            task.cancel()
-        self._transport = None
+    async def _write(self, payload: bytes, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            if self._blocking:
+                self._sock.sendall(payload)  # only this thread writes, and no task is pending
+                return
+            assert self._write_lock is not None
+            async with self._write_lock:  # tasks' replies must not interleave their bytes
+                await loop.sock_sendall(self._sock, payload)
+        except OSError:
+            pass  # the client is gone; the read side ends this connection
 
-    def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
+    def shut_down(self) -> None:
+        """Wake the thread from any read or write (from another thread): the connection then ends."""
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
 
 
 @types.coroutine
@@ -224,24 +293,23 @@ async def _resume(coro: Coroutine[Any, Any, None], suspended_on: Any) -> None:
 
 
 class IpcStoreServer:
-    """Serves ``store`` on the Unix socket ``path`` from a thread of its own with its own event loop.
+    """Serves ``store`` on the Unix socket ``path``: a thread accepts, a thread per connection answers.
 
     The socket is bound and listening as soon as the server is constructed (so clients may connect
-    before ``start()``: the kernel queues them); ``start()`` begins answering; ``close()`` stops the
-    thread, drops connections, and removes the socket file. ``store`` is called only on the server's
-    loop; it must tolerate being used from that thread (wrap a store that is not thread-safe).
+    before ``start()``: the kernel queues them); ``start()`` begins answering; ``close()`` stops every
+    thread (bounded), drops connections, and removes the socket file. ``store`` is called from the
+    connection threads, each with its own event loop; it must tolerate that (wrap a store that is not
+    thread-safe in a ``ThreadedLightningStore``).
     """
 
     def __init__(self, store: LightningStore, path: str | os.PathLike[str], *, backlog: int = 128) -> None:
         self.store = store
         self.path = os.fspath(path)
-        self._connections: set[_ServerConnection] = set()
+        self._lock = threading.Lock()
+        self._connections: dict[threading.Thread, _ServedConnection] = {}
         self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._startup_error: BaseException | None = None
         self._closed = False
+        self._wake_r, self._wake_w = os.pipe()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind(self.path)
@@ -250,73 +318,76 @@ class IpcStoreServer:
             sock.setblocking(False)
         except OSError as exc:
             sock.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
             raise StoreChannelError(f"cannot listen on the ipc socket {self.path!r}: {exc}") from exc
-        self._sock: socket.socket | None = sock
+        self._sock = sock
 
     def start(self) -> None:
-        """Start answering requests on a thread named ``agl-ipc-store-server``; returns once it serves."""
+        """Start accepting on a thread named ``agl-ipc-store-server``; clients are answered from now on."""
         if self._thread is not None or self._closed:
             raise RuntimeError("IpcStoreServer can be started once")
-        self._thread = threading.Thread(target=self._run, name="agl-ipc-store-server", daemon=True)
+        self._thread = threading.Thread(target=self._accept, name="agl-ipc-store-server", daemon=True)
         self._thread.start()
-        self._ready.wait()
-        if self._startup_error is not None:
-            raise StoreChannelError(f"the ipc store server failed to start: {self._startup_error!r}")
 
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()  # never installed as this thread's current loop
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._serve())
-        except BaseException as exc:  # reported to start() or logged: a server thread must not die silently
-            if not self._ready.is_set():
-                self._startup_error = exc
-            else:
-                logger.exception("ipc store server stopped on an error")
-        finally:
-            self._ready.set()
-            try:
-                pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
-                for task in pending:
-                    task.cancel()
-                if pending:
-                    loop.run_until_complete(asyncio.wait(pending, timeout=1.0))
-                loop.run_until_complete(loop.shutdown_asyncgens())
-            finally:
-                loop.close()
+    def _accept(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._sock, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while True:
+                ready = {key.fd for key, _ in selector.select()}
+                if self._wake_r in ready:
+                    return  # close() was called
+                try:
+                    sock, _ = self._sock.accept()
+                except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                    continue
+                except OSError:
+                    logger.exception("ipc store server: accept() failed; no further clients are taken")
+                    return
+                sock.setblocking(True)
+                connection = _ServedConnection(self, sock)
+                with self._lock:
+                    if self._closed:
+                        sock.close()
+                        return
+                    thread = threading.Thread(
+                        target=self._run_connection,
+                        args=(connection,),
+                        name=f"agl-ipc-store-conn-{len(self._connections) + 1}",
+                        daemon=True,
+                    )
+                    self._connections[thread] = connection
+                    thread.start()  # under the lock: close() never sees a thread it cannot join
 
-    async def _serve(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
-        assert self._sock is not None
-        server = await loop.create_unix_server(lambda: _ServerConnection(self), sock=self._sock)
-        self._sock = None  # the asyncio server owns it now
-        self._ready.set()
+    def _run_connection(self, connection: _ServedConnection) -> None:
         try:
-            await self._stopping.wait()
+            connection.run()
         finally:
-            server.close()
-            for connection in list(self._connections):
-                connection.close()
-            await asyncio.sleep(0)  # let the transports run connection_lost (it cancels their tasks)
-            await server.wait_closed()
+            with self._lock:
+                self._connections.pop(threading.current_thread(), None)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop serving, join the thread (bounded), close the socket, remove its file. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        loop, thread = self._loop, self._thread
-        if thread is not None and loop is not None and self._stopping is not None:
-            with contextlib.suppress(RuntimeError):  # the loop already ended on its own
-                loop.call_soon_threadsafe(self._stopping.set)
-        if thread is not None:
-            thread.join(timeout)
+        """Stop serving, join every thread (bounded), close the socket, remove its file. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            connections = dict(self._connections)
+        deadline = time.monotonic() + timeout
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"\x01")
+        if self._thread is not None:
+            self._thread.join(timeout)
+        for connection in connections.values():
+            connection.shut_down()
+        for thread in [t for t in (self._thread, *connections) if t is not None]:
+            thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
-                logger.error("ipc store server thread did not stop within %.3gs", timeout)
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+                logger.error("ipc store server thread %s did not stop within %.3gs", thread.name, timeout)
+        self._sock.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
 
@@ -336,66 +407,175 @@ class IpcStoreServer:
 # -- the client ---------------------------------------------------------------------------------------
 
 
-class _ClientConnection(asyncio.Protocol):
-    def __init__(self, path: str) -> None:
+class _ClientConnection:
+    """A client's socket on one event loop: requests multiplexed by id, replies routed to their futures.
+
+    Built on a raw non-blocking socket and the loop's ``add_reader``/``add_writer`` rather than a
+    transport, because ``call`` has a fast path that needs the socket itself: with nothing else in
+    flight, it sends the request and waits for the reply in ``poll()`` for up to
+    ``_FAST_REPLY_SECONDS``, instead of going round the event loop (the server answers most calls in
+    less time than a loop round takes). A later reply is awaited on the loop as usual, so a slow call
+    holds up the caller's other tasks for at most that long. So that those tasks still run, and a
+    cancellation still lands, a caller whose calls all take the fast path yields to the loop once per
+    ``_YIELD_EVERY_SECONDS``.
+    """
+
+    def __init__(self, path: str, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
         self.path = path
-        self.transport: asyncio.Transport | None = None
         self.pending: dict[int, asyncio.Future[Any]] = {}
+        self.lost: StoreChannelError | None = None
+        self._sock: socket.socket | None = sock
+        self._loop = loop
         self._reader = _FrameReader()
+        self._outbox = bytearray()
         self._next_id = 0
-        self.lost: BaseException | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            replies = self._reader.feed(data)
-        except Exception as exc:
-            self._fail(StoreChannelError(f"bad frame from the ipc store server at {self.path!r}: {exc}"))
-            if self.transport is not None:
-                self.transport.close()
-            return
-        for reply in replies:
-            if not (isinstance(reply, list) and len(reply) == 3):
-                self._fail(StoreChannelError(f"malformed reply from the ipc store server at {self.path!r}"))
-                if self.transport is not None:
-                    self.transport.close()
-                return
-            request_id, status, payload = reply
-            future = self.pending.pop(request_id, None)
-            if future is None or future.done():
-                continue
-            if status == _OK:
-                future.set_result(payload)
-            else:
-                future.set_exception(load_exception(payload, origin=f"the ipc store server at {self.path!r}"))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        reason = f": {exc}" if exc else ""
-        self._fail(StoreChannelError(f"connection to the ipc store server at {self.path!r} closed{reason}"))
-        self.transport = None
-
-    def _fail(self, error: BaseException) -> None:
-        self.lost = error
-        pending, self.pending = self.pending, {}
-        for future in pending.values():
-            if not future.done():
-                future.set_exception(error)
+        self._yielded_at = time.monotonic()
+        self._poll = select.poll()
+        self._poll.register(sock.fileno(), select.POLLIN)
+        loop.add_reader(sock.fileno(), self._on_readable)
 
     async def call(self, method: str, kwargs: dict[str, Any]) -> Any:
-        if self.lost is not None or self.transport is None:
+        if self.lost is not None or self._sock is None:
             raise self.lost or StoreChannelError(f"not connected to the ipc store server at {self.path!r}")
         self._next_id += 1
         request_id = self._next_id
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fast = not self.pending and method not in _WAITING_METHODS
+        self._send(_pack([request_id, method, kwargs]))
+        if fast and not self._outbox:
+            reply = self._wait_briefly(request_id)
+            if reply is not None:
+                now = time.monotonic()
+                if now - self._yielded_at >= _YIELD_EVERY_SECONDS:
+                    self._yielded_at = now
+                    await asyncio.sleep(0)
+                return self._result(reply)
+        if self.lost is not None:
+            raise self.lost
+        future: asyncio.Future[Any] = self._loop.create_future()
         self.pending[request_id] = future
-        self.transport.write(_pack([request_id, method, kwargs]))
         try:
             return await future
         finally:
             self.pending.pop(request_id, None)
+            self._yielded_at = time.monotonic()
+
+    def _wait_briefly(self, request_id: int) -> list[Any] | None:
+        """The reply to ``request_id`` if it comes within ``_FAST_REPLY_SECONDS``, else ``None``."""
+        deadline = time.monotonic() + _FAST_REPLY_SECONDS
+        while self.lost is None:
+            remaining_ms = (deadline - time.monotonic()) * 1e3
+            if remaining_ms <= 0 or not self._poll.poll(remaining_ms):
+                return None
+            data = self._recv()
+            if data is not None:
+                reply = self._dispatch(data, wanted=request_id)
+                if reply is not None:
+                    return reply
+        return None
+
+    def _result(self, reply: list[Any]) -> Any:
+        if reply[1] == _OK:
+            return reply[2]
+        raise load_exception(reply[2], origin=f"the ipc store server at {self.path!r}")
+
+    # -- reading ------------------------------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        data = self._recv()
+        if data is not None:
+            self._dispatch(data, wanted=None)
+
+    def _recv(self) -> bytes | None:
+        """What the socket holds (``None`` if nothing yet); end of stream or an error loses the connection."""
+        if self._sock is None:
+            return None
+        try:
+            data = self._sock.recv(_RECV_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as exc:
+            self._lose(f"closed: {exc}")
+            return None
+        if not data:
+            self._lose("closed")
+            return None
+        return data
+
+    def _dispatch(self, data: bytes, wanted: int | None) -> list[Any] | None:
+        """Settle the futures of the replies in ``data``; the reply to ``wanted`` is returned instead."""
+        try:
+            replies = self._reader.feed(data)
+        except StoreChannelError as exc:
+            self._lose(f"sent a bad frame: {exc}")
+            return None
+        found = None
+        for reply in replies:
+            if not (isinstance(reply, list) and len(reply) == 3):
+                self._lose("sent a malformed reply")
+                return None
+            if reply[0] == wanted:
+                found = reply
+                continue
+            future = self.pending.pop(reply[0], None)
+            if future is None or future.done():
+                continue  # the reply to a call its caller cancelled
+            try:
+                future.set_result(self._result(reply))
+            except BaseException as exc:  # the store's error, for its caller
+                future.set_exception(exc)
+        return found
+
+    # -- writing ------------------------------------------------------------------------------------------
+
+    def _send(self, payload: bytes) -> None:
+        if self._outbox:
+            self._outbox += payload  # earlier requests are still queued: keep the order
+            return
+        assert self._sock is not None
+        try:
+            sent = self._sock.send(payload)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._lose(f"closed: {exc}")
+            return
+        if sent < len(payload):
+            self._outbox += payload[sent:]
+            self._loop.add_writer(self._sock.fileno(), self._on_writable)
+
+    def _on_writable(self) -> None:
+        if self._sock is None:
+            return
+        try:
+            sent = self._sock.send(self._outbox)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lose(f"closed: {exc}")
+            return
+        del self._outbox[:sent]
+        if not self._outbox:
+            self._loop.remove_writer(self._sock.fileno())
+
+    # -- ending -------------------------------------------------------------------------------------------
+
+    def _lose(self, what: str) -> None:
+        """The connection is unusable: close it and fail every call in flight with one clear error."""
+        self.lost = StoreChannelError(f"connection to the ipc store server at {self.path!r} {what}")
+        self.close()
+        pending, self.pending = self.pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(self.lost)
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed already: it watches nothing any more
+            self._loop.remove_reader(sock.fileno())
+            self._loop.remove_writer(sock.fileno())
+        sock.close()
 
 
 def _dump(value: Any) -> Any:
@@ -438,14 +618,21 @@ class IpcLightningStore(LightningStore):
             return self._connection
         self._loop = loop
         self._connecting = loop.create_future()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            _, connection = await loop.create_unix_connection(lambda: _ClientConnection(self.path), self.path)
-        except OSError as exc:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, self.path)
+        except BaseException as exc:
+            sock.close()
+            connecting, self._connecting = self._connecting, None
+            if not isinstance(exc, OSError):
+                connecting.cancel()  # e.g. this caller was cancelled: others waiting on it retry
+                raise
             error = StoreChannelError(f"cannot reach the ipc store server at {self.path!r}: {exc}")
-            self._connecting.set_exception(error)
-            self._connecting.exception()  # retrieved: no "never retrieved" warning when nobody else waits
-            self._connecting = None
+            connecting.set_exception(error)
+            connecting.exception()  # retrieved: no "never retrieved" warning when nobody else waits
             raise error from exc
+        connection = _ClientConnection(self.path, sock, loop)
         self._connection = connection
         self._connecting.set_result(connection)
         return connection
@@ -453,17 +640,12 @@ class IpcLightningStore(LightningStore):
     def _drop(self) -> None:
         connection, self._connection = self._connection, None
         self._connecting = None
-        if connection is not None and connection.transport is not None:
-            with contextlib.suppress(RuntimeError):  # its loop is gone: the fd goes with the loop's GC
-                connection.transport.close()
+        if connection is not None:
+            connection.close()
 
     async def close(self) -> None:
         """Close this client's connection (idempotent); the next call reconnects."""
-        connection = self._connection
         self._drop()
-        if connection is not None and connection.transport is None:
-            return
-        await asyncio.sleep(0)  # let the transport finish closing on this loop (no ResourceWarning)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path}

@@ -276,3 +276,128 @@ def test_frames_split_anywhere_are_reassembled(chunk: int) -> None:
     assert [m[0] for m in messages] == list(range(40))
     assert messages[39][2] == {"payload": "x" * 39, "blob": b"\x00" * 39}
     assert reader.feed(b"") == []
+
+
+class _SlowResources(InMemoryLightningStore):
+    """Answers ``get_latest_resources`` only after ``release`` is set (blocking the connection thread)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    async def get_latest_resources(self):  # type: ignore[no-untyped-def]
+        self.entered.set()
+        assert self.release.wait(HANG)
+        return await super().get_latest_resources()
+
+
+def test_a_late_reply_is_awaited_on_the_loop(tmp_path: Path) -> None:
+    """A reply slower than the fast path is awaited on the event loop: the caller's other tasks run."""
+    store = _SlowResources()
+    with IpcStoreServer(store, tmp_path / "s.sock") as server:
+
+        async def scenario() -> None:
+            client = IpcLightningStore(server.path)
+            call = asyncio.ensure_future(client.get_latest_resources())
+            # This task runs only if the call above gave the loop back while its reply was pending.
+            await asyncio.get_running_loop().run_in_executor(None, store.entered.wait, HANG)
+            assert not call.done()
+            store.release.set()
+            assert await call is None
+            await client.close()
+
+        run(scenario)
+
+
+def test_calls_answered_off_the_loop_still_yield_to_it(
+    served: tuple[InMemoryLightningStore, IpcStoreServer],
+) -> None:
+    """A caller that only talks to the store still lets its loop's other tasks run and be cancelled."""
+    _, server = served
+
+    async def scenario() -> None:
+        client = IpcLightningStore(server.path)
+        await client.get_latest_resources()  # connected
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        other = asyncio.ensure_future(ticker())
+        deadline = asyncio.get_running_loop().time() + 0.05
+        while asyncio.get_running_loop().time() < deadline:  # no await but the store's own
+            await client.get_latest_resources()
+        assert ticks > 1
+        other.cancel()
+
+        async def store_only() -> None:
+            while True:
+                await client.get_latest_resources()
+
+        looping = asyncio.ensure_future(store_only())
+        await asyncio.sleep(0)
+        looping.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(looping, HANG)
+        await client.close()
+
+    run(scenario)
+
+
+def test_a_store_whose_calls_all_suspend_is_served(tmp_path: Path) -> None:
+    """A store that is not thread-safe is wrapped (every call then suspends on the server side)."""
+    from agentlightning.store.threaded import ThreadedLightningStore
+
+    class Confined(InMemoryLightningStore):
+        thread_safe = False
+
+    wrapped = ThreadedLightningStore(Confined())
+    try:
+        with IpcStoreServer(wrapped, tmp_path / "s.sock") as server:
+
+            async def scenario() -> None:
+                client = IpcLightningStore(server.path)
+                queued = await asyncio.gather(*(client.enqueue_rollout({"i": i}) for i in range(20)))
+                claimed = [await client.dequeue_rollout() for _ in queued]
+                assert {c.rollout_id for c in claimed if c} == {q.rollout_id for q in queued}
+                assert await client.get_latest_resources() is None
+                await client.close()
+
+            run(scenario)
+    finally:
+        wrapped.close_sync()
+
+
+def test_close_unblocks_a_connection_whose_client_stopped_reading(tmp_path: Path) -> None:
+    """A client that never reads fills the socket; ``close()`` still ends its thread (bounded)."""
+    store = InMemoryLightningStore()
+    server = IpcStoreServer(store, tmp_path / "s.sock")
+    server.start()
+    before = set(threading.enumerate())
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(server.path)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        request = _frame([1, "query_rollouts", {"status": None, "rollout_ids": None}])
+        asyncio.run(_enqueue_many(store, 200))  # each reply carries 200 rollouts
+        sock.settimeout(0.0)
+        sent = 0
+        for _ in range(2000):  # until our sends block: the server is then stuck writing to us
+            try:
+                sock.send(request)
+                sent += 1
+            except BlockingIOError:
+                break
+        assert sent > 0
+        serving = set(threading.enumerate()) - before
+        assert serving, "a connection thread serves the client"
+        server.close(timeout=HANG)
+        assert not any(t.is_alive() for t in serving)
+
+
+async def _enqueue_many(store: InMemoryLightningStore, n: int) -> None:
+    for i in range(n):
+        await store.enqueue_rollout({"i": i})
