@@ -333,10 +333,12 @@ def run(
     runners: Sequence[int] = (1, 2, 4),
     n_rollouts: int = 1000,
     repeats: int | None = None,
+    w1_repeats: int | None = None,
 ) -> list[dict[str, Any]]:
     """Measure every workload for each strategy and runner count; one dict per (strategy, n, workload).
 
-    ``repeats`` overrides the number of runs per figure (default 3 with ``quick``, else 9).
+    ``repeats`` overrides the number of runs per figure (default 3 with ``quick``, else 9);
+    ``w1_repeats`` that of W1 alone (default: ``repeats``).
     """
     names = list(strategies or STRATEGIES)
     unknown = [name for name in names if name not in STRATEGIES]
@@ -344,24 +346,32 @@ def run(
         raise ValueError(f"unknown strategy {unknown[0]!r}; known: {', '.join(sorted(STRATEGIES))}")
     if repeats is None:
         repeats = 3 if quick else 9
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if w1_repeats is None:
+        w1_repeats = repeats
+    if repeats < 1 or w1_repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {min(repeats, w1_repeats)}")
     rows: list[dict[str, Any]] = []
-    for name in names:
-        spec = STRATEGIES[name]
-        for n in runners:
+    for n in runners:
+        specs = [STRATEGIES[name] for name in names]
+        for spec in specs:
             measure_w1(spec, n, min(n_rollouts, 100))  # warm-up: imports, first loop, allocator
-            w1 = [measure_w1(spec, n, n_rollouts) for _ in range(repeats)]
+        # W1 repeats go round the strategies in turn, so that a ratio between two of them compares runs
+        # made minutes apart at most once each, not one strategy's whole series against another's.
+        w1: dict[str, list[float]] = {spec.name: [] for spec in specs}
+        for _ in range(w1_repeats):
+            for spec in specs:
+                w1[spec.name].append(measure_w1(spec, n, n_rollouts))
+        for spec in specs:
             w2, w4 = zip(*(measure_w2_w4(spec, n) for _ in range(repeats)), strict=True)
             w3_runs = [measure_w3(spec, n) for _ in range(repeats)]
             swallowed = [r["outcome"] for r in w3_runs if r["outcome"] != "KeyboardInterrupt"]
             w3 = [r["latency_ms"] for r in w3_runs if r["latency_ms"] is not None]
-            rows.append(_summary(name, "W1", n, w1, n_rollouts))
-            rows.append(_summary(name, "W2", n, list(w2), n_rollouts))
+            rows.append(_summary(spec.name, "W1", n, w1[spec.name], n_rollouts))
+            rows.append(_summary(spec.name, "W2", n, list(w2), n_rollouts))
             rows.append(
-                _summary(name, "W3", n, w3, n_rollouts, w3_outcomes=swallowed or ["KeyboardInterrupt"])
+                _summary(spec.name, "W3", n, w3, n_rollouts, w3_outcomes=swallowed or ["KeyboardInterrupt"])
             )
-            rows.append(_summary(name, "W4", n, list(w4), n_rollouts))
+            rows.append(_summary(spec.name, "W4", n, list(w4), n_rollouts))
             if swallowed:  # a swallowed interrupt fails W3 whatever the latency
                 rows[-2]["meets_target"] = False
     apply_relative_targets(rows)
@@ -409,6 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runners", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--rollouts", type=int, default=1000, help="N for W1")
     parser.add_argument("--repeats", type=int, help="runs per figure (default 3 with --quick, else 9)")
+    parser.add_argument("--w1-repeats", type=int, help="runs per W1 figure (default: --repeats)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--w3-child", nargs=3, metavar=("STRATEGY", "N", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -416,7 +427,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         _w3_child(args.w3_child[0], int(args.w3_child[1]), args.w3_child[2])
         return 0
     rows = run(
-        args.strategy, quick=args.quick, runners=args.runners, n_rollouts=args.rollouts, repeats=args.repeats
+        args.strategy,
+        quick=args.quick,
+        runners=args.runners,
+        n_rollouts=args.rollouts,
+        repeats=args.repeats,
+        w1_repeats=args.w1_repeats,
     )
     print(format_table(rows))
     if args.json:
