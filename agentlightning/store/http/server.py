@@ -250,29 +250,41 @@ def _describe_validation(exc: RequestValidationError) -> tuple[int, str, str]:
 # -- gate: token and body size ----------------------------------------------------------------------------
 
 
-class _Gate:
-    """ASGI middleware: the shared token (401) and the body size limit (413), before any parsing."""
+class _Admission:
+    """Who may call and how much they may send: the shared token and the body size limit.
 
-    def __init__(self, app: _ASGIApp, token: str | None, max_body_bytes: int) -> None:
-        self.app, self.token, self.max_body_bytes = app, token, max_body_bytes
+    One object for the two places that check them: the ``_Gate`` middleware and the ``_HotPath`` front.
+    """
+
+    def __init__(self, token: str | None, max_body_bytes: int) -> None:
+        self.token, self.max_body_bytes = token, max_body_bytes
         self._expected = f"Bearer {token}".encode() if token else b""
 
     def token_ok(self, headers: dict[bytes, bytes]) -> bool:
         """Whether a request with these headers carries the token (always, when none is required)."""
         return self.token is None or hmac.compare_digest(headers.get(b"authorization", b""), self._expected)
 
+
+class _Gate:
+    """ASGI middleware: the shared token (401) and the body size limit (413), before any parsing."""
+
+    def __init__(self, app: _ASGIApp, token: str | None, max_body_bytes: int) -> None:
+        self.app = app
+        self.admission = _Admission(token, max_body_bytes)
+
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or ())
-        if not self.token_ok(headers):
+        if not self.admission.token_ok(headers):
             await _send_error(send, 401, "unauthorized", "missing or wrong token (set AGL_SERVER_TOKEN)")
             return
+        limit = self.admission.max_body_bytes
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+        if declared is not None and declared.isdigit() and int(declared) > limit:
             await _send_error(
-                send, 413, "payload_too_large", f"body of {int(declared)} bytes exceeds {self.max_body_bytes}"
+                send, 413, "payload_too_large", f"body of {int(declared)} bytes exceeds {limit}"
             )
             return
         # A body without a declared length (chunked) is counted as it arrives; past the limit the app is
@@ -287,11 +299,9 @@ class _Gate:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
+                if received > limit:
                     rejected = True
-                    await _send_error(
-                        send, 413, "payload_too_large", f"body exceeds {self.max_body_bytes} bytes"
-                    )
+                    await _send_error(send, 413, "payload_too_large", f"body exceeds {limit} bytes")
                     return {"type": "http.disconnect"}
             return message
 
@@ -331,8 +341,8 @@ class _HotPath:
     replayed, so error answers have one implementation. Store errors use the same ``_call`` mapping.
     """
 
-    def __init__(self, app: _ASGIApp, store: LightningStore, gate: _Gate) -> None:
-        self.app, self.store, self.gate = app, store, gate
+    def __init__(self, app: _ASGIApp, store: LightningStore, admission: _Admission) -> None:
+        self.app, self.store, self.admission = app, store, admission
         self._routes: dict[str, Callable[[bytes], Awaitable[bytes | None]]] = {
             f"{API_PREFIX}/dequeue_rollout": self._dequeue_rollout,
             f"{API_PREFIX}/update_attempt": self._update_attempt,
@@ -346,7 +356,9 @@ class _HotPath:
         headers = dict(scope.get("headers") or ())
         declared = headers.get(b"content-length", b"")
         if not (
-            declared.isdigit() and int(declared) <= self.gate.max_body_bytes and self.gate.token_ok(headers)
+            declared.isdigit()
+            and int(declared) <= self.admission.max_body_bytes
+            and self.admission.token_ok(headers)
         ):
             await self.app(scope, receive, send)
             return
@@ -371,7 +383,7 @@ class _HotPath:
 
     async def _dequeue_rollout(self, body: bytes) -> bytes | None:
         attempted = await _call(self.store, self.store.dequeue_rollout())
-        return b"null" if attempted is None else attempted.model_dump_json().encode()
+        return b"null" if attempted is None else attempted.__pydantic_serializer__.to_json(attempted)
 
     async def _update_attempt(self, body: bytes) -> bytes | None:
         try:
@@ -386,7 +398,7 @@ class _HotPath:
             [request.rollout_id],
             request.attempt_id,
         )
-        return attempt.model_dump_json().encode()
+        return attempt.__pydantic_serializer__.to_json(attempt)
 
 
 def _replay(body: bytes) -> Callable[[], Awaitable[dict[str, Any]]]:
@@ -760,9 +772,8 @@ class LightningStoreServer:
             raise RuntimeError("the server was already started")
         self._sock = _bind(self.host, self._requested_port, self._backlog)
         self._port = self._sock.getsockname()[1]
-        gate = _Gate(self._app, self.token, self._max_body_bytes)
         config = uvicorn.Config(
-            _HotPath(self._app, self.store, gate),
+            _HotPath(self._app, self.store, _Admission(self.token, self._max_body_bytes)),
             lifespan="off",
             log_config=None,  # leave the caller's logging configuration alone (R7)
             log_level="warning",
