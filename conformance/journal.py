@@ -10,19 +10,42 @@ compare directly. The observer follows the file with ``JournalTailer``; checks r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from conformance.scenarios import JournalRecord
 
-__all__ = ["JournalTailer", "read_journal", "render_timeline", "write_record"]
+__all__ = ["JournalTailer", "held_open", "read_journal", "render_timeline", "write_record"]
 
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+
+_held: dict[str, tuple[int, int]] = {}
+"""Journals ``held_open`` in some process: path -> (that process's pid, descriptor)."""
+
+
+@contextlib.contextmanager
+def held_open(path: str) -> Iterator[None]:
+    """Keep the journal at ``path`` open in this process for the block; records are one ``os.write``.
+
+    The sandbox holds its journal across the leak snapshots. A record written by opening and closing
+    the file leaks the descriptor when a ``KeyboardInterrupt`` lands just after ``os.open()`` returns,
+    and masking SIGINT does not prevent that: Python runs the handler on the main thread whichever thread
+    the kernel gave the signal to. One ``os.write`` on a descriptor that predates the snapshot cannot
+    leak anything. Forked children see a different pid and open the file per record, as before.
+    """
+    fd = os.open(path, _FLAGS, 0o644)
+    _held[path] = (os.getpid(), fd)
+    try:
+        yield
+    finally:
+        del _held[path]
+        os.close(fd)
 
 
 def write_record(
@@ -34,8 +57,9 @@ def write_record(
 ) -> JournalRecord:
     """Append one record to the journal at ``path`` and return it.
 
-    The file is opened and closed per record: no descriptor outlives the call, so journaling never shows
-    up in a leak snapshot and survives any start method without per-process state.
+    Where this process holds the journal open (``held_open``: the sandbox, across its leak snapshots)
+    the record is one ``os.write``. Elsewhere the file is opened and closed per record: no descriptor
+    outlives the call, and journaling survives any start method without per-process state.
     """
     record = JournalRecord(
         t=time.monotonic(),
@@ -59,9 +83,13 @@ def write_record(
         default=repr,
         separators=(",", ":"),
     )
-    # SIGINT is blocked for the few microseconds the descriptor exists: a KeyboardInterrupt raised between
-    # os.open() returning and the try block would otherwise leak the fd into the leak snapshot. A SIGINT
-    # that arrives meanwhile is delivered when the mask is restored, after the fd is closed.
+    held = _held.get(path)
+    if held is not None and held[0] == os.getpid():
+        os.write(held[1], (line + "\n").encode())
+        return record
+    # SIGINT is blocked for the few microseconds the descriptor exists, so that one delivered to this
+    # thread waits until the fd is closed (one taken by another thread may still run the handler here:
+    # hence held_open where the descriptors are counted).
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         fd = os.open(path, _FLAGS, 0o644)

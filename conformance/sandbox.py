@@ -49,7 +49,7 @@ from typing import Any, Literal
 from conformance import leaks
 from conformance.bundles import ScriptedAlgorithm, ScriptedRunner, register_stack_dump
 from conformance.faults import BEFORE_START_GATE, FaultDriver
-from conformance.journal import read_journal, write_record
+from conformance.journal import held_open, read_journal, write_record
 from conformance.scenarios import ExceptionInfo, LeakReport, Scenario, ScenarioResult, Target
 
 __all__ = ["SandboxError", "run_scenario", "shutdown_sandboxes"]
@@ -310,6 +310,8 @@ def _scenario_main(request: dict[str, Any]) -> int:
         {"store_id": id(store), "store_type": f"{type(store).__module__}.{type(store).__qualname__}"},
     )
 
+    journal_held = held_open(journal_path)
+    journal_held.__enter__()  # before the first leak snapshot; closed after the last one
     state_before = leaks.caller_state()
     collector = leaks.Collector()
     collector.__enter__()
@@ -378,6 +380,7 @@ def _scenario_main(request: dict[str, Any]) -> int:
     )
     with contextlib.suppress(Exception):
         collector.__exit__(None, None, None)
+    journal_held.__exit__(None, None, None)
     if scenario.inspect_caller_store:  # S3, S6: after the leak snapshot, on purpose
         from conformance.store_snapshot import describe_caller_store
 

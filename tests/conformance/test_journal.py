@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from pathlib import Path
 
 import pytest
 
-from conformance.journal import JournalTailer, read_journal, render_timeline, write_record
+from conformance.journal import JournalTailer, held_open, read_journal, render_timeline, write_record
 
 
 def _writer(path: str, name: str, count: int) -> None:
@@ -66,3 +67,22 @@ def test_timeline_is_relative_and_elides_long_journals(tmp_path):
     assert "40 records elided" in text
     assert lines[-1].endswith("step 49")
     assert render_timeline([]) == "(journal empty)"
+
+
+def test_a_held_journal_takes_one_write_per_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside ``held_open`` no descriptor is opened per record: none can leak on a KeyboardInterrupt."""
+    path = str(tmp_path / "journal.jsonl")
+    with held_open(path):
+
+        def no_open(*args: object, **kwargs: object) -> int:
+            raise AssertionError("write_record opened the journal although it is held open")
+
+        monkeypatch.setattr(os, "open", no_open)
+        write_record(path, "kit", "one")
+        write_record(path, "kit", "two")
+        monkeypatch.undo()
+        held_fds = set(os.listdir("/proc/self/fd"))
+    assert set(os.listdir("/proc/self/fd")) < held_fds  # closed on exit
+    assert [r.kind for r in read_journal(path)] == ["one", "two"]
+    write_record(path, "kit", "three")  # no longer held: opened and closed per record
+    assert [r.kind for r in read_journal(path)] == ["one", "two", "three"]
