@@ -328,10 +328,10 @@ def test_calls_answered_off_the_loop_still_yield_to_it(
                 await asyncio.sleep(0)
 
         other = asyncio.ensure_future(ticker())
-        deadline = asyncio.get_running_loop().time() + 0.05
-        while asyncio.get_running_loop().time() < deadline:  # no await but the store's own
+        deadline = asyncio.get_running_loop().time() + HANG
+        while ticks < 2:  # no await but the store's own: the ticker runs only if those yield
             await client.get_latest_resources()
-        assert ticks > 1
+            assert asyncio.get_running_loop().time() < deadline, "store calls never yielded to the loop"
         other.cancel()
 
         async def store_only() -> None:
@@ -380,6 +380,11 @@ def test_close_unblocks_a_connection_whose_client_stopped_reading(tmp_path: Path
     before = set(threading.enumerate())
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.connect(server.path)
+        sock.settimeout(HANG)
+        sock.sendall(_frame([0, "get_latest_resources", {}]))
+        assert sock.recv(65536), "answered: the connection's thread runs"
+        serving = set(threading.enumerate()) - before
+        assert serving, "a connection thread serves the client"
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         request = _frame([1, "query_rollouts", {"status": None, "rollout_ids": None}])
         asyncio.run(_enqueue_many(store, 200))  # each reply carries 200 rollouts
@@ -392,8 +397,6 @@ def test_close_unblocks_a_connection_whose_client_stopped_reading(tmp_path: Path
             except BlockingIOError:
                 break
         assert sent > 0
-        serving = set(threading.enumerate()) - before
-        assert serving, "a connection thread serves the client"
         server.close(timeout=HANG)
         assert not any(t.is_alive() for t in serving)
 
