@@ -54,6 +54,7 @@ from typing import Any, Literal
 
 from agentlightning.execution.events import MultiprocessingEvent
 from agentlightning.execution.remote_errors import dump_exception, load_exception
+from agentlightning.execution.threads import claim_signal_wakeup, release_signal_wakeup
 
 __all__ = [
     "START_METHODS",
@@ -213,7 +214,6 @@ class WorkerProcesses:
         self._liveness: tuple[multiprocessing.connection.Connection, multiprocessing.connection.Connection]
         self._liveness = self._ctx.Pipe(duplex=False)  # (reader for children, writer only we hold)
         self._closed = False
-        self._signal_wakeup = _SignalWakeup()
 
     # -- starting -------------------------------------------------------------------------------------
 
@@ -436,8 +436,8 @@ class WorkerProcesses:
         index = max(0, min(urgency, len(steps) - 1))
         pending: signal.Signals | None = steps[index - 1][1] if index > 0 else None
         step_began = time.monotonic() if since is None else since
-        with _SignalWakeup() as self._signal_wakeup:
-            hurried = self._escalate(steps, index, pending, step_began, interrupted)
+        with _SignalWakeup() as wakeup:
+            hurried = self._escalate(steps, index, pending, step_began, interrupted, wakeup)
         for name in list(self._workers):
             logger.error("worker process %r (pid %s) survived SIGKILL; abandoning it", name, self.pid(name))
         if hurried:
@@ -451,6 +451,7 @@ class WorkerProcesses:
         pending: signal.Signals | None,
         step_began: float,
         interrupted: bool,
+        wakeup: _SignalWakeup,
     ) -> bool:
         """``stop()``'s loop; ``True`` if a ``KeyboardInterrupt`` hurried it."""
         hurried = False
@@ -473,7 +474,7 @@ class WorkerProcesses:
                     break
                 duration, signum = steps[index]
                 index += 1
-                if self._wait_until(step_began + duration):
+                if self._wait_until(step_began + duration, wakeup):
                     hurried = True
                 pending = signum if self._workers else None
             except KeyboardInterrupt:
@@ -483,13 +484,13 @@ class WorkerProcesses:
                     index += 1
         return hurried
 
-    def _wait_until(self, deadline: float) -> bool:
+    def _wait_until(self, deadline: float, wakeup: _SignalWakeup) -> bool:
         """Collect outcomes until every worker ended or ``deadline``; ``True`` if interrupted meanwhile."""
         while self._workers:
             remaining = deadline - time.monotonic()
             try:
-                self.wait(max(remaining, 0.0), wake_on=self._signal_wakeup.handles)
-                self._signal_wakeup.drain()
+                self.wait(max(remaining, 0.0), wake_on=wakeup.handles)
+                wakeup.drain()
             except KeyboardInterrupt:
                 return True
             if remaining <= 0:
@@ -558,14 +559,11 @@ class WorkerProcesses:
 
 class _SignalWakeup:
     """While entered on the main thread: ``handles`` holds a descriptor that turns readable as soon as a
-    signal arrives, whichever thread the kernel delivered it to.
+    signal arrives, whichever thread the kernel delivered it to (see ``threads.claim_signal_wakeup``).
 
-    A blocking wait on the main thread is cut short by a signal only when the kernel picks the main
-    thread to take it. With other threads about (the store server's, watchdogs, the caller's) it may
-    pick one of them, and Python would then run the handler (our ``KeyboardInterrupt``) only once the
-    wait ends by itself: a second Ctrl+C would sit out the whole grace (K5). Python's wake-up fd is
-    written whichever thread takes the signal, so watching it makes the wait return at once. A wake-up
-    fd someone else installed is theirs: it is left alone and ``handles`` stays empty.
+    Without it, a SIGINT taken by another thread (the store server's, a watchdog, the caller's) would
+    run its handler, our ``KeyboardInterrupt``, only once ``stop()``'s wait ended by itself: a second
+    Ctrl+C would sit out the whole grace (K5). Someone else's wake-up fd leaves ``handles`` empty.
     """
 
     def __init__(self) -> None:
@@ -578,9 +576,7 @@ class _SignalWakeup:
         reader, writer = os.pipe()
         os.set_blocking(reader, False)
         os.set_blocking(writer, False)
-        theirs = signal.set_wakeup_fd(writer, warn_on_full_buffer=False)
-        if theirs != -1:
-            signal.set_wakeup_fd(theirs)
+        if not claim_signal_wakeup(writer):
             os.close(reader)
             os.close(writer)
             return self
@@ -599,9 +595,7 @@ class _SignalWakeup:
             return
         reader, writer = self._fds
         self._fds, self.handles = None, ()
-        current = signal.set_wakeup_fd(-1)
-        if current != writer:  # replaced meanwhile: not ours to clear
-            signal.set_wakeup_fd(current)
+        release_signal_wakeup(writer)
         os.close(reader)
         os.close(writer)
 

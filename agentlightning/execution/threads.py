@@ -36,7 +36,15 @@ from typing import Any
 from agentlightning.execution.events import ThreadingEvent, wait_async
 from agentlightning.execution.failures import FailureCollector
 
-__all__ = ["BundleGroup", "BundleRun", "Inbox", "SigintRelay", "close_loop"]
+__all__ = [
+    "BundleGroup",
+    "BundleRun",
+    "Inbox",
+    "SigintRelay",
+    "claim_signal_wakeup",
+    "close_loop",
+    "release_signal_wakeup",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -342,6 +350,28 @@ def _interrupts_bundle_code(frame: FrameType | None) -> bool:
     return False
 
 
+def claim_signal_wakeup(fd: int) -> bool:
+    """Make ``fd`` Python's signal wake-up fd (main thread only); ``True`` if it is ours now.
+
+    The kernel may hand a process's signal to any thread that does not block it; a blocking wait on the
+    main thread is then cut short only by a descriptor it watches, and the wake-up fd is written
+    whichever thread takes the signal. A wake-up fd someone else installed is theirs: it is put back
+    and ``False`` returned.
+    """
+    theirs = signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
+    if theirs == -1:
+        return True
+    signal.set_wakeup_fd(theirs)
+    return False
+
+
+def release_signal_wakeup(fd: int) -> None:
+    """Undo a successful ``claim_signal_wakeup(fd)``; a wake-up fd installed since then stays."""
+    current = signal.set_wakeup_fd(-1)
+    if current != fd:
+        signal.set_wakeup_fd(current)
+
+
 class SigintRelay:
     """Replaces Python's default SIGINT handler while a group runs on the main thread (see module doc).
 
@@ -368,19 +398,14 @@ class SigintRelay:
                 self._previous = previous
                 signal.signal(signal.SIGINT, self._handler)
                 self.installed = True
-                # Wake the main thread even when the kernel delivers SIGINT to another thread. A wakeup
-                # fd someone else set is theirs: put it back and do without.
-                displaced = signal.set_wakeup_fd(self._inbox.wakeup_fd, warn_on_full_buffer=False)
-                if displaced == -1:
-                    self._owns_wakeup_fd = True
-                else:
-                    signal.set_wakeup_fd(displaced)
+                # Wake the main thread even when the kernel delivers SIGINT to another thread.
+                self._owns_wakeup_fd = claim_signal_wakeup(self._inbox.wakeup_fd)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.detach()
         if self._owns_wakeup_fd:
-            signal.set_wakeup_fd(-1)
+            release_signal_wakeup(self._inbox.wakeup_fd)
             self._owns_wakeup_fd = False
         if self.installed and signal.getsignal(signal.SIGINT) is self._handler:
             signal.signal(signal.SIGINT, self._previous)
