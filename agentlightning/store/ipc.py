@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import select
@@ -167,7 +168,7 @@ class _ServedConnection:
         self._reader = _FrameReader()
         self._tasks: set[asyncio.Task[None]] = set()
         self._blocking = True
-        self._write_lock: asyncio.Lock | None = None
+        self._write_lock = asyncio.Lock()  # binds to the thread's loop on first use
 
     def run(self) -> None:
         """Thread body: serve until the client leaves or the server shuts the socket down."""
@@ -188,7 +189,6 @@ class _ServedConnection:
                 self._sock.close()
 
     async def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._write_lock = asyncio.Lock()
         while True:
             data = await self._read(loop)
             if not data:
@@ -254,7 +254,6 @@ class _ServedConnection:
             if self._blocking:
                 self._sock.sendall(payload)  # only this thread writes, and no task is pending
                 return
-            assert self._write_lock is not None
             async with self._write_lock:  # tasks' replies must not interleave their bytes
                 await loop.sock_sendall(self._sock, payload)
         except OSError:
@@ -307,6 +306,7 @@ class IpcStoreServer:
         self.path = os.fspath(path)
         self._lock = threading.Lock()
         self._connections: dict[threading.Thread, _ServedConnection] = {}
+        self._accepted = itertools.count(1)
         self._thread: threading.Thread | None = None
         self._closed = False
         self._wake_r, self._wake_w = os.pipe()
@@ -354,7 +354,7 @@ class IpcStoreServer:
                     thread = threading.Thread(
                         target=self._run_connection,
                         args=(connection,),
-                        name=f"agl-ipc-store-conn-{len(self._connections) + 1}",
+                        name=f"agl-ipc-store-conn-{next(self._accepted)}",
                         daemon=True,
                     )
                     self._connections[thread] = connection
@@ -376,9 +376,7 @@ class IpcStoreServer:
             connections = dict(self._connections)
         deadline = time.monotonic() + timeout
         with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"\x01")
-        if self._thread is not None:
-            self._thread.join(timeout)
+            os.write(self._wake_w, b"\x01")  # the accept thread; it takes no connection once closed
         for connection in connections.values():
             connection.shut_down()
         for thread in [t for t in (self._thread, *connections) if t is not None]:
