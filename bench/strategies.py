@@ -351,8 +351,8 @@ def run(
     if repeats < 1 or w1_repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {min(repeats, w1_repeats)}")
     rows: list[dict[str, Any]] = []
+    specs = [STRATEGIES[name] for name in names]
     for n in runners:
-        specs = [STRATEGIES[name] for name in names]
         for spec in specs:
             measure_w1(spec, n, min(n_rollouts, 100))  # warm-up: imports, first loop, allocator
         # W1 repeats go round the strategies in turn, so that a ratio between two of them compares runs
