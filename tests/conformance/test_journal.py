@@ -69,7 +69,9 @@ def test_timeline_is_relative_and_elides_long_journals(tmp_path):
     assert render_timeline([]) == "(journal empty)"
 
 
-def test_a_held_journal_takes_one_write_per_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_R3_a_held_journal_takes_one_write_per_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Inside ``held_open`` no descriptor is opened per record: none can leak on a KeyboardInterrupt."""
     path = str(tmp_path / "journal.jsonl")
     with held_open(path):

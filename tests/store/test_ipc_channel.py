@@ -292,7 +292,7 @@ class _SlowResources(InMemoryLightningStore):
         return await super().get_latest_resources()
 
 
-def test_a_late_reply_is_awaited_on_the_loop(tmp_path: Path) -> None:
+def test_S5_a_late_reply_is_awaited_on_the_loop(tmp_path: Path) -> None:
     """A reply slower than the fast path is awaited on the event loop: the caller's other tasks run."""
     store = _SlowResources()
     with IpcStoreServer(store, tmp_path / "s.sock") as server:
@@ -310,7 +310,7 @@ def test_a_late_reply_is_awaited_on_the_loop(tmp_path: Path) -> None:
         run(scenario)
 
 
-def test_calls_answered_off_the_loop_still_yield_to_it(
+def test_L6_calls_answered_off_the_loop_still_yield_and_cancel(
     served: tuple[InMemoryLightningStore, IpcStoreServer],
 ) -> None:
     """A caller that only talks to the store still lets its loop's other tasks run and be cancelled."""
@@ -348,7 +348,7 @@ def test_calls_answered_off_the_loop_still_yield_to_it(
     run(scenario)
 
 
-def test_a_store_whose_calls_all_suspend_is_served(tmp_path: Path) -> None:
+def test_S2_a_store_whose_calls_all_suspend_is_served(tmp_path: Path) -> None:
     """A store that is not thread-safe is wrapped (every call then suspends on the server side)."""
     from agentlightning.store.threaded import ThreadedLightningStore
 
@@ -372,7 +372,7 @@ def test_a_store_whose_calls_all_suspend_is_served(tmp_path: Path) -> None:
         wrapped.close_sync()
 
 
-def test_close_unblocks_a_connection_whose_client_stopped_reading(tmp_path: Path) -> None:
+def test_R1_close_unblocks_a_connection_whose_client_stopped_reading(tmp_path: Path) -> None:
     """A client that never reads fills the socket; ``close()`` still ends its thread (bounded)."""
     store = InMemoryLightningStore()
     server = IpcStoreServer(store, tmp_path / "s.sock")
