@@ -22,7 +22,10 @@ its exit status (F1), as a process pool reports a broken worker.
 Ctrl+C in a terminal signals the whole process group (K4). A child's SIGINT handler raises
 ``KeyboardInterrupt`` once and then ignores SIGINT, the child reports "interrupted" and exits quietly
 (no traceback). SIGINT is blocked in the parent thread while it forks (fork, spawn), so a Ctrl+C during
-start-up stays pending until the child has installed that handler.
+start-up stays pending until the child has installed that handler. Under forkserver the forkserver
+forks the child: when it preloads this module it blocks SIGINT in itself (it ignores SIGINT anyway), so
+its children start with SIGINT blocked too. A caller's own processes forked by that same process-wide
+forkserver start so as well, and keep SIGINT blocked unless they unblock it.
 
 Parent death (F4): two guards, because neither suffices alone. ``prctl(PR_SET_PDEATHSIG, SIGKILL)``
 (Linux, via ctypes) makes the kernel kill the child even when it is stuck in C code holding the GIL,
@@ -50,6 +53,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any, Literal
 
 from agentlightning.execution.events import MultiprocessingEvent
@@ -600,6 +604,18 @@ class _SignalWakeup:
         os.close(writer)
 
 
+def _block_sigint_in_the_forkserver() -> None:
+    """When the forkserver preloads this module (see the module docstring), block SIGINT in it."""
+    from multiprocessing import forkserver
+
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is forkserver.main.__code__:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            return
+        frame = frame.f_back
+
+
 def _extend_forkserver_preload(modules: Sequence[str]) -> None:
     from multiprocessing import forkserver
 
@@ -711,3 +727,6 @@ def _watch_parent(fd: int) -> None:
     except OSError:
         return  # not EOF: we cannot tell, so keep running (PDEATHSIG still guards on Linux)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+_block_sigint_in_the_forkserver()

@@ -524,3 +524,39 @@ def test_F1_worker_killed_inside_the_event_wedges_nobody(harness: Any, start_met
     setter.join(HANG)
     assert not setter.is_alive(), "event.set() hangs: the killed worker left a lock held"
     assert h.event.is_set() and h.event.wait(HANG)
+
+
+_FORKSERVER_MASK_SCRIPT = """
+import multiprocessing
+from multiprocessing import forkserver
+from agentlightning.execution.events import MultiprocessingEvent
+from agentlightning.execution.processes import WorkerProcesses
+
+async def nothing():
+    pass
+
+if __name__ == "__main__":
+    event = MultiprocessingEvent(multiprocessing.get_context("forkserver"))
+    preload = ("agentlightning.execution.processes",)
+    workers = WorkerProcesses(event, start_method="forkserver", preload=preload)
+    workers.start("w", nothing)
+    workers.stop()
+    workers.close()
+    with open(f"/proc/{forkserver._forkserver._forkserver_pid}/status") as status:
+        print(next(line for line in status if line.startswith("SigBlk:")).split()[1])
+    event.close()
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the forkserver's mask from /proc")
+def test_K4_the_forkserver_forks_workers_with_sigint_blocked(tmp_path: Path) -> None:
+    """A group Ctrl+C must not reach a worker still in multiprocessing's bootstrap (it would die there)."""
+    script = tmp_path / "forkserver_mask.py"
+    script.write_text(_FORKSERVER_MASK_SCRIPT)
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=HANG, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout.split()[-1], 16) & (1 << (signal.SIGINT - 1)), proc.stdout
