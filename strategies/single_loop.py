@@ -11,7 +11,8 @@ Stop model:
 - ``KeyboardInterrupt`` or ``SystemExit`` in a bundle: the event is set, every other task is cancelled
   at once (their ``finally`` blocks run), and it is re-raised;
 - Ctrl+C (SIGINT): the event is set and every task is cancelled at once; ``execute()`` raises
-  ``KeyboardInterrupt``. A second Ctrl+C changes nothing more: shutdown is already immediate.
+  ``KeyboardInterrupt``. A second Ctrl+C changes nothing more: shutdown is already immediate. A Ctrl+C
+  that lands while the loop is being closed is held until it is closed, then raised.
 Limitation: a bundle stuck in blocking (non-async) code blocks the one loop, so nothing can stop it
 before it returns; the manifest declares ``can_cancel_blocking_code: False``.
 """
@@ -22,8 +23,11 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
 import threading
+from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 from agentlightning import (
@@ -72,8 +76,6 @@ class SingleLoopExecutionStrategy(ExecutionStrategy):
     def execute(self, algorithm: AlgorithmBundle, runner: RunnerBundle, store: LightningStore) -> None:
         event = ThreadingEvent()
         loop = asyncio.new_event_loop()
-        on_main_thread = threading.current_thread() is threading.main_thread()
-        previous_handler = signal.getsignal(signal.SIGINT) if on_main_thread else None
         interrupted = False
         main_task: asyncio.Task[None] | None = None
         bundle_tasks: list[asyncio.Future[None]] = []
@@ -85,9 +87,10 @@ class SingleLoopExecutionStrategy(ExecutionStrategy):
             if main_task is not None:
                 main_task.cancel()
 
+        ctrl_c = _CtrlC(loop, on_sigint)
+        raised_interrupt = False
         try:
-            if on_main_thread:
-                loop.add_signal_handler(signal.SIGINT, on_sigint)
+            ctrl_c.install()
             main_task = loop.create_task(self._run_all(algorithm, runner, store, event, bundle_tasks))
             try:
                 loop.run_until_complete(main_task)
@@ -95,8 +98,10 @@ class SingleLoopExecutionStrategy(ExecutionStrategy):
                 if not interrupted:
                     raise
             if interrupted:
+                raised_interrupt = True
                 raise KeyboardInterrupt
         finally:
+            ctrl_c.hold()
             event.set()
             try:
                 self._cancel_leftovers(loop)
@@ -108,10 +113,11 @@ class SingleLoopExecutionStrategy(ExecutionStrategy):
                 loop.run_until_complete(loop.shutdown_asyncgens())
                 loop.run_until_complete(loop.shutdown_default_executor())
             finally:
-                if on_main_thread:
-                    loop.remove_signal_handler(signal.SIGINT)
-                    signal.signal(signal.SIGINT, previous_handler)
+                ctrl_c.uninstall()
                 loop.close()
+                held = ctrl_c.restore()
+            if held and not raised_interrupt:
+                raise KeyboardInterrupt
 
     async def _run_all(
         self,
@@ -188,3 +194,76 @@ class SingleLoopExecutionStrategy(ExecutionStrategy):
             task.cancel()
         if leftovers:
             loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+
+
+class _CtrlC:
+    """Routes Ctrl+C to the loop while ``execute()`` runs, and holds it back while the loop closes.
+
+    A plain Python handler, not ``loop.add_signal_handler``: removing a loop's handler (``close()`` does)
+    puts Python's default handler back at once, so a second Ctrl+C landing then would raise in the middle
+    of ``loop.close()`` and leave its selector and self-pipe open (K5). Here the caller's handler comes
+    back only after the loop is closed. Main thread only: Python runs signal handlers nowhere else.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_sigint: Callable[[], None]) -> None:
+        self.count = 0
+        self._held_from: int | None = None
+        self._loop = loop
+        self._on_sigint = on_sigint
+        self._routing = False
+        self._installed = False
+        self._previous_handler: Any = None
+        self._previous_wakeup_fd = -1
+        self._wakeup: tuple[socket.socket, socket.socket] | None = None
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        reader, writer = socket.socketpair()
+        reader.setblocking(False)
+        writer.setblocking(False)
+        self._wakeup = (reader, writer)
+        # The kernel may hand SIGINT to any thread; the byte Python writes here wakes the loop, and the
+        # interpreter then runs the handler on the main thread.
+        self._loop.add_reader(reader.fileno(), self._drain)
+        self._previous_wakeup_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        self._previous_handler = signal.getsignal(signal.SIGINT)
+        self._routing = True
+        signal.signal(signal.SIGINT, self._handle)
+        self._installed = True
+
+    def hold(self) -> None:
+        """From now on a Ctrl+C is only counted: shutdown is already immediate."""
+        self._routing = False
+        self._held_from = self.count
+
+    def uninstall(self) -> None:
+        """Detach from the loop (before it closes); the handler stays until ``restore()``."""
+        if self._wakeup is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self._wakeup[0].fileno())
+
+    def restore(self) -> bool:
+        """Put the caller's handler back; ``True`` if a Ctrl+C was held back meanwhile."""
+        if self._installed:
+            signal.set_wakeup_fd(self._previous_wakeup_fd)
+        if self._wakeup is not None:
+            for sock in self._wakeup:
+                sock.close()
+            self._wakeup = None
+        # Last: from here on a Ctrl+C raises wherever it lands, and nothing is left open for it to leak.
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous_handler)
+            self._installed = False
+        return self._held_from is not None and self.count > self._held_from
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+        if self._routing:
+            self._loop.call_soon_threadsafe(self._on_sigint)
+
+    def _drain(self) -> None:
+        assert self._wakeup is not None
+        with contextlib.suppress(OSError):
+            while self._wakeup[0].recv(512):
+                pass

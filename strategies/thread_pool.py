@@ -144,11 +144,15 @@ class ThreadPoolExecutionStrategy(ExecutionStrategy):
             self._cancel_all(run)
             run.supervisor = None
             supervisor.close()
-            restore_sigint()
-            # Joins every thread unless one is stuck in blocking code: that one is left behind (logged).
-            pool.shutdown(wait=not stragglers, cancel_futures=True)
-            if close_store is not None:
-                close_store()
+            try:
+                # Joins every thread unless one is stuck in blocking code: that one is left behind (logged).
+                pool.shutdown(wait=not stragglers, cancel_futures=True)
+                if close_store is not None:
+                    close_store()
+            finally:
+                # Last: a Ctrl+C landing before this is recorded as a failure, not raised in the middle of
+                # the joins above (which would leave the pool's threads and the store's loop behind, K5).
+                restore_sigint()
         self._raise_outcome(run)
 
     def _bundles(
