@@ -68,6 +68,7 @@ class Row:
     extra: tuple[str, ...] = ()  # further kit arguments (an example's waiver file, -x)
     failed: list[str] = dataclasses.field(default_factory=list)
     verdicts: dict[str, str] = dataclasses.field(default_factory=dict)
+    reasons: dict[str, str] = dataclasses.field(default_factory=dict)  # failing item -> what the kit saw
     error: str = ""  # the kit did not produce a report
     seconds: float = 0.0
 
@@ -155,6 +156,11 @@ def run_one(row: Row, *, timeout: float = 900.0) -> Row:
             return row
     row.verdicts = dict(data.get("contracts", {}))
     row.failed = [cid for cid, verdict in row.verdicts.items() if verdict == "fail"]
+    row.reasons = {
+        str(result.get("item")): str(result.get("reason", ""))
+        for result in data.get("results", [])
+        if result.get("verdict") == "fail"
+    }
     return row
 
 

@@ -33,7 +33,9 @@ def test_example_strategy_passes_the_kit(spec: str) -> None:
     assert not row.error, row.error
     failed = set(row.failed)
     unexplained = sorted(failed - set(KIT_ISSUES))
-    assert not unexplained, f"{spec} fails {unexplained} (verdicts {row.verdicts})"
+    assert not unexplained, f"{spec} fails {unexplained}: " + "; ".join(
+        f"{item}: {reason}" for item, reason in row.reasons.items()
+    )
     if failed:
         pytest.xfail("; ".join(f"{cid}: {KIT_ISSUES[cid]}" for cid in sorted(failed)))
 
