@@ -10,6 +10,8 @@ import asyncio
 import json
 import logging
 import multiprocessing
+import multiprocessing.forkserver
+import multiprocessing.util
 import os
 import pickle
 import shutil
@@ -452,6 +454,11 @@ def test_R1_R3_R4_R6_R7_repeat_leaves_nothing(
 ) -> None:
     private_tmp = tmp_path / "tmp"
     private_tmp.mkdir()
+    # multiprocessing keeps the temporary directory it first sees for the life of the process, and the
+    # forkserver's socket lives there: both are settled first, or the first test of this worker to start
+    # the forkserver would put them under private_tmp (too long a path for AF_UNIX, and deleted after).
+    multiprocessing.util.get_temp_dir()
+    multiprocessing.forkserver.ensure_running()
     monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
     strategy = ipc(2, "forkserver")
     strategy.execute(Algorithm(scratch, "return", 2), Runner(scratch), InMemoryLightningStore())  # warm-up
