@@ -94,12 +94,15 @@ class _FrameReader:
     or bytes that are no msgpack, raise ``StoreChannelError``.
     """
 
-    __slots__ = ("_unpacker",)
+    __slots__ = ("_unpacker", "chunk")
 
     def __init__(self) -> None:
         self._unpacker = msgpack.Unpacker(raw=False, max_buffer_size=MAX_FRAME_BYTES)
+        self.chunk = memoryview(bytearray(_RECV_BYTES))
+        """Where to receive the next bytes (``recv_into``): reused, so a large message does not cost a
+        fresh buffer, and its page faults, per read."""
 
-    def feed(self, data: bytes) -> list[Any]:
+    def feed(self, data: bytes | memoryview) -> list[Any]:
         try:
             self._unpacker.feed(data)
             return list(self._unpacker)
@@ -169,6 +172,7 @@ class _ServedConnection:
         self._tasks: set[asyncio.Task[None]] = set()
         self._blocking = True
         self._write_lock = asyncio.Lock()  # binds to the thread's loop on first use
+        self._packer = msgpack.Packer(use_bin_type=True, autoreset=False)  # guarded by the write lock
 
     def run(self) -> None:
         """Thread body: serve until the client leaves or the server shuts the socket down."""
@@ -209,14 +213,15 @@ class _ServedConnection:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
-    async def _read(self, loop: asyncio.AbstractEventLoop) -> bytes:
+    async def _read(self, loop: asyncio.AbstractEventLoop) -> bytes | memoryview:
         """The next bytes from the client; ``b""`` once it is gone (or the server shut the socket)."""
         try:
+            chunk = self._reader.chunk
             if self._tasks:
                 self._set_blocking(False)
-                return await loop.sock_recv(self._sock, _RECV_BYTES)
+                return chunk[: await loop.sock_recv_into(self._sock, chunk)]
             self._set_blocking(True)
-            return self._sock.recv(_RECV_BYTES)
+            return chunk[: self._sock.recv_into(chunk)]
         except OSError:
             return b""
 
@@ -244,20 +249,39 @@ class _ServedConnection:
         except Exception as exc:  # the store's error goes back to its caller; the server carries on
             reply = [request_id, _ERROR, dump_exception(exc)]
         try:
-            payload = _pack(reply)
-        except Exception as exc:  # e.g. a result msgpack cannot encode
-            payload = _pack([request_id, _ERROR, dump_exception(exc)])
-        await self._write(payload, loop)
-
-    async def _write(self, payload: bytes, loop: asyncio.AbstractEventLoop) -> None:
-        try:
-            if self._blocking:
-                self._sock.sendall(payload)  # only this thread writes, and no task is pending
+            if self._blocking:  # only this thread writes, and no task is pending
+                payload = self._pack_reply(reply)
+                try:
+                    self._sock.sendall(payload)
+                finally:
+                    self._sent(payload)
                 return
-            async with self._write_lock:  # tasks' replies must not interleave their bytes
-                await loop.sock_sendall(self._sock, payload)
+            async with self._write_lock:  # tasks' replies must not interleave their bytes (or the buffer)
+                payload = self._pack_reply(reply)
+                try:
+                    await loop.sock_sendall(self._sock, payload)
+                finally:
+                    self._sent(payload)
         except OSError:
             pass  # the client is gone; the read side ends this connection
+
+    def _pack_reply(self, reply: list[Any]) -> memoryview:
+        """``reply`` packed into the connection's reused buffer (an error reply if it cannot be packed).
+
+        A large result (a rollout carrying megabytes) is copied once into memory already mapped, instead
+        of into a fresh ``bytes`` whose pages the kernel must fault in on every reply. Pair with ``_sent``.
+        """
+        try:
+            self._packer.pack(reply)
+        except Exception as exc:  # e.g. a result msgpack cannot encode
+            self._packer.reset()
+            self._packer.pack([reply[0], _ERROR, dump_exception(exc)])
+        view: memoryview = self._packer.getbuffer()
+        return view
+
+    def _sent(self, payload: memoryview) -> None:
+        payload.release()  # the buffer may grow for the next reply only once no view of it is left
+        self._packer.reset()
 
     def shut_down(self) -> None:
         """Wake the thread from any read or write (from another thread): the connection then ends."""
@@ -483,12 +507,12 @@ class _ClientConnection:
         if data is not None:
             self._dispatch(data, wanted=None)
 
-    def _recv(self) -> bytes | None:
+    def _recv(self) -> memoryview | None:
         """What the socket holds (``None`` if nothing yet); end of stream or an error loses the connection."""
         if self._sock is None:
             return None
         try:
-            data = self._sock.recv(_RECV_BYTES)
+            data = self._reader.chunk[: self._sock.recv_into(self._reader.chunk)]
         except (BlockingIOError, InterruptedError):
             return None
         except OSError as exc:
@@ -499,7 +523,7 @@ class _ClientConnection:
             return None
         return data
 
-    def _dispatch(self, data: bytes, wanted: int | None) -> list[Any] | None:
+    def _dispatch(self, data: memoryview, wanted: int | None) -> list[Any] | None:
         """Settle the futures of the replies in ``data``; the reply to ``wanted`` is returned instead."""
         try:
             replies = self._reader.feed(data)

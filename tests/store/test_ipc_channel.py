@@ -404,3 +404,56 @@ def test_R1_close_unblocks_a_connection_whose_client_stopped_reading(tmp_path: P
 async def _enqueue_many(store: InMemoryLightningStore, n: int) -> None:
     for i in range(n):
         await store.enqueue_rollout({"i": i})
+
+
+@pytest.mark.parametrize("confined", [False, True], ids=["answered-inline", "answered-by-tasks"])
+def test_S1_multi_megabyte_results_arrive_whole_and_in_order(tmp_path: Path, confined: bool) -> None:
+    """Replies larger than a read and than the socket buffer arrive intact: sent from the connection's
+    reused buffer inline, or from concurrent tasks (a confined store) that must not interleave them."""
+    from agentlightning.store.threaded import ThreadedLightningStore
+
+    class Confined(InMemoryLightningStore):
+        thread_safe = False
+
+    inner = Confined() if confined else InMemoryLightningStore()
+    store = ThreadedLightningStore(inner) if confined else inner
+    sizes = [3_000_000, 10, 1_500_000, 700_000]
+    try:
+        with IpcStoreServer(store, tmp_path / "s.sock") as server:
+
+            async def scenario() -> None:
+                client = IpcLightningStore(server.path)
+                queued = [
+                    await client.enqueue_rollout({"blob": str(i) * size}) for i, size in enumerate(sizes)
+                ]
+                ids = [q.rollout_id for q in queued]
+                for _ in range(2):  # the second round reuses the buffers the first one grew
+                    fetched = await asyncio.gather(*(client.get_rollout_by_id(rid) for rid in ids))
+                    for i, (rollout, size) in enumerate(zip(fetched, sizes)):
+                        assert rollout is not None and rollout.rollout_id == ids[i]
+                        assert rollout.input == {"blob": str(i) * size}
+                await client.close()
+
+            run(scenario)
+    finally:
+        if isinstance(store, ThreadedLightningStore):
+            store.close_sync()
+
+
+def test_S4_a_reply_that_cannot_be_packed_is_an_error_and_the_channel_survives(
+    served: tuple[InMemoryLightningStore, IpcStoreServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agentlightning.store import ipc
+
+    _, server = served
+    monkeypatch.setitem(ipc._RESULT_ENCODERS, "get_latest_resources", lambda value: {"not": object()})
+
+    async def scenario() -> None:
+        client = IpcLightningStore(server.path)
+        with pytest.raises(TypeError, match="object"):
+            await client.get_latest_resources()
+        rollout = await client.enqueue_rollout({"after": "the failed reply"})  # nothing half-packed is left
+        assert (await client.get_rollout_by_id(rollout.rollout_id)) == rollout
+        await client.close()
+
+    run(scenario)
