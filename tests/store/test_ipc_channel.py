@@ -429,7 +429,7 @@ def test_S1_multi_megabyte_results_arrive_whole_and_in_order(tmp_path: Path, con
                 ids = [q.rollout_id for q in queued]
                 for _ in range(2):  # the second round reuses the buffers the first one grew
                     fetched = await asyncio.gather(*(client.get_rollout_by_id(rid) for rid in ids))
-                    for i, (rollout, size) in enumerate(zip(fetched, sizes)):
+                    for i, (rollout, size) in enumerate(zip(fetched, sizes, strict=True)):
                         assert rollout is not None and rollout.rollout_id == ids[i]
                         assert rollout.input == {"blob": str(i) * size}
                 await client.close()
