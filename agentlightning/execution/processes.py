@@ -25,7 +25,8 @@ Ctrl+C in a terminal signals the whole process group (K4). A child's SIGINT hand
 start-up stays pending until the child has installed that handler. Under forkserver the forkserver
 forks the child: when it preloads this module it blocks SIGINT in itself (it ignores SIGINT anyway), so
 its children start with SIGINT blocked too. A caller's own processes forked by that same process-wide
-forkserver start so as well, and keep SIGINT blocked unless they unblock it.
+forkserver get it unblocked again first thing in their bootstrap (an after-fork hook), so they see Ctrl+C
+as they would without us.
 
 Parent death (F4): two guards, because neither suffices alone. ``prctl(PR_SET_PDEATHSIG, SIGKILL)``
 (Linux, via ctypes) makes the kernel kill the child even when it is stuck in C code holding the GIL,
@@ -45,6 +46,7 @@ import math
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.context
+import multiprocessing.util
 import os
 import pickle
 import signal
@@ -612,8 +614,20 @@ def _block_sigint_in_the_forkserver() -> None:
     while frame is not None:
         if frame.f_code is forkserver.main.__code__:
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            # Every child inherits the mask; only our workers want it (they unblock it inside their guard).
+            multiprocessing.util.register_after_fork(
+                _unblock_sigint_unless_a_worker, _unblock_sigint_unless_a_worker
+            )
             return
         frame = frame.f_back
+
+
+def _unblock_sigint_unless_a_worker(_: object) -> None:
+    """After-fork hook of the forkserver's children: a process that is not one of our workers gets the
+    SIGINT the forkserver blocked back before its target runs (multiprocessing calls this from the child's
+    bootstrap, where ``current_process()`` is already the child's own process object)."""
+    if getattr(multiprocessing.current_process(), "_target", None) is not _worker_main:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _extend_forkserver_preload(modules: Sequence[str]) -> None:

@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -535,6 +536,10 @@ from agentlightning.execution.processes import WorkerProcesses
 async def nothing():
     pass
 
+def exit_1_if_sigint_is_blocked():
+    import signal, sys
+    sys.exit(1 if signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []) else 0)
+
 if __name__ == "__main__":
     event = MultiprocessingEvent(multiprocessing.get_context("forkserver"))
     preload = ("agentlightning.execution.processes",)
@@ -544,6 +549,11 @@ if __name__ == "__main__":
     workers.close()
     with open(f"/proc/{forkserver._forkserver._forkserver_pid}/status") as status:
         print(next(line for line in status if line.startswith("SigBlk:")).split()[1])
+    # A process of the caller's own, forked by the same forkserver, must see Ctrl+C as usual.
+    foreign = multiprocessing.get_context("forkserver").Process(target=exit_1_if_sigint_is_blocked)
+    foreign.start()
+    foreign.join()
+    print("foreign", foreign.exitcode)
     event.close()
 """
 
@@ -559,4 +569,26 @@ def test_K4_the_forkserver_forks_workers_with_sigint_blocked(tmp_path: Path) -> 
         [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=HANG, check=False
     )
     assert proc.returncode == 0, proc.stderr
-    assert int(proc.stdout.split()[-1], 16) & (1 << (signal.SIGINT - 1)), proc.stdout
+    mask, foreign = proc.stdout.splitlines()[-2:]
+    assert int(mask, 16) & (1 << (signal.SIGINT - 1)), proc.stdout
+    assert foreign == "foreign 0", (
+        f"a caller's own forkserver process starts with SIGINT blocked: {proc.stdout}"
+    )
+
+
+def test_K4_the_forkserver_hook_unblocks_sigint_only_outside_our_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agentlightning.execution import processes
+
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        worker = types.SimpleNamespace(_target=processes._worker_main)
+        monkeypatch.setattr(multiprocessing, "current_process", lambda: worker)
+        processes._unblock_sigint_unless_a_worker(None)
+        assert signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # ours unblock it themselves
+        monkeypatch.setattr(multiprocessing, "current_process", lambda: types.SimpleNamespace(_target=print))
+        processes._unblock_sigint_unless_a_worker(None)
+        assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
