@@ -82,11 +82,6 @@ class StoreChannelError(ConnectionError):
     """The channel to the store server failed (unreachable, closed, or a protocol error)."""
 
 
-def _pack(message: Any) -> bytes:
-    # msgpack messages delimit themselves: the stream needs no framing of its own.
-    return msgpack.packb(message, use_bin_type=True)  # type: ignore[no-any-return]
-
-
 class _FrameReader:
     """Splits a byte stream into msgpack messages; ``feed`` returns the messages completed so far.
 
@@ -450,6 +445,7 @@ class _ClientConnection:
         self._loop = loop
         self._reader = _FrameReader()
         self._outbox = bytearray()
+        self._packer = msgpack.Packer(use_bin_type=True, autoreset=False)  # reused, as the server's is
         self._next_id = 0
         self._yielded_at = time.monotonic()
         self._poll = select.poll()
@@ -462,7 +458,7 @@ class _ClientConnection:
         self._next_id += 1
         request_id = self._next_id
         fast = not self.pending and method not in _WAITING_METHODS
-        self._send(_pack([request_id, method, kwargs]))
+        self._send([request_id, method, kwargs])
         if fast and not self._outbox:
             reply = self._wait_briefly(request_id)
             if reply is not None:
@@ -549,21 +545,26 @@ class _ClientConnection:
 
     # -- writing ------------------------------------------------------------------------------------------
 
-    def _send(self, payload: bytes) -> None:
-        if self._outbox:
-            self._outbox += payload  # earlier requests are still queued: keep the order
-            return
-        assert self._sock is not None
+    def _send(self, request: list[Any]) -> None:
         try:
-            sent = self._sock.send(payload)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as exc:
-            self._lose(f"closed: {exc}")
-            return
-        if sent < len(payload):
-            self._outbox += payload[sent:]
-            self._loop.add_writer(self._sock.fileno(), self._on_writable)
+            self._packer.pack(request)  # a keyword msgpack cannot encode raises here, to the caller
+            with self._packer.getbuffer() as payload:
+                if self._outbox:
+                    self._outbox += payload  # earlier requests are still queued: keep the order
+                    return
+                assert self._sock is not None
+                try:
+                    sent = self._sock.send(payload)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError as exc:
+                    self._lose(f"closed: {exc}")
+                    return
+                if sent < len(payload):
+                    self._outbox += payload[sent:]
+                    self._loop.add_writer(self._sock.fileno(), self._on_writable)
+        finally:
+            self._packer.reset()
 
     def _on_writable(self) -> None:
         if self._sock is None:

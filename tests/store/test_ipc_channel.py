@@ -266,9 +266,10 @@ def test_taken_path_is_a_clear_error(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("chunk", [1, 3, 7, 64, 100_000])
 def test_frames_split_anywhere_are_reassembled(chunk: int) -> None:
-    from agentlightning.store.ipc import _FrameReader, _pack
+    from agentlightning.store.ipc import _FrameReader
 
-    stream = b"".join(_pack([i, "method", {"payload": "x" * i, "blob": b"\x00" * i}]) for i in range(40))
+    messages_in = ([i, "method", {"payload": "x" * i, "blob": b"\x00" * i}] for i in range(40))
+    stream = b"".join(msgpack.packb(message, use_bin_type=True) for message in messages_in)
     reader = _FrameReader()
     messages = []
     for start in range(0, len(stream), chunk):
@@ -454,6 +455,25 @@ def test_S4_a_reply_that_cannot_be_packed_is_an_error_and_the_channel_survives(
             await client.get_latest_resources()
         rollout = await client.enqueue_rollout({"after": "the failed reply"})  # nothing half-packed is left
         assert (await client.get_rollout_by_id(rollout.rollout_id)) == rollout
+        await client.close()
+
+    run(scenario)
+
+
+def test_S4_a_request_that_cannot_be_packed_raises_to_its_caller_and_the_channel_survives(
+    served: tuple[InMemoryLightningStore, IpcStoreServer],
+) -> None:
+    _, server = served
+
+    async def scenario() -> None:
+        client = IpcLightningStore(server.path)
+        rollout = await client.enqueue_rollout({"i": 1})
+        with pytest.raises(TypeError):
+            await client.update_rollout(rollout.rollout_id, metadata={"not msgpack": object()})
+        big = {"blob": "z" * 2_000_000}  # larger than the socket takes at once: queued, then drained
+        updated = await client.update_rollout(rollout.rollout_id, metadata=big)
+        assert updated.metadata == big
+        assert (await client.get_rollout_by_id(rollout.rollout_id)) == updated
         await client.close()
 
     run(scenario)
