@@ -14,77 +14,17 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from bench.strategies import STRATEGIES, _all_runners_ready, _read, _stamp
+from bench.strategies import STRATEGIES, measure_w1
 
 __all__ = ["main", "run"]
 
 
-def _burn(seconds: float) -> int:
-    """Pure-Python work for about ``seconds`` of CPU time (holds the GIL throughout)."""
-    deadline = time.thread_time() + seconds
-    total = 0
-    while time.thread_time() < deadline:
-        for i in range(2000):
-            total += i * i % 7
-    return total
-
-
-@dataclass(frozen=True)
-class CpuAlgorithm:
-    directory: str
-    n_runners: int
-    n_rollouts: int
-
-    async def __call__(self, store: Any, event: Any) -> None:
-        await _all_runners_ready(self.directory, self.n_runners)
-        start = time.perf_counter()
-        ids = [(await store.enqueue_rollout(input={"i": i})).rollout_id for i in range(self.n_rollouts)]
-        done = await store.wait_for_rollouts(rollout_ids=ids, timeout=600)
-        elapsed = time.perf_counter() - start
-        if len(done) != self.n_rollouts or any(r.status != "succeeded" for r in done):
-            raise RuntimeError(f"cpu_bound: {len(done)}/{self.n_rollouts} rollouts completed")
-        _stamp(self.directory, "rate", self.n_rollouts / elapsed)
-
-
-@dataclass(frozen=True)
-class CpuRunner:
-    directory: str
-    work_seconds: float
-
-    async def __call__(self, store: Any, worker_id: int, event: Any) -> None:
-        from agentlightning.execution.events import wait_async
-
-        _stamp(self.directory, f"ready-{worker_id}", time.monotonic())
-        idle = 0.0005
-        while not event.is_set():
-            rollout = await store.dequeue_rollout()
-            if rollout is None:
-                await wait_async(event, idle)
-                idle = min(idle * 2, 0.008)
-                continue
-            idle = 0.0005
-            _burn(self.work_seconds)
-            await store.update_attempt(rollout.rollout_id, rollout.attempt.attempt_id, status="succeeded")
-
-
 def measure(name: str, n_runners: int, n_rollouts: int, work_ms: float) -> float:
-    """Rollouts per second for one strategy."""
-    from agentlightning.store.memory import InMemoryLightningStore
-
-    with tempfile.TemporaryDirectory(prefix="agl-bench-cpu-") as directory:
-        strategy = STRATEGIES[name].build(n_runners)
-        strategy.execute(
-            CpuAlgorithm(directory, n_runners, n_rollouts),
-            CpuRunner(directory, work_ms / 1000.0),
-            InMemoryLightningStore(),
-        )
-        return _read(directory, "rate")
+    """Rollouts per second for one strategy: W1 with ``work_ms`` of CPU per rollout."""
+    return measure_w1(STRATEGIES[name], n_runners, n_rollouts, work_seconds=work_ms / 1000.0)
 
 
 def run(

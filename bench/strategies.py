@@ -150,6 +150,8 @@ class ThroughputAlgorithm:
     n_rollouts: int
     payload_bytes: int = 0
     """Size of a string carried in every rollout's input (0: just the index)."""
+    wait_seconds: float = HANG
+    """How long the rollouts may take to complete once enqueued (longer for CPU-bound runners)."""
 
     async def __call__(self, store: Any, event: Any) -> None:
         await _all_runners_ready(self.directory, self.n_runners)
@@ -159,7 +161,7 @@ class ThroughputAlgorithm:
             (await store.enqueue_rollout(input={"i": i, "payload": blob} if blob else {"i": i})).rollout_id
             for i in range(self.n_rollouts)
         ]
-        done = await store.wait_for_rollouts(rollout_ids=ids, timeout=HANG)
+        done = await store.wait_for_rollouts(rollout_ids=ids, timeout=self.wait_seconds)
         elapsed = time.perf_counter() - start
         if len(done) != self.n_rollouts or any(r.status != "succeeded" for r in done):
             raise RuntimeError(f"W1: {len(done)}/{self.n_rollouts} rollouts completed")
@@ -171,6 +173,8 @@ class ThroughputRunner:
     """W1: claim and complete rollouts until the stop; back off from 0.5 ms to 8 ms while idle."""
 
     directory: str
+    work_seconds: float = 0.0
+    """Pure-Python CPU each rollout costs its runner before it completes (``bench.cpu_bound``)."""
 
     async def __call__(self, store: Any, worker_id: int, event: Any) -> None:
         from agentlightning.execution.events import wait_async
@@ -184,7 +188,19 @@ class ThroughputRunner:
                 idle = min(idle * 2, 0.008)
                 continue
             idle = 0.0005
+            if self.work_seconds:
+                _burn_cpu(self.work_seconds)
             await store.update_attempt(rollout.rollout_id, rollout.attempt.attempt_id, status="succeeded")
+
+
+def _burn_cpu(seconds: float) -> int:
+    """Pure-Python work for about ``seconds`` of CPU time (holds the GIL throughout)."""
+    deadline = time.thread_time() + seconds
+    total = 0
+    while time.thread_time() < deadline:
+        for i in range(2000):
+            total += i * i % 7
+    return total
 
 
 # -- one measurement each ----------------------------------------------------------------------------------
@@ -196,13 +212,17 @@ def _store() -> Any:
     return InMemoryLightningStore()
 
 
-def measure_w1(spec: BenchStrategy, n_runners: int, n_rollouts: int, payload_bytes: int = 0) -> float:
-    """W1 in rollouts/s; every rollout's input carries ``payload_bytes`` of string when non-zero."""
+def measure_w1(
+    spec: BenchStrategy, n_runners: int, n_rollouts: int, payload_bytes: int = 0, work_seconds: float = 0.0
+) -> float:
+    """W1 in rollouts/s; every rollout's input carries ``payload_bytes`` of string when non-zero, and
+    costs its runner ``work_seconds`` of pure-Python CPU when non-zero."""
+    wait_seconds = HANG + n_rollouts * work_seconds
     with tempfile.TemporaryDirectory(prefix="agl-bench-") as directory:
         strategy = spec.build(n_runners)
         strategy.execute(
-            ThroughputAlgorithm(directory, n_runners, n_rollouts, payload_bytes),
-            ThroughputRunner(directory),
+            ThroughputAlgorithm(directory, n_runners, n_rollouts, payload_bytes, wait_seconds),
+            ThroughputRunner(directory, work_seconds),
             _store(),
         )
         return _read(directory, "rate")

@@ -236,3 +236,12 @@ def test_payload_rollouts_are_capped_and_bad_sizes_named() -> None:
     assert rollouts_for_payload(1_000_000) == 50
     with pytest.raises(ValueError, match="-1"):
         rollouts_for_payload(-1)
+
+
+def test_cpu_bound_runners_spend_their_work_per_rollout() -> None:
+    """bench.cpu_bound is W1 with CPU work per rollout: 10 rollouts of 20 ms on one runner thread take
+    at least 200 ms, so the rate cannot exceed 50/s (a runner that skipped the work would be far faster)."""
+    from bench import cpu_bound
+
+    rate = cpu_bound.measure("shm", 1, 10, 20.0)
+    assert 0 < rate <= 50.0
