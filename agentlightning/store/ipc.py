@@ -107,6 +107,33 @@ class _FrameReader:
             raise StoreChannelError(f"not a msgpack stream: {type(exc).__name__}: {exc}") from None
 
 
+class _ReusedPacker:
+    """Packs messages into one buffer reused from message to message (one per connection and direction).
+
+    A large message (a rollout carrying megabytes) is then copied into memory already mapped, instead of
+    into a fresh ``bytes`` whose pages the kernel must fault in every time. ``pack`` returns a view of
+    the buffer; hand it back to ``release`` once it is sent (the buffer grows only with no view left).
+    """
+
+    __slots__ = ("_packer",)
+
+    def __init__(self) -> None:
+        self._packer = msgpack.Packer(use_bin_type=True, autoreset=False)
+
+    def pack(self, message: Any) -> memoryview:
+        try:
+            self._packer.pack(message)
+        except BaseException:
+            self._packer.reset()  # nothing half-packed may go out with the next message
+            raise
+        view: memoryview = self._packer.getbuffer()
+        return view
+
+    def release(self, view: memoryview) -> None:
+        view.release()
+        self._packer.reset()
+
+
 # -- the server ---------------------------------------------------------------------------------------
 
 
@@ -167,7 +194,7 @@ class _ServedConnection:
         self._tasks: set[asyncio.Task[None]] = set()
         self._blocking = True
         self._write_lock = asyncio.Lock()  # binds to the thread's loop on first use
-        self._packer = msgpack.Packer(use_bin_type=True, autoreset=False)  # guarded by the write lock
+        self._replies = _ReusedPacker()  # guarded by the write lock
 
     def run(self) -> None:
         """Thread body: serve until the client leaves or the server shuts the socket down."""
@@ -249,34 +276,23 @@ class _ServedConnection:
                 try:
                     self._sock.sendall(payload)
                 finally:
-                    self._sent(payload)
+                    self._replies.release(payload)
                 return
             async with self._write_lock:  # tasks' replies must not interleave their bytes (or the buffer)
                 payload = self._pack_reply(reply)
                 try:
                     await loop.sock_sendall(self._sock, payload)
                 finally:
-                    self._sent(payload)
+                    self._replies.release(payload)
         except OSError:
             pass  # the client is gone; the read side ends this connection
 
     def _pack_reply(self, reply: list[Any]) -> memoryview:
-        """``reply`` packed into the connection's reused buffer (an error reply if it cannot be packed).
-
-        A large result (a rollout carrying megabytes) is copied once into memory already mapped, instead
-        of into a fresh ``bytes`` whose pages the kernel must fault in on every reply. Pair with ``_sent``.
-        """
+        """``reply`` packed, or an error reply in its place if it cannot be packed."""
         try:
-            self._packer.pack(reply)
+            return self._replies.pack(reply)
         except Exception as exc:  # e.g. a result msgpack cannot encode
-            self._packer.reset()
-            self._packer.pack([reply[0], _ERROR, dump_exception(exc)])
-        view: memoryview = self._packer.getbuffer()
-        return view
-
-    def _sent(self, payload: memoryview) -> None:
-        payload.release()  # the buffer may grow for the next reply only once no view of it is left
-        self._packer.reset()
+            return self._replies.pack([reply[0], _ERROR, dump_exception(exc)])
 
     def shut_down(self) -> None:
         """Wake the thread from any read or write (from another thread): the connection then ends."""
@@ -445,7 +461,7 @@ class _ClientConnection:
         self._loop = loop
         self._reader = _FrameReader()
         self._outbox = bytearray()
-        self._packer = msgpack.Packer(use_bin_type=True, autoreset=False)  # reused, as the server's is
+        self._requests = _ReusedPacker()
         self._next_id = 0
         self._yielded_at = time.monotonic()
         self._poll = select.poll()
@@ -546,25 +562,24 @@ class _ClientConnection:
     # -- writing ------------------------------------------------------------------------------------------
 
     def _send(self, request: list[Any]) -> None:
+        payload = self._requests.pack(request)  # a keyword msgpack cannot encode raises here, to the caller
         try:
-            self._packer.pack(request)  # a keyword msgpack cannot encode raises here, to the caller
-            with self._packer.getbuffer() as payload:
-                if self._outbox:
-                    self._outbox += payload  # earlier requests are still queued: keep the order
-                    return
-                assert self._sock is not None
-                try:
-                    sent = self._sock.send(payload)
-                except (BlockingIOError, InterruptedError):
-                    sent = 0
-                except OSError as exc:
-                    self._lose(f"closed: {exc}")
-                    return
-                if sent < len(payload):
-                    self._outbox += payload[sent:]
-                    self._loop.add_writer(self._sock.fileno(), self._on_writable)
+            if self._outbox:
+                self._outbox += payload  # earlier requests are still queued: keep the order
+                return
+            assert self._sock is not None
+            try:
+                sent = self._sock.send(payload)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                self._lose(f"closed: {exc}")
+                return
+            if sent < len(payload):
+                self._outbox += payload[sent:]
+                self._loop.add_writer(self._sock.fileno(), self._on_writable)
         finally:
-            self._packer.reset()
+            self._requests.release(payload)
 
     def _on_writable(self) -> None:
         if self._sock is None:
