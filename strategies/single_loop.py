@@ -113,7 +113,6 @@ class SingleLoopExecutionStrategy(ExecutionStrategy):
                 loop.run_until_complete(loop.shutdown_asyncgens())
                 loop.run_until_complete(loop.shutdown_default_executor())
             finally:
-                ctrl_c.uninstall()
                 loop.close()
                 held = ctrl_c.restore()
             if held and not raised_interrupt:
@@ -206,14 +205,11 @@ class _CtrlC:
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, on_sigint: Callable[[], None]) -> None:
-        self.count = 0
-        self._held_from: int | None = None
+        self.held = 0  # Ctrl+Cs that came after ``hold()``
         self._loop = loop
         self._on_sigint = on_sigint
         self._routing = False
-        self._installed = False
-        self._previous_handler: Any = None
-        self._previous_wakeup_fd = -1
+        self._saved: tuple[Any, int] | None = None  # the caller's handler and wake-up fd, while installed
         self._wakeup: tuple[socket.socket, socket.socket] | None = None
 
     def install(self) -> None:
@@ -226,41 +222,34 @@ class _CtrlC:
         # The kernel may hand SIGINT to any thread; the byte Python writes here wakes the loop, and the
         # interpreter then runs the handler on the main thread.
         self._loop.add_reader(reader.fileno(), self._drain)
-        self._previous_wakeup_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
-        self._previous_handler = signal.getsignal(signal.SIGINT)
+        handler = signal.getsignal(signal.SIGINT)
+        self._saved = (handler, signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False))
         self._routing = True
         signal.signal(signal.SIGINT, self._handle)
-        self._installed = True
 
     def hold(self) -> None:
         """From now on a Ctrl+C is only counted: shutdown is already immediate."""
         self._routing = False
-        self._held_from = self.count
-
-    def uninstall(self) -> None:
-        """Detach from the loop (before it closes); the handler stays until ``restore()``."""
-        if self._wakeup is not None:
-            with contextlib.suppress(Exception):
-                self._loop.remove_reader(self._wakeup[0].fileno())
 
     def restore(self) -> bool:
-        """Put the caller's handler back; ``True`` if a Ctrl+C was held back meanwhile."""
-        if self._installed:
-            signal.set_wakeup_fd(self._previous_wakeup_fd)
+        """After the loop is closed: put the caller's handler back; ``True`` if a Ctrl+C was held back."""
+        saved, self._saved = self._saved, None
+        if saved is not None:
+            signal.set_wakeup_fd(saved[1])
         if self._wakeup is not None:
             for sock in self._wakeup:
                 sock.close()
             self._wakeup = None
         # Last: from here on a Ctrl+C raises wherever it lands, and nothing is left open for it to leak.
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous_handler)
-            self._installed = False
-        return self._held_from is not None and self.count > self._held_from
+        if saved is not None:
+            signal.signal(signal.SIGINT, saved[0])
+        return self.held > 0
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.count += 1
         if self._routing:
             self._loop.call_soon_threadsafe(self._on_sigint)
+        else:
+            self.held += 1
 
     def _drain(self) -> None:
         assert self._wakeup is not None
