@@ -4,6 +4,7 @@ reconnects, pickling (G3) and cleanup of the socket file (R4), against a real se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pickle
 import socket
@@ -18,6 +19,7 @@ import pytest
 
 from agentlightning.store.ipc import IpcLightningStore, IpcStoreServer, StoreChannelError
 from agentlightning.store.memory import InMemoryLightningStore
+from agentlightning.store.threaded import ThreadedLightningStore
 from agentlightning.types import RolloutConfig, Span
 
 HANG = 30.0
@@ -349,28 +351,33 @@ def test_L6_calls_answered_off_the_loop_still_yield_and_cancel(
     run(scenario)
 
 
-def test_S2_a_store_whose_calls_all_suspend_is_served(tmp_path: Path) -> None:
-    """A store that is not thread-safe is wrapped (every call then suspends on the server side)."""
-    from agentlightning.store.threaded import ThreadedLightningStore
+class _NotThreadSafe(InMemoryLightningStore):
+    thread_safe = False
 
-    class Confined(InMemoryLightningStore):
-        thread_safe = False
 
-    wrapped = ThreadedLightningStore(Confined())
+@contextlib.contextmanager
+def _confined_store() -> Iterator[ThreadedLightningStore]:
+    """A store that is not thread-safe, wrapped as the strategy wraps one (every call suspends)."""
+    wrapped = ThreadedLightningStore(_NotThreadSafe())
     try:
-        with IpcStoreServer(wrapped, tmp_path / "s.sock") as server:
-
-            async def scenario() -> None:
-                client = IpcLightningStore(server.path)
-                queued = await asyncio.gather(*(client.enqueue_rollout({"i": i}) for i in range(20)))
-                claimed = [await client.dequeue_rollout() for _ in queued]
-                assert {c.rollout_id for c in claimed if c} == {q.rollout_id for q in queued}
-                assert await client.get_latest_resources() is None
-                await client.close()
-
-            run(scenario)
+        yield wrapped
     finally:
         wrapped.close_sync()
+
+
+def test_S2_a_store_whose_calls_all_suspend_is_served(tmp_path: Path) -> None:
+    """A store that is not thread-safe is wrapped (every call then suspends on the server side)."""
+    with _confined_store() as wrapped, IpcStoreServer(wrapped, tmp_path / "s.sock") as server:
+
+        async def scenario() -> None:
+            client = IpcLightningStore(server.path)
+            queued = await asyncio.gather(*(client.enqueue_rollout({"i": i}) for i in range(20)))
+            claimed = [await client.dequeue_rollout() for _ in queued]
+            assert {c.rollout_id for c in claimed if c} == {q.rollout_id for q in queued}
+            assert await client.get_latest_resources() is None
+            await client.close()
+
+        run(scenario)
 
 
 def test_R1_close_unblocks_a_connection_whose_client_stopped_reading(tmp_path: Path) -> None:
@@ -411,34 +418,22 @@ async def _enqueue_many(store: InMemoryLightningStore, n: int) -> None:
 def test_S1_multi_megabyte_results_arrive_whole_and_in_order(tmp_path: Path, confined: bool) -> None:
     """Replies larger than a read and than the socket buffer arrive intact: sent from the connection's
     reused buffer inline, or from concurrent tasks (a confined store) that must not interleave them."""
-    from agentlightning.store.threaded import ThreadedLightningStore
-
-    class Confined(InMemoryLightningStore):
-        thread_safe = False
-
-    inner = Confined() if confined else InMemoryLightningStore()
-    store = ThreadedLightningStore(inner) if confined else inner
+    store = _confined_store() if confined else contextlib.nullcontext(InMemoryLightningStore())
     sizes = [3_000_000, 10, 1_500_000, 700_000]
-    try:
-        with IpcStoreServer(store, tmp_path / "s.sock") as server:
+    with store as served_store, IpcStoreServer(served_store, tmp_path / "s.sock") as server:
 
-            async def scenario() -> None:
-                client = IpcLightningStore(server.path)
-                queued = [
-                    await client.enqueue_rollout({"blob": str(i) * size}) for i, size in enumerate(sizes)
-                ]
-                ids = [q.rollout_id for q in queued]
-                for _ in range(2):  # the second round reuses the buffers the first one grew
-                    fetched = await asyncio.gather(*(client.get_rollout_by_id(rid) for rid in ids))
-                    for i, (rollout, size) in enumerate(zip(fetched, sizes, strict=True)):
-                        assert rollout is not None and rollout.rollout_id == ids[i]
-                        assert rollout.input == {"blob": str(i) * size}
-                await client.close()
+        async def scenario() -> None:
+            client = IpcLightningStore(server.path)
+            queued = [await client.enqueue_rollout({"blob": str(i) * size}) for i, size in enumerate(sizes)]
+            ids = [q.rollout_id for q in queued]
+            for _ in range(2):  # the second round reuses the buffers the first one grew
+                fetched = await asyncio.gather(*(client.get_rollout_by_id(rid) for rid in ids))
+                for i, (rollout, size) in enumerate(zip(fetched, sizes, strict=True)):
+                    assert rollout is not None and rollout.rollout_id == ids[i]
+                    assert rollout.input == {"blob": str(i) * size}
+            await client.close()
 
-            run(scenario)
-    finally:
-        if isinstance(store, ThreadedLightningStore):
-            store.close_sync()
+        run(scenario)
 
 
 def test_S4_a_reply_that_cannot_be_packed_is_an_error_and_the_channel_survives(
