@@ -738,6 +738,33 @@ def test_returned_objects_are_copies() -> None:
     run(scenario())
 
 
+def test_T5_returned_models_of_one_rollout_are_independent_of_each_other() -> None:
+    """Two reads of one rollout: assigning fields of one, or copying it with updates, changes neither the
+    other nor the store, and each still reports every field as set."""
+
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        rollout_id = (await store.enqueue_rollout({"q": 1})).rollout_id
+        await store.update_rollout(rollout_id, status="succeeded")
+        first, second = await store.wait_for_rollouts(rollout_ids=[rollout_id, rollout_id])
+        assert first == second and first is not second
+        untouched = second.model_dump()
+        first.status = "cancelled"
+        first.input["q"] = 2
+        first.metadata["k"] = "v"
+        first.config.max_attempts = 9
+        first.config.retry_condition.append("failed")
+        assert first.model_copy(update={"mode": "val"}).mode == "val"
+        assert second.model_dump() == untouched
+        reread = await store.get_rollout_by_id(rollout_id)
+        assert reread is not None and reread.model_dump() == untouched
+        for model in (first, second, reread):
+            assert model.model_fields_set == set(type(model).model_fields)
+            assert model.config.model_fields_set == set(RolloutConfig.model_fields)
+
+    run(scenario())
+
+
 # -- resources ----------------------------------------------------------------------------------------------
 
 
