@@ -399,7 +399,9 @@ class InMemoryLightningStore(LightningStore):
         self._pushed = 0
         self._popped = 0
         self._deadlines: list[tuple[float, int, _AttemptRecord, int]] = []
-        self._waiters: dict[str, set[_Waiter]] = {}
+        # Rollout id -> its waiter, or a list of them when several waits share the id: most ids have
+        # exactly one, and a bulk wait then registers without allocating anything per id.
+        self._waiters: dict[str, _Waiter | list[_Waiter]] = {}
         self._all_waiters: set[_Waiter] = set()
         self._resources: dict[str, ResourcesUpdate] = {}
         self._latest_resources: ResourcesUpdate | None = None
@@ -581,8 +583,14 @@ class InMemoryLightningStore(LightningStore):
                 return self._terminal_out(records)
             # Registered once; each round below only swaps in a fresh one-shot future.
             waiter = _Waiter(pending, loop)
+            waiters = self._waiters
             for rid in pending:
-                self._waiters.setdefault(rid, set()).add(waiter)
+                present = waiters.setdefault(rid, waiter)
+                if present is not waiter:
+                    if isinstance(present, list):
+                        present.append(waiter)
+                    else:
+                        waiters[rid] = [present, waiter]
             self._all_waiters.add(waiter)
         try:
             while True:
@@ -999,10 +1007,10 @@ class InMemoryLightningStore(LightningStore):
     # -- waiters --------------------------------------------------------------------------------------
 
     def _notify(self, rollout_id: str) -> None:
-        waiters = self._waiters.pop(rollout_id, None)
-        if not waiters:
+        present = self._waiters.pop(rollout_id, None)
+        if present is None:
             return
-        for waiter in waiters:
+        for waiter in present if isinstance(present, list) else (present,):
             waiter.pending.discard(rollout_id)
             if not waiter.pending:
                 self._fire(waiter)
@@ -1019,12 +1027,15 @@ class InMemoryLightningStore(LightningStore):
 
     def _forget_waiter(self, waiter: _Waiter) -> None:
         self._all_waiters.discard(waiter)
+        waiters = self._waiters
         for rollout_id in waiter.pending:
-            waiters = self._waiters.get(rollout_id)
-            if waiters is not None:
-                waiters.discard(waiter)
-                if not waiters:
-                    del self._waiters[rollout_id]
+            present = waiters.get(rollout_id)
+            if present is waiter:
+                del waiters[rollout_id]
+            elif isinstance(present, list) and waiter in present:
+                present.remove(waiter)
+                if not present:
+                    del waiters[rollout_id]
 
 
 def _by_order(record: _RolloutRecord) -> int:

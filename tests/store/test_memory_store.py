@@ -675,6 +675,33 @@ def test_wait_wakes_when_another_threads_loop_completes_the_rollout() -> None:
     assert store._waiters == {}
 
 
+def test_overlapping_waits_on_shared_ids_each_wake_on_their_own_ids() -> None:
+    """Two waits registered on one id: each wakes when all of its own ids finish, and one that is
+    cancelled leaves the other's registration intact."""
+
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        r1, r2, r3 = [(await store.enqueue_rollout(name)).rollout_id for name in ("1", "2", "3")]
+        first = asyncio.create_task(store.wait_for_rollouts(rollout_ids=[r1, r2], timeout=30))
+        second = asyncio.create_task(store.wait_for_rollouts(rollout_ids=[r2, r3], timeout=30))
+        third = asyncio.create_task(store.wait_for_rollouts(rollout_ids=[r3], timeout=30))
+        while len(store._all_waiters) < 3:
+            await asyncio.sleep(0)  # let the tasks register (a yield, not a timed wait)
+        await store.update_rollout(r2, status="succeeded")
+        await store.update_rollout(r1, status="failed")
+        assert [r.rollout_id for r in await asyncio.wait_for(first, 10)] == [r1, r2]
+        assert not second.done() and not third.done()
+        second.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        assert set(store._waiters) == {r3}
+        await store.update_rollout(r3, status="cancelled")
+        assert [r.status for r in await asyncio.wait_for(third, 10)] == ["cancelled"]
+        assert store._waiters == {} and store._all_waiters == set()
+
+    run(scenario())
+
+
 def test_wait_alone_detects_a_dead_runner() -> None:
     """No other traffic: the wait's own timer at the attempt deadline expires the silent attempt."""
 
