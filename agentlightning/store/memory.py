@@ -8,6 +8,14 @@ its containers, turned into fresh pydantic models (containers deep-copied) on th
 and the atom-only dicts are never tracked by the garbage collector, so full collections stay cheap when
 hundreds of thousands of rollouts are kept.
 
+Allocation is what large batches pay for: CPython runs a full collection whenever the tracked objects
+that survived young collections grow by a quarter of those that survived the last full one, so over a
+burst each tracked survivor costs about five traversals, and a 100k-id wait spends most of its time
+collecting rather than copying. Hence a stored rollout with one attempt is two tracked objects (its
+record and its attempt's), a returned ``Rollout`` five (the model, its ``__dict__``, its config, the
+config's ``__dict__``, the retry list), and a ``wait_for_rollouts`` call registers under each id the
+waiter itself, not a set per id.
+
 One ``threading.Lock`` guards all state and is only ever held inside synchronous sections, never across
 an ``await``, so the store is safe to share between threads that each run an event loop.
 ``wait_for_rollouts`` registers a future of the *calling* loop; terminal transitions resolve it through
@@ -309,10 +317,12 @@ class _RolloutRecord:
     """A rollout: its atomic fields (``data``), its containers, attempts, creation rank and queue serial.
 
     ``data`` holds only atoms (containers are ``None`` placeholders there, kept in slots instead), so the
-    garbage collector never tracks it: full collections stay cheap with many rollouts stored.
+    garbage collector never tracks it: full collections stay cheap with many rollouts stored. For the same
+    reason the attempts are the ``latest`` one plus a tuple of the ``earlier`` ones (shared and empty for
+    a rollout with at most one attempt) rather than a list per rollout.
     """
 
-    __slots__ = ("attempts", "config", "data", "input", "metadata", "order", "queue_serial")
+    __slots__ = ("config", "data", "earlier", "input", "latest", "metadata", "order", "queue_serial")
 
     def __init__(
         self, data: dict[str, Any], input: Any, metadata: dict[str, Any], config: RolloutConfig
@@ -322,8 +332,14 @@ class _RolloutRecord:
         self.metadata = metadata
         self.config = config
         self.order = 0
-        self.attempts: list[_AttemptRecord] = []
+        self.latest: _AttemptRecord | None = None
+        self.earlier: tuple[_AttemptRecord, ...] = ()
         self.queue_serial = -1
+
+    def attempts(self) -> tuple[_AttemptRecord, ...]:
+        """Every attempt, oldest first."""
+        latest = self.latest
+        return () if latest is None else (*self.earlier, latest)
 
 
 class _AttemptRecord:
@@ -625,16 +641,16 @@ class InMemoryLightningStore(LightningStore):
             record = self._rollouts.get(rollout_id)
             if record is None:
                 return []
-            return [_attempt_out(arec) for arec in record.attempts]
+            return [_attempt_out(arec) for arec in record.attempts()]
 
     async def get_latest_attempt(self, rollout_id: str) -> Attempt | None:
         _check_str("rollout_id", rollout_id)
         with self._lock:
             self._tick()
             record = self._rollouts.get(rollout_id)
-            if record is None or not record.attempts:
+            if record is None or record.latest is None:
                 return None
-            return _attempt_out(record.attempts[-1])
+            return _attempt_out(record.latest)
 
     async def update_attempt(
         self,
@@ -727,13 +743,13 @@ class InMemoryLightningStore(LightningStore):
         with self._lock:
             self._tick()
             record = self._rollouts.get(rollout_id)
-            if record is None or not record.attempts:
+            if record is None or record.latest is None:
                 return []
-            chosen: list[_AttemptRecord]
+            chosen: Sequence[_AttemptRecord]
             if attempt_id is None:
-                chosen = record.attempts
+                chosen = record.attempts()
             elif attempt_id == "latest":
-                chosen = record.attempts[-1:]
+                chosen = [record.latest]
             else:
                 arec = self._attempts.get(attempt_id)
                 chosen = [arec] if arec is not None and arec.owner is record else []
@@ -843,9 +859,9 @@ class InMemoryLightningStore(LightningStore):
     def _attempt_record(self, rollout_id: str, attempt_id: str) -> _AttemptRecord:
         record = self._rollout_record(rollout_id)
         if attempt_id == "latest":
-            if not record.attempts:
+            if record.latest is None:
                 raise ValueError(f"rollout {rollout_id} has no attempt yet (attempt_id='latest')")
-            return record.attempts[-1]
+            return record.latest
         arec = self._attempts.get(attempt_id)
         if arec is None:
             raise ValueError(f"unknown attempt id {attempt_id!r} (rollout {rollout_id})")
@@ -858,8 +874,9 @@ class InMemoryLightningStore(LightningStore):
 
     @staticmethod
     def _active_attempt(record: _RolloutRecord) -> _AttemptRecord | None:
-        if record.attempts and record.attempts[-1].data["status"] in ACTIVE_ATTEMPT_STATUSES:
-            return record.attempts[-1]
+        latest = record.latest
+        if latest is not None and latest.data["status"] in ACTIVE_ATTEMPT_STATUSES:
+            return latest
         return None
 
     def _new_attempt(self, record: _RolloutRecord, now: float) -> _AttemptRecord:
@@ -868,7 +885,7 @@ class InMemoryLightningStore(LightningStore):
             {
                 "rollout_id": record.data["rollout_id"],
                 "attempt_id": attempt_id,
-                "sequence_id": len(record.attempts) + 1,
+                "sequence_id": len(record.earlier) + (1 if record.latest is None else 2),
                 "start_time": now,
                 "end_time": None,
                 "status": "preparing",
@@ -878,7 +895,9 @@ class InMemoryLightningStore(LightningStore):
             },
             record,
         )
-        record.attempts.append(arec)
+        if record.latest is not None:
+            record.earlier = (*record.earlier, record.latest)
+        record.latest = arec
         self._attempts[attempt_id] = arec
         config = record.config
         if config.timeout_seconds is not None or config.unresponsive_seconds is not None:
@@ -903,7 +922,7 @@ class InMemoryLightningStore(LightningStore):
     def _set_attempt_running(self, arec: _AttemptRecord) -> None:
         arec.data["status"] = "running"
         record = arec.owner
-        if record.attempts[-1] is arec and record.data["status"] == "preparing":
+        if record.latest is arec and record.data["status"] == "preparing":
             self._set_rollout_status(record, "running", arec.last_activity)
 
     def _set_rollout_status(self, record: _RolloutRecord, status: str, now: float) -> None:
@@ -948,7 +967,7 @@ class InMemoryLightningStore(LightningStore):
         arec.watch_token += 1
         arec.ended_by_store = by_store
         record = arec.owner
-        if not propagate or record.attempts[-1] is not arec or record.data["status"] not in _CLAIMED:
+        if not propagate or record.latest is not arec or record.data["status"] not in _CLAIMED:
             return  # a superseded attempt never changes its rollout
         if status == "succeeded":
             self._set_rollout_status(record, "succeeded", now)
