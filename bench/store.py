@@ -1,4 +1,4 @@
-"""Store throughput: rollout cycles per second at 1k, 10k and 100k rollouts already queued.
+"""Store throughput: rollout cycles per second at 1k, 10k and 100k rollouts already queued, and bulk work.
 
 One cycle is what a training step does to the store: the algorithm enqueues a rollout, a runner claims
 the oldest one with ``dequeue_rollout``, marks its attempt succeeded, and the algorithm observes it
@@ -13,6 +13,14 @@ figures the targets apply to; cycles per CPU-second of this process are shown be
 that is less disturbed by other processes. Targets: >= 30,000 cycles/s on one loop, and 100k-queued
 within 20% of 1k-queued (a ratio measured in the same run).
 
+Bulk work, on one loop: one ``wait_for_rollouts`` over 1k and over 100k finished ids (rollouts returned
+per second), and the batch pattern of a training step, which enqueues a batch, claims all of it, completes
+all of it and waits for all of it, at 1k and 20k rollouts (rollouts per second over the four phases). Each
+large size is judged against its small twin measured in the same run: the cost per rollout must not grow
+with the size of the batch (large batches keep many returned models alive at once, which is where the
+garbage collector's full passes would show). Targets: a 100k-id wait returns >= 200,000 rollouts/s, and a
+20k batch runs within 20% of the 1k batch's rate.
+
 Run: ``python -m bench.store`` (``--quick`` for a short run); ``run(quick)`` returns the rows.
 """
 
@@ -20,23 +28,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import functools
 import gc
 import statistics
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from agentlightning.store.base import LightningStore
 from agentlightning.store.memory import InMemoryLightningStore
 from agentlightning.store.threaded import ThreadedLightningStore
+from agentlightning.types import AttemptedRollout
 
-__all__ = ["main", "run"]
+__all__ = ["bulk_verdicts", "main", "run", "run_bulk"]
 
 QUEUED_SIZES = (1_000, 10_000, 100_000)
 TARGET_CYCLES_PER_SECOND = 30_000.0
 TARGET_FLATNESS = 0.20
+WAIT_SIZES = (1_000, 100_000)
+BATCH_SIZES = (1_000, 20_000)
+TARGET_WAIT_PER_SECOND = 200_000.0
+TARGET_BATCH_RATIO = 0.80
 
 
 class _SingleLoopStore(InMemoryLightningStore):
@@ -62,11 +77,47 @@ async def _preload(store: LightningStore, queued: int) -> None:
         await store.enqueue_rollout({"preloaded": n})
 
 
-def _time_one_loop(store: LightningStore, cycles: int) -> tuple[float, float]:
-    async def timed() -> tuple[float, float]:
-        started, cpu_started = time.perf_counter(), time.process_time()
-        await _cycles(store, cycles)
-        return time.perf_counter() - started, time.process_time() - cpu_started
+class _Collections:
+    """Wall time the garbage collector spends in its passes, and how many full passes ran, while
+    installed in ``gc.callbacks``: the share of a figure that goes to collecting rather than working."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.full = 0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+            self.full += info["generation"] == 2
+
+    def __enter__(self) -> _Collections:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        gc.callbacks.remove(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Timing:
+    elapsed: float
+    cpu: float
+    in_gc: float
+    full_collections: float
+
+
+def _time_on_loop(work: Callable[[], Awaitable[None]]) -> _Timing:
+    """Wall, CPU and collector time of ``work()`` on a fresh event loop (its start-up is not timed)."""
+
+    async def timed() -> _Timing:
+        with _Collections() as collections:
+            started, cpu_started = time.perf_counter(), time.process_time()
+            await work()
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        return _Timing(elapsed, cpu, collections.seconds, collections.full)
 
     return asyncio.run(timed())
 
@@ -118,7 +169,8 @@ def _measure_mode(mode: str, cycles: int, repeats: int) -> list[dict[str, Any]]:
             for queued, store in stores.items():
                 gc.collect()
                 if mode == "one loop":
-                    elapsed, cpu = _time_one_loop(store, cycles)
+                    timing = _time_on_loop(functools.partial(_cycles, store, cycles))
+                    elapsed, cpu = timing.elapsed, timing.cpu
                 else:
                     elapsed, cpu = _time_threads(store, cycles, 2)
                 rates[queued].append(cycles / elapsed)
@@ -143,6 +195,99 @@ def _measure_mode(mode: str, cycles: int, repeats: int) -> list[dict[str, Any]]:
                 "median_cpu_cps": statistics.median(cpu_rates[queued]),
             }
         )
+    return rows
+
+
+# -- bulk work ------------------------------------------------------------------------------------------
+
+
+async def _claim_and_complete(store: LightningStore, count: int) -> list[str]:
+    """Enqueue ``count`` rollouts, claim every one, mark every attempt succeeded; the rollout ids."""
+    ids = [(await store.enqueue_rollout({"n": n})).rollout_id for n in range(count)]
+    claimed: list[AttemptedRollout] = []
+    for _ in range(count):
+        attempted = await store.dequeue_rollout()
+        if attempted is None:
+            raise RuntimeError(f"the queue ran dry after {len(claimed)} of {count} claims")
+        claimed.append(attempted)  # held, as a runner holds its work until it reports
+    for attempted in claimed:
+        await store.update_attempt(attempted.rollout_id, attempted.attempt.attempt_id, status="succeeded")
+    return ids
+
+
+async def _wait_all(store: LightningStore, ids: list[str]) -> None:
+    finished = await store.wait_for_rollouts(rollout_ids=ids, timeout=60.0)
+    if len(finished) != len(ids) or any(rollout.status != "succeeded" for rollout in finished):
+        raise RuntimeError(f"waited for {len(ids)} finished rollouts, got {len(finished)} back")
+
+
+async def _batch(store: LightningStore, count: int) -> None:
+    await _wait_all(store, await _claim_and_complete(store, count))
+
+
+async def _waits(store: LightningStore, ids: list[str], rounds: int) -> None:
+    for _ in range(rounds):
+        await _wait_all(store, ids)  # each round's models are dropped before the next round
+
+
+def _bulk_row(pattern: str, size: int, timings: list[_Timing]) -> dict[str, Any]:
+    rates = [size / timing.elapsed for timing in timings]
+    median = statistics.median(rates)
+    return {
+        "pattern": pattern,
+        "size": size,
+        "repeats": len(rates),
+        "median_rps": median,
+        "min_rps": min(rates),
+        "max_rps": max(rates),
+        "spread_pct": 100.0 * (max(rates) - min(rates)) / median,
+        "median_cpu_rps": statistics.median(size / timing.cpu for timing in timings),
+        "gc_pct": statistics.median(100.0 * timing.in_gc / timing.elapsed for timing in timings),
+        "full_collections": statistics.median(timing.full_collections for timing in timings),
+    }
+
+
+def run_bulk(quick: bool) -> list[dict[str, Any]]:
+    """Bulk waits and whole batches on one loop; one row per (pattern, size), ``ratio`` against the
+    pattern's smallest size. Samples go round-robin over the sizes, each after a full collection."""
+    repeats = 3 if quick else 7
+    rows: list[dict[str, Any]] = []
+
+    finished: dict[int, tuple[LightningStore, list[str]]] = {}
+    for size in WAIT_SIZES:
+        filled = InMemoryLightningStore()
+        finished[size] = (filled, asyncio.run(_claim_and_complete(filled, size)))
+    timings: dict[int, list[_Timing]] = {size: [] for size in WAIT_SIZES}
+    for _ in range(repeats):
+        for size, (store, ids) in finished.items():
+            rounds = max(1, WAIT_SIZES[-1] // size)  # every sample returns as many rollouts
+            gc.collect()
+            timing = _time_on_loop(functools.partial(_waits, store, ids, rounds))
+            timings[size].append(
+                dataclasses.replace(
+                    timing,
+                    elapsed=timing.elapsed / rounds,
+                    cpu=timing.cpu / rounds,
+                    in_gc=timing.in_gc / rounds,
+                    full_collections=timing.full_collections / rounds,
+                )
+            )
+    rows += [_bulk_row("wait_for_rollouts", size, timings[size]) for size in WAIT_SIZES]
+    del finished
+
+    # One batch per sample on a fresh store: the small batch is timed as the finding measured it.
+    timings = {size: [] for size in BATCH_SIZES}
+    for _ in range(repeats):
+        for size in BATCH_SIZES:
+            fresh = InMemoryLightningStore()
+            gc.collect()
+            timings[size].append(_time_on_loop(functools.partial(_batch, fresh, size)))
+            del fresh
+    rows += [_bulk_row("batch", size, timings[size]) for size in BATCH_SIZES]
+
+    smallest = {row["pattern"]: row["median_rps"] for row in reversed(rows)}
+    for row in rows:
+        row["ratio"] = row["median_rps"] / smallest[row["pattern"]]
     return rows
 
 
@@ -172,6 +317,25 @@ def run(quick: bool) -> list[dict[str, Any]]:
     return [row for mode, cycles, repeats in plan for row in _measure_mode(mode, cycles, repeats)]
 
 
+def bulk_verdicts(rows: Sequence[dict[str, Any]]) -> list[tuple[str, bool]]:
+    """The bulk targets, judged on ``run_bulk``'s rows."""
+    by_key = {(row["pattern"], row["size"]): row for row in rows}
+    wait = by_key[("wait_for_rollouts", WAIT_SIZES[-1])]["median_rps"]
+    batch = by_key[("batch", BATCH_SIZES[-1])]["ratio"]
+    return [
+        (
+            f"wait_for_rollouts over {WAIT_SIZES[-1]:,} ids >= {TARGET_WAIT_PER_SECOND:,.0f} rollouts/s "
+            f"(got {wait:,.0f})",
+            wait >= TARGET_WAIT_PER_SECOND,
+        ),
+        (
+            f"batch of {BATCH_SIZES[-1]:,} within {1 - TARGET_BATCH_RATIO:.0%} of the {BATCH_SIZES[0]:,} "
+            f"batch's rate (ratio {batch:.2f})",
+            batch >= TARGET_BATCH_RATIO,
+        ),
+    ]
+
+
 def _verdicts(rows: Sequence[dict[str, Any]]) -> list[tuple[str, bool]]:
     one_loop = {row["queued"]: row["median_cps"] for row in rows if row["mode"] == "one loop"}
     slowest = min(one_loop.values())
@@ -188,39 +352,63 @@ def _verdicts(rows: Sequence[dict[str, Any]]) -> list[tuple[str, bool]]:
     ]
 
 
-def _table(rows: Sequence[dict[str, Any]]) -> str:
-    columns = (
-        ("queued", 8),
-        ("cycles", 7),
-        ("median cycles/s", 16),
-        ("min", 9),
-        ("max", 9),
-        ("spread", 7),
-        ("per CPU-s", 10),
-    )
-    header = f"{'mode':<16} " + " ".join(f"{name:>{width}}" for name, width in columns)
-    lines = [header, "-" * len(header)]
-    for row in rows:
-        lines.append(
-            f"{row['mode']:<16} {row['queued']:>8,} {row['cycles']:>7,} {row['median_cps']:>16,.0f} "
-            f"{row['min_cps']:>9,.0f} {row['max_cps']:>9,.0f} {row['spread_pct']:>6.1f}% "
-            f"{row['median_cpu_cps']:>10,.0f}"
-        )
-    return "\n".join(lines)
+_CYCLE_COLUMNS = (  # (header, row key, width, format spec)
+    ("mode", "mode", 16, ""),
+    ("queued", "queued", 8, ","),
+    ("cycles", "cycles", 7, ","),
+    ("median cycles/s", "median_cps", 16, ",.0f"),
+    ("min", "min_cps", 9, ",.0f"),
+    ("max", "max_cps", 9, ",.0f"),
+    ("spread %", "spread_pct", 8, ".1f"),
+    ("per CPU-s", "median_cpu_cps", 10, ",.0f"),
+)
+_BULK_COLUMNS = (
+    ("bulk (one loop)", "pattern", 18, ""),
+    ("size", "size", 8, ","),
+    ("median rollouts/s", "median_rps", 18, ",.0f"),
+    ("min", "min_rps", 9, ",.0f"),
+    ("max", "max_rps", 9, ",.0f"),
+    ("spread %", "spread_pct", 8, ".1f"),
+    ("per CPU-s", "median_cpu_rps", 10, ",.0f"),
+    ("ratio", "ratio", 6, ".2f"),
+    ("in GC %", "gc_pct", 7, ".0f"),
+    ("full GCs", "full_collections", 8, ".2g"),
+)
+
+
+def _table(columns: Sequence[tuple[str, str, int, str]], rows: Sequence[dict[str, Any]]) -> str:
+    """Fixed-width text, the first column left-aligned and the others right-aligned."""
+
+    def line(cells: Sequence[str]) -> str:
+        first, *rest = zip(cells, (width for _, _, width, _ in columns), strict=True)
+        return " ".join([f"{first[0]:<{first[1]}}", *(f"{cell:>{width}}" for cell, width in rest)])
+
+    header = line([name for name, _, _, _ in columns])
+    body = [line([format(row[key], spec) for _, key, _, spec in columns]) for row in rows]
+    return "\n".join([header, "-" * len(header), *body])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.store", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer cycles and repeats (a smoke run)")
+    parser.add_argument(
+        "--only", choices=("cycles", "bulk"), help="measure only the cycle rows or only the bulk rows"
+    )
     args = parser.parse_args(argv)
     reference = _await_cost_ns()
-    rows = run(args.quick)
+    rows = [] if args.only == "bulk" else run(args.quick)
+    bulk = [] if args.only == "cycles" else run_bulk(args.quick)
     print(f"Python {sys.version.split()[0]}; machine reference: {reference:.0f} ns per trivial await")
-    print(_table(rows))
-    print("cycles/s is wall clock (the targets); 'per CPU-s' divides by this process's CPU time instead,")
-    print("which other load on a shared machine disturbs less.")
+    if rows:
+        print(_table(_CYCLE_COLUMNS, rows))
+    if bulk:
+        print(_table(_BULK_COLUMNS, bulk))
+    print("cycles/s and rollouts/s are wall clock (the targets); 'per CPU-s' divides by this process's CPU")
+    print("time instead, which other load on a shared machine disturbs less. 'ratio' is against the")
+    print("pattern's smallest size, measured in the same run.")
     ok = True
-    for text, passed in _verdicts(rows):
+    verdicts = (_verdicts(rows) if rows else []) + (bulk_verdicts(bulk) if bulk else [])
+    for text, passed in verdicts:
         ok &= passed
         print(f"[{'PASS' if passed else 'FAIL'}] {text}")
     return 0 if ok else 1
