@@ -69,8 +69,8 @@ class RolloutConfig(BaseModel):
 
     model_config = _MODEL_CONFIG
 
-    timeout_seconds: float | None = Field(default=None, gt=0)
-    unresponsive_seconds: float | None = Field(default=None, gt=0)
+    timeout_seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    unresponsive_seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     max_attempts: int = Field(default=1, ge=1)
     retry_condition: list[AttemptStatus] = Field(default_factory=list)
 
@@ -149,8 +149,8 @@ class Span(BaseModel):
     name: str = ""
     status: Literal["unset", "ok", "error"] = "unset"
     attributes: dict[str, Any] = Field(default_factory=dict)
-    start_time: float | None = None
-    end_time: float | None = None
+    start_time: float | None = Field(default=None, allow_inf_nan=False)
+    end_time: float | None = Field(default=None, allow_inf_nan=False)
 
 
 class ResourcesUpdate(BaseModel):

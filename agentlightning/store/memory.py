@@ -58,6 +58,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 from pydantic import BaseModel
 
 from agentlightning.store.base import UNSET, LightningStore, Unset
+from agentlightning.store.values import DEFAULT_LIMITS, ValueLimits, check_json, check_span, check_text
 from agentlightning.types import (
     ACTIVE_ATTEMPT_STATUSES,
     ATTEMPT_STATUSES,
@@ -202,13 +203,6 @@ def _attempt_out(arec: _AttemptRecord) -> Attempt:
     return _build(Attempt, values, _ATTEMPT_FIELDS)
 
 
-def _span_values(span: Span) -> dict[str, Any]:
-    values = span.__dict__.copy()
-    attributes = values["attributes"]
-    values["attributes"] = _clone(attributes) if attributes else {}
-    return values
-
-
 def _span_out(values: dict[str, Any]) -> Span:
     values = values.copy()
     attributes = values["attributes"]
@@ -230,7 +224,7 @@ def _check_str(name: str, value: object) -> str:
         raise TypeError(f"{name} must be a str, got {type(value).__name__} {value!r}")
     if not value:
         raise ValueError(f"{name} must be a non-empty str, got {value!r}")
-    return value
+    return check_text(name, value)
 
 
 def _check_optional_str(name: str, value: object) -> str | None:
@@ -261,12 +255,10 @@ def _check_config(value: object) -> RolloutConfig | None:
     return value
 
 
-def _check_mapping(name: str, value: object) -> dict[str, Any]:
+def _check_mapping(name: str, value: object) -> dict[Any, Any]:
+    """A dict of ``value``; its keys and values are checked by the value rule (``check_json``)."""
     if not isinstance(value, Mapping):
         raise TypeError(f"{name} must be a dict with str keys, got {type(value).__name__} {value!r}")
-    wrong = [key for key in value if not isinstance(key, str)]
-    if wrong:
-        raise TypeError(f"{name} must have str keys, got key {wrong[0]!r}")
     return value if type(value) is dict else dict(value)
 
 
@@ -398,10 +390,15 @@ class InMemoryLightningStore(LightningStore):
     thread_safe: ClassVar[bool] = True
     """Safe to call from several threads, each with its own loop (``ThreadedLightningStore`` relies on it)."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, *, clock: Callable[[], float] = time.time, limits: ValueLimits = DEFAULT_LIMITS
+    ) -> None:
         if not callable(clock):
             raise TypeError(f"clock must be a callable returning seconds, got {clock!r}")
+        if not isinstance(limits, ValueLimits):
+            raise TypeError(f"limits must be a ValueLimits, got {type(limits).__name__} {limits!r}")
         self._clock = clock
+        self.limits = limits
         self._lock = threading.Lock()
         self._salt = secrets.token_hex(4)
         self._counter = itertools.count(1)
@@ -503,7 +500,7 @@ class InMemoryLightningStore(LightningStore):
         changes: dict[str, Any] = {}
         containers: dict[str, Any] = {}
         if input is not UNSET:
-            containers["input"] = _clone(input)
+            containers["input"] = check_json("input", input, self.limits)
         if mode is not UNSET:
             changes["mode"] = _check_mode(mode)
         if resources_id is not UNSET:
@@ -513,7 +510,7 @@ class InMemoryLightningStore(LightningStore):
                 raise TypeError(f"config must be a RolloutConfig, got {type(config).__name__} {config!r}")
             containers["config"] = _copy_config(config)
         if metadata is not UNSET:
-            containers["metadata"] = _clone(_check_mapping("metadata", metadata))
+            containers["metadata"] = check_json("metadata", _check_mapping("metadata", metadata), self.limits)
         new_status = None if status is UNSET else _check_choice("status", status, ROLLOUT_STATUSES)
         with self._lock:
             now = self._tick()
@@ -675,7 +672,11 @@ class InMemoryLightningStore(LightningStore):
             changes["worker_id"] = _check_optional_str("worker_id", worker_id)
         if last_heartbeat_time is not UNSET:
             changes["last_heartbeat_time"] = _check_time("last_heartbeat_time", last_heartbeat_time)
-        new_metadata = UNSET if metadata is UNSET else _clone(_check_mapping("metadata", metadata))
+        new_metadata = (
+            UNSET
+            if metadata is UNSET
+            else check_json("metadata", _check_mapping("metadata", metadata), self.limits)
+        )
         with self._lock:
             now = self._clock()
             if self._deadlines and self._deadlines[0][0] <= now:
@@ -710,7 +711,7 @@ class InMemoryLightningStore(LightningStore):
     async def add_span(self, span: Span) -> Span:
         if not isinstance(span, Span):
             raise TypeError(f"span must be a Span, got {type(span).__name__} {span!r}")
-        stored = _span_values(span)
+        stored = check_span(span, self.limits)
         with self._lock:
             now = self._tick()
             rollout_id = stored["rollout_id"]
@@ -758,7 +759,7 @@ class InMemoryLightningStore(LightningStore):
     # -- resources ------------------------------------------------------------------------------------
 
     async def add_resources(self, resources: NamedResources) -> ResourcesUpdate:
-        values = _clone(_check_mapping("resources", resources))
+        values = check_json("resources", _check_mapping("resources", resources), self.limits)
         with self._lock:
             now = self._tick()
             update = _build(
@@ -830,8 +831,10 @@ class InMemoryLightningStore(LightningStore):
         }
         return _RolloutRecord(
             data,
-            input if type(input) in _ATOMS else _clone(input),
-            {} if metadata is None else _clone(_check_mapping("metadata", metadata)),
+            check_json("input", input, self.limits),
+            {}
+            if metadata is None
+            else check_json("metadata", _check_mapping("metadata", metadata), self.limits),
             # The store never mutates a config in place, so rollouts without one share the default.
             self._default_config if checked_config is None else _copy_config(checked_config),
         )
