@@ -134,8 +134,6 @@ def _fields(cls: type[BaseModel]) -> set[str]:
 # and pydantic's only writes to it (assigning a field, ``model_copy(update=...)`` on its own copy) add a
 # name that is already there. A set per model would be one more tracked object, and about 700 bytes, for
 # each of the hundreds of thousands a bulk read returns.
-
-
 _ROLLOUT_FIELDS = _fields(Rollout)
 _ATTEMPTED_FIELDS = _fields(AttemptedRollout)
 _ATTEMPT_FIELDS = _fields(Attempt)
