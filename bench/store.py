@@ -247,12 +247,7 @@ def _bulk_row(pattern: str, size: int, timings: list[_Timing]) -> dict[str, Any]
     }
 
 
-def run_bulk(quick: bool) -> list[dict[str, Any]]:
-    """Bulk waits and whole batches on one loop; one row per (pattern, size), ``ratio`` against the
-    pattern's smallest size. Samples go round-robin over the sizes, each after a full collection."""
-    repeats = 3 if quick else 7
-    rows: list[dict[str, Any]] = []
-
+def _measure_waits(repeats: int) -> list[dict[str, Any]]:
     finished: dict[int, tuple[LightningStore, list[str]]] = {}
     for size in WAIT_SIZES:
         filled = InMemoryLightningStore()
@@ -272,19 +267,27 @@ def run_bulk(quick: bool) -> list[dict[str, Any]]:
                     full_collections=timing.full_collections / rounds,
                 )
             )
-    rows += [_bulk_row("wait_for_rollouts", size, timings[size]) for size in WAIT_SIZES]
-    del finished
+    return [_bulk_row("wait_for_rollouts", size, timings[size]) for size in WAIT_SIZES]
 
-    # One batch per sample on a fresh store: the small batch is timed as the finding measured it.
-    timings = {size: [] for size in BATCH_SIZES}
+
+def _measure_batches(repeats: int) -> list[dict[str, Any]]:
+    """One batch per sample on a fresh store, with no other store alive: the collector's full passes
+    then cost what the batch itself makes them cost."""
+    timings: dict[int, list[_Timing]] = {size: [] for size in BATCH_SIZES}
     for _ in range(repeats):
         for size in BATCH_SIZES:
             fresh = InMemoryLightningStore()
             gc.collect()
             timings[size].append(_time_on_loop(functools.partial(_batch, fresh, size)))
             del fresh
-    rows += [_bulk_row("batch", size, timings[size]) for size in BATCH_SIZES]
+    return [_bulk_row("batch", size, timings[size]) for size in BATCH_SIZES]
 
+
+def run_bulk(quick: bool) -> list[dict[str, Any]]:
+    """Bulk waits and whole batches on one loop; one row per (pattern, size), ``ratio`` against the
+    pattern's smallest size. Samples go round-robin over the sizes, each after a full collection."""
+    repeats = 3 if quick else 7
+    rows = _measure_waits(repeats) + _measure_batches(repeats)
     smallest = {row["pattern"]: row["median_rps"] for row in reversed(rows)}
     for row in rows:
         row["ratio"] = row["median_rps"] / smallest[row["pattern"]]
