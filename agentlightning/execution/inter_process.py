@@ -11,6 +11,9 @@ started, supervised and stopped by ``processes.WorkerProcesses``; which failure 
 ``failures.FailureCollector``; the algorithm is run by ``threads.BundleRun`` under ``threads.SigintRelay``,
 exactly as ``shm`` runs it, so both strategies share one stop model on the calling thread.
 
+The channel's bounds (``agentlightning.store.ipc``): here the server takes up to ``max(64, 4 * n_runners)``
+connections and applies the value limits of the caller's store.
+
 Stop model:
 
 - Algorithm returns: the event is set (L2); runner processes that watch it return; after
@@ -67,6 +70,7 @@ from agentlightning.execution.processes import (
 from agentlightning.execution.threads import BundleRun, SigintRelay
 from agentlightning.store.base import LightningStore
 from agentlightning.store.ipc import IpcLightningStore, IpcStoreServer
+from agentlightning.store.values import ValueLimits
 
 __all__ = ["InterProcessExecutionStrategy"]
 
@@ -132,7 +136,14 @@ class InterProcessExecutionStrategy(ExecutionStrategy):
         server: IpcStoreServer | None = None
         workers: WorkerProcesses | None = None
         try:
-            server = IpcStoreServer(served, os.path.join(tmpdir, "store.sock"))
+            limits = getattr(store, "limits", None)  # the caller's store's, which a wrapper would hide
+            server = IpcStoreServer(
+                served,
+                os.path.join(tmpdir, "store.sock"),
+                # Runners may each connect from more than one event loop: room for a few connections each.
+                max_connections=max(64, 4 * self.n_runners),
+                limits=limits if isinstance(limits, ValueLimits) else None,
+            )
             workers = WorkerProcesses(
                 event,
                 start_method=self.start_method,
@@ -206,7 +217,9 @@ class _Run:
                 if self.relay.count:
                     break  # Ctrl+C during start-up: start nothing more (K3)
                 # A runner that raises sets the event in its own process at once (see processes).
-                client = IpcLightningStore(server.path)
+                client = IpcLightningStore(
+                    server.path, limits=server.limits, max_request_bytes=server.max_request_bytes
+                )
                 name = f"runner-{worker_id}"
                 workers.start(name, runner, client, worker_id, self.event, cleanup=client.close)
             server.start()
