@@ -12,7 +12,8 @@ started, supervised and stopped by ``processes.WorkerProcesses``; which failure 
 exactly as ``shm`` runs it, so both strategies share one stop model on the calling thread.
 
 The channel's bounds (``agentlightning.store.ipc``): here the server takes up to ``max(64, 4 * n_runners)``
-connections and applies the value limits of the caller's store.
+connections and applies the value limits of the caller's store. A socket directory left behind by a
+caller killed with SIGKILL is swept by a later ``execute()`` (``socket_dirs``).
 
 Stop model:
 
@@ -51,8 +52,6 @@ import logging
 import multiprocessing
 import os
 import queue
-import shutil
-import tempfile
 import time
 from typing import Any, ClassVar
 
@@ -67,6 +66,7 @@ from agentlightning.execution.processes import (
     validate_start_method,
     validate_timeout,
 )
+from agentlightning.execution.socket_dirs import SOCKET_NAME, make_socket_dir, remove_socket_dir
 from agentlightning.execution.threads import BundleRun, SigintRelay
 from agentlightning.store.base import LightningStore
 from agentlightning.store.ipc import IpcLightningStore, IpcStoreServer
@@ -131,7 +131,7 @@ class InterProcessExecutionStrategy(ExecutionStrategy):
         failures = FailureCollector(_log)
         event = MultiprocessingEvent(multiprocessing.get_context(self.start_method))
         served, close_served = _thread_safe(store)
-        tmpdir = _socket_dir()
+        tmpdir = make_socket_dir()
         run = _Run(self, failures, event)
         server: IpcStoreServer | None = None
         workers: WorkerProcesses | None = None
@@ -139,7 +139,7 @@ class InterProcessExecutionStrategy(ExecutionStrategy):
             limits = getattr(store, "limits", None)  # the caller's store's, which a wrapper would hide
             server = IpcStoreServer(
                 served,
-                os.path.join(tmpdir, "store.sock"),
+                os.path.join(tmpdir, SOCKET_NAME),
                 # Runners may each connect from more than one event loop: room for a few connections each.
                 max_connections=max(64, 4 * self.n_runners),
                 limits=limits if isinstance(limits, ValueLimits) else None,
@@ -174,7 +174,7 @@ class InterProcessExecutionStrategy(ExecutionStrategy):
             with failures.cleanup("closing the SIGINT inbox"):
                 getattr(run.inbox, "close", lambda: None)()
             with failures.cleanup(f"removing {tmpdir}"):
-                _remove_private_dir(tmpdir)
+                remove_socket_dir(tmpdir)
         failures.raise_first()
 
     def __repr__(self) -> str:
@@ -293,16 +293,6 @@ class _Run:
                 self.record(outcome)
 
 
-def _remove_private_dir(path: str) -> None:
-    """Remove the socket's directory: empty once the server removed its socket (one syscall), else all."""
-    try:
-        os.rmdir(path)
-    except FileNotFoundError:
-        pass
-    except OSError:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def _sigint_inbox() -> Any:
     """The inbox ``SigintRelay`` posts to: ``threads``' own type where it has one (a queue with a wakeup
     socket), else a plain queue. We read the relay's ``count``, not the inbox."""
@@ -322,20 +312,3 @@ def _thread_safe(store: LightningStore) -> tuple[LightningStore, Any]:
 
     wrapped = ThreadedLightningStore(store)
     return wrapped, wrapped.close_sync
-
-
-# sun_path holds 108 bytes on Linux (104 on macOS); keep the socket's full path well inside it.
-_MAX_SOCKET_PATH = 100
-
-
-def _socket_dir() -> str:
-    """A private directory for the store socket: under TMPDIR, or under /tmp when TMPDIR is too deep.
-
-    A long TMPDIR (pytest's per-test directories, CI workspaces) would make ``bind()`` fail with
-    "AF_UNIX path too long", so the socket falls back to the system's short temp root.
-    """
-    tmpdir = tempfile.mkdtemp(prefix="agl-ipc-")
-    if len(os.path.join(tmpdir, "store.sock").encode()) <= _MAX_SOCKET_PATH:
-        return tmpdir
-    os.rmdir(tmpdir)
-    return tempfile.mkdtemp(prefix="agl-ipc-", dir="/tmp")
