@@ -524,11 +524,16 @@ def _read_replies(sock: socket.socket, count: int) -> list[Any]:
 
 
 @pytest.mark.parametrize("confined", [False, True], ids=["answered-inline", "answered-by-tasks"])
-def test_backpressure_a_client_that_reads_no_reply_is_not_read_from(tmp_path: Path, confined: bool) -> None:
+def test_backpressure_a_client_that_reads_no_reply_is_not_read_from(
+    tmp_path: Path, confined: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A client that sends without reading, while a wait of its own is pending (the server then reads it
     through its event loop): the server stops reading it instead of buffering its replies, its memory
     stays bounded, other clients are served meanwhile, and the stalled client gets every reply once it
     reads."""
+    # A confined store's calls all suspend: the server may take up to this many small requests before
+    # their replies, sent one by one, block it. Well under _FLOOD, so that stopping to read shows.
+    monkeypatch.setattr("agentlightning.store.ipc._MAX_CALLS_IN_FLIGHT", 16, raising=False)
     store_cm = _confined_store() if confined else contextlib.nullcontext(InMemoryLightningStore())
     with store_cm as store, IpcStoreServer(store, tmp_path / "s.sock") as server:
         waited = run(store.start_rollout, {"never": "finishes"})
