@@ -143,7 +143,7 @@ def _wait_for_lines(process: HostProcess, count: int) -> list[str]:
 # -- D: reachability, partition, host loss -----------------------------------------------------------------
 
 
-def test_D_two_hosts_reach_each_other_over_tcp(hosts: NamespaceHosts) -> None:
+def test_hosts_for_D_reach_each_other_over_tcp(hosts: NamespaceHosts) -> None:
     addresses = [hosts.address(host) for host in range(2)]
     assert len(set(addresses)) == 2
     assert hosts.subnet is not None and hosts.subnet.subnet_of(ADDRESS_RANGE)
@@ -162,7 +162,7 @@ def test_D_two_hosts_reach_each_other_over_tcp(hosts: NamespaceHosts) -> None:
         hosts.connect(0, "127.0.0.1", servers[1][1], HANG)
 
 
-def test_D_no_route_leads_outside_the_switch(hosts: NamespaceHosts) -> None:
+def test_no_route_leads_outside_the_switch(hosts: NamespaceHosts) -> None:
     # TEST-NET-1 stands for any address beyond the switch: no route, so it fails at once.
     with pytest.raises(OSError, match="unreachable") as error:
         hosts.connect(0, "192.0.2.1", 80, HANG)
@@ -174,7 +174,7 @@ def test_D_no_route_leads_outside_the_switch(hosts: NamespaceHosts) -> None:
     assert [line.split(":")[1].strip().split("@")[0] for line in links.splitlines()] == ["lo", "eth0"]
 
 
-def test_D3_partition_blocks_both_ways_and_restore_heals(hosts: NamespaceHosts) -> None:
+def test_partition_for_D3_blocks_both_ways_and_restore_heals(hosts: NamespaceHosts) -> None:
     (server0, port0), (server1, port1) = _serve_echo(hosts, 0), _serve_echo(hosts, 1)
     hosts.wait_reachable(0, 1, port1, HANG)
     hosts.wait_reachable(1, 0, port0, HANG)
@@ -222,7 +222,7 @@ time.sleep(600)
 """
 
 
-def test_D2_host_loss_kills_the_whole_process_tree_found_by_its_namespace(hosts: NamespaceHosts) -> None:
+def test_host_loss_for_D2_kills_the_whole_process_tree_found_by_its_namespace(hosts: NamespaceHosts) -> None:
     bystander = hosts.run(0, ["sleep", "600"])
     tree = hosts.run(1, [sys.executable, "-c", PROCESS_TREE])
     pids = {tag: int(pid) for tag, pid in (line.split() for line in _wait_for_lines(tree, 4))}
