@@ -17,9 +17,10 @@ anyway; the unique subnet makes an address in a log name its run.
 Cleanup. Namespaces are named ``agl-hosts-<owner pid>-<owner start time>-<subnet>-<sw|hN>``. On exit
 (normal, exception, KeyboardInterrupt, or at interpreter exit) every process of every host is SIGKILLed,
 found by its namespace (``ip netns pids``, not by remembered pids), and every namespace is deleted (its
-veth ends go with it). A run SIGKILLed itself leaves its namespaces behind: ``sweep_stale_namespaces``
-(also run on every entry) removes namespaces of that naming whose owner is gone (psutil: no process with
-that pid, a zombie, or another process started at another time), never those of a live owner.
+veth ends go with it), and so is the temporary log directory. A run SIGKILLed itself leaves its
+namespaces behind: ``sweep_stale_namespaces`` (also run on every entry) removes namespaces of that naming
+whose owner is gone (psutil: no process with that pid, a zombie, or another process started at another
+time), never those of a live owner, and the owner's log directory if it is in this temporary directory.
 
 Making namespaces needs Linux, CAP_SYS_ADMIN and CAP_NET_ADMIN (root) and iproute2's ``ip``:
 ``probe_namespaces()`` says why not otherwise, and the D checks report n/a with that reason.
@@ -76,6 +77,7 @@ MAX_HOSTS = 250
 _SUBNETS = 2 ** (24 - ADDRESS_RANGE.prefixlen)
 _PREFIX = "agl-hosts-"
 _NAME = re.compile(r"^agl-hosts-(?P<pid>\d+)-(?P<start>\d+)-(?P<subnet>\d{3})-(?P<role>sw|h\d+)$")
+_LOG_DIR = re.compile(r"^agl-hosts-(?P<pid>\d+)-(?P<start>\d+)-(?P<subnet>\d{3})-logs-\w+$")  # in TMPDIR
 _NETNS_DIR = Path("/run/netns")  # where `ip netns` keeps its named namespaces (fixed in iproute2)
 _LOCK_NAME = "agl-hosts.lock"
 _START_TOLERANCE = 2.0  # seconds: two processes may read a start time differently after a clock step
@@ -213,9 +215,17 @@ def _machine_lock(timeout: float) -> Iterator[None]:
 
 
 def _sweep(ip: str, timeout: float) -> tuple[list[str], list[str]]:
-    """(namespaces removed, errors): every namespace of ours whose owner is gone, processes first."""
+    """(namespaces removed, errors): every namespace of ours whose owner is gone, processes first.
+
+    The log directories such owners made in this process's temporary directory go too.
+    """
     removed: list[str] = []
     errors: list[str] = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(tempfile.gettempdir()):
+            match = _LOG_DIR.match(entry.name)
+            if match and entry.is_dir() and not _owner_alive(int(match["pid"]), int(match["start"])):
+                shutil.rmtree(entry.path, ignore_errors=True)
     for name in _namespaces(ip, timeout):
         match = _NAME.match(name)
         if match is None or _owner_alive(int(match["pid"]), int(match["start"])):
@@ -471,8 +481,9 @@ class NamespaceHosts:
                 raise HostsError(f"all {_SUBNETS} /24 subnets of {ADDRESS_RANGE} are taken by live runs")
             first = ADDRESS_RANGE.network_address + free * 256
             self.subnet = ipaddress.IPv4Network(f"{first}/24")
-            self._switch = f"{owner}-{free:03d}-sw"
-            self._hosts = [f"{owner}-{free:03d}-h{host}" for host in range(self.n_hosts)]
+            run = f"{owner}-{free:03d}"
+            self._switch = f"{run}-sw"
+            self._hosts = [f"{run}-h{host}" for host in range(self.n_hosts)]
             try:
                 self._ip_call("netns", "add", self._switch)
             except HostsError as error:
@@ -483,7 +494,7 @@ class NamespaceHosts:
                 self._made.append(name)
         self._wire()
         if self._log_dir is None:
-            self._log_dir = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}logs-"))
+            self._log_dir = Path(tempfile.mkdtemp(prefix=f"{run}-logs-"))
             self._own_log_dir = True
         else:
             self._log_dir.mkdir(parents=True, exist_ok=True)

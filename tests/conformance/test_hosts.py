@@ -299,8 +299,12 @@ HOLDER = """
 import json, sys
 from conformance.hosts import NamespaceHosts
 with NamespaceHosts(2) as hosts:
-    orphan = hosts.run(1, ["sleep", "600"]).pid if sys.argv[1] == "orphan" else None
-    print(json.dumps({"names": [hosts.namespace(h) for h in range(2)], "orphan": orphan}), flush=True)
+    orphan = hosts.run(1, ["sleep", "600"]) if sys.argv[1] == "orphan" else None
+    print(json.dumps({
+        "names": [hosts.namespace(h) for h in range(2)],
+        "orphan": orphan and orphan.pid,
+        "logs": orphan and str(orphan.stdout_path.parent),
+    }), flush=True)
     sys.stdin.read()
 """
 
@@ -332,6 +336,8 @@ def test_sweep_removes_a_killed_runs_namespaces_and_keeps_a_live_owners(namespac
         listed = set(_our_namespaces())
         assert set(stale_info["names"]) <= listed  # type: ignore[arg-type]
         assert psutil.pid_exists(orphan) and not _dead(orphan)
+        stale_logs = Path(str(stale_info["logs"]))
+        assert stale_logs.is_dir()
 
         removed = sweep_stale_namespaces()
 
@@ -339,6 +345,7 @@ def test_sweep_removes_a_killed_runs_namespaces_and_keeps_a_live_owners(namespac
         # Gone (by this sweep, or by another run's entry sweeping at the same time), orphan included.
         assert not listed & {*stale_info["names"], reused_pid}  # type: ignore[misc]
         assert _dead(orphan)
+        assert not stale_logs.exists()
         assert set(live_info["names"]) <= listed  # type: ignore[arg-type]
         assert not set(live_info["names"]) & set(removed)  # type: ignore[arg-type]
         assert not_ours in listed
