@@ -681,11 +681,14 @@ def _apply_wait(state: _Rollout, ctx: _KeyContext, op: Operation) -> _Applied:
     item = _listed(op, ctx.rollout_id)
     if item is None:
         if state.status in TERMINAL_ROLLOUT_STATUSES:
+            # Left out a rollout its retry policy failed: most likely the store requeued it instead.
+            rule = _status_rule(state, "requeuing", "T4 wait")
             return _read(
                 state,
                 _Reason(
-                    "T4 wait",
-                    f"wait_for_rollouts left out {ctx.rollout_id}, which was already {state.status!r}",
+                    "T4 wait" if rule == "T1 terminal-final" else rule,
+                    f"wait_for_rollouts left out {ctx.rollout_id}, which was already {state.status!r} "
+                    f"({state.via.replace('policy:', 'by its retry policy after attempt ')})",
                 ),
             )
         return _read(state, None)

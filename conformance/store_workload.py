@@ -18,6 +18,7 @@ its violations, its ``encode``d form for ``--conformance-replay`` and how often 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import threading
@@ -42,6 +43,7 @@ from conformance.exploration import (
 from conformance.history import Event, Violation, analyse_history, format_history
 
 __all__ = [
+    "AUDIT",
     "CONFIGS",
     "STEP_OPS",
     "ClientProgram",
@@ -69,10 +71,10 @@ __all__ = [
 CONFIGS: Mapping[str, Mapping[str, Any]] = {
     "once": {"max_attempts": 1, "retry_condition": []},
     "no-retry": {"max_attempts": 1, "retry_condition": ["failed"]},
-    "retry": {"max_attempts": 3, "retry_condition": ["failed", "timeout", "unresponsive"]},
+    "retry": {"max_attempts": 2, "retry_condition": ["failed", "timeout", "unresponsive"]},
     "expiring": {
         "max_attempts": 2,
-        "retry_condition": ["timeout", "unresponsive"],
+        "retry_condition": ["failed", "timeout", "unresponsive"],
         "unresponsive_seconds": 0.03,
         "timeout_seconds": 0.1,
     },
@@ -98,6 +100,7 @@ STEP_OPS: Mapping[str, str] = {
     "get_latest_resources": "read the latest resources snapshot",
     "get_resources": "read a snapshot this client added (mine:i) or saw (seen:i) by id",
     "pause": "sleep a few milliseconds",
+    "audit": "read everything: every rollout, each one's attempts and spans, the latest resources",
 }
 """What each step does (the target and value a step carries are described here too)."""
 
@@ -364,10 +367,24 @@ class _Client:
             await self.resources_step(op, target)
         elif op in ("enqueue", "query_rollouts", "wait"):
             await self.queue_step(op, target, value)
+        elif op == "audit":
+            await self.audit()
         else:
             rid = self.rollout(target)
             if rid is not None:
                 await self.rollout_step(op, rid, value)
+
+    async def audit(self) -> None:
+        store = self.store
+        everything = await self.call("query_rollouts", {}, store.query_rollouts)
+        for rid in [found.rollout_id for found in everything or ()]:
+            await self.rollout_step("query_attempts", rid, None)
+            await self.call(
+                "query_spans",
+                {"rollout_id": rid, "attempt_id": None},
+                functools.partial(store.query_spans, rid),
+            )
+        await self.call("get_latest_resources", {}, store.get_latest_resources)
 
     async def attempt_step(self, op: str, claim: tuple[str, str], value: Any) -> None:
         store = self.store
@@ -481,6 +498,10 @@ def setup_program(workload: Workload) -> ClientProgram:
     return ClientProgram("setup", tuple(steps))
 
 
+AUDIT = ClientProgram("audit", (Step("audit"),))
+"""Run after the clients: the final read that makes any wrong end state visible to the checker."""
+
+
 def bind_programs(workload: Workload, setup_events: Sequence[Event]) -> list[ClientProgram]:
     """The client programs with the ids the set-up's events show (rollouts and snapshots, in order)."""
     rollouts = tuple(
@@ -542,14 +563,15 @@ class WorkloadRun:
 def run_workload(
     workload: Workload, store_factory: Callable[[], LightningStore], run_clients: RunClients = run_in_threads
 ) -> WorkloadRun:
-    """Make a fresh store, run the set-up then the clients (through ``run_clients``), check the history."""
+    """A fresh store; the set-up, the clients (through ``run_clients``), the audit; the history checked."""
     store = store_factory()
     try:
         setup = asyncio.run(run_client(setup_program(workload), store))
         histories = run_clients(store, bind_programs(workload, setup))
+        audit = asyncio.run(run_client(AUDIT, store))
     finally:
         asyncio.run(store.close())
-    history = [*setup, *(event for events in histories for event in events)]
+    history = [*setup, *(event for events in histories for event in events), *audit]
     analysis = analyse_history(history)
     return WorkloadRun(history, analysis.violations, analysis.notes)
 
