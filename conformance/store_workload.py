@@ -565,12 +565,18 @@ def run_workload(
 ) -> WorkloadRun:
     """A fresh store; the set-up, the clients (through ``run_clients``), the audit; the history checked."""
     store = store_factory()
-    try:
-        setup = asyncio.run(run_client(setup_program(workload), store))
-        histories = run_clients(store, bind_programs(workload, setup))
-        audit = asyncio.run(run_client(AUDIT, store))
-    finally:
-        asyncio.run(store.close())
+
+    async def drive() -> tuple[list[Event], list[list[Event]], list[Event]]:
+        # One loop for every driver-side call (set-up, audit, close): a store client bound to the loop
+        # it was first used on (an HTTP session) works; run_clients blocks, so it runs in a thread.
+        try:
+            setup = await run_client(setup_program(workload), store)
+            histories = await asyncio.to_thread(run_clients, store, bind_programs(workload, setup))
+            return setup, histories, await run_client(AUDIT, store)
+        finally:
+            await store.close()
+
+    setup, histories, audit = asyncio.run(drive())
     history = [*setup, *(event for events in histories for event in events), *audit]
     analysis = analyse_history(history)
     return WorkloadRun(history, analysis.violations, analysis.notes)
