@@ -100,6 +100,7 @@ class InterProcessExecutionStrategy(ExecutionStrategy):
         ),
         # Runners live in other processes: they can never be handed the caller's object itself (S6).
         "supports_unmanaged_store": False,
+        "runs_on_many_hosts": False,  # a Unix socket: every runner is on this machine (D1-D5 are n/a)
     }
 
     def __init__(
