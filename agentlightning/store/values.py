@@ -193,6 +193,35 @@ class _Walk:
         return out
 
 
+def _flat_copy(value: dict[Any, Any], limits: ValueLimits) -> dict[str, Any] | None:
+    """A copy of a dict of ASCII keys and plain atoms (the common metadata), or ``None`` for the full walk.
+
+    Only accepts what the walk would accept, so the two never disagree; anything else, including every
+    refusal, goes to the walk, which words the error.
+    """
+    text = 0
+    for key, item in value.items():
+        if type(key) is not str or not key.isascii():
+            return None
+        text += len(key)
+        kind = type(item)
+        if kind is str:
+            if not item.isascii():
+                return None
+            text += len(item)
+        elif kind is int:
+            if not _INT_MIN <= item <= _INT_MAX:
+                return None
+        elif kind is float:
+            if not math.isfinite(item):
+                return None
+        elif item is not None and kind is not bool:
+            return None
+    if text > limits.max_text_bytes or len(value) + 1 > limits.max_items:
+        return None
+    return value.copy()
+
+
 def check_json(field: str, value: Any, limits: ValueLimits = DEFAULT_LIMITS) -> Any:
     """``value`` checked against the rule, as a fresh copy the caller may keep (tuples become lists).
 
@@ -212,7 +241,10 @@ def check_json(field: str, value: Any, limits: ValueLimits = DEFAULT_LIMITS) -> 
                     f"holds more than {limits.max_text_bytes} bytes of text (ValueLimits.max_text_bytes)"
                 )
             return value
-        if kind is dict or kind is list or kind is tuple:
+        if kind is dict:
+            flat = _flat_copy(value, limits)
+            return _Walk(limits).copy(value, 0) if flat is None else flat
+        if kind is list or kind is tuple:
             return _Walk(limits).copy(value, 0)
         reason = _atom_reason(value)
         if reason is not None:
