@@ -275,8 +275,9 @@ async def _claim_until_done(store: Any, rollout_ids: list[str], settle: float) -
     while True:
         attempted = await store.dequeue_rollout()
         if attempted is None:
-            done = await store.wait_for_rollouts(rollout_ids=rollout_ids, timeout=0)
-            if len(done) == len(rollout_ids):
+            # Statuses by query, not by wait_for_rollouts: T2 must not hinge on T4.
+            rollouts = await store.query_rollouts(rollout_ids=rollout_ids)
+            if all(rollout.status in _TERMINAL for rollout in rollouts):
                 return {"claims": claims, "gave_up": False}
             now = time.monotonic()
             idle_since = idle_since or now
@@ -473,15 +474,18 @@ async def _retry_policy(run: StoreRun) -> None:
     beats: list[asyncio.Task[None]] = []
     pending = set(by_id)
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + run.bound(2 * _SILENCE * 3 + _DETECTION * 2)
+    patience = run.bound(2 * _SILENCE * 3 + _DETECTION * 2)  # every case's longest chain, and then some
+    deadline = loop.time() + patience
     try:
         while pending and loop.time() < deadline:
             run.step("dequeue_rollout")
             attempted = await s.dequeue_rollout()
             if attempted is None:
-                run.step("wait_for_rollouts (polling for the store to end held attempts)")
-                done = await s.wait_for_rollouts(rollout_ids=sorted(pending), timeout=0.02)
-                pending -= {rollout.rollout_id for rollout in done}
+                # Polled by query, not by wait_for_rollouts: T3 must not hinge on T4.
+                run.step("query_rollouts (polling for the store to end held attempts)")
+                rollouts = await s.query_rollouts(rollout_ids=sorted(pending))
+                pending -= {rollout.rollout_id for rollout in rollouts if rollout.status in _TERMINAL}
+                await asyncio.sleep(0.02)
                 continue
             rid, aid = attempted.rollout_id, attempted.attempt.attempt_id
             sequence = attempted.attempt.sequence_id
@@ -520,7 +524,7 @@ async def _retry_policy(run: StoreRun) -> None:
         if rid in pending:
             held = [f"attempt {a.sequence_id} {a.status!r}" for a in attempts]
             problems.append(
-                f"{case.name}: still {final!r} ({', '.join(held)}) after {run.bound(_DETECTION * 2):g} s "
+                f"{case.name}: still {final!r} ({', '.join(held)}) after {patience:g} s "
                 f"(config {case.config}): an attempt stays claimed by a worker that is gone"
             )
             continue
