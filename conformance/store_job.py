@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 
 from conformance.catalogue import ACCESS_PATHS
 from conformance.checks import CheckContext, contract
+from conformance.journal import write_record
 from conformance.scenarios import Target
 from conformance.store_paths import (
     PATH_MODULES,
@@ -91,6 +92,7 @@ class StoreRun:
     job: StoreJob
     path: AccessPath
     processes: ClientProcesses | None
+    journal_path: str = ""
     current_step: str = "opening the access path"
     random: random.Random = field(init=False, repr=False)
 
@@ -119,7 +121,11 @@ class StoreRun:
         return seconds * self.job.timeout_scale
 
     def step(self, text: str) -> None:
+        """Label what the body does next: named by an unexpected error, and journaled, so a hang's
+        report says where it hung (a stack dump cannot show a suspended coroutine)."""
         self.current_step = text
+        if self.journal_path:
+            write_record(self.journal_path, "check", "step", text)
 
     def spread(self, count: int) -> list[str]:
         """Where ``count`` clients run: up to the forked processes in processes (on a path that has
@@ -143,17 +149,19 @@ def run_store_job(job: StoreJob, directory: str, journal_path: str) -> Finding |
         processes = ClientProcesses(job.process_clients, journal_path=journal_path, directory=directory)
     try:
         store = build_store(job.target)
-        return asyncio.run(_run_body(job, store, processes))
+        return asyncio.run(_run_body(job, store, processes, journal_path))
     finally:
         if processes is not None:
             processes.close()
 
 
-async def _run_body(job: StoreJob, store: Any, processes: ClientProcesses | None) -> Finding | None:
+async def _run_body(
+    job: StoreJob, store: Any, processes: ClientProcesses | None, journal_path: str
+) -> Finding | None:
     run: StoreRun | None = None
     try:
         async with open_path(job.path, store, thread_safe=bool(job.capabilities["thread_safe"])) as path:
-            run = StoreRun(job, path, processes)
+            run = StoreRun(job, path, processes, journal_path)
             run.step("starting the check")
             await job.body(run)
     except _Failed as failed:
@@ -201,9 +209,11 @@ def run_store_check(ctx: CheckContext, body: StoreBody, *, process_clients: int 
         preload=(body.__module__, *PATH_MODULES[ctx.situation]),
     )
     if result.outcome == "hang":
+        steps = [record.detail for record in result.journal if record.kind == "step"]
+        where = f" while {steps[-1]}" if steps else ""
         ctx.fail(
             expected=f"the {ctx.title} check finishes within its {result.hang_bound:g} s hang bound",
-            observed=f"it hung on the {ctx.situation} path and was killed with its process group",
+            observed=f"it hung{where} on the {ctx.situation} path and was killed with its process group",
             figure=f"{result.duration:.1f} s > {result.hang_bound:g} s",
             details="  stacks of every thread of every process of the check:\n" + _indent(result.stacks),
         )

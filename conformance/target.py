@@ -334,30 +334,25 @@ def validate_store_target(target: Target) -> ResolvedStore:
         ) from None
     cls = type(store)
     class_path = f"{cls.__module__}.{cls.__qualname__}"
+    missing = [name for name in _STORE_METHODS if not callable(getattr(store, name, None))]
+    if missing:
+        raise TargetError(
+            f"store factory {target.store_factory!r} returned {class_path}, which is not a LightningStore "
+            f"(no {', '.join(missing)})"
+        )
     try:
-        missing = [name for name in _STORE_METHODS if not callable(getattr(store, name, None))]
-        if missing:
-            raise TargetError(
-                f"store factory {target.store_factory!r} returned {class_path}, which is not a "
-                f"LightningStore (no {', '.join(missing)})"
-            )
-        try:
-            capabilities = read_store_capabilities(store)
-        except CapabilityError as error:
-            raise TargetError(f"store {class_path} has an invalid capability manifest: {error}") from None
-    finally:
-        close = getattr(store, "close", None)
-        if callable(close):
-            try:
-                asyncio.run(close())
-            except Exception as error:
-                raise TargetError(
-                    f"closing store {class_path} failed: {type(error).__name__}: {error}"
-                ) from None
+        capabilities = read_store_capabilities(store)
+    except CapabilityError as error:
+        raise TargetError(f"store {class_path} has an invalid capability manifest: {error}") from None
+    try:
+        asyncio.run(store.close())
+    except Exception as error:
+        raise TargetError(f"closing store {class_path} failed: {type(error).__name__}: {error}") from None
     return ResolvedStore(target, class_path, module_version(cls), capabilities)
 
 
 _STORE_METHODS = (
+    "close",
     "enqueue_rollout",
     "dequeue_rollout",
     "start_rollout",
