@@ -95,9 +95,11 @@ class StoreRun:
     journal_path: str = ""
     current_step: str = "opening the access path"
     random: random.Random = field(init=False, repr=False)
+    loop: asyncio.AbstractEventLoop = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.random = random.Random(f"{self.job.seed}:{self.job.contract_id}:{self.job.path}")
+        self.loop = asyncio.get_running_loop()
 
     @property
     def store(self) -> Any:
@@ -135,6 +137,11 @@ class StoreRun:
 
     async def clients(self, clients: Sequence[Client]) -> list[ClientOutcome]:
         return await run_clients(self.path, clients, self.processes)
+
+    def clients_from_thread(self, clients: Sequence[Client]) -> list[ClientOutcome]:
+        """``clients`` for synchronous code in another thread of the sandbox (a hypothesis search run
+        with ``asyncio.to_thread``): runs them on the body's loop and blocks until they are done."""
+        return asyncio.run_coroutine_threadsafe(self.clients(clients), self.loop).result()
 
     def fail(self, *, expected: str, observed: str, figure: str = "", details: str = "") -> NoReturn:
         raise _Failed(Finding(expected, observed, figure, details))

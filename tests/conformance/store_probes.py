@@ -116,3 +116,17 @@ async def fails_with_a_finding(run: StoreRun) -> None:
 async def store_raises(run: StoreRun) -> None:
     run.step("asking for an unknown rollout's attempt")
     await run.store.update_attempt("no-such-rollout", "latest", status="running")
+
+
+async def clients_from_a_thread(run: StoreRun) -> None:
+    """A body whose synchronous helper, in another thread, runs clients through ``clients_from_thread``."""
+    run.step("running clients from a worker thread")
+
+    def search() -> list[Any]:
+        outcomes = run.clients_from_thread([Client(identify, ("sync",), where) for where in run.spread(3)])
+        return [(o.where, o.value["rollout_id"]) for o in outcomes]
+
+    found = await asyncio.to_thread(search)
+    stored = sorted(r.rollout_id for r in await run.store.query_rollouts())
+    wheres = sorted(where for where, _ in found)
+    run.fail(expected="nothing", observed=f"{wheres} {sorted(rid for _, rid in found) == stored}")

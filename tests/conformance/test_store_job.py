@@ -15,7 +15,7 @@ from conformance.verdicts import ContractFailed
 
 sys.path.insert(0, os.path.dirname(__file__))  # store_probes must import in the sandbox too
 
-from store_probes import fails_with_a_finding, hangs_in_a_client, store_raises
+from store_probes import clients_from_a_thread, fails_with_a_finding, hangs_in_a_client, store_raises
 
 _TARGET = Target("", store_factory="agentlightning.store.memory:InMemoryLightningStore")
 
@@ -54,3 +54,9 @@ def test_a_hung_store_check_is_killed_and_reported_with_every_stack() -> None:
     )
     assert "in _thread_client" in failed.value.details  # the client thread's stack
     assert "in run_store_job" in failed.value.details  # the body's thread
+
+
+def test_synchronous_code_in_a_thread_can_run_clients_through_the_path() -> None:
+    with pytest.raises(ContractFailed) as reported:  # the probe reports what it saw as its "finding"
+        run_store_check(_ctx("http"), clients_from_a_thread, process_clients=2)
+    assert reported.value.observed == "['process', 'process', 'thread'] True"
