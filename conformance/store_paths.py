@@ -21,6 +21,7 @@ import concurrent.futures
 import contextlib
 import os
 import pickle
+import signal
 import tempfile
 import threading
 import time
@@ -258,7 +259,7 @@ class ClientProcesses:
             requests_r, requests_w = Pipe(duplex=False)
             replies_r, replies_w = Pipe(duplex=False)
             pid = os.fork()
-            if pid == 0:  # pragma: no cover - runs in the client process (measured by coverage's patch)
+            if pid == 0:  # the client process: serve programs until the parent closes the pipe
                 code = 0
                 try:
                     for worker in self.workers:  # others' ends: their EOF must not wait for us
@@ -274,6 +275,21 @@ class ClientProcesses:
             requests_r.close()
             replies_w.close()
             self.workers.append(_Worker(pid, requests_w, replies_r))
+        self._free = list(self.workers)
+
+    def take(self, count: int) -> list[_Worker]:
+        """``count`` idle workers, now busy until ``give_back`` (concurrent ``run_clients`` calls never
+        share one)."""
+        if count > len(self._free):
+            raise ValueError(
+                f"{count} process clients asked, {len(self._free)} of {len(self.workers)} client "
+                "processes idle"
+            )
+        taken, self._free = self._free[:count], self._free[count:]
+        return taken
+
+    def give_back(self, workers: Sequence[_Worker]) -> None:
+        self._free.extend(workers)
 
     def close(self, timeout: float = 10.0) -> None:
         """End every client process (EOF on its request pipe) and reap it; SIGKILL past ``timeout``."""
@@ -287,7 +303,7 @@ class ClientProcesses:
                     break
                 if time.monotonic() >= deadline:
                     with contextlib.suppress(OSError):
-                        os.kill(worker.pid, 9)
+                        os.kill(worker.pid, signal.SIGKILL)
                     os.waitpid(worker.pid, 0)
                     break
                 time.sleep(0.005)
@@ -376,9 +392,19 @@ async def run_clients(
     in_processes = [i for i, client in enumerate(clients) if client.where == "process"]
     if in_processes and not path.processes:
         raise ValueError(f"the {path.name} path cannot be reached from another process")
-    workers = processes.workers if processes is not None else []
-    if len(in_processes) > len(workers):
-        raise ValueError(f"{len(in_processes)} process clients asked, {len(workers)} client processes forked")
+    if in_processes and processes is None:
+        raise ValueError(f"{len(in_processes)} process clients asked, no client processes forked")
+    workers = processes.take(len(in_processes)) if processes is not None else []
+    try:
+        return await _run_together(path, clients, in_processes, workers)
+    finally:
+        if processes is not None:
+            processes.give_back(workers)
+
+
+async def _run_together(
+    path: AccessPath, clients: Sequence[Client], in_processes: list[int], workers: list[_Worker]
+) -> list[ClientOutcome]:
     go = threading.Event()
     outcomes: dict[int, Awaitable[ClientOutcome]] = {}
     ready: list[threading.Event] = []
