@@ -216,7 +216,7 @@ def plan_rows(*, scope: str, only: Sequence[str], with_references: bool) -> list
     if only:
         rows = [row for row in rows if any(pattern in row.name or pattern == row.spec for pattern in only)]
         if not rows:
-            raise SystemExit(f"--only {' '.join(only)}: matches no strategy")
+            raise SystemExit(f"--only {' '.join(only)}: matches no strategy or store")
     return rows
 
 
@@ -315,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="NAME",
-        help="only strategies whose name contains NAME (repeatable)",
+        help="only strategies and stores whose name contains NAME (repeatable)",
     )
     parser.add_argument("--json", metavar="PATH", help="also write the rows and the score as JSON to PATH")
     parser.add_argument("--jobs", type=int, default=2, help="kit runs at a time (default 2)")
@@ -324,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
     scope_name = "contract" if args.quick else "full" if args.full else "section"
     rows = plan_rows(scope=scope_name, only=args.only, with_references=not args.quick)
-    print(f"selfcheck: {len(rows)} strategies, scope {scope_name}, {args.jobs} at a time", flush=True)
+    print(f"selfcheck: {len(rows)} runs, scope {scope_name}, {args.jobs} at a time", flush=True)
     # Longest first (whole-suite runs), so the pool does not end on one long straggler.
     order = sorted(rows, key=lambda row: row.selection != "")
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
