@@ -3,7 +3,8 @@
 A strategy declares what it is (``uses_processes``, ``shares_caller_store``, ...) as data: the instance's
 ``capabilities`` property or the class's ``capability_manifest``; a store does the same with its own keys
 (``durable``, ``thread_safe``). An unknown or misspelled key is an error naming it (with the closest known
-key), never a silent default; so is a value of the wrong type.
+key), never a silent default; so is a value of the wrong type. ``host_sides`` (how the kit places a
+multi-host strategy's sides) is checked by ``placement.py``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import difflib
 import math
 from collections.abc import Mapping
 from typing import Any
+
+from conformance.placement import validate_host_sides
 
 __all__ = [
     "CAPABILITY_DEFAULTS",
@@ -34,6 +37,10 @@ CAPABILITY_DEFAULTS: Mapping[str, Any] = {
     "grace_seconds": 2.0,
     "terminate_seconds": 2.0,
     "join_seconds": 5.0,
+    # D1-D5 apply unless the strategy says it runs on one machine; a forgotten declaration must not
+    # turn the distributed contracts into n/a.
+    "runs_on_many_hosts": True,
+    "host_sides": None,  # no default placement: the D checks fail asking for it (placement.py)
 }
 """Every known key with its strictest reading: an undeclared capability commits to the most checks."""
 
@@ -52,6 +59,7 @@ _BOOLEANS = frozenset(
         "shares_caller_store",
         "can_cancel_blocking_code",
         "supports_unmanaged_store",
+        "runs_on_many_hosts",
         "durable",
         "thread_safe",
     }
@@ -83,6 +91,13 @@ def _check_value(key: str, value: Any, owner: str) -> Any:
         if not math.isfinite(value) or value < 0:
             raise CapabilityError(f"{where} must be finite and >= 0, got {value!r}")
         return float(value)
+    if key == "host_sides":
+        if value is None:
+            return None
+        try:
+            return validate_host_sides(value, where=f"{owner}: host_sides")
+        except ValueError as error:
+            raise CapabilityError(str(error)) from None
     # supports_start_methods
     if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)):
         raise CapabilityError(
@@ -118,6 +133,11 @@ def validate_manifest(
                 f"{owner}: unknown capability {key!r}{hint} (known: {', '.join(sorted(defaults))})"
             )
         result[key] = _check_value(key, value, owner)
+    if result.get("host_sides") is not None and not result.get("runs_on_many_hosts"):
+        raise CapabilityError(
+            f"{owner}: capability 'host_sides' places sides on other hosts, but 'runs_on_many_hosts' is "
+            f"False; declare one or the other"
+        )
     return result
 
 
