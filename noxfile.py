@@ -1,5 +1,6 @@
-"""Nox sessions: the test matrix over Python 3.10-3.13, the kit against each reference strategy, lint,
-types, coverage across threads and child processes, and the benchmarks (not in the default set).
+"""Nox sessions: the test matrix over Python 3.10-3.13, the kit against each reference strategy and the
+store suite against the reference store, lint, types, coverage across threads and child processes, and
+the benchmarks (not in the default set).
 
 A missing interpreter is an error, not a silent skip: a green matrix means all four versions ran.
 """
@@ -11,7 +12,7 @@ import nox
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 STRATEGIES = ["shm", "ipc", "cs"]
 
-nox.options.sessions = ["tests", "conformance", "lint", "types", "coverage", "package"]
+nox.options.sessions = ["tests", "conformance", "store", "lint", "types", "coverage", "package"]
 nox.options.error_on_missing_interpreters = True
 nox.options.reuse_existing_virtualenvs = True
 
@@ -31,6 +32,17 @@ def conformance(session: nox.Session, strategy: str) -> None:
     session.run(
         "python", "-m", "conformance", strategy, "-n", "2", "-p", "no:cacheprovider",
         f"--conformance-report=conformance-report-{strategy}", *session.posargs,
+    )  # fmt: skip
+
+
+@nox.session(python="3.11")
+def store(session: nox.Session) -> None:
+    """The store suite (section T) against the reference store, through every access path."""
+    session.install("-e", ".[test]")
+    session.run(
+        "python", "-m", "conformance", "--store", "agentlightning.store.memory.InMemoryLightningStore",
+        "-n", "2", "-p", "no:cacheprovider", "--conformance-report=conformance-report-store",
+        *session.posargs,
     )  # fmt: skip
 
 

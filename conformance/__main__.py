@@ -1,8 +1,10 @@
-"""``python -m conformance SPEC [pytest args]``: run the contract suite against one strategy.
+"""``python -m conformance SPEC [pytest args]``: run the contract suite against one strategy;
+``python -m conformance --store FACTORY [pytest args]``: run the store suite (section T) against one store.
 
-The same as ``pytest --strategy=SPEC --conformance-only [pytest args]``, for people who do not want to
-remember flags; the exit code is pytest's. Works from an installed kit (``pytest11`` entry point) and from
-a checkout (the plugin is then loaded with ``-p conformance.plugin``).
+The same as ``pytest --strategy=SPEC --conformance-only [pytest args]`` (``pytest --store=FACTORY
+--conformance-only``), for people who do not want to remember flags; the exit code is pytest's. Works from
+an installed kit (``pytest11`` entry point) and from a checkout (the plugin is then loaded with
+``-p conformance.plugin``).
 """
 
 from __future__ import annotations
@@ -14,16 +16,21 @@ __all__ = ["main"]
 
 _USAGE = """\
 usage: python -m conformance SPEC [pytest args]
+       python -m conformance --store FACTORY [pytest args]
        python -m conformance --catalogue     print the contract catalogue as JSON
        python -m conformance --catalogue-markdown    print the contract reference (docs/contracts.md)
 
-Check the ExecutionStrategy SPEC against every contract of the conformance catalogue.
+Check the ExecutionStrategy SPEC against every contract of the conformance catalogue, or, with --store
+and no SPEC, the LightningStore that FACTORY builds against section T through every access path.
 
-SPEC    a registry alias (shm, cs, ipc), a dotted path (my_pkg.MyStrategy) or module:Class
+SPEC     a registry alias (shm, cs, ipc), a dotted path (my_pkg.MyStrategy) or module:Class
+FACTORY  a store class or function, dotted path or module:Callable
 
 Any further arguments go to pytest, for example:
   --strategy-option KEY=VALUE     constructor argument (repeatable; VALUE is JSON when it parses)
-  --store FACTORY                 store factory (default agentlightning.store.memory:InMemoryLightningStore)
+  --store FACTORY                 with SPEC: the store the strategy gets
+                                  (default agentlightning.store.memory:InMemoryLightningStore)
+  --store-option KEY=VALUE        store factory keyword (repeatable; VALUE is JSON when it parses)
   --conformance-timeout-scale F   multiply every time bound by F
   --conformance-seed N            replay a run's randomised choices
   --conformance-report PATH       write PATH.json and PATH.md (or just one when PATH ends .json/.md)
@@ -58,6 +65,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(catalogue_markdown(), end="")
         return 0
     spec, rest = args[0], args[1:]
+    if spec == "--store" or spec.startswith("--store="):
+        store = spec.partition("=")[2] if "=" in spec else (rest.pop(0) if rest else "")
+        if not store or store.startswith("-"):
+            print("python -m conformance: --store needs a FACTORY\n", file=sys.stderr)
+            print(_USAGE, end="", file=sys.stderr)
+            return 4
+        return _pytest([f"--store={store}", "--conformance-only", *rest])
     if spec.startswith("-"):
         print(
             f"python -m conformance: the first argument must be the strategy SPEC, got {spec!r}\n",
@@ -65,13 +79,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(_USAGE, end="", file=sys.stderr)
         return 4
+    return _pytest([f"--strategy={spec}", "--conformance-only", *rest])
+
+
+def _pytest(args: list[str]) -> int:
     import pytest
 
     plugin_args = [] if _plugin_is_registered() else ["-p", "conformance.plugin"]
     # ``python -m conformance`` imported the package before pytest could mark it for assertion
     # rewriting; the kit raises its own messages, so that warning is noise here.
     quiet = ["-W", "ignore:Module already imported so cannot be rewritten:pytest.PytestAssertRewriteWarning"]
-    return int(pytest.main([*plugin_args, *quiet, f"--strategy={spec}", "--conformance-only", *rest]))
+    return int(pytest.main([*plugin_args, *quiet, *args]))
 
 
 if __name__ == "__main__":

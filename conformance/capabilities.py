@@ -1,9 +1,10 @@
-"""Read and validate a strategy's capability manifest; fill what it leaves out with the strictest reading.
+"""Read and validate a capability manifest; fill what it leaves out with the strictest reading.
 
 A strategy declares what it is (``uses_processes``, ``shares_caller_store``, ...) as data: the instance's
-``capabilities`` property or the class's ``capability_manifest``. An unknown or misspelled key is an error
-naming it (with the closest known key), never a silent default; so is a value of the wrong type.
-``host_sides`` (how the kit places a multi-host strategy's sides) is checked by ``placement.py``.
+``capabilities`` property or the class's ``capability_manifest``; a store does the same with its own keys
+(``durable``, ``thread_safe``). An unknown or misspelled key is an error naming it (with the closest known
+key), never a silent default; so is a value of the wrong type. ``host_sides`` (how the kit places a
+multi-host strategy's sides) is checked by ``placement.py``.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from conformance.placement import validate_host_sides
 __all__ = [
     "CAPABILITY_DEFAULTS",
     "START_METHODS",
+    "STORE_CAPABILITY_DEFAULTS",
     "CapabilityError",
     "read_capabilities",
+    "read_store_capabilities",
     "validate_manifest",
 ]
 
@@ -41,6 +44,15 @@ CAPABILITY_DEFAULTS: Mapping[str, Any] = {
 }
 """Every known key with its strictest reading: an undeclared capability commits to the most checks."""
 
+STORE_CAPABILITY_DEFAULTS: Mapping[str, Any] = {
+    "durable": False,
+    "thread_safe": True,
+}
+"""Every key a store may declare. ``thread_safe: True`` (safe to call from several threads, each with its
+own event loop) is the strict reading: the kit then calls it from many threads at once. ``durable`` says
+whether the store survives its process (T8 applies only then): nothing is assumed to persist unless
+declared."""
+
 _BOOLEANS = frozenset(
     {
         "uses_processes",
@@ -48,6 +60,8 @@ _BOOLEANS = frozenset(
         "can_cancel_blocking_code",
         "supports_unmanaged_store",
         "runs_on_many_hosts",
+        "durable",
+        "thread_safe",
     }
 )
 _SECONDS = frozenset({"grace_seconds", "terminate_seconds", "join_seconds"})
@@ -57,8 +71,8 @@ class CapabilityError(ValueError):
     """The manifest has an unknown key or a value of the wrong type; the message names it."""
 
 
-def _suggest(key: str) -> str:
-    close = difflib.get_close_matches(key, list(CAPABILITY_DEFAULTS), n=1, cutoff=0.6)
+def _suggest(key: str, known: Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
@@ -99,8 +113,11 @@ def _check_value(key: str, value: Any, owner: str) -> Any:
     return tuple(method for method in START_METHODS if method in methods)
 
 
-def validate_manifest(manifest: Any, *, owner: str = "strategy") -> dict[str, Any]:
-    """The manifest checked key by key, with every undeclared key set to its strictest default.
+def validate_manifest(
+    manifest: Any, *, owner: str = "strategy", defaults: Mapping[str, Any] = CAPABILITY_DEFAULTS
+) -> dict[str, Any]:
+    """The manifest checked key by key, with every undeclared key set to its default in ``defaults``
+    (``CAPABILITY_DEFAULTS`` for a strategy, ``STORE_CAPABILITY_DEFAULTS`` for a store).
 
     ``owner`` names where the manifest came from (e.g. ``MyStrategy.capabilities``) in error messages.
     """
@@ -108,15 +125,15 @@ def validate_manifest(manifest: Any, *, owner: str = "strategy") -> dict[str, An
         manifest = {}
     if not isinstance(manifest, Mapping):
         raise CapabilityError(f"{owner} must be a mapping of capability names to values, got {manifest!r}")
-    result = dict(CAPABILITY_DEFAULTS)
+    result = dict(defaults)
     for key, value in manifest.items():
-        if not isinstance(key, str) or key not in CAPABILITY_DEFAULTS:
-            hint = _suggest(key) if isinstance(key, str) else ""
+        if not isinstance(key, str) or key not in defaults:
+            hint = _suggest(key, defaults) if isinstance(key, str) else ""
             raise CapabilityError(
-                f"{owner}: unknown capability {key!r}{hint} (known: {', '.join(sorted(CAPABILITY_DEFAULTS))})"
+                f"{owner}: unknown capability {key!r}{hint} (known: {', '.join(sorted(defaults))})"
             )
         result[key] = _check_value(key, value, owner)
-    if result["host_sides"] is not None and not result["runs_on_many_hosts"]:
+    if result.get("host_sides") is not None and not result.get("runs_on_many_hosts"):
         raise CapabilityError(
             f"{owner}: capability 'host_sides' places sides on other hosts, but 'runs_on_many_hosts' is "
             f"False; declare one or the other"
@@ -136,3 +153,22 @@ def read_capabilities(strategy: Any) -> dict[str, Any]:
     return validate_manifest(
         getattr(cls, "capability_manifest", None), owner=f"{cls.__qualname__}.capability_manifest"
     )
+
+
+def read_store_capabilities(store: Any) -> dict[str, Any]:
+    """The validated manifest of a store instance, read like a strategy's (``capabilities``, then
+    ``capability_manifest``).
+
+    An undeclared ``thread_safe`` takes the store's own ``thread_safe`` attribute when it has one (the
+    flag ``ThreadedLightningStore`` and the reference strategies already read), else ``True``.
+    """
+    cls = type(store)
+    defaults = dict(STORE_CAPABILITY_DEFAULTS)
+    flag = getattr(store, "thread_safe", None)
+    if isinstance(flag, bool):
+        defaults["thread_safe"] = flag
+    if hasattr(store, "capabilities"):
+        manifest, owner = store.capabilities, f"{cls.__qualname__}.capabilities"
+    else:
+        manifest, owner = getattr(cls, "capability_manifest", None), f"{cls.__qualname__}.capability_manifest"
+    return validate_manifest(manifest, owner=owner, defaults=defaults)

@@ -11,7 +11,16 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CATALOGUE", "SECTIONS", "Contract", "catalogue_json", "catalogue_markdown", "get_contract"]
+__all__ = [
+    "ACCESS_PATHS",
+    "CATALOGUE",
+    "SECTIONS",
+    "STORE_SECTIONS",
+    "Contract",
+    "catalogue_json",
+    "catalogue_markdown",
+    "get_contract",
+]
 
 SECTIONS: dict[str, str] = {
     "L": "lifecycle and stop-event synchronisation",
@@ -21,8 +30,16 @@ SECTIONS: dict[str, str] = {
     "S": "store interaction",
     "F": "faults in process strategies",
     "G": "configuration and registration",
+    "T": "the store itself",
     "P": "property-based scheduling",
 }
+
+STORE_SECTIONS: frozenset[str] = frozenset({"T"})
+"""Sections that check a ``LightningStore`` (``--store`` without ``--strategy``); all others check a
+strategy."""
+
+ACCESS_PATHS: tuple[str, ...] = ("in-process", "threaded", "http", "ipc")
+"""How a T check reaches the store: the object itself, ``ThreadedLightningStore``, HTTP, IPC."""
 
 _RUNNERS = ("one-runner", "several-runners")
 _MOMENTS = ("before-start", "while-running", "during-shutdown", "event-set")
@@ -42,6 +59,11 @@ class Contract:
     @property
     def section(self) -> str:
         return self.id[0]
+
+    @property
+    def subject(self) -> str:
+        """What the contract checks: ``"store"`` (section T) or ``"strategy"``."""
+        return "store" if self.section in STORE_SECTIONS else "strategy"
 
     @property
     def title(self) -> str:
@@ -315,6 +337,71 @@ _ENTRIES: tuple[Contract, ...] = (
         "picklable",
         "A process strategy's instance and its bundles' wrappers survive pickling (spawn).",
     ),
+    # -- T: the store itself -------------------------------------------------------------------------
+    Contract(
+        "T1",
+        "state-machine",
+        "Rollout and attempt statuses move only along the documented transitions; an illegal transition "
+        "is refused with an error naming the ids and both states, and changes nothing.",
+        ACCESS_PATHS,
+    ),
+    Contract(
+        "T2",
+        "exactly-once-claim",
+        "Under concurrent dequeue_rollout from many clients each queued rollout is handed to one attempt "
+        "at a time: nothing lost, nothing handed out twice.",
+        ACCESS_PATHS,
+    ),
+    Contract(
+        "T3",
+        "retry-policy",
+        "Failed, timed-out and unresponsive attempts are retried or ended exactly as the rollout's "
+        "RolloutConfig says; no attempt stays claimed forever by a worker that is gone.",
+        ACCESS_PATHS,
+    ),
+    Contract(
+        "T4",
+        "wait",
+        "wait_for_rollouts returns exactly the rollouts in a terminal state, wakes within 50 ms of the "
+        "transition, honours its timeout, and never blocks the caller's event loop.",
+        ACCESS_PATHS,
+    ),
+    Contract(
+        "T5",
+        "values",
+        "What goes in is validated (JSON-representable, valid Unicode, bounded nesting and size) and a "
+        "refused write names the field and changes nothing; what comes out is a copy the caller may "
+        "mutate safely; a value reads back equal to what was written, whatever the access path.",
+        ACCESS_PATHS,
+    ),
+    Contract(
+        "T6",
+        "resources",
+        "Resource versions are monotonic; the latest is what get_latest_resources returns.",
+        ACCESS_PATHS,
+    ),
+    Contract(
+        "T7",
+        "spans",
+        "Spans attach only to existing attempts, with sequence ids increasing per attempt, and come back "
+        "in order.",
+        ACCESS_PATHS,
+    ),
+    Contract(
+        "T8",
+        "durable",
+        "For stores that declare durable: True: after the owning process is SIGKILLed at any point, "
+        "reopening the store yields every acknowledged write and no partial one; attempts in flight then "
+        "follow T3.",
+    ),
+    Contract(
+        "T9",
+        "history",
+        "A hypothesis-driven concurrent workload is recorded as an invoke/ok/fail history and checked "
+        "against T1-T7 by a checker that needs no knowledge of the store's internals; a failure shrinks to "
+        "a minimal history and prints the one command that replays it.",
+        ACCESS_PATHS,
+    ),
     # -- P: property-based scheduling ---------------------------------------------------------------
     Contract(
         "P1",
@@ -377,6 +464,8 @@ def catalogue_markdown() -> str:
         "",
         f"Kit version {data['kit_version']}. Every contract has a stable ID that never changes meaning; the",
         "kit's test ids are `<ID>-<name>[<situation>]`, so `pytest --strategy=SPEC -k K3` selects one.",
+        "Section T checks a store (`pytest --store=SPEC`, no `--strategy`); its situations are the access",
+        "paths the store is reached through.",
     ]
     section = ""
     for contract in data["contracts"]:

@@ -1,7 +1,10 @@
 """The plan: which (contract, situation) checks run, and which are ``n/a`` or a declared limitation, and why.
 
-Computed before anything runs, from the registered checks and the strategy's validated capabilities, and
-printed in the report header. After the run the plugin compares what ran with it (no silent shrinkage).
+Computed before anything runs, from the registered checks and the validated capabilities of what is under
+test (a strategy: every section but T; a store: section T), and printed in the report header. A contract
+without a check in this kit build that the capabilities exclude anyway is planned ``n/a`` all the same
+(its reason is the capability, not the kit). After the run the plugin compares what ran with the plan (no
+silent shrinkage).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from typing import Any, Literal
 
 from conformance.catalogue import CATALOGUE
 from conformance.checks import CheckSpec
+
+Subject = Literal["strategy", "store"]
 
 __all__ = ["PlanEntry", "compute_plan", "unimplemented_contracts"]
 
@@ -62,10 +67,11 @@ def _registry_aliases(strategy_class: type | None) -> list[str] | None:
 
 
 def _applicability(
-    spec: CheckSpec, caps: Mapping[str, Any], aliases: list[str] | None
+    cid: str, situation: str, caps: Mapping[str, Any], aliases: list[str] | None
 ) -> tuple[str, str, str]:
-    """(status, capability, reason) for one check under the declared capabilities."""
-    cid, situation = spec.contract_id, spec.situation
+    """(status, capability, reason) for one (contract, situation) under the declared capabilities."""
+    if cid == "T8" and not caps["durable"]:
+        return "n/a", "durable", "the store declares durable: False (nothing survives its process)"
     if cid == "G1" and aliases is None:
         return "n/a", "agentlightning", "agentlightning's registry and build_component are not importable"
     if cid == "G1" and situation == "alias" and not aliases:
@@ -107,21 +113,43 @@ def _applicability(
 
 
 def compute_plan(
-    checks: Iterable[CheckSpec], capabilities: Mapping[str, Any], strategy_class: type | None = None
+    checks: Iterable[CheckSpec],
+    capabilities: Mapping[str, Any],
+    strategy_class: type | None = None,
+    *,
+    subject: Subject = "strategy",
 ) -> list[PlanEntry]:
-    """The plan for ``checks`` (in their deterministic order) under ``capabilities`` (validated).
+    """The plan for the ``checks`` of ``subject``'s sections, in catalogue order, under ``capabilities``
+    (validated for that subject).
 
     ``strategy_class`` lets the plan see whether the registry knows an alias for it (G1's alias situation).
+    A contract of the subject with no check here is planned ``n/a`` (situation ``default``) when the
+    capabilities exclude it, and otherwise left to ``unimplemented_contracts``.
     """
-    aliases = _registry_aliases(strategy_class)
-    plan = []
+    aliases = _registry_aliases(strategy_class) if subject == "strategy" else []
+    by_contract: dict[str, list[CheckSpec]] = {}
     for spec in checks:
-        status, capability, reason = _applicability(spec, capabilities, aliases)
-        plan.append(PlanEntry(spec.contract_id, spec.name, spec.situation, status, capability, reason))  # type: ignore[arg-type]
+        by_contract.setdefault(spec.contract_id, []).append(spec)
+    plan = []
+    for cid, contract in CATALOGUE.items():
+        if contract.subject != subject:
+            continue
+        specs = by_contract.get(cid)
+        if not specs:
+            status, capability, reason = _applicability(cid, "default", capabilities, aliases)
+            if status == "n/a":
+                plan.append(PlanEntry(cid, contract.name, "default", "n/a", capability, reason))
+            continue
+        for spec in specs:
+            status, capability, reason = _applicability(cid, spec.situation, capabilities, aliases)
+            plan.append(PlanEntry(cid, spec.name, spec.situation, status, capability, reason))  # type: ignore[arg-type]
     return plan
 
 
-def unimplemented_contracts(checks: Iterable[CheckSpec]) -> list[str]:
-    """Catalogue IDs with no registered check in this kit build (listed in the header, never hidden)."""
-    implemented = {spec.contract_id for spec in checks}
-    return [cid for cid in CATALOGUE if cid not in implemented]
+def unimplemented_contracts(
+    checks: Iterable[CheckSpec], subject: Subject = "strategy", plan: Iterable[PlanEntry] = ()
+) -> list[str]:
+    """Catalogue IDs of ``subject``'s sections with no registered check and nothing in ``plan`` (listed in
+    the header, never hidden)."""
+    covered = {spec.contract_id for spec in checks} | {entry.contract_id for entry in plan}
+    return [cid for cid, contract in CATALOGUE.items() if contract.subject == subject and cid not in covered]

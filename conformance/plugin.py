@@ -1,8 +1,9 @@
 """pytest plugin entry point of the conformance kit (registered through ``pytest11``).
 
 ``pytest --strategy=SPEC`` adds one item per (contract, situation) beside the project's own tests, each
-named ``<ID>-<name>[<situation>]`` (``-k K3`` selects a contract). Without ``--strategy`` (or the
-``conformance_strategy`` ini key) the plugin does nothing at all. The verdict of every item travels in
+named ``<ID>-<name>[<situation>]`` (``-k K3`` selects a contract). ``pytest --store=FACTORY`` without a
+strategy adds the store suite (section T) instead, one item per (contract, access path). Without either
+(or their ini keys) the plugin does nothing at all. The verdict of every item travels in
 ``user_properties`` so the controller of a pytest-xdist run builds the table and reports from reports
 alone; after the run, what ran is compared with the plan computed up front (no silent shrinkage).
 """
@@ -16,20 +17,28 @@ import platform
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conformance import __version__ as KIT_VERSION
+from conformance.catalogue import ACCESS_PATHS, CATALOGUE
 from conformance.checks import CheckContext, CheckSpec, load_checks
-from conformance.plan import PlanEntry, compute_plan, unimplemented_contracts
+from conformance.plan import PlanEntry, Subject, compute_plan, unimplemented_contracts
 from conformance.report import ConformanceReport, ItemResult, render_table, write_report
-from conformance.target import ResolvedTarget, TargetError, make_target, validate_target
+from conformance.scenarios import Target
+from conformance.target import (
+    TargetError,
+    make_target,
+    validate_store_target,
+    validate_target,
+)
 from conformance.verdicts import ContractFailed, DeclaredLimitation, NotApplicable
 from conformance.waivers import WaiverError, Waivers, load_waivers
 
-__all__ = ["ConformanceCollector", "ConformanceSession", "ContractItem"]
+__all__ = ["ConformanceCollector", "ConformanceSession", "ContractItem", "UnderTest"]
 
 VERDICT_PROPERTY = "conformance_verdict"
 _PLUGIN_NAME = "conformance-session"
@@ -38,7 +47,7 @@ _COLLECTOR_NAME = "conformance"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup(
-        "conformance", "conformance kit: check an ExecutionStrategy against the contracts"
+        "conformance", "conformance kit: check an ExecutionStrategy or a LightningStore against its contracts"
     )
     group.addoption(
         "--strategy",
@@ -61,8 +70,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="conformance_store",
         metavar="FACTORY",
         default=None,
-        help="store factory, module:Callable or dotted path "
-        "(default: agentlightning.store.memory:InMemoryLightningStore)",
+        help="store factory, module:Callable or dotted path: with --strategy, the store the strategy gets "
+        "(default: agentlightning.store.memory:InMemoryLightningStore); without it, the store whose "
+        "contracts (section T) are checked",
+    )
+    group.addoption(
+        "--store-option",
+        dest="conformance_store_options",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="keyword argument of the store factory (repeatable); "
+        "VALUE is JSON when it parses, else a string",
     )
     group.addoption(
         "--conformance-timeout-scale",
@@ -120,6 +139,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("conformance_strategy", "strategy SPEC when --strategy is not given", default="")
     parser.addini("conformance_strategy_options", "KEY=VALUE constructor arguments", type="args", default=[])
     parser.addini("conformance_store", "store factory when --store is not given", default="")
+    parser.addini("conformance_store_options", "KEY=VALUE store factory keywords", type="args", default=[])
     parser.addini(
         "conformance_timeout_scale", "time bound multiplier when not given on the command line", default=""
     )
@@ -135,9 +155,10 @@ def _setting(config: pytest.Config, option: str, ini: str | None = None) -> Any:
 
 def pytest_configure(config: pytest.Config) -> None:
     spec = _setting(config, "conformance_strategy", "conformance_strategy")
-    if not spec:
+    store = _setting(config, "conformance_store", "conformance_store")
+    if not spec and not store:
         return
-    config.pluginmanager.register(ConformanceSession.from_config(config, str(spec)), _PLUGIN_NAME)
+    config.pluginmanager.register(ConformanceSession.from_config(config, str(spec or "")), _PLUGIN_NAME)
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistBridge(), "conformance-xdist")
 
@@ -167,13 +188,47 @@ class _XdistBridge:
         session.deselected.update(output.get("conformance_deselected", ()))
 
 
+@dataclass(frozen=True)
+class UnderTest:
+    """What the session checks: a strategy (every section but T) or a store (section T), resolved."""
+
+    kind: Subject
+    target: Target
+    class_path: str  # "module.Class"
+    version: str
+    capabilities: dict[str, Any]
+    strategy_class: type | None = None
+
+    @property
+    def spec(self) -> str:
+        """The SPEC as the user gave it: the strategy, or the store factory."""
+        return self.target.strategy if self.kind == "strategy" else self.target.store_factory
+
+    @classmethod
+    def resolve(cls, target: Target) -> UnderTest:
+        """Resolve and validate ``target``: a strategy when it names one, else its store."""
+        if target.strategy:
+            resolved = validate_target(target)
+            return cls(
+                "strategy",
+                target,
+                resolved.class_path,
+                resolved.version,
+                resolved.capabilities,
+                resolved.strategy_class,
+            )
+        store = validate_store_target(target)
+        return cls("store", target, store.class_path, store.version, store.capabilities)
+
+
 class ConformanceSession:
-    """The plugin's state for one pytest session with a strategy: target, plan, waivers, verdicts."""
+    """The plugin's state for one pytest session with a strategy or a store: what is under test, the
+    plan, waivers, verdicts."""
 
     def __init__(
         self,
         config: pytest.Config,
-        resolved: ResolvedTarget,
+        under_test: UnderTest,
         checks: list[CheckSpec],
         waivers: Waivers,
         waivers_path: str | None,
@@ -181,9 +236,11 @@ class ConformanceSession:
         timeout_scale: float,
     ) -> None:
         self.config = config
-        self.resolved = resolved
-        self.checks = checks
-        self.plan = compute_plan(checks, resolved.capabilities, resolved.strategy_class)
+        self.under_test = under_test
+        self.checks = [spec for spec in checks if CATALOGUE[spec.contract_id].subject == under_test.kind]
+        self.plan = compute_plan(
+            self.checks, under_test.capabilities, under_test.strategy_class, subject=under_test.kind
+        )
         self.plan_by_item = {entry.item_name: entry for entry in self.plan}
         self.waivers = waivers
         self.waivers_path = waivers_path
@@ -198,9 +255,13 @@ class ConformanceSession:
 
     @classmethod
     def from_config(cls, config: pytest.Config, spec: str) -> ConformanceSession:
+        """The session for strategy ``spec``, or, when ``spec`` is empty, for the ``--store`` alone."""
         worker_input: dict[str, Any] = getattr(config, "workerinput", {})
         options = config.getoption("conformance_strategy_options") or config.getini(
             "conformance_strategy_options"
+        )
+        store_options = config.getoption("conformance_store_options") or config.getini(
+            "conformance_store_options"
         )
         scale_raw = _setting(config, "conformance_timeout_scale", "conformance_timeout_scale")
         try:
@@ -209,11 +270,19 @@ class ConformanceSession:
             raise pytest.UsageError(f"--conformance-timeout-scale {scale_raw!r} is not a number") from None
         if not scale > 0 or scale == float("inf"):
             raise pytest.UsageError(f"--conformance-timeout-scale {scale_raw!r} must be a positive number")
+        if not spec and options:
+            raise pytest.UsageError(
+                "conformance: --strategy-option needs --strategy; "
+                "a store's factory keywords go in --store-option"
+            )
         try:
             target = make_target(
-                spec, list(options), _setting(config, "conformance_store", "conformance_store")
+                spec,
+                list(options),
+                _setting(config, "conformance_store", "conformance_store"),
+                store_options=list(store_options),
             )
-            resolved = validate_target(target)
+            under_test = UnderTest.resolve(target)
         except TargetError as error:
             raise pytest.UsageError(f"conformance: {error}") from None
         try:
@@ -232,14 +301,15 @@ class ConformanceSession:
                 waivers = load_waivers(waivers_path, kit_version=KIT_VERSION)
                 registered: dict[str, list[str]] = {}
                 for check in checks:
-                    registered.setdefault(check.contract_id, []).append(check.situation)
+                    if CATALOGUE[check.contract_id].subject == under_test.kind:
+                        registered.setdefault(check.contract_id, []).append(check.situation)
                 waivers.check_situations(registered)
             except WaiverError as error:
                 raise pytest.UsageError(f"conformance: {error}") from None
         seed = worker_input.get("conformance_seed", config.getoption("conformance_seed"))
         if seed is None:
             seed = random.SystemRandom().randrange(2**31)
-        session = cls(config, resolved, checks, waivers, waivers_path, int(seed), scale)
+        session = cls(config, under_test, checks, waivers, waivers_path, int(seed), scale)
         session.kit_options = _p1_options(config)
         return session
 
@@ -249,35 +319,55 @@ class ConformanceSession:
     def start_method(self) -> str:
         # get_start_method() without allow_none would fix the method in the pytest process: never call it.
         return (
-            self.resolved.target.start_method
+            self.under_test.target.start_method
             or multiprocessing.get_start_method(allow_none=True)
             or multiprocessing.get_all_start_methods()[0]
         )
 
+    @property
+    def unimplemented(self) -> list[str]:
+        return unimplemented_contracts(self.checks, self.under_test.kind, self.plan)
+
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
-        target = self.resolved.target
-        options = ", ".join(f"{k}={json.dumps(v)}" for k, v in target.options.items()) or "none"
+        under_test = self.under_test
+        target = under_test.target
         run = [e for e in self.plan if e.status == "run"]
         limited = [e for e in self.plan if e.status == "limitation"]
         excluded = [e for e in self.plan if e.status == "n/a"]
-        lines = [
-            f"conformance kit {KIT_VERSION}: strategy {target.strategy!r} -> {self.resolved.class_path} "
-            f"{self.resolved.version}",
-            f"conformance: options {options}; store {target.store_factory}",
-            f"conformance: Python {platform.python_version()}, start method {self.start_method}, "
+        store_options = _options_text(target.store_options)
+        replay = (
             f"seed {self.seed} (replay with --conformance-seed {self.seed}), "
-            f"timeout scale {self.timeout_scale}",
-            f"conformance: capabilities {json.dumps(self.resolved.capabilities, default=list)}",
+            f"timeout scale {self.timeout_scale}"
+        )
+        if under_test.kind == "strategy":
+            lines = [
+                f"conformance kit {KIT_VERSION}: strategy {target.strategy!r} -> {under_test.class_path} "
+                f"{under_test.version}",
+                f"conformance: options {_options_text(target.options)}; store {target.store_factory}"
+                + (f" with {store_options}" if target.store_options else ""),
+                f"conformance: Python {platform.python_version()}, "
+                f"start method {self.start_method}, {replay}",
+            ]
+        else:
+            lines = [
+                f"conformance kit {KIT_VERSION}: store {target.store_factory!r} -> {under_test.class_path} "
+                f"{under_test.version}",
+                f"conformance: store options {store_options}; access paths {', '.join(ACCESS_PATHS)}",
+                f"conformance: Python {platform.python_version()}, {replay}",
+            ]
+        lines += [
+            f"conformance: capabilities {json.dumps(under_test.capabilities, default=list)}",
             f"conformance plan: {len(self.plan)} items: {len(run)} run, {len(limited)} limitation expected, "
             f"{len(excluded)} n/a",
-            _p1_header(self.kit_options),
         ]
+        if under_test.kind == "strategy":
+            lines.append(_p1_header(self.kit_options))
         per_contract: dict[str, int] = {}
         for entry in (e for e in self.plan if e.status != "n/a"):
             per_contract[entry.contract_id] = per_contract.get(entry.contract_id, 0) + 1
         lines.append("  run: " + " ".join(f"{cid}x{n}" if n > 1 else cid for cid, n in per_contract.items()))
         lines.extend(f"  {e.status}: {e.item_name} ({e.capability}): {e.reason}" for e in limited + excluded)
-        unimplemented = unimplemented_contracts(self.checks)
+        unimplemented = self.unimplemented
         if unimplemented:
             lines.append(f"  not checked by this kit build: {', '.join(unimplemented)}")
         if self.waivers.entries:
@@ -331,8 +421,8 @@ class ConformanceSession:
         return CheckContext(
             contract_id=spec.contract_id,
             situation=spec.situation,
-            target=self.resolved.target,
-            capabilities=self.resolved.capabilities,
+            target=self.under_test.target,
+            capabilities=self.under_test.capabilities,
             timeout_scale=self.timeout_scale,
             seed=self.seed,
             kit_options=self.kit_options,
@@ -401,15 +491,19 @@ class ConformanceSession:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def _build_report(self) -> ConformanceReport:
-        target = self.resolved.target
+        under_test = self.under_test
+        target = under_test.target
         order = {entry.item_name: i for i, entry in enumerate(self.plan)}
         return ConformanceReport(
-            strategy=target.strategy,
-            strategy_class=self.resolved.class_path,
-            strategy_version=self.resolved.version,
+            kind=under_test.kind,
+            subject=under_test.spec,
+            subject_class=under_test.class_path,
+            subject_version=under_test.version,
             kit_version=KIT_VERSION,
             options=dict(target.options),
             store_factory=target.store_factory,
+            store_options=dict(target.store_options),
+            access_paths=list(ACCESS_PATHS) if under_test.kind == "store" else [],
             python=platform.python_version(),
             start_method=self.start_method,
             seed=self.seed,
@@ -418,14 +512,14 @@ class ConformanceSession:
             results=sorted(self.results.values(), key=lambda r: order[r.item_name]),
             missing=self.missing,
             deselected=sorted(self.deselected, key=lambda name: order.get(name, 0)),
-            unimplemented=unimplemented_contracts(self.checks),
+            unimplemented=self.unimplemented,
             waivers=self.waivers.source,
         )
 
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
         if self.report is None:
             return
-        terminalreporter.section(f"conformance: {self.resolved.class_path}")
+        terminalreporter.section(f"conformance: {self.under_test.class_path}")
         planned = {
             status: sum(1 for e in self.plan if e.status == status) for status in ("run", "limitation", "n/a")
         }
@@ -477,6 +571,10 @@ def _p1_options(config: pytest.Config) -> dict[str, Any]:
     return options
 
 
+def _options_text(options: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={json.dumps(value)}" for key, value in options.items()) or "none"
+
+
 def _session(config: pytest.Config) -> ConformanceSession:
     session = config.pluginmanager.get_plugin(_PLUGIN_NAME)
     assert isinstance(session, ConformanceSession), (
@@ -500,20 +598,26 @@ class ConformanceCollector(pytest.Collector):
         specs = {(s.contract_id, s.situation): s for s in session.checks}
         return [
             ContractItem.from_parent(
-                self, name=entry.item_name, spec=specs[(entry.contract_id, entry.situation)], entry=entry
+                self, name=entry.item_name, spec=specs.get((entry.contract_id, entry.situation)), entry=entry
             )
             for entry in session.plan
         ]
 
 
 class ContractItem(pytest.Item):
-    """One contract in one situation; runs its check and maps the verdict to a pytest outcome."""
+    """One contract in one situation; runs its check and maps the verdict to a pytest outcome.
 
-    def __init__(self, *, spec: CheckSpec, entry: PlanEntry, **kwargs: Any) -> None:
+    ``spec`` is ``None`` only for a planned ``n/a`` of a contract this kit build has no check for (the
+    capabilities exclude it anyway); such an item reports its reason and runs nothing.
+    """
+
+    def __init__(self, *, spec: CheckSpec | None, entry: PlanEntry, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if spec is None and entry.status != "n/a":
+            raise ValueError(f"{entry.item_name} is planned to {entry.status} but has no check")
         self.spec = spec
         self.entry = entry
-        self.extra_keyword_matches.update({spec.contract_id, f"section_{spec.contract_id[0]}"})
+        self.extra_keyword_matches.update({entry.contract_id, f"section_{entry.contract_id[0]}"})
 
     def _record(self, verdict: str, reason: str) -> None:
         self.user_properties.append(
@@ -521,8 +625,8 @@ class ContractItem(pytest.Item):
                 VERDICT_PROPERTY,
                 json.dumps(
                     {
-                        "id": self.spec.contract_id,
-                        "situation": self.spec.situation,
+                        "id": self.entry.contract_id,
+                        "situation": self.entry.situation,
                         "verdict": verdict,
                         "reason": reason,
                     }
@@ -532,10 +636,11 @@ class ContractItem(pytest.Item):
 
     def runtest(self) -> None:
         session = _session(self.config)
-        if self.entry.status == "n/a":
+        if self.entry.status == "n/a" or self.spec is None:
             self._record("n/a", f"{self.entry.capability}: {self.entry.reason}")
             pytest.skip(f"n/a ({self.entry.capability}): {self.entry.reason}")
-        waiver = session.waivers.find(self.spec.contract_id, self.spec.situation)
+        cid, situation = self.entry.contract_id, self.entry.situation
+        waiver = session.waivers.find(cid, situation)
         ctx = session.context_for(self.spec)
         started = time.monotonic()
         try:
@@ -562,8 +667,8 @@ class ContractItem(pytest.Item):
             self.user_properties.append(("conformance_duration", f"{time.monotonic() - started:.3f}"))
         if waiver is not None:
             message = (
-                f"waiver for {self.spec.contract_id} is stale: {self.spec.contract_id} now passes"
-                f"{'' if waiver.situations is None else f' in {self.spec.situation}'}; remove it"
+                f"waiver for {cid} is stale: {cid} now passes"
+                f"{'' if waiver.situations is None else f' in {situation}'}; remove it"
             )
             self._record("fail", message)
             pytest.fail(message, pytrace=False)
@@ -575,10 +680,13 @@ class ContractItem(pytest.Item):
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
-        function = self.spec.function
+        title = f"{self.entry.contract_id} {self.entry.name} [{self.entry.situation}]"
+        if self.spec is None:  # a planned n/a without a check: the plan decided it
+            return inspect.getsourcefile(compute_plan) or self.path, None, title
+        function = inspect.unwrap(self.spec.function)  # a store check points at its body
         try:
             path: Any = inspect.getsourcefile(function) or self.path
             line: int | None = inspect.getsourcelines(function)[1] - 1
         except (OSError, TypeError):
             path, line = self.path, None
-        return path, line, f"{self.spec.contract_id} {self.spec.name} [{self.spec.situation}]"
+        return path, line, title

@@ -58,13 +58,18 @@ class ItemResult:
 
 @dataclass
 class ConformanceReport:
-    """Everything a conformance run says about a strategy."""
+    """Everything a conformance run says about a strategy (``kind="strategy"``) or a store (``"store"``).
 
-    strategy: str
-    strategy_class: str
-    strategy_version: str
+    ``subject`` is the SPEC as given (the strategy, or the store factory), ``subject_class`` and
+    ``subject_version`` what it resolved to.
+    """
+
+    kind: str
+    subject: str
+    subject_class: str
+    subject_version: str
     kit_version: str
-    options: dict[str, Any]
+    options: dict[str, Any]  # the strategy's constructor arguments
     store_factory: str
     python: str
     start_method: str
@@ -76,6 +81,8 @@ class ConformanceReport:
     deselected: list[str] = field(default_factory=list)
     unimplemented: list[str] = field(default_factory=list)  # catalogue IDs without a check in this build
     waivers: str = ""
+    store_options: dict[str, Any] = field(default_factory=dict)
+    access_paths: list[str] = field(default_factory=list)  # a store's situations (section T)
 
     def totals(self) -> dict[str, int]:
         counts = Counter(result.verdict for result in self.results)
@@ -92,12 +99,16 @@ class ConformanceReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "strategy": self.strategy,
-            "strategy_class": self.strategy_class,
-            "strategy_version": self.strategy_version,
+            "kind": self.kind,
+            # "strategy", "strategy_class", ... or "store", "store_class", ...: what the report is about.
+            self.kind: self.subject,
+            f"{self.kind}_class": self.subject_class,
+            f"{self.kind}_version": self.subject_version,
             "kit_version": self.kit_version,
             "options": self.options,
             "store_factory": self.store_factory,
+            "store_options": self.store_options,
+            "access_paths": self.access_paths,
             "python": self.python,
             "start_method": self.start_method,
             "seed": self.seed,
@@ -173,14 +184,26 @@ def _md_cell(text: str) -> str:
 def render_markdown(report: ConformanceReport) -> str:
     """The report as Markdown: header facts, totals, the contract table and every item."""
     options = ", ".join(f"`{k}={json.dumps(v)}`" for k, v in report.options.items()) or "none"
+    store_options = ", ".join(f"`{k}={json.dumps(v)}`" for k, v in report.store_options.items()) or "none"
     lines = [
-        f"# Conformance report: `{report.strategy}`",
+        f"# Conformance report: `{report.subject}`",
         "",
-        f"- strategy: `{report.strategy_class}` {report.strategy_version}",
+        f"- {report.kind}: `{report.subject_class}` {report.subject_version}",
         f"- kit: {report.kit_version}",
-        f"- options: {options}",
-        f"- store: `{report.store_factory}`",
-        f"- Python {report.python}, start method {report.start_method}",
+    ]
+    if report.kind == "strategy":
+        lines += [
+            f"- options: {options}",
+            f"- store: `{report.store_factory}`" + (f" with {store_options}" if report.store_options else ""),
+            f"- Python {report.python}, start method {report.start_method}",
+        ]
+    else:
+        lines += [
+            f"- store options: {store_options}",
+            f"- access paths: {', '.join(report.access_paths)}",
+            f"- Python {report.python}",
+        ]
+    lines += [
         f"- seed: {report.seed} (replay: `--conformance-seed {report.seed}`), "
         f"timeout scale {report.timeout_scale}",
         f"- result: **{'PASS' if report.ok else 'FAIL'}** ({_totals_line(report)})",

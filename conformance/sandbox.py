@@ -14,7 +14,9 @@ its result file and leaves with ``os._exit``.
 The observer (``run_scenario``, in the pytest process) tails the journal to deliver external faults at
 their gates, enforces the hang bound (dumping every thread's stack of every journaled process, then
 killing the whole group with SIGKILL), collects survivors and the group's stderr, and returns the
-``ScenarioResult``. ``shutdown_sandboxes`` stops the zygote (also registered with ``atexit``).
+``ScenarioResult``. ``run_call`` runs any picklable call the same way (the store suite's checks: section
+T), with the same isolation, hang bound and stacks, and returns a ``CallResult``. ``shutdown_sandboxes``
+stops the zygote (also registered with ``atexit``).
 
 ``ScenarioResult.measurements`` keys: ``repeat_counts`` (threads/fds/children/rss after each repeat,
 R6), ``returned_value`` (repr of a non-None return), ``strategy_class``, ``caller_store_id``,
@@ -44,15 +46,24 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from conformance import leaks
 from conformance.bundles import ScriptedAlgorithm, ScriptedRunner, register_stack_dump
 from conformance.faults import BEFORE_START_GATE, FaultDriver
 from conformance.journal import held_open, read_journal, write_record
-from conformance.scenarios import ExceptionInfo, LeakReport, Scenario, ScenarioResult, Target
+from conformance.scenarios import (
+    ExceptionInfo,
+    JournalRecord,
+    LeakReport,
+    Scenario,
+    ScenarioResult,
+    Target,
+)
 
-__all__ = ["SandboxError", "run_scenario", "shutdown_sandboxes"]
+__all__ = ["CallResult", "SandboxError", "run_call", "run_scenario", "shutdown_sandboxes"]
 
 _HEADER = struct.Struct(">I")
 _FAULT_POLL = 0.003  # journal tail period while faults wait for their gates
@@ -66,6 +77,27 @@ _STDERR_KEEP = 64 * 1024
 
 class SandboxError(RuntimeError):
     """The sandbox itself failed (zygote died, target could not be built): not a strategy verdict."""
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """What became of one ``run_call``: the value returned, the exception raised, or a hang or crash.
+
+    ``stacks`` holds every thread of every journaled process when the call hung; ``survivors`` the
+    processes of the call still running after it returned (killed by the observer).
+    """
+
+    outcome: Literal["returned", "raised", "hang", "crashed"]
+    value: Any = None
+    exception: ExceptionInfo | None = None
+    journal: tuple[JournalRecord, ...] = ()
+    stacks: str = ""
+    stderr: str = ""
+    exit_status: int | None = None
+    survivors: tuple[str, ...] = ()
+    duration: float = 0.0
+    hang_bound: float = 0.0  # seconds, scaled, after which the call was killed
+    measurements: dict[str, Any] = field(default_factory=dict)
 
 
 # -- framing -------------------------------------------------------------------------------------------
@@ -104,14 +136,20 @@ def _become_subreaper() -> None:
         libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
 
 
-def _preimport(target: Target) -> None:
-    """Import what the scenario processes will need, so each fork starts warm. Errors surface later."""
+def _preimport(target: Target, preload: Sequence[str] = ()) -> None:
+    """Import what the sandbox processes will need, so each fork starts warm. Errors surface later."""
+    import importlib
+
     from conformance.target import resolve_store_factory, resolve_strategy_class
 
-    with contextlib.suppress(Exception):
-        resolve_strategy_class(target.strategy)
+    if target.strategy:
+        with contextlib.suppress(Exception):
+            resolve_strategy_class(target.strategy)
     with contextlib.suppress(Exception):
         resolve_store_factory(target.store_factory)
+    for name in preload:
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
 
 
 def _zygote_main() -> None:
@@ -141,7 +179,7 @@ def _zygote_main() -> None:
         import agentlightning.execution.events
         import agentlightning.store.base
         import agentlightning.types  # noqa: F401
-    warmed: set[tuple[str, str]] = set()
+    warmed: set[tuple[str, str, tuple[str, ...]]] = set()
     running: set[int] = set()
     _send(proto_out, ("ready", os.getpid()))
 
@@ -170,9 +208,10 @@ def _zygote_main() -> None:
             os._exit(0)
         request = message[1]
         target: Target = request["target"]
-        key = (target.strategy, target.store_factory)
+        preload: tuple[str, ...] = tuple(request.get("preload", ()))
+        key = (target.strategy, target.store_factory, preload)
         if key not in warmed:
-            _preimport(target)
+            _preimport(target, preload)
             warmed.add(key)
         if threading.active_count() != 1:
             _send(proto_out, ("error", f"importing {target.strategy!r} started threads; cannot fork safely"))
@@ -185,7 +224,7 @@ def _zygote_main() -> None:
                 for fd in (proto_in, proto_out, wake_r, wake_w):
                     os.close(fd)
                 signal.set_wakeup_fd(-1)
-                code = _scenario_main(request)
+                code = _call_main(request) if "call" in request else _scenario_main(request)
             except BaseException:
                 with contextlib.suppress(Exception):
                     traceback.print_exc()
@@ -259,8 +298,9 @@ def _settle_counts(baseline: leaks.Snapshot, window: float) -> dict[str, int]:
         time.sleep(0.01)
 
 
-def _scenario_main(request: dict[str, Any]) -> int:
-    """Run one scenario in this (forked) process; the result goes to ``result.pkl``. Never returns early."""
+def _enter_sandbox(request: dict[str, Any]) -> str:
+    """What every sandbox process does first: its own session, stdio to files, default signal
+    dispositions, a private TMPDIR, stack dumps on SIGUSR1. Returns the private TMPDIR."""
     os.setsid()
     directory: str = request["dir"]
     _redirect_stdio(directory)
@@ -274,6 +314,32 @@ def _scenario_main(request: dict[str, Any]) -> int:
 
     faulthandler.enable(file=sys.stderr, all_threads=True)
     register_stack_dump(directory)
+    return tmpdir
+
+
+def _call_main(request: dict[str, Any]) -> int:
+    """Run one ``run_call`` in this (forked) process; its value or exception goes to ``result.pkl``."""
+    _enter_sandbox(request)
+    import random
+
+    random.seed(request["seed"])
+    function, args = request["call"]
+    try:
+        result: dict[str, Any] = {"outcome": "returned", "value": function(*args)}
+    except BaseException as exc:
+        result = {"outcome": "raised", "exception": _exception_info(exc)}
+    try:
+        _write_result(request["dir"], result)
+    except Exception as exc:  # a value that does not pickle is the call's error, not a lost result
+        _write_result(request["dir"], {"outcome": "raised", "exception": _exception_info(exc)})
+    _run_exit_finalizers()
+    return 0
+
+
+def _scenario_main(request: dict[str, Any]) -> int:
+    """Run one scenario in this (forked) process; the result goes to ``result.pkl``. Never returns early."""
+    tmpdir = _enter_sandbox(request)
+    directory: str = request["dir"]
     journal_path: str = request["journal"]
     target: Target = request["target"]
     scenario: Scenario = request["scenario"]
@@ -548,6 +614,142 @@ def run_scenario(
             shutil.rmtree(directory, ignore_errors=True)
 
 
+def run_call(
+    function: Callable[..., Any],
+    args: Sequence[Any] = (),
+    *,
+    target: Target,
+    hang_bound: float,
+    timeout_scale: float = 1.0,
+    seed: int = 0,
+    preload: Sequence[str] = (),
+) -> CallResult:
+    """Run ``function(*args)`` in a fresh sandbox process (its own session and private TMPDIR) and report
+    what it returned or raised.
+
+    ``function`` and ``args`` are pickled to the zygote (``function`` by reference: a module-level
+    callable), and so is the value returned. ``target`` names the modules to warm in the zygote (its store
+    factory), ``preload`` further module names. ``args`` may carry ``SANDBOX_DIR`` and ``JOURNAL``, which
+    are replaced by the call's directory and journal path. Past ``hang_bound * timeout_scale`` seconds the
+    call is reported as ``hang`` with the stacks of every journaled process, and its whole group is killed.
+    Raises ``SandboxError`` when the sandbox itself cannot run the call.
+    """
+    if timeout_scale <= 0:
+        raise ValueError(f"timeout_scale must be > 0, got {timeout_scale!r}")
+    with _lock:
+        zygote = _get_zygote()
+        zygote.counter += 1
+        directory = tempfile.mkdtemp(prefix=f"{zygote.counter:04d}-", dir=zygote.root)
+        try:
+            os.mkdir(os.path.join(directory, "t"))
+            journal_path = os.path.join(directory, "journal.jsonl")
+            open(journal_path, "wb").close()
+            resolved = tuple(
+                directory if arg is SANDBOX_DIR else journal_path if arg is JOURNAL else arg for arg in args
+            )
+            request = {
+                "dir": directory,
+                "journal": journal_path,
+                "target": target,
+                "call": (function, resolved),
+                "preload": tuple(preload),
+                "timeout_scale": timeout_scale,
+                "seed": seed,
+            }
+            started = time.monotonic()
+            bound = hang_bound * timeout_scale
+            pid = _launch(zygote, request)
+            hung, stacks = _supervise(zygote, pid, directory, journal_path, started + bound)
+            exit_status = zygote.exits.pop(pid, None)
+            duration = time.monotonic() - started
+            survivors = _survivors(zygote)
+            _kill_everything(zygote, pid)
+            data = _load_result(directory)
+            outcome: Literal["returned", "raised", "hang", "crashed"] = "crashed"
+            if hung:
+                outcome = "hang"
+            elif data.get("outcome") in ("returned", "raised"):
+                outcome = data["outcome"]
+            return CallResult(
+                outcome=outcome,
+                value=data.get("value"),
+                exception=data.get("exception"),
+                journal=tuple(read_journal(journal_path)),
+                stacks=stacks,
+                stderr=_read_tail(os.path.join(directory, "stderr.txt")),
+                exit_status=exit_status if outcome in ("crashed", "hang") else None,
+                survivors=tuple(survivors),
+                duration=duration,
+                hang_bound=bound,
+            )
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+class _Placeholder:
+    """A marker in ``run_call``'s ``args``, replaced by the observer before the call is sent."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+SANDBOX_DIR: Any = _Placeholder("SANDBOX_DIR")
+"""``run_call`` argument replaced by the call's private directory (stack dumps go there)."""
+JOURNAL: Any = _Placeholder("JOURNAL")
+"""``run_call`` argument replaced by the call's journal path."""
+
+
+def _launch(zygote: _Zygote, request: dict[str, Any]) -> int:
+    """Ask the zygote to fork a sandbox process for ``request``; its pid."""
+    zygote.send(("run", request))
+    while True:
+        message = zygote.receive(_ZYGOTE_START_TIMEOUT)
+        if message is None:
+            raise SandboxError("the sandbox zygote did not fork a sandbox process in time")
+        if message[0] == "error":
+            raise SandboxError(message[1])
+        if message[0] == "forked":
+            return int(message[1])
+
+
+def _supervise(
+    zygote: _Zygote,
+    pid: int,
+    directory: str,
+    journal_path: str,
+    deadline: float,
+    tick: Callable[[], bool] | None = None,
+) -> tuple[bool, str]:
+    """Wait until the sandbox process ``pid`` exits; past ``deadline``, dump every journaled process's
+    stacks and kill the whole group. Returns (hung, stacks).
+
+    ``tick`` runs on every wake-up; while it returns ``True`` (faults still waiting for their gates), the
+    wait polls every few milliseconds instead of sleeping until the process exits.
+    """
+    try:
+        while pid not in zygote.exits:
+            now = time.monotonic()
+            if now >= deadline:
+                stacks = _dump_stacks(zygote, directory, pid, journal_path)
+                _kill_everything(zygote, pid)
+                _await_exit(zygote, pid)
+                return True, stacks
+            if tick is not None and tick():
+                zygote.receive(min(_FAULT_POLL, deadline - now))
+            else:
+                zygote.receive(deadline - now)
+    except BaseException:
+        # pytest-timeout, Ctrl+C or a sandbox error in the observer: nothing of the sandbox may outlive us.
+        _kill_everything(zygote, pid)
+        with contextlib.suppress(BaseException):
+            _await_exit(zygote, pid)
+        raise
+    return False, ""
+
+
 def _observe(
     zygote: _Zygote, directory: str, target: Target, scenario: Scenario, scale: float, seed: int
 ) -> ScenarioResult:
@@ -562,45 +764,22 @@ def _observe(
         "timeout_scale": scale,
         "seed": seed,
     }
-    zygote.send(("run", request))
-    pid = None
-    while pid is None:
-        message = zygote.receive(_ZYGOTE_START_TIMEOUT)
-        if message is None:
-            raise SandboxError("the sandbox zygote did not fork a scenario process in time")
-        if message[0] == "error":
-            raise SandboxError(message[1])
-        if message[0] == "forked":
-            pid = message[1]
+    pid = _launch(zygote, request)
     started = time.monotonic()
     deadline = started + scenario.hang_bound * scale
     driver = FaultDriver(scenario, journal_path=journal_path, gate_dir=directory, scenario_pid=pid)
     from conformance.journal import JournalTailer
 
     tailer = JournalTailer(journal_path)
-    hung = False
-    stacks = ""
-    try:
-        while pid not in zygote.exits:
-            now = time.monotonic()
-            if now >= deadline:
-                hung = True
-                stacks = _dump_stacks(zygote, directory, pid, journal_path)
-                _kill_everything(zygote, pid)
-                _await_exit(zygote, pid)
-                break
-            if driver.active:
-                tailer.poll()
-                driver.feed(tailer.records)
-                zygote.receive(min(_FAULT_POLL, deadline - now))
-            else:
-                zygote.receive(deadline - now)
-    except BaseException:
-        # pytest-timeout, Ctrl+C or a sandbox error in the observer: nothing of the scenario may outlive us.
-        _kill_everything(zygote, pid)
-        with contextlib.suppress(BaseException):
-            _await_exit(zygote, pid)
-        raise
+
+    def deliver_faults() -> bool:
+        if not driver.active:
+            return False
+        tailer.poll()
+        driver.feed(tailer.records)
+        return True
+
+    hung, stacks = _supervise(zygote, pid, directory, journal_path, deadline, deliver_faults)
     exit_status = zygote.exits.pop(pid, None)
     measurements: dict[str, Any] = {}
     if driver.parent_killed_at is not None:

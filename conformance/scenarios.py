@@ -99,10 +99,11 @@ class StoreFault:
 class Target:
     """What is under test, as strings resolvable in any process (so it survives spawn)."""
 
-    strategy: str  # alias, dotted path or module:Class
+    strategy: str  # alias, dotted path or module:Class; "" when a store alone is under test (section T)
     options: dict[str, Any] = field(default_factory=dict)
     store_factory: str = "agentlightning.store.memory:InMemoryLightningStore"
     start_method: str | None = None  # multiprocessing start method to set in the sandbox, if any
+    store_options: dict[str, Any] = field(default_factory=dict)  # keywords of the store factory
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,12 @@
-"""``python -m conformance.selfcheck``: the kit proves itself on the broken zoo (a mutation score).
+"""``python -m conformance.selfcheck``: the kit proves itself on the broken zoos (a mutation score).
 
 Runs the kit (``python -m conformance SPEC``, one subprocess per strategy, ``--jobs`` at a time) on every
-broken strategy of ``strategies/broken`` and on the example and reference strategies, then prints the
-mutation table: each broken strategy, the contract it breaks, the contracts the kit failed, whether the
-defect was caught on its intended contract, and the collateral failures (listed, never hidden). The score
-is the share of broken strategies caught on their own contract; examples and references must pass.
+broken strategy of ``strategies/broken`` and on the example and reference strategies, and the store
+suite (``python -m conformance --store FACTORY``) on every broken store of ``strategies/broken_stores``
+and on the reference store, then prints the mutation table: each broken specimen, the contract it
+breaks, the contracts the kit failed, whether the defect was caught on its intended contract, and the
+collateral failures (listed, never hidden). The score is the share of broken specimens caught on their
+own contract; examples and references must pass.
 
 Scope per broken strategy: its whole section by default (e.g. every K contract for a K defect, so
 collateral failures within the section show); ``--quick`` runs only its own contract; ``--full`` runs
@@ -28,7 +30,17 @@ from typing import Any
 
 from conformance.catalogue import CATALOGUE
 
-__all__ = ["EXAMPLES", "KIT_ISSUES", "REFERENCES", "Row", "example_args", "kit_command", "main", "run_one"]
+__all__ = [
+    "EXAMPLES",
+    "KIT_ISSUES",
+    "REFERENCES",
+    "REFERENCE_STORES",
+    "Row",
+    "example_args",
+    "kit_command",
+    "main",
+    "run_one",
+]
 
 EXAMPLES = (
     "strategies.single_loop.SingleLoopExecutionStrategy",
@@ -52,6 +64,7 @@ def example_args(spec: str) -> tuple[str, ...]:
 
 
 REFERENCES = ("shm", "cs", "ipc")
+REFERENCE_STORES = ("agentlightning.store.memory.InMemoryLightningStore",)
 
 
 @dataclasses.dataclass
@@ -61,6 +74,7 @@ class Row:
     name: str
     spec: str
     role: str  # "broken", "example" or "reference"
+    subject: str = "strategy"  # what SPEC is: a "strategy" or a "store" (run with --store)
     breaks: str = ""  # the contract a broken strategy breaks
     kit_gap: str = ""  # a known miss (the module's KIT_GAP), reported as such
     kind: str = ""
@@ -120,9 +134,13 @@ def section_expression(contract_id: str) -> str:
     return " or ".join(f"{cid}-" for cid in ids)
 
 
-def kit_command(spec: str, selection: str, report: str, extra: Sequence[str] = ()) -> list[str]:
-    """The subprocess that runs the kit on ``spec``, selecting ``selection`` (a ``-k`` expression)."""
-    command = [sys.executable, "-m", "conformance", spec, "-p", "no:cacheprovider", "-q", "-n", "0"]
+def kit_command(
+    spec: str, selection: str, report: str, extra: Sequence[str] = (), subject: str = "strategy"
+) -> list[str]:
+    """The subprocess that runs the kit on ``spec`` (a strategy, or with ``subject="store"`` a store
+    factory), selecting ``selection`` (a ``-k`` expression)."""
+    target = [spec] if subject == "strategy" else ["--store", spec]
+    command = [sys.executable, "-m", "conformance", *target, "-p", "no:cacheprovider", "-q", "-n", "0"]
     command += ["--conformance-report", report, *extra]
     if selection:
         command += ["-k", selection]
@@ -136,7 +154,7 @@ def run_one(row: Row, *, timeout: float = 900.0) -> Row:
         started = time.monotonic()
         try:
             completed = subprocess.run(
-                kit_command(row.spec, row.selection, report, row.extra),
+                kit_command(row.spec, row.selection, report, row.extra, row.subject),
                 capture_output=True,
                 text=True,
                 timeout=timeout,
@@ -166,9 +184,10 @@ def run_one(row: Row, *, timeout: float = 900.0) -> Row:
 
 def plan_rows(*, scope: str, only: Sequence[str], with_references: bool) -> list[Row]:
     from strategies.broken import specimens
+    from strategies.broken_stores import specimens as store_specimens
 
     rows: list[Row] = []
-    for specimen in specimens():
+    for specimen in [*specimens(), *store_specimens()]:
         if specimen.breaks not in CATALOGUE:
             raise SystemExit(f"{specimen.name}: BREAKS = {specimen.breaks!r} is not a contract ID")
         selection = {"contract": f"{specimen.breaks}-", "section": section_expression(specimen.breaks)}.get(
@@ -183,16 +202,21 @@ def plan_rows(*, scope: str, only: Sequence[str], with_references: bool) -> list
                 kind=specimen.kind,
                 selection=selection,
                 kit_gap=specimen.kit_gap,
+                subject="store" if specimen.kind == "store" else "strategy",
             )
         )
     for spec in EXAMPLES:
         rows.append(Row(name=spec.rsplit(".", 2)[-2], spec=spec, role="example", extra=example_args(spec)))
     if with_references:
         rows.extend(Row(name=alias, spec=alias, role="reference") for alias in REFERENCES)
+        rows.extend(
+            Row(name=spec.rsplit(".", 1)[-1], spec=spec, role="reference", subject="store", kind="store")
+            for spec in REFERENCE_STORES
+        )
     if only:
         rows = [row for row in rows if any(pattern in row.name or pattern == row.spec for pattern in only)]
         if not rows:
-            raise SystemExit(f"--only {' '.join(only)}: matches no strategy")
+            raise SystemExit(f"--only {' '.join(only)}: matches no strategy or store")
     return rows
 
 
@@ -201,7 +225,7 @@ def render(rows: Sequence[Row]) -> str:
     lines: list[str] = []
     broken = [row for row in rows if row.role == "broken"]
     if broken:
-        header = ("strategy", "kind", "breaks", "kit failed", "result", "collateral", "time")
+        header = ("specimen", "kind", "breaks", "kit failed", "result", "collateral", "time")
         table = [
             (
                 row.name,
@@ -245,6 +269,11 @@ def render(rows: Sequence[Row]) -> str:
             f"({100 * caught / len(broken):.0f}%); sections covered: {', '.join(sections)}; "
             f"collateral failures in {sum(bool(row.collateral) for row in broken)} of them"
         )
+        stores = [row for row in broken if row.subject == "store"]
+        if stores:
+            lines.append(
+                f"  of which broken stores (section T): {sum(row.ok for row in stores)}/{len(stores)} caught"
+            )
         gaps = [row for row in broken if row.kit_gap and not row.ok]
         if gaps:
             rest = [row for row in broken if not (row.kit_gap and not row.ok)]
@@ -286,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="NAME",
-        help="only strategies whose name contains NAME (repeatable)",
+        help="only strategies and stores whose name contains NAME (repeatable)",
     )
     parser.add_argument("--json", metavar="PATH", help="also write the rows and the score as JSON to PATH")
     parser.add_argument("--jobs", type=int, default=2, help="kit runs at a time (default 2)")
@@ -295,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
     scope_name = "contract" if args.quick else "full" if args.full else "section"
     rows = plan_rows(scope=scope_name, only=args.only, with_references=not args.quick)
-    print(f"selfcheck: {len(rows)} strategies, scope {scope_name}, {args.jobs} at a time", flush=True)
+    print(f"selfcheck: {len(rows)} runs, scope {scope_name}, {args.jobs} at a time", flush=True)
     # Longest first (whole-suite runs), so the pool does not end on one long straggler.
     order = sorted(rows, key=lambda row: row.selection != "")
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:

@@ -2,8 +2,9 @@
 
 SPEC is an alias of the registry (``shm``; read from ``agentlightning.trainer.registry`` when that is
 importable), a dotted path (``my_pkg.MyStrategy``) or ``module:Class``. ``--strategy-option key=value``
-values are JSON when they parse as JSON, else strings. Every bad value is a ``TargetError`` naming it,
-which the plugin turns into a usage error; ``build_strategy``/``build_store`` run in scenario processes.
+and ``--store-option key=value`` values are JSON when they parse as JSON, else strings. Every bad value is
+a ``TargetError`` naming it, which the plugin turns into a usage error; ``build_strategy``/``build_store``
+run in scenario processes. A store alone (section T) is resolved by ``validate_store_target``.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from conformance.capabilities import CapabilityError, read_capabilities
+from conformance.capabilities import CapabilityError, read_capabilities, read_store_capabilities
 from conformance.scenarios import Target
 
 __all__ = [
     "DEFAULT_STORE_FACTORY",
+    "ResolvedStore",
     "ResolvedTarget",
     "TargetError",
     "build_store",
@@ -29,10 +31,12 @@ __all__ = [
     "known_aliases",
     "make_target",
     "module_version",
+    "parse_options",
     "parse_strategy_options",
     "resolve_object",
     "resolve_store_factory",
     "resolve_strategy_class",
+    "validate_store_target",
     "validate_target",
 ]
 
@@ -65,8 +69,18 @@ def known_aliases() -> dict[str, Any]:
     return dict(registry) if isinstance(registry, Mapping) else {}
 
 
-def parse_strategy_options(pairs: Iterable[str]) -> dict[str, Any]:
-    """``["n_runners=2", "name=x"]`` -> ``{"n_runners": 2, "name": "x"}``.
+@dataclass(frozen=True)
+class ResolvedStore:
+    """A store target (section T) checked up front: its class, version and validated capabilities."""
+
+    target: Target
+    class_path: str  # "module.Class" of what the factory returns
+    version: str  # the store's package version, or "unknown"
+    capabilities: dict[str, Any]
+
+
+def parse_options(pairs: Iterable[str], option: str = "--strategy-option") -> dict[str, Any]:
+    """``["n_runners=2", "name=x"]`` -> ``{"n_runners": 2, "name": "x"}``; errors name ``option``.
 
     A value is JSON when it parses (``2``, ``true``, ``[1, 2]``, ``"2"``), else the string as given.
     """
@@ -75,16 +89,21 @@ def parse_strategy_options(pairs: Iterable[str]) -> dict[str, Any]:
         key, sep, raw = pair.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise TargetError(f"--strategy-option {pair!r} must be key=value")
+            raise TargetError(f"{option} {pair!r} must be key=value")
         if not key.isidentifier():
-            raise TargetError(f"--strategy-option {pair!r}: {key!r} is not a valid parameter name")
+            raise TargetError(f"{option} {pair!r}: {key!r} is not a valid parameter name")
         if key in options:
-            raise TargetError(f"--strategy-option {key!r} given twice")
+            raise TargetError(f"{option} {key!r} given twice")
         try:
             options[key] = json.loads(raw)
         except ValueError:
             options[key] = raw
     return options
+
+
+def parse_strategy_options(pairs: Iterable[str]) -> dict[str, Any]:
+    """``--strategy-option`` values as constructor keywords (see ``parse_options``)."""
+    return parse_options(pairs, "--strategy-option")
 
 
 def _import_attribute(module_name: str, attribute: str, spec: str, what: str) -> Any:
@@ -211,8 +230,8 @@ def build_strategy(target: Target) -> Any:
 
 
 def build_store(target: Target) -> Any:
-    """A fresh store from ``target.store_factory`` (used in each scenario process)."""
-    return resolve_store_factory(target.store_factory)()
+    """A fresh store from ``target.store_factory`` and its ``store_options`` (in each sandbox process)."""
+    return resolve_store_factory(target.store_factory)(**target.store_options)
 
 
 def make_target(
@@ -220,14 +239,24 @@ def make_target(
     options: Iterable[str] | Mapping[str, Any] = (),
     store_factory: str | None = None,
     start_method: str | None = None,
+    store_options: Iterable[str] | Mapping[str, Any] = (),
 ) -> Target:
-    """A ``Target`` from command-line values (options as ``key=value`` strings or a mapping)."""
+    """A ``Target`` from command-line values (options as ``key=value`` strings or a mapping).
+
+    ``strategy`` is ``""`` when a store alone is under test (section T).
+    """
     parsed = dict(options) if isinstance(options, Mapping) else parse_strategy_options(options)
+    store_parsed = (
+        dict(store_options)
+        if isinstance(store_options, Mapping)
+        else parse_options(store_options, "--store-option")
+    )
     return Target(
         strategy=strategy.strip(),
         options=parsed,
         store_factory=(store_factory or DEFAULT_STORE_FACTORY).strip(),
         start_method=start_method,
+        store_options=store_parsed,
     )
 
 
@@ -280,3 +309,65 @@ def validate_target(target: Target) -> ResolvedTarget:
                 f"start method {target.start_method!r} is not available; known: {', '.join(methods)}"
             )
     return ResolvedTarget(target, cls, class_path, module_version(cls), capabilities)
+
+
+def validate_store_target(target: Target) -> ResolvedStore:
+    """Check a store target in the calling process: resolve the factory, build one store, read its
+    capabilities, close it.
+
+    The factory is called once here so that bad ``--store-option`` values are a ``TargetError`` naming
+    them before anything runs; each check then builds its own store in its sandbox.
+    """
+    import asyncio
+
+    factory = resolve_store_factory(target.store_factory)
+    shown = ", ".join(f"{key}={value!r}" for key, value in target.store_options.items()) or "no options"
+    try:
+        store = factory(**target.store_options)
+    except (TypeError, ValueError) as error:
+        raise TargetError(
+            f"cannot build store {target.store_factory!r} with {shown}: {type(error).__name__}: {error}"
+        ) from None
+    except Exception as error:
+        raise TargetError(
+            f"building store {target.store_factory!r} failed: {type(error).__name__}: {error}"
+        ) from None
+    cls = type(store)
+    class_path = f"{cls.__module__}.{cls.__qualname__}"
+    missing = [name for name in _STORE_METHODS if not callable(getattr(store, name, None))]
+    if missing:
+        raise TargetError(
+            f"store factory {target.store_factory!r} returned {class_path}, which is not a LightningStore "
+            f"(no {', '.join(missing)})"
+        )
+    try:
+        capabilities = read_store_capabilities(store)
+    except CapabilityError as error:
+        raise TargetError(f"store {class_path} has an invalid capability manifest: {error}") from None
+    try:
+        asyncio.run(store.close())
+    except Exception as error:
+        raise TargetError(f"closing store {class_path} failed: {type(error).__name__}: {error}") from None
+    return ResolvedStore(target, class_path, module_version(cls), capabilities)
+
+
+_STORE_METHODS = (
+    "close",
+    "enqueue_rollout",
+    "dequeue_rollout",
+    "start_rollout",
+    "start_attempt",
+    "update_rollout",
+    "update_attempt",
+    "query_rollouts",
+    "get_rollout_by_id",
+    "wait_for_rollouts",
+    "query_attempts",
+    "get_latest_attempt",
+    "add_span",
+    "query_spans",
+    "add_resources",
+    "get_latest_resources",
+    "get_resources_by_id",
+)
+"""The ``LightningStore`` interface a store under test must provide (duck-typed: no base class needed)."""

@@ -1,7 +1,8 @@
 """The contract checks, one module per catalogue section; importing this package registers them all.
 
 ``lifecycle`` (L), ``interrupts`` (K), ``exceptions`` (E), ``resources`` (R), ``store`` (S),
-``process_faults`` (F), ``configuration`` (G), and any further module placed here. A module that exists
+``process_faults`` (F), ``configuration`` (G), ``store_itself`` (T: a store alone), and any further
+module placed here. A module that exists
 but fails to import is an error, never a silently smaller suite.
 """
 

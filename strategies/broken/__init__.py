@@ -12,65 +12,20 @@ meta-tests skip it. Run one through the gate to watch it fail for the right cont
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
-import inspect
-import pkgutil
+from strategies.zoo import Specimen, collect
 
 __all__ = ["Specimen", "specimens"]
 
 
-@dataclasses.dataclass(frozen=True)
-class Specimen:
-    """One broken strategy: its module name, the dotted path of its class, the contract it breaks."""
-
-    name: str
-    spec: str
-    breaks: str
-    uses_processes: bool
-    defect: str
-    kit_gap: str = ""  # why the kit misses this defect today (module-level ``KIT_GAP``), else ""
-
-    @property
-    def kind(self) -> str:
-        return "processes" if self.uses_processes else "threads"
+def _is_strategy(cls: type) -> bool:
+    return callable(getattr(cls, "execute", None))
 
 
-def _strategy_class(module: object) -> type:
-    """The one strategy class the module defines (a class of its own with an ``execute`` method)."""
-    name = getattr(module, "__name__", "?")
-    found = [
-        value
-        for value in vars(module).values()
-        if inspect.isclass(value) and value.__module__ == name and callable(getattr(value, "execute", None))
-    ]
-    if len(found) != 1:
-        names = [cls.__name__ for cls in found]
-        raise ValueError(f"{name} must define exactly one strategy class, found {names}")
-    return found[0]
+def _kind(cls: type) -> str:
+    manifest = dict(getattr(cls, "capability_manifest", {}) or {})
+    return "processes" if manifest.get("uses_processes", True) else "threads"
 
 
 def specimens() -> list[Specimen]:
     """Every module of this package that declares ``BREAKS``, in name order."""
-    found: list[Specimen] = []
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        breaks = getattr(module, "BREAKS", None)
-        if not isinstance(breaks, str):
-            continue
-        cls = _strategy_class(module)
-        manifest = dict(getattr(cls, "capability_manifest", {}) or {})
-        doc = inspect.getdoc(module) or ""
-        found.append(
-            Specimen(
-                name=info.name,
-                spec=f"{cls.__module__}.{cls.__qualname__}",
-                breaks=breaks,
-                uses_processes=bool(manifest.get("uses_processes", True)),
-                defect=" ".join(doc.split("\n\n", 1)[0].split()),
-                kit_gap=str(getattr(module, "KIT_GAP", "")),
-            )
-        )
-    return found
+    return collect(__name__, __path__, _is_strategy, _kind)

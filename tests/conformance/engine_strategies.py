@@ -167,3 +167,23 @@ def _run_runner(runner: Any, store: Any, worker_id: int, flag: Any) -> None:
 
 class NullStore:
     """A store with no state, for scenarios that do not touch the store."""
+
+
+def sandbox_facts(tag: str) -> dict[str, Any]:
+    """A ``run_call`` target: where it ran."""
+    import os
+    import tempfile
+
+    return {"tag": tag, "pid": os.getpid(), "sid": os.getsid(0), "tmp": tempfile.gettempdir()}
+
+
+def raise_value_error(message: str) -> None:
+    """A ``run_call`` target that raises."""
+    raise ValueError(message)
+
+
+def return_a_lock() -> Any:
+    """A ``run_call`` target whose value cannot cross the sandbox boundary."""
+    import threading
+
+    return threading.Lock()

@@ -9,8 +9,10 @@ import pytest
 
 from conformance.capabilities import (
     CAPABILITY_DEFAULTS,
+    STORE_CAPABILITY_DEFAULTS,
     CapabilityError,
     read_capabilities,
+    read_store_capabilities,
     validate_manifest,
 )
 
@@ -128,3 +130,33 @@ def test_known_keys_match_the_runtime_declaration() -> None:
     from agentlightning.execution.base import CAPABILITY_NAMES
 
     assert set(CAPABILITY_DEFAULTS) == set(CAPABILITY_NAMES)
+
+
+def test_a_store_manifest_has_its_own_keys_and_defaults() -> None:
+    assert validate_manifest({}, defaults=STORE_CAPABILITY_DEFAULTS) == {
+        "durable": False,
+        "thread_safe": True,
+    }
+    with pytest.raises(CapabilityError, match=r"unknown capability 'durabel'; did you mean 'durable'\?"):
+        validate_manifest(
+            {"durabel": True}, owner="Db.capability_manifest", defaults=STORE_CAPABILITY_DEFAULTS
+        )
+    with pytest.raises(CapabilityError, match="'thread_safe' must be a bool, got 'yes'"):
+        validate_manifest({"thread_safe": "yes"}, defaults=STORE_CAPABILITY_DEFAULTS)
+    with pytest.raises(CapabilityError, match="unknown capability 'uses_processes'"):
+        validate_manifest({"uses_processes": True}, defaults=STORE_CAPABILITY_DEFAULTS)
+
+
+def test_a_stores_thread_safe_attribute_stands_in_for_an_undeclared_key() -> None:
+    class Confined:
+        thread_safe = False
+
+    class Declared(Confined):
+        capability_manifest = {"thread_safe": True, "durable": True}
+
+    class Plain:
+        pass
+
+    assert read_store_capabilities(Confined()) == {"durable": False, "thread_safe": False}
+    assert read_store_capabilities(Declared()) == {"durable": True, "thread_safe": True}
+    assert read_store_capabilities(Plain()) == {"durable": False, "thread_safe": True}

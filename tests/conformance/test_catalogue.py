@@ -15,7 +15,8 @@ _CANDIDATES = (
     Path(__file__).resolve().parents[2] / "CONTRACTS.md",
     Path(__file__).resolve().parents[3] / "shared" / "CONTRACTS.md",
 )
-_ENTRY = re.compile(r"^- \*\*([A-Z]\d+) ([a-z0-9-]+)\*\* — ", re.MULTILINE)
+# "- **T8 durable** (stores that declare `durable: True`) — ...": a parenthesis may follow the name.
+_ENTRY = re.compile(r"^- \*\*([A-Z]\d+) ([a-z0-9-]+)\*\*(?: \([^)]*\))? — ", re.MULTILINE)
 
 
 def _contracts_md() -> dict[str, str]:
@@ -39,7 +40,7 @@ def test_entries_carry_section_version_must_and_situations() -> None:
         assert entry.since == "0.1.0"
         assert entry.must.endswith(".") and len(entry.must) > 30, cid
         assert entry.situations and all(re.fullmatch(r"[a-z0-9-]+", s) for s in entry.situations), cid
-    assert [cid[0] for cid in CATALOGUE] == sorted((cid[0] for cid in CATALOGUE), key="LKERSFGP".index)
+    assert [cid[0] for cid in CATALOGUE] == sorted((cid[0] for cid in CATALOGUE), key="LKERSFGDTP".index)
 
 
 def test_unknown_id_is_an_error_naming_it() -> None:

@@ -145,14 +145,17 @@ def test_plan_marks_not_applicable_and_limitations_from_capabilities() -> None:
             }
         ),
     )
+    # Catalogue order; F2 and F4 have no check here but the capabilities exclude them: planned n/a too.
     assert [(e.item_name, e.status, e.capability) for e in threads] == [
-        ("F1-worker-killed[several-runners]", "n/a", "uses_processes"),
-        ("F3-start-methods[spawn]", "n/a", "uses_processes"),
+        ("L2-normal-completion[one-runner]", "run", ""),
         ("L7-blocking-bundle[default]", "limitation", "can_cancel_blocking_code"),
         ("S3-caller-store-updated[one-runner]", "n/a", "shares_caller_store"),
         ("S6-unmanaged-store[default]", "n/a", "supports_unmanaged_store"),
+        ("F1-worker-killed[several-runners]", "n/a", "uses_processes"),
+        ("F2-port-in-use[default]", "n/a", "uses_processes"),
+        ("F3-start-methods[spawn]", "n/a", "uses_processes"),
+        ("F4-parent-death[default]", "n/a", "uses_processes"),
         ("G3-picklable[default]", "n/a", "uses_processes"),
-        ("L2-normal-completion[one-runner]", "run", ""),
     ]
     processes = compute_plan(specs, validate_manifest({"supports_start_methods": ["fork"]}))
     assert {e.item_name: e.status for e in processes}["F3-start-methods[spawn]"] == "n/a"

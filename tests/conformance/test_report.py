@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -38,9 +39,10 @@ def _report() -> ConformanceReport:
         ItemResult("F1", "worker-killed", "several-runners", "n/a", "uses_processes: no processes", 0.0),
     ]
     return ConformanceReport(
-        strategy="shm",
-        strategy_class="pkg.Shm",
-        strategy_version="1.2",
+        kind="strategy",
+        subject="shm",
+        subject_class="pkg.Shm",
+        subject_version="1.2",
         kit_version="0.1.0",
         options={"n_runners": 2},
         store_factory="pkg:Store",
@@ -91,6 +93,7 @@ def test_json_and_markdown_files(tmp_path: Path) -> None:
     written = write_report(_report(), tmp_path / "out" / "conformance")
     assert [p.name for p in written] == ["conformance.json", "conformance.md"]
     document = json.loads(written[0].read_text())
+    assert document["kind"] == "strategy" and document["strategy"] == "shm"
     assert document["strategy_class"] == "pkg.Shm" and document["seed"] == 42
     assert document["contracts"] == {"L2": "fail", "L7": "limitation", "F1": "n/a"}
     assert document["results"][1]["item"] == "L2-normal-completion[several-runners]"
@@ -103,6 +106,34 @@ def test_json_and_markdown_files(tmp_path: Path) -> None:
     assert "observed a \\| hang |" in markdown  # pipes escaped, only the first line of a reason
     assert "`--conformance-seed 42`" in markdown
     assert markdown == render_markdown(_report())
+
+
+def test_a_store_report_names_the_store_its_options_and_access_paths() -> None:
+    report = dataclasses.replace(
+        _report(),
+        kind="store",
+        subject="pkg.stores:make",
+        subject_class="pkg.stores.Store",
+        subject_version="2.0",
+        options={},
+        store_options={"path": "/tmp/db"},
+        access_paths=["in-process", "http"],
+    )
+    document = report.to_dict()
+    assert document["kind"] == "store" and "strategy" not in document
+    assert (document["store"], document["store_class"], document["store_version"]) == (
+        "pkg.stores:make",
+        "pkg.stores.Store",
+        "2.0",
+    )
+    assert document["store_options"] == {"path": "/tmp/db"}
+    assert document["access_paths"] == ["in-process", "http"]
+    markdown = render_markdown(report)
+    assert markdown.startswith("# Conformance report: `pkg.stores:make`")
+    assert "- store: `pkg.stores.Store` 2.0" in markdown
+    assert '- store options: `path="/tmp/db"`' in markdown
+    assert "- access paths: in-process, http" in markdown
+    assert "start method" not in markdown
 
 
 def test_report_paths_follow_the_suffix(tmp_path: Path) -> None:

@@ -5,15 +5,18 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import tempfile
 import threading
 
 import psutil
 import pytest
 
-from conformance.sandbox import SandboxError, run_scenario, shutdown_sandboxes
+from conformance.sandbox import SandboxError, run_call, run_scenario, shutdown_sandboxes
 from conformance.scenarios import Fault, Scenario, Script, Step, Target
 
 sys.path.insert(0, os.path.dirname(__file__))  # engine_strategies must import in the sandbox too
+
+from engine_strategies import raise_value_error, return_a_lock, sandbox_facts
 
 STORE = "engine_strategies:NullStore"
 LOOP = Target("engine_strategies:LoopStrategy", store_factory=STORE)
@@ -258,3 +261,22 @@ def test_sigint_to_the_group_reaches_every_worker_process():
         assert ends and (ends[0] == "cancelled" or "KeyboardInterrupt" in ends[0]), (worker, ends)
     assert _records(result, "kit", "fault")[0].data["group"] is True
     assert result.exception is not None and result.exception.type_name == "builtins.KeyboardInterrupt"
+
+
+def test_run_call_returns_the_value_from_a_process_of_its_own_session():
+    result = run_call(sandbox_facts, ("hello",), target=LOOP, hang_bound=30.0)
+    assert result.outcome == "returned", result
+    facts = result.value
+    assert facts["tag"] == "hello" and facts["pid"] != os.getpid()
+    assert facts["sid"] == facts["pid"]  # a session leader: signals to its group never reach pytest
+    assert facts["tmp"] != tempfile.gettempdir()  # a private TMPDIR
+    assert not result.survivors
+
+
+def test_run_call_reports_an_exception_or_a_value_that_cannot_cross():
+    raised = run_call(raise_value_error, ("boom 7",), target=LOOP, hang_bound=30.0)
+    assert raised.outcome == "raised"
+    assert (raised.exception.type_name, raised.exception.message) == ("builtins.ValueError", "boom 7")
+    assert "raise_value_error" in raised.exception.traceback
+    locked = run_call(return_a_lock, target=LOOP, hang_bound=30.0)
+    assert locked.outcome == "raised" and "pickle" in locked.exception.message

@@ -18,6 +18,7 @@ from conformance.target import (
     parse_strategy_options,
     resolve_store_factory,
     resolve_strategy_class,
+    validate_store_target,
     validate_target,
 )
 
@@ -208,3 +209,50 @@ def test_validate_target_checks_the_store_factory_and_start_method(user_package:
 def test_build_strategy_passes_the_options(user_package: str) -> None:
     strategy = build_strategy(Target(f"{user_package}.strategies.Mine", {"n_runners": 3, "port": 1}))
     assert (strategy.n_runners, strategy.port) == (3, 1)
+
+
+@pytest.fixture
+def store_probes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``store_probes`` (stores for the kit's tests, next to this file) importable."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+
+
+@pytest.mark.usefixtures("store_probes")
+def test_validate_store_target_builds_the_store_with_its_options() -> None:
+    resolved = validate_store_target(
+        make_target("", store_factory="store_probes:OptionStore", store_options=["label=x"])
+    )
+    assert resolved.class_path == "store_probes.OptionStore"
+    assert resolved.capabilities == {"durable": False, "thread_safe": True}
+    assert resolved.target.store_options == {"label": "x"}
+    confined = validate_store_target(make_target("", store_factory="store_probes.NotThreadSafeStore"))
+    assert confined.capabilities["thread_safe"] is False
+
+
+@pytest.mark.parametrize(
+    ("factory", "options", "named"),
+    [
+        (
+            "store_probes:OptionStore",
+            [],
+            "cannot build store 'store_probes:OptionStore' with no options: TypeError",
+        ),
+        (
+            "store_probes:OptionStore",
+            ["label="],
+            "with label='': ValueError: label must be a non-empty string",
+        ),
+        (
+            "store_probes:not_a_store",
+            [],
+            "returned builtins.object, which is not a LightningStore (no close,",
+        ),
+        ("store_probes:MisspelledManifestStore", [], "unknown capability 'durabel'; did you mean 'durable'?"),
+        ("store_probes:OptionStore", ["label"], "--store-option 'label' must be key=value"),
+    ],
+)
+@pytest.mark.usefixtures("store_probes")
+def test_validate_store_target_names_what_is_wrong(factory: str, options: list[str], named: str) -> None:
+    with pytest.raises(TargetError) as error:
+        validate_store_target(make_target("", store_factory=factory, store_options=options))
+    assert named in str(error.value)

@@ -1,4 +1,8 @@
-"""``ThreadedLightningStore``: one store from several threads, each with its own loop, on both paths."""
+"""``ThreadedLightningStore``: one store from several threads, each with its own loop, on both paths.
+
+The store contracts through the wrapper (its ``threaded`` access path) are the kit's store suite's;
+here, what is the wrapper's own: the direct and owner-thread paths, cancellation, closing.
+"""
 
 from __future__ import annotations
 
@@ -98,14 +102,14 @@ def cycle_body(store: LightningStore, per_thread: int) -> Callable[[int], Corout
     return body
 
 
-@pytest.mark.parametrize("n_threads", [2, 3, 4])
-def test_direct_path_from_several_loops(n_threads: int) -> None:
+def test_a_thread_safe_store_is_called_directly_with_no_owner_thread() -> None:
+    # Exactly-once claims and waits through the wrapper, from many threads and loops, are the store
+    # suite's (T2, T4 on the threaded path); here, only that the direct path starts nothing.
     inner = InMemoryLightningStore()
     store = ThreadedLightningStore(inner)
     assert store.direct and store.inner is inner
-    results = run_in_threads(n_threads, cycle_body(store, 50))
-    claimed = [rid for per_thread in results for rid in per_thread]
-    assert len(claimed) == len(set(claimed)) == 50 * n_threads
+    results = run_in_threads(2, cycle_body(store, 5))
+    assert len({rid for per_thread in results for rid in per_thread}) == 10
     assert store.owner_thread is None
     asyncio.run(store.close())
 

@@ -1,0 +1,56 @@
+"""Meta-tests: the store suite (section T) catches every defect of the broken-store zoo on its own contract.
+
+Each broken store of ``strategies/broken_stores`` goes through the kit as a user would run it
+(``python -m conformance --store FACTORY``, in a subprocess), on its own contract only and stopping at
+the first failing access path; ``python -m conformance.selfcheck`` runs the whole section for each and
+shows the collateral failures.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from conformance.catalogue import CATALOGUE
+from conformance.selfcheck import REFERENCE_STORES, Row, kit_command, plan_rows, run_one
+from strategies.broken_stores import Specimen, specimens
+
+_ZOO = specimens()
+
+
+def test_store_zoo_is_large_and_covers_t1_to_t7() -> None:
+    assert len(_ZOO) >= 10, f"only {len(_ZOO)} broken stores"
+    assert {specimen.breaks for specimen in _ZOO} == {f"T{i}" for i in range(1, 8)}
+    assert {specimen.kind for specimen in _ZOO} == {"store"}
+    assert all(specimen.defect for specimen in _ZOO)
+
+
+def test_selfcheck_runs_broken_and_reference_stores_with_store() -> None:
+    rows = plan_rows(scope="contract", only=["t2_check_then_claim", *REFERENCE_STORES], with_references=True)
+    broken, reference = sorted(rows, key=lambda row: row.role)
+    assert (broken.role, broken.subject, broken.breaks, broken.selection) == ("broken", "store", "T2", "T2-")
+    assert (reference.role, reference.subject) == ("reference", "store")
+    command = kit_command(broken.spec, broken.selection, "r.json", subject=broken.subject)
+    assert command[1:5] == ["-m", "conformance", "--store", broken.spec]
+
+
+@pytest.mark.parametrize("specimen", _ZOO, ids=[specimen.name for specimen in _ZOO])
+def test_broken_store_fails_its_contract(specimen: Specimen) -> None:
+    assert specimen.breaks in CATALOGUE, f"{specimen.name}: BREAKS = {specimen.breaks!r} is no contract ID"
+    row = run_one(
+        Row(
+            name=specimen.name,
+            spec=specimen.spec,
+            role="broken",
+            subject="store",
+            breaks=specimen.breaks,
+            selection=f"{specimen.breaks}-",
+            extra=("-x",),  # the first failing access path proves the catch: the others cost time
+        ),
+        timeout=240.0,
+    )
+    assert not row.error, row.error
+    assert row.verdicts.get(specimen.breaks) == "fail", (
+        f"the store suite missed {specimen.name}: "
+        f"{specimen.breaks} is {row.verdicts.get(specimen.breaks)!r}, "
+        f"expected 'fail' (defect: {specimen.defect})"
+    )
