@@ -30,6 +30,7 @@ SECTIONS: dict[str, str] = {
     "S": "store interaction",
     "F": "faults in process strategies",
     "G": "configuration and registration",
+    "D": "distributed runners",
     "T": "the store itself",
     "P": "property-based scheduling",
 }
@@ -336,6 +337,40 @@ _ENTRIES: tuple[Contract, ...] = (
         "G3",
         "picklable",
         "A process strategy's instance and its bundles' wrappers survive pickling (spawn).",
+    ),
+    # -- D: distributed runners ----------------------------------------------------------------------
+    Contract(
+        "D1",
+        "remote-stop",
+        "When the algorithm returns, raises or is interrupted, runner processes on other hosts see the stop "
+        "and return within 2 s plus the strategy's declared grace; none keeps polling a store that is gone, "
+        "and none is left running on any host.",
+    ),
+    Contract(
+        "D2",
+        "host-loss",
+        "A runner host lost mid-run: within the strategy's declared detection bound the in-flight attempts of "
+        "that host are marked failed or unresponsive and their rollouts requeued by the retry policy; "
+        "execute() then follows its declared policy. Nothing is lost; nothing is completed twice.",
+    ),
+    Contract(
+        "D3",
+        "partition",
+        "A partition between a runner host and the store shorter than the declared tolerance is survived with "
+        "no write applied twice; a longer one makes the runner exit with an error naming the unreachable "
+        "address, and the algorithm side sees D2.",
+    ),
+    Contract(
+        "D4",
+        "late-store",
+        "Runners started before the store is reachable wait up to a declared bound, then fail with an error "
+        "naming host and port; nothing is left running.",
+    ),
+    Contract(
+        "D5",
+        "authenticated",
+        "A store reachable beyond loopback refuses requests without the right credentials (401), never binds "
+        "beyond loopback without them, and credentials never appear in logs, errors or reprs.",
     ),
     # -- T: the store itself -------------------------------------------------------------------------
     Contract(
