@@ -36,6 +36,7 @@ from agentlightning.trainer.registry import ExecutionStrategyRegistry
 
 CHILD = Path(__file__).with_name("cs_child.py")
 HANG = 60.0
+TOKEN = "cs-shared-token-for-tests"
 
 WAIT_EVENT = (("wait_event",),)
 BOTH_RUNNERS_STARTED = (("wait_journal", "runner 0", "start"), ("wait_journal", "runner 1", "start"))
@@ -506,7 +507,9 @@ def test_runner_role_fails_fast_when_the_server_is_unreachable(journal: Journal)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    strategy = ClientServerExecutionStrategy(role="runner", server_port=port, connect_timeout=0.3)
+    strategy = ClientServerExecutionStrategy(
+        role="runner", server_port=port, connect_timeout=0.3, server_token=TOKEN
+    )
     with pytest.raises(StoreServerUnreachable, match=rf"127\.0\.0\.1:{port}"):
         strategy.execute(None, ScriptedRunner(journal, WAIT_EVENT), None)  # type: ignore[arg-type]
     assert journal.entries() == []
@@ -575,7 +578,7 @@ def test_G2_invalid_environment_overrides_are_named(
 
 
 def test_G2_non_loopback_host_accepted_with_a_token(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AGL_SERVER_TOKEN", "shared-secret")
+    monkeypatch.setenv("AGL_SERVER_TOKEN", TOKEN)
     assert ClientServerExecutionStrategy(server_host="0.0.0.0").server_host == "0.0.0.0"
 
 
@@ -583,6 +586,7 @@ def test_G2_environment_overrides_apply(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("AGL_CURRENT_ROLE", "runner")
     monkeypatch.setenv("AGL_SERVER_HOST", "10.1.2.3")
     monkeypatch.setenv("AGL_SERVER_PORT", "4747")
+    monkeypatch.setenv("AGL_SERVER_TOKEN", TOKEN)
     strategy = ClientServerExecutionStrategy()
     assert (strategy.role, strategy.server_host, strategy.server_port) == ("runner", "10.1.2.3", 4747)
     assert strategy.server_url == "http://10.1.2.3:4747"

@@ -22,6 +22,8 @@ from agentlightning.store.http import (
 from agentlightning.store.memory import InMemoryLightningStore
 from agentlightning.types import RolloutConfig, Span
 
+TOKEN = "s3cret-token-for-tests"
+
 
 @pytest.fixture
 def served() -> Iterator[tuple[InMemoryLightningStore, LightningStoreServer]]:
@@ -337,7 +339,7 @@ def test_client_reraises_server_value_errors_with_their_message(
 
 def test_token_is_required_when_configured() -> None:
     store = InMemoryLightningStore()
-    with LightningStoreServer(store, token="s3cret") as server:
+    with LightningStoreServer(store, token=TOKEN) as server:
         assert _post(server.url, "query_rollouts", json={}).status_code == 401
         wrong = _post(server.url, "query_rollouts", json={}, headers={"authorization": "Bearer nope"})
         assert wrong.status_code == 401 and wrong.json()["error"] == "unauthorized"
@@ -352,15 +354,15 @@ def test_token_is_required_when_configured() -> None:
             assert len(await client.query_rollouts()) == 1
 
         _run(_with_client(server.url, denied))
-        _run(_with_client(server.url, allowed, token="s3cret"))
+        _run(_with_client(server.url, allowed, token=TOKEN))
 
 
 def test_non_loopback_host_requires_a_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AGL_SERVER_TOKEN", raising=False)
     with pytest.raises(ValueError, match=r"0\.0\.0\.0.*AGL_SERVER_TOKEN"):
         LightningStoreServer(InMemoryLightningStore(), "0.0.0.0", 0)
-    monkeypatch.setenv("AGL_SERVER_TOKEN", "from-env")
-    assert LightningStoreServer(InMemoryLightningStore(), "0.0.0.0", 0).token == "from-env"
+    monkeypatch.setenv("AGL_SERVER_TOKEN", "from-the-environment-0123")
+    assert LightningStoreServer(InMemoryLightningStore(), "0.0.0.0", 0).token == "from-the-environment-0123"
 
 
 # -- addresses, ports and clean stops -----------------------------------------------------------------------
@@ -513,7 +515,7 @@ def test_the_runners_hot_path_answers_exactly_like_the_application() -> None:
     store = InMemoryLightningStore()
     for index in range(2):
         _run(store.enqueue_rollout({"index": index}))
-    app = create_app(store, token="s3cret")
+    app = create_app(store, token=TOKEN)
 
     def reference(method: str, **kwargs: Any) -> httpx.Response:  # the application alone, in process
         async def post() -> httpx.Response:
@@ -522,8 +524,8 @@ def test_the_runners_hot_path_answers_exactly_like_the_application() -> None:
 
         return _run(post())
 
-    with LightningStoreServer(store, token="s3cret", max_body_bytes=4096) as server:
-        auth = {"authorization": "Bearer s3cret"}
+    with LightningStoreServer(store, token=TOKEN, max_body_bytes=4096) as server:
+        auth = {"authorization": f"Bearer {TOKEN}"}
         fast = _post(server.url, "dequeue_rollout", headers=auth)
         slow = reference("dequeue_rollout", headers=auth)
         assert fast.status_code == slow.status_code == 200
