@@ -624,6 +624,16 @@ def test_idle_connections_are_capped_and_unfinished_headers_time_out() -> None:
             flood.sendall(b"POST /v1/query_rollouts HTTP/1.1\r\nHost: x\r\nX-Flood: " + b"a" * 8192)
             answer = _read_until_closed(flood)
         assert answer.startswith(b"HTTP/1.1 431") and b"headers_too_large" in answer, answer
+        # A later request on a kept-alive connection is timed too once its headers start.
+        with socket.create_connection(address, timeout=HANG) as kept:
+            kept.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            first = b""
+            while b'"ok"}' not in first:
+                first += kept.recv(4096)
+            assert first.startswith(b"HTTP/1.1 200"), first
+            kept.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+            answer = _read_until_closed(kept)
+        assert answer.startswith(b"HTTP/1.1 408"), answer
         # Ordinary clients are served meanwhile and afterwards, bodies past the header cap included.
         assert _post(server.url, "query_rollouts", json={}).status_code == 200
         big = _post(server.url, "enqueue_rollout", json={"input": "x" * 10_000})

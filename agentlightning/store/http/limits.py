@@ -147,7 +147,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     The header phase starts when the connection opens and again after each complete request; its bytes
     are counted before the parser sees them (a header that never ends is never buffered beyond the cap),
-    and it ends when the parser reports the headers complete.
+    and it ends when the parser reports the headers complete. Its timer runs from the connection's
+    opening, and for a later request from the end of the first read that left its headers unfinished.
     """
 
     def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
@@ -155,6 +156,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._config = config if isinstance(config, LimitedConfig) else None
         self._limits = self._config.limits if self._config is not None else ServerLimits()
         self._reading_headers = True
+        self._message_begun = False
         self._header_bytes = 0
         self._header_timer: asyncio.TimerHandle | None = None
 
@@ -175,12 +177,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         while data and not self.transport.is_closing():
             if not self._reading_headers:
                 super().data_received(data)
-                return
+                break
             room = self._limits.max_header_bytes - self._header_bytes
             if len(data) <= room:
                 self._header_bytes += len(data)
                 super().data_received(data)
-                return
+                break
             head, data = data[:room], data[room:]
             self._header_bytes += len(head)
             super().data_received(head)
@@ -189,13 +191,17 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                     431, "headers_too_large", f"request headers exceed {self._limits.max_header_bytes} bytes"
                 )
                 return
+        # A later request's headers are timed only when they did not arrive whole: most do, and they
+        # cost no timer (an idle keep-alive connection is uvicorn's own keep-alive timeout's business).
+        if self._message_begun and self._header_timer is None and not self.transport.is_closing():
+            self._arm_header_timer()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._arm_header_timer()
+        self._message_begun = True
 
     def on_headers_complete(self) -> None:
-        self._reading_headers = False
+        self._reading_headers = self._message_begun = False
         self._header_bytes = 0
         self._disarm_header_timer()
         super().on_headers_complete()
