@@ -3,6 +3,7 @@
 A strategy declares what it is (``uses_processes``, ``shares_caller_store``, ...) as data: the instance's
 ``capabilities`` property or the class's ``capability_manifest``. An unknown or misspelled key is an error
 naming it (with the closest known key), never a silent default; so is a value of the wrong type.
+``host_sides`` (how the kit places a multi-host strategy's sides) is checked by ``placement.py``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import difflib
 import math
 from collections.abc import Mapping
 from typing import Any
+
+from conformance.placement import validate_host_sides
 
 __all__ = [
     "CAPABILITY_DEFAULTS",
@@ -31,11 +34,21 @@ CAPABILITY_DEFAULTS: Mapping[str, Any] = {
     "grace_seconds": 2.0,
     "terminate_seconds": 2.0,
     "join_seconds": 5.0,
+    # D1-D5 apply unless the strategy says it runs on one machine; a forgotten declaration must not
+    # turn the distributed contracts into n/a.
+    "runs_on_many_hosts": True,
+    "host_sides": None,  # no default placement: the D checks fail asking for it (placement.py)
 }
 """Every known key with its strictest reading: an undeclared capability commits to the most checks."""
 
 _BOOLEANS = frozenset(
-    {"uses_processes", "shares_caller_store", "can_cancel_blocking_code", "supports_unmanaged_store"}
+    {
+        "uses_processes",
+        "shares_caller_store",
+        "can_cancel_blocking_code",
+        "supports_unmanaged_store",
+        "runs_on_many_hosts",
+    }
 )
 _SECONDS = frozenset({"grace_seconds", "terminate_seconds", "join_seconds"})
 
@@ -64,6 +77,13 @@ def _check_value(key: str, value: Any, owner: str) -> Any:
         if not math.isfinite(value) or value < 0:
             raise CapabilityError(f"{where} must be finite and >= 0, got {value!r}")
         return float(value)
+    if key == "host_sides":
+        if value is None:
+            return None
+        try:
+            return validate_host_sides(value, where=f"{owner}: host_sides")
+        except ValueError as error:
+            raise CapabilityError(str(error)) from None
     # supports_start_methods
     if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)):
         raise CapabilityError(
@@ -96,6 +116,11 @@ def validate_manifest(manifest: Any, *, owner: str = "strategy") -> dict[str, An
                 f"{owner}: unknown capability {key!r}{hint} (known: {', '.join(sorted(CAPABILITY_DEFAULTS))})"
             )
         result[key] = _check_value(key, value, owner)
+    if result["host_sides"] is not None and not result["runs_on_many_hosts"]:
+        raise CapabilityError(
+            f"{owner}: capability 'host_sides' places sides on other hosts, but 'runs_on_many_hosts' is "
+            f"False; declare one or the other"
+        )
     return result
 
 

@@ -85,6 +85,12 @@ def _applicability(
                 "supports_start_methods",
                 f"start method {situation!r} is not available on this platform",
             )
+    if cid.startswith("D") and not caps["runs_on_many_hosts"]:
+        return (
+            "n/a",
+            "runs_on_many_hosts",
+            "the strategy declares runs_on_many_hosts=False (its runners run on one machine)",
+        )
     if cid == "G3" and not caps["uses_processes"]:
         return "n/a", "uses_processes", "the strategy declares uses_processes=False: nothing is pickled"
     if cid == "S3" and not caps["shares_caller_store"]:

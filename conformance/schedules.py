@@ -31,16 +31,14 @@ replay and pasteable forms printed on failure.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 from hypothesis import strategies as st
 
+from conformance.exploration import replay_text
 from conformance.scenarios import Fault, Scenario, Script, Step, StoreFault
 
 __all__ = [
@@ -390,15 +388,7 @@ def scenario_from_json(text: str) -> Scenario:
 
     Raises ``ValueError`` naming what is wrong with the value.
     """
-    raw = text.strip()
-    if raw.startswith("b64:"):
-        try:
-            raw = base64.b64decode(raw[4:], validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError) as error:
-            raise ValueError(f"--conformance-replay: b64: value is not valid base64: {error}") from None
-    elif not raw.startswith("{") and os.path.isfile(raw):
-        with open(raw, encoding="utf-8") as handle:
-            raw = handle.read()
+    raw = replay_text(text)
     try:
         data = json.loads(raw)
         return Scenario(

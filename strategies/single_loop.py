@@ -53,6 +53,7 @@ class SingleLoopExecutionStrategy(ExecutionStrategy):
         "shares_caller_store": True,
         "can_cancel_blocking_code": False,
         "supports_unmanaged_store": True,
+        "runs_on_many_hosts": False,
     }
 
     def __init__(self, n_runners: int = 1, graceful_delay: float = 1.0, managed_store: bool = True) -> None:

@@ -97,6 +97,7 @@ class ThreadPoolExecutionStrategy(ExecutionStrategy):
         "can_cancel_blocking_code": False,
         "supports_start_methods": (),
         "supports_unmanaged_store": True,
+        "runs_on_many_hosts": False,
     }
 
     def __init__(

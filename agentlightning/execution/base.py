@@ -40,6 +40,8 @@ CAPABILITY_NAMES: frozenset[str] = frozenset(
         "grace_seconds",
         "terminate_seconds",
         "join_seconds",
+        "runs_on_many_hosts",
+        "host_sides",
     }
 )
 """Keys a strategy may declare in ``capabilities`` (the conformance kit rejects any other key)."""
@@ -53,8 +55,10 @@ class ExecutionStrategy(ABC):
     processes), ``shares_caller_store`` (the store passed to ``execute`` holds every write afterwards),
     ``can_cancel_blocking_code`` (a bundle stuck in sync code can be stopped), ``supports_start_methods``
     (multiprocessing start methods that work), ``supports_unmanaged_store`` (``managed_store=False``
-    hands bundles the caller's object), and the declared bounds ``grace_seconds``, ``terminate_seconds``,
-    ``join_seconds``. Instances may refine it through the ``capabilities`` property.
+    hands bundles the caller's object), the declared bounds ``grace_seconds``, ``terminate_seconds``,
+    ``join_seconds``, and for strategies whose runners can live on other machines ``runs_on_many_hosts``
+    and ``host_sides`` (how to start its algorithm side and a runner side; docs/multi-host-strategies.md).
+    Instances may refine it through the ``capabilities`` property.
     """
 
     alias: ClassVar[str] = ""

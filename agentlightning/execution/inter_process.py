@@ -11,6 +11,10 @@ started, supervised and stopped by ``processes.WorkerProcesses``; which failure 
 ``failures.FailureCollector``; the algorithm is run by ``threads.BundleRun`` under ``threads.SigintRelay``,
 exactly as ``shm`` runs it, so both strategies share one stop model on the calling thread.
 
+The channel's bounds (``agentlightning.store.ipc``): here the server takes up to ``max(64, 4 * n_runners)``
+connections and applies the value limits of the caller's store. A socket directory left behind by a
+caller killed with SIGKILL is swept by a later ``execute()`` (``socket_dirs``).
+
 Stop model:
 
 - Algorithm returns: the event is set (L2); runner processes that watch it return; after
@@ -48,8 +52,6 @@ import logging
 import multiprocessing
 import os
 import queue
-import shutil
-import tempfile
 import time
 from typing import Any, ClassVar
 
@@ -64,9 +66,11 @@ from agentlightning.execution.processes import (
     validate_start_method,
     validate_timeout,
 )
+from agentlightning.execution.socket_dirs import SOCKET_NAME, make_socket_dir, remove_socket_dir
 from agentlightning.execution.threads import BundleRun, SigintRelay
 from agentlightning.store.base import LightningStore
 from agentlightning.store.ipc import IpcLightningStore, IpcStoreServer
+from agentlightning.store.values import ValueLimits
 
 __all__ = ["InterProcessExecutionStrategy"]
 
@@ -96,6 +100,7 @@ class InterProcessExecutionStrategy(ExecutionStrategy):
         ),
         # Runners live in other processes: they can never be handed the caller's object itself (S6).
         "supports_unmanaged_store": False,
+        "runs_on_many_hosts": False,  # a Unix socket: every runner is on this machine (D1-D5 are n/a)
     }
 
     def __init__(
@@ -127,12 +132,19 @@ class InterProcessExecutionStrategy(ExecutionStrategy):
         failures = FailureCollector(_log)
         event = MultiprocessingEvent(multiprocessing.get_context(self.start_method))
         served, close_served = _thread_safe(store)
-        tmpdir = _socket_dir()
+        tmpdir = make_socket_dir()
         run = _Run(self, failures, event)
         server: IpcStoreServer | None = None
         workers: WorkerProcesses | None = None
         try:
-            server = IpcStoreServer(served, os.path.join(tmpdir, "store.sock"))
+            limits = getattr(store, "limits", None)  # the caller's store's, which a wrapper would hide
+            server = IpcStoreServer(
+                served,
+                os.path.join(tmpdir, SOCKET_NAME),
+                # Runners may each connect from more than one event loop: room for a few connections each.
+                max_connections=max(64, 4 * self.n_runners),
+                limits=limits if isinstance(limits, ValueLimits) else None,
+            )
             workers = WorkerProcesses(
                 event,
                 start_method=self.start_method,
@@ -163,7 +175,7 @@ class InterProcessExecutionStrategy(ExecutionStrategy):
             with failures.cleanup("closing the SIGINT inbox"):
                 getattr(run.inbox, "close", lambda: None)()
             with failures.cleanup(f"removing {tmpdir}"):
-                _remove_private_dir(tmpdir)
+                remove_socket_dir(tmpdir)
         failures.raise_first()
 
     def __repr__(self) -> str:
@@ -206,7 +218,9 @@ class _Run:
                 if self.relay.count:
                     break  # Ctrl+C during start-up: start nothing more (K3)
                 # A runner that raises sets the event in its own process at once (see processes).
-                client = IpcLightningStore(server.path)
+                client = IpcLightningStore(
+                    server.path, limits=server.limits, max_request_bytes=server.max_request_bytes
+                )
                 name = f"runner-{worker_id}"
                 workers.start(name, runner, client, worker_id, self.event, cleanup=client.close)
             server.start()
@@ -280,16 +294,6 @@ class _Run:
                 self.record(outcome)
 
 
-def _remove_private_dir(path: str) -> None:
-    """Remove the socket's directory: empty once the server removed its socket (one syscall), else all."""
-    try:
-        os.rmdir(path)
-    except FileNotFoundError:
-        pass
-    except OSError:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def _sigint_inbox() -> Any:
     """The inbox ``SigintRelay`` posts to: ``threads``' own type where it has one (a queue with a wakeup
     socket), else a plain queue. We read the relay's ``count``, not the inbox."""
@@ -309,20 +313,3 @@ def _thread_safe(store: LightningStore) -> tuple[LightningStore, Any]:
 
     wrapped = ThreadedLightningStore(store)
     return wrapped, wrapped.close_sync
-
-
-# sun_path holds 108 bytes on Linux (104 on macOS); keep the socket's full path well inside it.
-_MAX_SOCKET_PATH = 100
-
-
-def _socket_dir() -> str:
-    """A private directory for the store socket: under TMPDIR, or under /tmp when TMPDIR is too deep.
-
-    A long TMPDIR (pytest's per-test directories, CI workspaces) would make ``bind()`` fail with
-    "AF_UNIX path too long", so the socket falls back to the system's short temp root.
-    """
-    tmpdir = tempfile.mkdtemp(prefix="agl-ipc-")
-    if len(os.path.join(tmpdir, "store.sock").encode()) <= _MAX_SOCKET_PATH:
-        return tmpdir
-    os.rmdir(tmpdir)
-    return tempfile.mkdtemp(prefix="agl-ipc-", dir="/tmp")

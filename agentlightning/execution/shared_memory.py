@@ -67,6 +67,7 @@ class SharedMemoryExecutionStrategy(ExecutionStrategy):
         "can_cancel_blocking_code": False,
         "supports_start_methods": (),
         "supports_unmanaged_store": True,
+        "runs_on_many_hosts": False,  # threads of one process: D1-D5 are n/a
     }
 
     def __init__(

@@ -7,12 +7,13 @@ the network. Pipes would need one pair per process and no connect step; shared m
 own locking and wake-ups for what the socket gives for free.
 
 Wire format: a stream of msgpack messages (self-delimiting; msgpack's streaming unpacker splits them).
-A request is ``[id, method, kwargs]``; model keywords travel as ``model_dump(mode="json")`` and are
-rebuilt with ``model_validate``; results travel as the model's JSON bytes (pydantic writes and parses
-them in Rust, cheaper than building and walking Python dicts on both sides); ``UNSET`` keywords are
-simply omitted. A reply is ``[id, 0, result]`` or ``[id, 1, error]``, where ``error`` is a store
-exception serialised by ``remote_errors`` so the client re-raises the store's own ``ValueError`` (the
-server never unpickles what clients send, only msgpack).
+A request is ``[id, method, kwargs]``; a config travels as ``model_dump(mode="json")``, a span as its
+fields checked by the value rule, and both are rebuilt with ``model_validate``; results travel as the
+model's JSON bytes (pydantic writes and parses them in Rust, cheaper than building and walking Python
+dicts on both sides); ``UNSET`` keywords are simply omitted. A reply is ``[id, 0, result]`` or
+``[id, 1, error]``, where ``error`` is a store exception serialised by ``remote_errors`` so the client
+re-raises the store's own ``ValueError`` (the server never unpickles what clients send, only msgpack).
+A reply whose id is ``None`` is about the connection itself (a refused connection).
 
 Requests are multiplexed: one connection per client and event loop, many calls in flight
 (``wait_for_rollouts`` does not hold up the others). Latency is what bounds a runner that talks to
@@ -21,14 +22,42 @@ connection from a thread of its own blocked in ``recv`` (``_ServedConnection``),
 with nothing else in flight waits for its reply in ``poll()`` (``_ClientConnection``). Each falls back
 to its event loop when a call has to wait.
 
-The socket file lives wherever the caller puts it (the strategy uses a private temporary directory);
-``IpcStoreServer.close()`` removes it.
+Values: every value a request carries into the store (a rollout's ``input`` and ``metadata``, an
+attempt's ``metadata``, a span's attributes and names, ``resources``, and every id) passes the store's value
+rule (``agentlightning.store.values``) on the server before the served store is called, whatever store it
+is, and on the client before it is sent. So msgpack never changes a value on the way: ``bytes`` (msgpack's
+bin type) are refused naming the field, as a str that is not valid UTF-8 is (the server decodes it to lone
+surrogates, which the rule refuses), and as a map key that is not a str is. A refused call raises
+``InvalidValueError`` (a ``ValueError``) to its caller, changes nothing, and the connection carries on.
+
+Bounds and backpressure (defaults in brackets; ``IpcStoreServer`` takes the first two as parameters):
+
+- ``max_connections`` [``DEFAULT_MAX_CONNECTIONS``, 64]: connections served at once. One more is
+  answered with a refusal naming the limit and closed; its client raises ``StoreChannelError`` saying so.
+- ``max_request_bytes`` [``DEFAULT_MAX_REQUEST_BYTES``, 64 MiB, which holds a request carrying two values
+  at the value rule's default bounds]: the largest request. A larger one breaks the stream and the
+  connection is dropped, so the client refuses it first with a ``ValueError`` naming its size.
+- Replies are never queued: a reply the socket cannot take at once is sent blocking on the connection's
+  own thread. A client that does not read its replies therefore stops being read from, its requests wait
+  in the kernel's socket buffer, and only its own connection waits; ``close()`` still ends it.
+- A connection holds the requests of its calls in flight: while those that are not waits
+  (``_MAX_CALLS_IN_FLIGHT``, 1024) or their bytes (``max_request_bytes``) are at their limit, it is not
+  read; pending waits are limited alike (``_MAX_WAITS``, 1024, and ``max_request_bytes``), and one more is
+  refused with an error naming the limit (a wait cannot be made to wait for room: it might be the very call
+  whose completion would make room). So one connection buffers at most about three times
+  ``max_request_bytes`` of requests (the one being read, the calls in flight, the waits) plus its replies.
+- Buffers that a large message grew past ``_KEEP_BUFFER_BYTES`` (4 MiB) are dropped once it is through,
+  so an idle connection keeps little memory.
+
+The socket file lives wherever the caller puts it (the strategy uses a private temporary directory; see
+``agentlightning.execution.socket_dirs``); ``IpcStoreServer.close()`` removes it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -45,6 +74,7 @@ import msgpack
 
 from agentlightning.execution.remote_errors import dump_exception, load_exception
 from agentlightning.store.base import UNSET, LightningStore, Unset
+from agentlightning.store.values import DEFAULT_LIMITS, ValueLimits, check_json, check_span, check_text
 from agentlightning.types import (
     Attempt,
     AttemptedRollout,
@@ -59,16 +89,32 @@ from agentlightning.types import (
     TaskInput,
 )
 
-__all__ = ["IpcLightningStore", "IpcStoreServer", "StoreChannelError"]
+__all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_REQUEST_BYTES",
+    "IpcLightningStore",
+    "IpcStoreServer",
+    "StoreChannelError",
+]
 
 logger = logging.getLogger(__name__)
 
-MAX_FRAME_BYTES = 256 * 1024 * 1024
-"""A frame larger than this is a protocol error (it would otherwise be buffered whole in memory)."""
+DEFAULT_MAX_CONNECTIONS = 64
+"""Connections an ``IpcStoreServer`` serves at once unless told otherwise; one more is refused."""
+DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
+"""The largest request, unless told otherwise; it also bounds what one connection buffers (see above)."""
+MAX_REPLY_BYTES = 256 * 1024 * 1024
+"""A reply larger than this is a protocol error for the client (it would be buffered whole in memory)."""
 
 _OK = 0
 _ERROR = 1
 _RECV_BYTES = 256 * 1024
+_MAX_CALLS_IN_FLIGHT = 1024
+"""Calls of one connection that may be suspended at once (waits aside) before it stops being read."""
+_MAX_WAITS = 1024
+"""``wait_for_rollouts`` calls that may be pending on one connection; one more is refused."""
+_KEEP_BUFFER_BYTES = 4 * 1024 * 1024
+"""A buffer grown past this by one large message is dropped once the message is through."""
 
 _FAST_REPLY_SECONDS = 0.002
 """How long a client call with nothing else in flight waits for its reply off the event loop."""
@@ -76,35 +122,75 @@ _YIELD_EVERY_SECONDS = 0.001
 """A caller whose store calls never suspend yields to its loop at least this often."""
 _WAITING_METHODS = frozenset({"wait_for_rollouts"})
 """Methods that wait on the server by design: always awaited on the loop."""
+_VALUE_KEYWORDS = frozenset({"input", "metadata", "resources"})
+"""Keywords whose values are stored as given: the value rule checks them whole (``check_json``)."""
 
 
 class StoreChannelError(ConnectionError):
-    """The channel to the store server failed (unreachable, closed, or a protocol error)."""
+    """The channel to the store server failed (unreachable, closed, refused, or a protocol error)."""
 
 
 class _FrameReader:
-    """Splits a byte stream into msgpack messages; ``feed`` returns the messages completed so far.
+    """Splits a byte stream into msgpack messages: ``feed`` bytes, then iterate the messages completed.
 
-    msgpack's streaming ``Unpacker`` does the work (in C); a message larger than ``MAX_FRAME_BYTES``,
-    or bytes that are no msgpack, raise ``StoreChannelError``.
+    msgpack's streaming ``Unpacker`` does the work (in C). A message larger than ``max_bytes``, or bytes
+    that are no msgpack, raise ``StoreChannelError``. Messages are decoded one at a time as they are
+    iterated, so a reader that stops iterating leaves the rest as bytes. ``lenient`` (the server's) leaves
+    judging values to the value rule: a map key that is no str, or a str that is no UTF-8 (decoded to
+    lone surrogates), then comes out as a value that the rule refuses naming its field, instead of
+    breaking a stream that cannot be resynchronised.
     """
 
-    __slots__ = ("_unpacker", "chunk")
+    __slots__ = ("_fed", "_grown", "_options", "_unpacker", "chunk", "max_bytes")
 
-    def __init__(self) -> None:
-        self._unpacker = msgpack.Unpacker(raw=False, max_buffer_size=MAX_FRAME_BYTES)
+    def __init__(self, max_bytes: int, *, lenient: bool = False) -> None:
+        self.max_bytes = max_bytes
+        # One read's worth of slack: a message of max_bytes may share the buffer with the next one's start.
+        self._options: dict[str, Any] = {"raw": False, "max_buffer_size": max_bytes + _RECV_BYTES}
+        if lenient:
+            self._options.update(strict_map_key=False, unicode_errors="surrogateescape")
+        self._unpacker = msgpack.Unpacker(**self._options)
+        self._fed = 0  # bytes fed to this unpacker: with its tell(), what it buffers
+        self._grown = False
         self.chunk = memoryview(bytearray(_RECV_BYTES))
         """Where to receive the next bytes (``recv_into``): reused, so a large message does not cost a
         fresh buffer, and its page faults, per read."""
 
-    def feed(self, data: bytes | memoryview) -> list[Any]:
+    def feed(self, data: bytes | memoryview) -> None:
         try:
             self._unpacker.feed(data)
-            return list(self._unpacker)
         except msgpack.BufferFull:
-            raise StoreChannelError(f"a message exceeds the {MAX_FRAME_BYTES}-byte limit") from None
-        except (ValueError, msgpack.UnpackException) as exc:
+            raise StoreChannelError(f"a message exceeds the {self.max_bytes}-byte limit") from None
+        self._fed += len(data)
+        if self._fed - self._unpacker.tell() > _KEEP_BUFFER_BYTES:
+            self._grown = True
+
+    def tell(self) -> int:
+        """Where the next message starts in the stream fed so far (differences are message sizes)."""
+        position: int = self._unpacker.tell()
+        return position
+
+    def __iter__(self) -> _FrameReader:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return next(self._unpacker)
+        except StopIteration:
+            if self._grown and self._unpacker.tell() == self._fed:  # drained: drop the grown buffer
+                self._unpacker = msgpack.Unpacker(**self._options)
+                self._fed = 0
+                self._grown = False
+            raise
+        except msgpack.BufferFull:
+            raise StoreChannelError(f"a message exceeds the {self.max_bytes}-byte limit") from None
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
             raise StoreChannelError(f"not a msgpack stream: {type(exc).__name__}: {exc}") from None
+
+    def messages(self, data: bytes | memoryview) -> list[Any]:
+        """``feed(data)``, then every message completed so far."""
+        self.feed(data)
+        return list(self)
 
 
 class _ReusedPacker:
@@ -112,7 +198,8 @@ class _ReusedPacker:
 
     A large message (a rollout carrying megabytes) is then copied into memory already mapped, instead of
     into a fresh ``bytes`` whose pages the kernel must fault in every time. ``pack`` returns a view of
-    the buffer; hand it back to ``release`` once it is sent (the buffer grows only with no view left).
+    the buffer; hand it back to ``release`` once it is sent (the buffer grows only with no view left). A
+    buffer grown past ``_KEEP_BUFFER_BYTES`` is dropped on release (an idle connection keeps little).
     """
 
     __slots__ = ("_packer",)
@@ -130,8 +217,18 @@ class _ReusedPacker:
         return view
 
     def release(self, view: memoryview) -> None:
+        grown = view.nbytes > _KEEP_BUFFER_BYTES
         view.release()
-        self._packer.reset()
+        if grown:
+            self._packer = msgpack.Packer(use_bin_type=True, autoreset=False)
+        else:
+            self._packer.reset()
+
+
+def _positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return value
 
 
 # -- the server ---------------------------------------------------------------------------------------
@@ -145,7 +242,17 @@ def _models(values: Sequence[Any]) -> list[Any]:
     return [value.__pydantic_serializer__.to_json(value) for value in values]
 
 
-# How the server encodes each method's result, and which keywords arrive as models.
+def _config(raw: Any, limits: ValueLimits) -> RolloutConfig:
+    return RolloutConfig.model_validate(raw)
+
+
+def _span(raw: Any, limits: ValueLimits) -> Span:
+    span = Span.model_validate(raw)
+    check_span(span, limits)  # the model checks types; the rule checks what the wire cannot carry
+    return span
+
+
+# How the server encodes each method's result, and which keywords arrive as models (and how to build them).
 _RESULT_ENCODERS: dict[str, Callable[[Any], Any]] = {
     "start_rollout": _model_or_none,
     "enqueue_rollout": _model_or_none,
@@ -164,13 +271,35 @@ _RESULT_ENCODERS: dict[str, Callable[[Any], Any]] = {
     "get_latest_resources": _model_or_none,
     "get_resources_by_id": _model_or_none,
 }
-_CONFIG: tuple[tuple[str, type[Any]], ...] = (("config", RolloutConfig),)
-_MODEL_KEYWORDS: dict[str, tuple[tuple[str, type[Any]], ...]] = {
+_CONFIG: tuple[tuple[str, Callable[[Any, ValueLimits], Any]], ...] = (("config", _config),)
+_MODEL_KEYWORDS: dict[str, tuple[tuple[str, Callable[[Any, ValueLimits], Any]], ...]] = {
     "start_rollout": _CONFIG,
     "enqueue_rollout": _CONFIG,
     "update_rollout": _CONFIG,
-    "add_span": (("span", Span),),
+    "add_span": (("span", _span),),
 }
+
+
+def _checked_keywords(method: str, kwargs: dict[str, Any], limits: ValueLimits) -> dict[str, Any]:
+    """``kwargs`` as decoded, checked by the value rule and with models built: what the store is given.
+
+    Values are replaced by the rule's checked copies; every other str (ids, statuses, modes), alone or
+    in a list, must be valid Unicode. ``InvalidValueError`` names the keyword and the path inside it.
+    """
+    for name, value in kwargs.items():
+        kind = type(value)
+        if name in _VALUE_KEYWORDS:
+            kwargs[name] = check_json(name, value, limits)
+        elif kind is str:
+            check_text(name, value)
+        elif kind is list:
+            for index, item in enumerate(value):
+                if type(item) is str:
+                    check_text(f"{name}[{index}]", item)
+    for name, build in _MODEL_KEYWORDS.get(method, ()):
+        if kwargs.get(name) is not None:
+            kwargs[name] = build(kwargs[name], limits)
+    return kwargs
 
 
 class _ServedConnection:
@@ -181,24 +310,38 @@ class _ServedConnection:
     and wake-ups overlap (the GIL is released in them). There are only ``n_runners`` connections.
 
     Requests are still multiplexed. Each runs eagerly up to its first suspension; most store calls
-    never suspend and are answered at once. One that does (``wait_for_rollouts``) becomes a task of the
-    thread's own event loop, and while any such task is pending, the socket is read through that loop
-    (``sock_recv``), so the task is woken and answered while later requests keep flowing. With no task
-    pending, nothing needs the loop to turn, and the thread blocks in ``recv`` directly.
+    never suspend and are answered at once. One that does (``wait_for_rollouts``, or any call of a
+    confined store) becomes a task of the thread's own event loop, and while any such task is pending,
+    the socket is read through that loop (``sock_recv_into``), so the task is woken and answered while
+    later requests keep flowing. With no task pending, nothing needs the loop to turn, and the thread
+    blocks in ``recv`` directly.
+
+    Replies are sent whole before anything else happens on the thread: at once when the socket takes
+    them, else blocking (the loop and its tasks wait too). That is the backpressure: a client that does
+    not read its replies is not read from, and no reply is ever queued in memory; it also means replies
+    never interleave and one reused buffer packs them all. Requests wait unread, in the kernel, while the
+    calls in flight are at their limits (see the module docstring).
     """
 
     def __init__(self, server: IpcStoreServer, sock: socket.socket) -> None:
         self._server = server
         self._sock = sock
-        self._reader = _FrameReader()
+        self._reader = _FrameReader(server.max_request_bytes, lenient=True)
         self._tasks: set[asyncio.Task[None]] = set()
         self._blocking = True
-        self._write_lock = asyncio.Lock()  # binds to the thread's loop on first use
-        self._replies = _ReusedPacker()  # guarded by the write lock
+        self._replies = _ReusedPacker()
+        self._calls = 0  # suspended calls that are not waits, and the bytes of their requests
+        self._call_bytes = 0
+        self._waits = 0  # pending waits, and the bytes of their requests
+        self._wait_bytes = 0
+        self._progress = asyncio.Event()  # set when a suspended call ends; binds to the loop on first use
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
 
     def run(self) -> None:
         """Thread body: serve until the client leaves or the server shuts the socket down."""
         loop = asyncio.new_event_loop()  # never installed as this thread's current loop
+        self._loop = loop
         try:
             loop.run_until_complete(self._serve(loop))
         except Exception:  # a serving thread must not die silently
@@ -215,25 +358,29 @@ class _ServedConnection:
                 self._sock.close()
 
     async def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
-        while True:
-            data = await self._read(loop)
-            if not data:
-                return
-            try:
-                requests = self._reader.feed(data)
-            except StoreChannelError as exc:  # a garbled stream cannot be resynchronised: drop this client
-                logger.error("ipc store server: dropping a client that sent a bad frame: %s", exc)
-                return
-            for request in requests:
-                # Run eagerly up to the first suspension (see the class docstring).
-                coro = self._answer(request, loop)
-                try:
-                    suspended_on = coro.send(None)
-                except StopIteration:
-                    continue
-                task = loop.create_task(_resume(coro, suspended_on))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+        reader = self._reader
+        try:
+            while True:
+                data = await self._read(loop)
+                if not data:
+                    return
+                reader.feed(data)
+                start = reader.tell()
+                for request in reader:  # decoded one by one: the rest waits as bytes while we are full
+                    end = reader.tell()
+                    if end - start > self._server.max_request_bytes:
+                        raise StoreChannelError(
+                            f"a request of {end - start} bytes exceeds the server's max_request_bytes "
+                            f"({self._server.max_request_bytes})"
+                        )
+                    if self._full():
+                        await self._room()
+                        if self._closing:
+                            return
+                    self._take(request, end - start, loop)
+                    start = end
+        except StoreChannelError as exc:  # a garbled stream cannot be resynchronised: drop this client
+            logger.error("ipc store server: dropping a client that sent a bad frame: %s", exc)
 
     async def _read(self, loop: asyncio.AbstractEventLoop) -> bytes | memoryview:
         """The next bytes from the client; ``b""`` once it is gone (or the server shut the socket)."""
@@ -252,7 +399,18 @@ class _ServedConnection:
             self._sock.setblocking(blocking)
             self._blocking = blocking
 
-    async def _answer(self, request: Any, loop: asyncio.AbstractEventLoop) -> None:
+    def _full(self) -> bool:
+        """Whether the calls in flight (waits aside) hold as many requests, or bytes, as a connection may."""
+        return self._calls >= _MAX_CALLS_IN_FLIGHT or self._call_bytes >= self._server.max_request_bytes
+
+    async def _room(self) -> None:
+        """Until a call in flight ends (they are not waits: each does end) or the server closes."""
+        while self._full() and not self._closing:
+            self._progress.clear()
+            await self._progress.wait()
+
+    def _take(self, request: Any, size: int, loop: asyncio.AbstractEventLoop) -> None:
+        """Answer ``request`` (``size`` bytes on the wire): at once, or from a task if it suspends."""
         request_id: Any = None
         try:
             request_id, method, kwargs = request
@@ -261,43 +419,92 @@ class _ServedConnection:
                 raise ValueError(f"unknown store method {method!r}")
             if not isinstance(kwargs, dict):
                 raise TypeError(f"keywords of {method} must be a map, got {type(kwargs).__name__}")
-            for name, model in _MODEL_KEYWORDS.get(method, ()):
-                if kwargs.get(name) is not None:
-                    kwargs[name] = model.model_validate(kwargs[name])
-            result = encode(await getattr(self._server.store, method)(**kwargs))
-            reply = [request_id, _OK, result]
+            waits = method in _WAITING_METHODS
+            if waits:
+                self._check_wait_room(size)
+        except Exception as exc:
+            self._reply([request_id, _ERROR, dump_exception(exc)])
+            return
+        # Run eagerly up to the first suspension (see the class docstring).
+        coro = self._answer(request_id, method, kwargs, encode)
+        try:
+            suspended_on = coro.send(None)
+        except StopIteration:
+            return
+        task = loop.create_task(_resume(coro, suspended_on))
+        self._tasks.add(task)
+        if waits:
+            self._waits += 1
+            self._wait_bytes += size
+        else:
+            self._calls += 1
+            self._call_bytes += size
+        task.add_done_callback(functools.partial(self._ended, waits, size))
+
+    def _check_wait_room(self, size: int) -> None:
+        limit = self._server.max_request_bytes
+        if self._waits >= _MAX_WAITS or self._wait_bytes + size > limit:
+            raise RuntimeError(
+                f"wait_for_rollouts refused: this connection already has {self._waits} waits pending, "
+                f"holding {self._wait_bytes} bytes of requests (limits per connection: {_MAX_WAITS} "
+                f"waits, {limit} bytes: the server's max_request_bytes); let one end first"
+            )
+
+    def _ended(self, waits: bool, size: int, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if waits:
+            self._waits -= 1
+            self._wait_bytes -= size
+        else:
+            self._calls -= 1
+            self._call_bytes -= size
+        self._progress.set()
+
+    async def _answer(self, request_id: Any, method: str, kwargs: dict[str, Any], encode: Any) -> None:
+        try:
+            server = self._server
+            kwargs = _checked_keywords(method, kwargs, server.limits)
+            reply = [request_id, _OK, encode(await getattr(server.store, method)(**kwargs))]
         except asyncio.CancelledError:
             raise  # the server is closing: the client sees the connection drop
         except Exception as exc:  # the store's error goes back to its caller; the server carries on
             reply = [request_id, _ERROR, dump_exception(exc)]
+        self._reply(reply)
+
+    def _reply(self, reply: list[Any]) -> None:
+        """Send ``reply`` whole before returning (see the class docstring); a client gone is ignored."""
         try:
-            if self._blocking:  # only this thread writes, and no task is pending
-                payload = self._pack_reply(reply)
+            payload = self._replies.pack(reply)
+        except Exception as exc:  # e.g. a result msgpack cannot encode
+            payload = self._replies.pack([reply[0], _ERROR, dump_exception(exc)])
+        try:
+            if not self._blocking:
                 try:
-                    self._sock.sendall(payload)
-                finally:
-                    self._replies.release(payload)
+                    sent = self._sock.send(payload)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                if sent == len(payload):
+                    return
+                # The client is not reading: wait for it here, without reading it (backpressure).
+                self._set_blocking(True)
+                with payload[sent:] as rest:
+                    self._sock.sendall(rest)
                 return
-            async with self._write_lock:  # tasks' replies must not interleave their bytes (or the buffer)
-                payload = self._pack_reply(reply)
-                try:
-                    await loop.sock_sendall(self._sock, payload)
-                finally:
-                    self._replies.release(payload)
+            self._sock.sendall(payload)
         except OSError:
             pass  # the client is gone; the read side ends this connection
-
-    def _pack_reply(self, reply: list[Any]) -> memoryview:
-        """``reply`` packed, or an error reply in its place if it cannot be packed."""
-        try:
-            return self._replies.pack(reply)
-        except Exception as exc:  # e.g. a result msgpack cannot encode
-            return self._replies.pack([reply[0], _ERROR, dump_exception(exc)])
+        finally:
+            self._replies.release(payload)
 
     def shut_down(self) -> None:
-        """Wake the thread from any read or write (from another thread): the connection then ends."""
+        """Wake the thread from any read, write or wait for room (from another thread): it then ends."""
+        self._closing = True
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # its loop is closed already: nothing to wake
+                loop.call_soon_threadsafe(self._progress.set)
 
 
 @types.coroutine
@@ -334,16 +541,42 @@ class IpcStoreServer:
     thread (bounded), drops connections, and removes the socket file. ``store`` is called from the
     connection threads, each with its own event loop; it must tolerate that (wrap a store that is not
     thread-safe in a ``ThreadedLightningStore``).
+
+    ``max_connections`` and ``max_request_bytes`` bound what clients can make the server hold (see the
+    module docstring). ``limits`` are the value rule's bounds applied to every request; by default the
+    store's own (its ``limits`` attribute, as ``InMemoryLightningStore`` has), else ``DEFAULT_LIMITS``.
     """
 
-    def __init__(self, store: LightningStore, path: str | os.PathLike[str], *, backlog: int = 128) -> None:
+    def __init__(
+        self,
+        store: LightningStore,
+        path: str | os.PathLike[str],
+        *,
+        backlog: int = 128,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        limits: ValueLimits | None = None,
+    ) -> None:
         self.store = store
         self.path = os.fspath(path)
+        self.max_connections = _positive_int(max_connections, "max_connections")
+        self.max_request_bytes = _positive_int(max_request_bytes, "max_request_bytes")
+        if limits is None:
+            limits = getattr(store, "limits", None)
+            limits = limits if isinstance(limits, ValueLimits) else DEFAULT_LIMITS
+        elif not isinstance(limits, ValueLimits):
+            raise TypeError(f"limits must be a ValueLimits, got {type(limits).__name__} {limits!r}")
+        self.limits: ValueLimits = limits
         self._lock = threading.Lock()
         self._connections: dict[threading.Thread, _ServedConnection] = {}
         self._accepted = itertools.count(1)
         self._thread: threading.Thread | None = None
         self._closed = False
+        refusal = StoreChannelError(
+            f"the ipc store server at {self.path!r} serves at most {self.max_connections} connections "
+            f"at once (its max_connections), and has that many"
+        )
+        self._refusal: bytes = msgpack.packb([None, _ERROR, dump_exception(refusal)], use_bin_type=True)
         self._wake_r, self._wake_w = os.pipe()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -381,11 +614,14 @@ class IpcStoreServer:
                     logger.exception("ipc store server: accept() failed; no further clients are taken")
                     return
                 sock.setblocking(True)
-                connection = _ServedConnection(self, sock)
                 with self._lock:
                     if self._closed:
                         sock.close()
                         return
+                    if len(self._connections) >= self.max_connections:
+                        self._refuse(sock)
+                        continue
+                    connection = _ServedConnection(self, sock)
                     thread = threading.Thread(
                         target=self._run_connection,
                         args=(connection,),
@@ -394,6 +630,15 @@ class IpcStoreServer:
                     )
                     self._connections[thread] = connection
                     thread.start()  # under the lock: close() never sees a thread it cannot join
+
+    def _refuse(self, sock: socket.socket) -> None:
+        """Tell a client over ``max_connections`` why, then hang up (the reply fits an empty socket)."""
+        logger.warning(
+            "ipc store server: refused a connection, %d served (max_connections)", self.max_connections
+        )
+        with contextlib.suppress(OSError):
+            sock.send(self._refusal)
+        sock.close()
 
     def _run_connection(self, connection: _ServedConnection) -> None:
         try:
@@ -453,13 +698,16 @@ class _ClientConnection:
     ``_YIELD_EVERY_SECONDS``.
     """
 
-    def __init__(self, path: str, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, path: str, sock: socket.socket, loop: asyncio.AbstractEventLoop, max_request_bytes: int
+    ) -> None:
         self.path = path
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.lost: StoreChannelError | None = None
         self._sock: socket.socket | None = sock
         self._loop = loop
-        self._reader = _FrameReader()
+        self._reader = _FrameReader(MAX_REPLY_BYTES)
+        self._max_request_bytes = max_request_bytes
         self._outbox = bytearray()
         self._requests = _ReusedPacker()
         self._next_id = 0
@@ -538,7 +786,7 @@ class _ClientConnection:
     def _dispatch(self, data: memoryview, wanted: int | None) -> list[Any] | None:
         """Settle the futures of the replies in ``data``; the reply to ``wanted`` is returned instead."""
         try:
-            replies = self._reader.feed(data)
+            replies = self._reader.messages(data)
         except StoreChannelError as exc:
             self._lose(f"sent a bad frame: {exc}")
             return None
@@ -546,6 +794,9 @@ class _ClientConnection:
         for reply in replies:
             if not (isinstance(reply, list) and len(reply) == 3):
                 self._lose("sent a malformed reply")
+                return None
+            if reply[0] is None:  # about the connection itself (we send no request without an id)
+                self._lose(f"was refused: {load_exception(reply[2])}")
                 return None
             if reply[0] == wanted:
                 found = reply
@@ -564,6 +815,11 @@ class _ClientConnection:
     def _send(self, request: list[Any]) -> None:
         payload = self._requests.pack(request)  # a keyword msgpack cannot encode raises here, to the caller
         try:
+            if len(payload) > self._max_request_bytes:  # the server would drop the connection: refuse it here
+                raise ValueError(
+                    f"{request[1]} request of {len(payload)} bytes exceeds the ipc store server's "
+                    f"max_request_bytes ({self._max_request_bytes})"
+                )
             if self._outbox:
                 self._outbox += payload  # earlier requests are still queued: keep the order
                 return
@@ -573,7 +829,7 @@ class _ClientConnection:
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError as exc:
-                self._lose(f"closed: {exc}")
+                self._lose_on_write(exc)
                 return
             if sent < len(payload):
                 self._outbox += payload[sent:]
@@ -589,13 +845,25 @@ class _ClientConnection:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            self._lose(f"closed: {exc}")
+            self._lose_on_write(exc)
             return
         del self._outbox[:sent]
         if not self._outbox:
             self._loop.remove_writer(self._sock.fileno())
 
     # -- ending -------------------------------------------------------------------------------------------
+
+    def _lose_on_write(self, exc: OSError) -> None:
+        """Writing failed: the server may have said why before it hung up (a refusal), so read that first."""
+        if self._sock is not None:
+            try:
+                received = self._sock.recv_into(self._reader.chunk)
+            except OSError:
+                received = 0
+            if received:
+                self._dispatch(self._reader.chunk[:received], wanted=None)
+        if self.lost is None:
+            self._lose(f"closed: {exc}")
 
     def _lose(self, what: str) -> None:
         """The connection is unusable: close it and fail every call in flight with one clear error."""
@@ -616,12 +884,19 @@ class _ClientConnection:
         sock.close()
 
 
-def _dump(value: Any) -> Any:
-    return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
-
-
-def _given(**fields: Any) -> dict[str, Any]:
-    return {name: _dump(value) for name, value in fields.items() if value is not UNSET}
+def _given(limits: ValueLimits, **fields: Any) -> dict[str, Any]:
+    """The keywords to send: values checked by the value rule (their checked copies), models dumped."""
+    kwargs = {}
+    for name, given in fields.items():
+        if given is UNSET:
+            continue
+        if name in _VALUE_KEYWORDS:
+            kwargs[name] = check_json(name, given, limits)
+        elif isinstance(given, RolloutConfig):
+            kwargs[name] = given.model_dump(mode="json")
+        else:
+            kwargs[name] = given
+    return kwargs
 
 
 class IpcLightningStore(LightningStore):
@@ -632,10 +907,23 @@ class IpcLightningStore(LightningStore):
     server is a ``StoreChannelError`` naming the socket path, raised at once (the server is local: a
     refused connection will not fix itself, so there is no retry loop). ``close()`` closes only this
     client's connection, never the served store.
+
+    Values are checked by the value rule with ``limits`` before they are sent, and a request larger than
+    ``max_request_bytes`` is refused here: give both as the server has them (the ``ipc`` strategy does).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        limits: ValueLimits = DEFAULT_LIMITS,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    ) -> None:
+        if not isinstance(limits, ValueLimits):
+            raise TypeError(f"limits must be a ValueLimits, got {type(limits).__name__} {limits!r}")
         self.path = os.fspath(path)
+        self.limits = limits
+        self.max_request_bytes = _positive_int(max_request_bytes, "max_request_bytes")
         self._connection: _ClientConnection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connecting: asyncio.Future[_ClientConnection] | None = None
@@ -670,7 +958,7 @@ class IpcLightningStore(LightningStore):
             connecting.set_exception(error)
             connecting.exception()  # retrieved: no "never retrieved" warning when nobody else waits
             raise error from exc
-        connection = _ClientConnection(self.path, sock, loop)
+        connection = _ClientConnection(self.path, sock, loop, self.max_request_bytes)
         self._connection = connection
         self._connecting.set_result(connection)
         return connection
@@ -686,10 +974,12 @@ class IpcLightningStore(LightningStore):
         self._drop()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path}
+        return {"path": self.path, "limits": self.limits, "max_request_bytes": self.max_request_bytes}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"])  # type: ignore[misc]
+        self.__init__(  # type: ignore[misc]
+            state["path"], limits=state["limits"], max_request_bytes=state["max_request_bytes"]
+        )
 
     def __repr__(self) -> str:
         return f"IpcLightningStore({self.path!r})"
@@ -704,7 +994,9 @@ class IpcLightningStore(LightningStore):
         config: RolloutConfig | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> AttemptedRollout:
-        kwargs = _given(input=input, mode=mode, resources_id=resources_id, config=config, metadata=metadata)
+        kwargs = _given(
+            self.limits, input=input, mode=mode, resources_id=resources_id, config=config, metadata=metadata
+        )
         return AttemptedRollout.model_validate_json(await self._call("start_rollout", kwargs))
 
     async def enqueue_rollout(
@@ -715,7 +1007,9 @@ class IpcLightningStore(LightningStore):
         config: RolloutConfig | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Rollout:
-        kwargs = _given(input=input, mode=mode, resources_id=resources_id, config=config, metadata=metadata)
+        kwargs = _given(
+            self.limits, input=input, mode=mode, resources_id=resources_id, config=config, metadata=metadata
+        )
         return Rollout.model_validate_json(await self._call("enqueue_rollout", kwargs))
 
     async def dequeue_rollout(self) -> AttemptedRollout | None:
@@ -738,6 +1032,7 @@ class IpcLightningStore(LightningStore):
         metadata: dict[str, Any] | Unset = UNSET,
     ) -> Rollout:
         kwargs = _given(
+            self.limits,
             rollout_id=rollout_id,
             input=input,
             mode=mode,
@@ -792,6 +1087,7 @@ class IpcLightningStore(LightningStore):
         metadata: dict[str, Any] | Unset = UNSET,
     ) -> Attempt:
         kwargs = _given(
+            self.limits,
             rollout_id=rollout_id,
             attempt_id=attempt_id,
             status=status,
@@ -804,7 +1100,11 @@ class IpcLightningStore(LightningStore):
     # -- spans ----------------------------------------------------------------------------------------
 
     async def add_span(self, span: Span) -> Span:
-        return Span.model_validate_json(await self._call("add_span", {"span": span.model_dump(mode="json")}))
+        if not isinstance(span, Span):
+            raise TypeError(f"span must be a Span, got {type(span).__name__} {span!r}")
+        # The checked fields are what the wire carries (all plain values); model_dump(mode="json") would
+        # turn bytes into str on the way instead of refusing them.
+        return Span.model_validate_json(await self._call("add_span", {"span": check_span(span, self.limits)}))
 
     async def query_spans(
         self, rollout_id: str, attempt_id: str | Literal["latest"] | None = None
@@ -816,7 +1116,7 @@ class IpcLightningStore(LightningStore):
 
     async def add_resources(self, resources: NamedResources) -> ResourcesUpdate:
         return ResourcesUpdate.model_validate_json(
-            await self._call("add_resources", {"resources": resources})
+            await self._call("add_resources", {"resources": check_json("resources", resources, self.limits)})
         )
 
     async def get_latest_resources(self) -> ResourcesUpdate | None:

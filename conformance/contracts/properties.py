@@ -16,19 +16,15 @@ timing-dependent, still as a failure.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shlex
-import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
-
 from conformance.checks import CheckContext, contract
+from conformance.exploration import CI_PROFILE, THOROUGH_PROFILE, describe_reproduction, search
 from conformance.oracle import Expectation, expect, judge
 from conformance.scenarios import Scenario, ScenarioResult
 from conformance.schedules import (
@@ -55,32 +51,12 @@ __all__ = [
     "replay_command",
 ]
 
-CI_PROFILE = "conformance-ci"
-THOROUGH_PROFILE = "conformance-thorough"
 CI_EXAMPLES = 150
 CI_BUDGET = 45.0  # seconds of generation; shrinking and re-runs come on top only when something fails
 SHRINK_RUNS = 150
 SHRINK_BUDGET = 45.0  # seconds of shrinking at most; the smallest failure so far is kept
 RERUNS = 3
 RERUN_BUDGET = 30.0  # seconds: re-runs past it are skipped (the report says how many ran)
-
-settings.register_profile(
-    CI_PROFILE,
-    max_examples=CI_EXAMPLES,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    phases=(Phase.explicit, Phase.generate, Phase.shrink),
-    suppress_health_check=list(HealthCheck),
-    report_multiple_bugs=False,
-    print_blob=False,
-    verbosity=Verbosity.quiet,
-)
-settings.register_profile(THOROUGH_PROFILE, parent=settings.get_profile(CI_PROFILE), max_examples=500)
-
-
-class _Violated(AssertionError):
-    """Raised inside the hypothesis property so that hypothesis shrinks the scenario."""
 
 
 @dataclass
@@ -131,33 +107,6 @@ def _rerun(ctx: CheckContext, finding: Finding, times: int, deadline: float | No
         finding.rerun_violations.append(violations)
 
 
-@contextlib.contextmanager
-def _private_hypothesis_home() -> Iterator[None]:
-    """Point hypothesis' storage at a private temporary directory while P1 explores.
-
-    ``database=None`` keeps examples out of the user's project, but hypothesis also caches the constants
-    of local modules under its home directory (``.hypothesis/constants`` in the current directory);
-    P1 must write nothing into a user's project, so that home is ours for the duration.
-    """
-    try:
-        from hypothesis import configuration
-    except ImportError:  # pragma: no cover - hypothesis without a configurable home
-        yield
-        return
-    setter = getattr(configuration, "set_hypothesis_home_dir", None)
-    if setter is None:  # pragma: no cover
-        yield
-        return
-    previous = configuration.storage_directory(intent_to_write=False).home_directory
-    home = tempfile.mkdtemp(prefix="conformance-p1-hypothesis-")
-    setter(home)
-    try:
-        yield
-    finally:
-        setter(previous)
-        shutil.rmtree(home, ignore_errors=True)
-
-
 def explore(
     ctx: CheckContext,
     *,
@@ -175,50 +124,29 @@ def explore(
     example. Returns what was explored, with the shrunk ``Finding`` (re-run ``reruns`` times) on failure.
     """
     profile = THOROUGH_PROFILE if examples is not None else CI_PROFILE
-    config = settings(settings.get_profile(profile), max_examples=examples or CI_EXAMPLES)
     bounds = bounds or ScheduleBounds(timeout_scale=ctx.timeout_scale)
-    exploration = Exploration(profile=profile)
-    cache: dict[str, tuple[Expectation, ScenarioResult, list[str]]] = {}
-    failing: list[tuple[Scenario, Expectation, ScenarioResult, list[str]]] = []
-    started = time.monotonic()
-    shrink_started: list[float] = []
-
-    def body(scenario: Scenario) -> None:
-        key = scenario_json(scenario)
-        outcome = cache.get(key)
-        if outcome is None:
-            if not failing:
-                if budget is not None and time.monotonic() - started > budget:
-                    exploration.budget_hit = True
-                    return  # the CI budget is spent: the rest of the examples are not run
-                exploration.examples += 1
-            else:
-                if not shrink_started:
-                    shrink_started.append(time.monotonic())
-                spent = time.monotonic() - shrink_started[0]
-                if exploration.shrink_runs >= shrink_runs or spent > shrink_budget:
-                    return  # shrinking budget spent: keep the smallest failure found so far
-                exploration.shrink_runs += 1
-            outcome = cache[key] = _run(ctx, scenario)
-            if on_example is not None:
-                on_example(scenario, outcome[2])
-        expectation, result, violations = outcome
-        if violations:
-            failing.append((scenario, expectation, result, violations))
-            raise _Violated("\n".join(violations))
-
-    property_test = settings(config)(seed(ctx.seed)(given(scenarios(ctx.capabilities, bounds))(body)))
-    try:
-        with _private_hypothesis_home():
-            property_test()
-    except Exception:
-        # The property failed (possibly reported by hypothesis as flaky, when the minimal scenario did not
-        # fail again on its final replay): the smallest failure recorded is the finding either way.
-        if not failing:
-            raise
-    exploration.seconds = time.monotonic() - started
-    if failing:
-        scenario, expectation, result, violations = failing[-1]
+    found = search(
+        scenarios(ctx.capabilities, bounds),
+        lambda scenario: _run(ctx, scenario),
+        lambda outcome: bool(outcome[2]),
+        scenario_json,
+        seed_value=ctx.seed,
+        profile=profile,
+        max_examples=examples or CI_EXAMPLES,
+        budget=budget,
+        shrink_runs=shrink_runs,
+        shrink_budget=shrink_budget,
+        on_example=None if on_example is None else lambda scenario, outcome: on_example(scenario, outcome[2]),
+    )
+    exploration = Exploration(
+        profile=profile,
+        examples=found.examples,
+        shrink_runs=found.shrink_runs,
+        seconds=found.seconds,
+        budget_hit=found.budget_hit,
+    )
+    if found.failing is not None:
+        scenario, (expectation, result, violations) = found.failing
         finding = Finding(scenario, expectation, result, violations)
         _rerun(ctx, finding, reruns, deadline=time.monotonic() + RERUN_BUDGET)
         exploration.finding = finding
@@ -244,13 +172,7 @@ def replay_command(ctx: CheckContext, scenario: Scenario) -> str:
 
 def _report(ctx: CheckContext, finding: Finding, exploration: Exploration | None) -> None:
     rate = f"{finding.reproduced}/{finding.reruns}"
-    if finding.timing_dependent:
-        reproduction = (
-            f"reproduced {rate} re-runs: TIMING-DEPENDENT (the schedule failed once and did not fail again; "
-            "the failure is real, the interleaving that triggers it is rare)"
-        )
-    else:
-        reproduction = f"reproduced {rate} re-runs of the minimal scenario"
+    reproduction = describe_reproduction(finding.reproduced, finding.reruns)
     searched = ""
     if exploration is not None:
         searched = (

@@ -25,6 +25,8 @@ def test_undeclared_capabilities_take_the_strictest_reading() -> None:
         "grace_seconds": 2.0,
         "terminate_seconds": 2.0,
         "join_seconds": 5.0,
+        "runs_on_many_hosts": True,
+        "host_sides": None,
     }
     assert validate_manifest(None) == dict(CAPABILITY_DEFAULTS)
 

@@ -388,6 +388,51 @@ def test_F4_runners_die_with_the_caller(tmp_path: Path, start_method: str) -> No
             proc.wait(HANG)
 
 
+def test_R4_F4_socket_directory_of_a_sigkilled_caller_is_swept_by_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller SIGKILLed mid-run leaves its socket directory; the next ``execute()`` sweeps it, and keeps
+    a look-alike directory that is not ours."""
+    directory = str(tmp_path)
+    root = Path(tempfile.mkdtemp(prefix="agl-t-", dir="/tmp"))  # short: the socket path must fit sun_path
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, str(CHILD_SCRIPT), "parent-death", "fork", directory],
+            env={**os.environ, "PYTHONPATH": path, "TMPDIR": str(root)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + HANG
+            while not {"runner 0 started", "runner 1 started"} <= set(read_journal(directory)):
+                assert time.monotonic() < deadline and proc.poll() is None, read_journal(directory)
+                time.sleep(0.01)  # polling a journal handshake written by another process
+            runners = [psutil.Process(int(Path(directory, f"runner-{i}.pid").read_text())) for i in range(2)]
+            (left,) = root.glob("agl-ipc-*")
+            proc.kill()
+            proc.wait(HANG)
+            psutil.wait_procs(runners, timeout=HANG)  # they follow their caller (F4)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(HANG)
+        assert left.is_dir(), "a SIGKILLed caller removes nothing itself"
+        look_alike = root / "agl-ipc-lookalike"
+        look_alike.mkdir()
+        (look_alike / "store.sock").write_text("not ours")
+        multiprocessing.util.get_temp_dir()  # settled before TMPDIR moves (see the R1 test below)
+        monkeypatch.setattr(tempfile, "tempdir", str(root))
+        scratch = tempfile.mkdtemp(dir=directory)
+        ipc(1).execute(Algorithm(scratch, "return", 1), Runner(scratch), InMemoryLightningStore())
+        assert not left.exists(), "the stale socket directory outlived the next run"
+        assert [p.name for p in root.glob("agl-ipc-*")] == ["agl-ipc-lookalike"]
+        assert (look_alike / "store.sock").read_text() == "not ours"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def _alive(proc: psutil.Process) -> bool:
     try:
         return proc.status() != psutil.STATUS_ZOMBIE

@@ -7,20 +7,24 @@ import asyncio
 import contextlib
 import os
 import pickle
+import re
+import select
 import socket
 import stat
 import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import msgpack
+import psutil
 import pytest
 
 from agentlightning.store.ipc import IpcLightningStore, IpcStoreServer, StoreChannelError
 from agentlightning.store.memory import InMemoryLightningStore
 from agentlightning.store.threaded import ThreadedLightningStore
-from agentlightning.types import RolloutConfig, Span
+from agentlightning.types import Rollout, RolloutConfig, Span
 
 HANG = 30.0
 
@@ -195,7 +199,10 @@ def _raw_call(path: str, frame: bytes) -> bytes:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(HANG)
         sock.connect(path)
-        sock.sendall(frame)
+        try:
+            sock.sendall(frame)
+        except (BrokenPipeError, ConnectionResetError):
+            return b""  # dropped before it took it all
         chunks = b""
         unpacker = msgpack.Unpacker(raw=False)
         while True:
@@ -223,22 +230,20 @@ def test_unknown_method_is_refused_by_name(served: tuple[InMemoryLightningStore,
     assert isinstance(error, ValueError) and "'__class__'" in str(error)
 
 
-def test_bad_client_is_dropped_and_others_continue(
-    served: tuple[InMemoryLightningStore, IpcStoreServer], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _, server = served
-    monkeypatch.setattr("agentlightning.store.ipc.MAX_FRAME_BYTES", 1024)  # for connections made from now
-    # A message larger than the limit: the client is dropped once the limit is reached.
-    assert _raw_call(server.path, b"\xc5" + struct.pack(">H", 4000) + b"x" * 4000) == b""
-    assert _raw_call(server.path, b"\xc1") == b""  # a byte msgpack never uses: dropped
-    assert _raw_call(server.path, _frame("not a request")) != b""  # malformed request: an error reply
+@pytest.mark.parametrize("size", [4000, 1_000_000])
+def test_bad_client_is_dropped_and_others_continue(tmp_path: Path, size: int) -> None:
+    with IpcStoreServer(InMemoryLightningStore(), tmp_path / "s.sock", max_request_bytes=1024) as server:
+        # A message larger than the limit (whole in one read, or more than the reader buffers): dropped.
+        assert _raw_call(server.path, b"\xc6" + struct.pack(">I", size) + b"x" * size) == b""
+        assert _raw_call(server.path, b"\xc1") == b""  # a byte msgpack never uses: dropped
+        assert _raw_call(server.path, _frame("not a request")) != b""  # malformed request: an error reply
 
-    async def scenario() -> None:
-        client = IpcLightningStore(server.path)
-        assert await client.get_latest_resources() is None
-        await client.close()
+        async def scenario() -> None:
+            client = IpcLightningStore(server.path)
+            assert await client.get_latest_resources() is None
+            await client.close()
 
-    run(scenario)
+        run(scenario)
 
 
 def test_R4_socket_file_is_private_and_removed(tmp_path: Path) -> None:
@@ -272,13 +277,13 @@ def test_frames_split_anywhere_are_reassembled(chunk: int) -> None:
 
     messages_in = ([i, "method", {"payload": "x" * i, "blob": b"\x00" * i}] for i in range(40))
     stream = b"".join(msgpack.packb(message, use_bin_type=True) for message in messages_in)
-    reader = _FrameReader()
+    reader = _FrameReader(1 << 20)
     messages = []
     for start in range(0, len(stream), chunk):
-        messages += reader.feed(stream[start : start + chunk])
+        messages += reader.messages(stream[start : start + chunk])
     assert [m[0] for m in messages] == list(range(40))
     assert messages[39][2] == {"payload": "x" * 39, "blob": b"\x00" * 39}
-    assert reader.feed(b"") == []
+    assert reader.messages(b"") == []
 
 
 class _SlowResources(InMemoryLightningStore):
@@ -464,7 +469,9 @@ def test_S4_a_request_that_cannot_be_packed_raises_to_its_caller_and_the_channel
         client = IpcLightningStore(server.path)
         rollout = await client.enqueue_rollout({"i": 1})
         with pytest.raises(TypeError):
-            await client.update_rollout(rollout.rollout_id, metadata={"not msgpack": object()})
+            await client.get_rollout_by_id(object())  # type: ignore[arg-type]  # msgpack cannot encode it
+        with pytest.raises(ValueError, match=r"metadata\['not JSON'\]"):  # refused by the value rule
+            await client.update_rollout(rollout.rollout_id, metadata={"not JSON": object()})
         big = {"blob": "z" * 2_000_000}  # larger than the socket takes at once: queued, then drained
         updated = await client.update_rollout(rollout.rollout_id, metadata=big)
         assert updated.metadata == big
@@ -472,3 +479,336 @@ def test_S4_a_request_that_cannot_be_packed_raises_to_its_caller_and_the_channel
         await client.close()
 
     run(scenario)
+
+
+# -- backpressure and bounds ----------------------------------------------------------------------------
+
+_FLOOD = 400
+"""Requests a misbehaving client sends at most; each is answered with about a megabyte."""
+_STALL = 1.0
+"""Seconds without the server reading a byte from us after which we take it that it stopped reading."""
+
+
+def _flood_without_reading(sock: socket.socket, request: bytes) -> int:
+    """Send ``request`` up to ``_FLOOD`` times without reading a reply; how many went out whole.
+
+    Stops early once the server has not read anything for ``_STALL`` seconds (our send buffer is full).
+    """
+    sock.setblocking(False)
+    sent = 0
+    pending = memoryview(request)
+    while sent < _FLOOD:
+        try:
+            pending = pending[sock.send(pending) :]
+        except BlockingIOError:
+            if not select.select([], [sock], [], _STALL)[1]:
+                break
+            continue
+        if not pending:
+            sent += 1
+            pending = memoryview(request)
+    sock.setblocking(True)
+    return sent
+
+
+def _read_replies(sock: socket.socket, count: int) -> list[Any]:
+    sock.settimeout(HANG)
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=0)
+    replies: list[Any] = []
+    while len(replies) < count:
+        data = sock.recv(1 << 20)
+        assert data, f"the server hung up after {len(replies)} of {count} replies"
+        unpacker.feed(data)
+        replies += list(unpacker)
+    return replies
+
+
+@pytest.mark.parametrize("confined", [False, True], ids=["answered-inline", "answered-by-tasks"])
+def test_backpressure_a_client_that_reads_no_reply_is_not_read_from(
+    tmp_path: Path, confined: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that sends without reading, while a wait of its own is pending (the server then reads it
+    through its event loop): the server stops reading it instead of buffering its replies, its memory
+    stays bounded, other clients are served meanwhile, and the stalled client gets every reply once it
+    reads."""
+    # A confined store's calls all suspend: the server may take up to this many small requests before
+    # their replies, sent one by one, block it. Well under _FLOOD, so that stopping to read shows.
+    monkeypatch.setattr("agentlightning.store.ipc._MAX_CALLS_IN_FLIGHT", 16, raising=False)
+    store_cm = _confined_store() if confined else contextlib.nullcontext(InMemoryLightningStore())
+    with store_cm as store, IpcStoreServer(store, tmp_path / "s.sock") as server:
+        waited = run(store.start_rollout, {"never": "finishes"})
+        big = run(store.enqueue_rollout, {"blob": "x" * 1_000_000})
+        me = psutil.Process()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # we fill it quickly
+            sock.connect(server.path)
+            wait = {"rollout_ids": [waited.rollout_id], "timeout": None}
+            sock.sendall(_frame([0, "wait_for_rollouts", wait]) + _frame([1, "get_latest_resources", {}]))
+            assert _read_replies(sock, 1)[0][:2] == [1, 0], "answered while the wait is pending"
+            rss_before = me.memory_info().rss
+            sent = _flood_without_reading(
+                sock, _frame([2, "get_rollout_by_id", {"rollout_id": big.rollout_id}])
+            )
+            growth = me.memory_info().rss - rss_before
+            assert sent < _FLOOD, f"the server read all {sent} requests of a client that reads no reply"
+            assert growth < 150 * 2**20, f"the server grew by {growth / 2**20:.0f} MiB for one stalled client"
+
+            async def other_client() -> None:
+                client = IpcLightningStore(server.path)
+                assert (await client.get_rollout_by_id(waited.rollout_id)) is not None
+                await client.close()
+
+            run(other_client)
+            replies = _read_replies(sock, sent)
+            assert [r[:2] for r in replies] == [[2, 0]] * sent
+            assert Rollout.model_validate_json(replies[-1][2]).rollout_id == big.rollout_id
+
+
+class _HeldEnqueue(InMemoryLightningStore):
+    """Not thread-safe (so the server's calls suspend); ``enqueue_rollout`` blocks until ``release``."""
+
+    thread_safe = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    async def enqueue_rollout(self, *args: Any, **kwargs: Any) -> Any:
+        self.entered.set()
+        assert self.release.wait(HANG)
+        return await super().enqueue_rollout(*args, **kwargs)
+
+
+def test_backpressure_calls_in_flight_hold_at_most_max_request_bytes(tmp_path: Path) -> None:
+    """A client that floods a slow store with large requests: the server stops reading it once the calls
+    in flight hold ``max_request_bytes``, instead of decoding every request into a pending task."""
+    inner = _HeldEnqueue()
+    held = ThreadedLightningStore(inner)
+    limit = 8 * 2**20
+    try:
+        with IpcStoreServer(held, tmp_path / "s.sock", max_request_bytes=limit) as server:
+            me = psutil.Process()
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.connect(server.path)
+                request = _frame([1, "enqueue_rollout", {"input": {"blob": "y" * 1_000_000}}])
+                rss_before = me.memory_info().rss
+                sent = _flood_without_reading(sock, request)
+                growth = me.memory_info().rss - rss_before
+                assert inner.entered.is_set()
+                assert sent < _FLOOD, f"the server read all {sent} requests while none could be answered"
+                assert growth < 150 * 2**20, f"the server grew by {growth / 2**20:.0f} MiB for one client"
+                inner.release.set()
+                replies = _read_replies(sock, sent)
+                assert [r[:2] for r in replies] == [[1, 0]] * sent
+    finally:
+        inner.release.set()
+        held.close_sync()
+
+
+def test_connections_over_max_connections_are_refused_by_name(tmp_path: Path) -> None:
+    with IpcStoreServer(InMemoryLightningStore(), tmp_path / "s.sock", max_connections=2) as server:
+
+        async def scenario() -> None:
+            first, second, third = (IpcLightningStore(server.path) for _ in range(3))
+            assert await first.get_latest_resources() is None
+            assert await second.get_latest_resources() is None
+            with pytest.raises(
+                StoreChannelError, match=r"was refused: .*at most 2 connections.*max_connections"
+            ):
+                await third.get_latest_resources()
+            assert await first.enqueue_rollout({"still": "served"})  # the others carry on
+            await first.close()
+            await second.close()
+            await third.close()
+
+        run(scenario)
+
+
+def test_a_request_over_max_request_bytes_is_refused_by_the_client_and_the_channel_survives(
+    tmp_path: Path,
+) -> None:
+    with IpcStoreServer(InMemoryLightningStore(), tmp_path / "s.sock", max_request_bytes=2**20) as server:
+
+        async def scenario() -> None:
+            client = IpcLightningStore(server.path, max_request_bytes=server.max_request_bytes)
+            with pytest.raises(ValueError, match=r"enqueue_rollout request of \d+ bytes exceeds .*1048576"):
+                await client.enqueue_rollout({"blob": "z" * 2**20})
+            fits = await client.enqueue_rollout({"blob": "z" * 900_000})
+            assert (await client.get_rollout_by_id(fits.rollout_id)) == fits
+            await client.close()
+
+        run(scenario)
+
+
+def test_waits_over_the_limit_are_refused_by_name_and_the_connection_carries_on(
+    served: tuple[InMemoryLightningStore, IpcStoreServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, server = served
+    monkeypatch.setattr("agentlightning.store.ipc._MAX_WAITS", 2)
+    rollout = run(store.start_rollout, {})
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(server.path)
+        wait = {"rollout_ids": [rollout.rollout_id], "timeout": None}
+        sock.sendall(b"".join(_frame([i, "wait_for_rollouts", wait]) for i in range(3)))
+        sock.sendall(_frame([3, "get_latest_resources", {}]))
+        refused, answered = _read_replies(sock, 2)
+        assert refused[:2] == [2, 1] and answered == [3, 0, None]
+        from agentlightning.execution.remote_errors import load_exception
+
+        error = load_exception(refused[2])
+        assert isinstance(error, RuntimeError) and "2 waits pending" in str(error)
+        run(store.update_attempt, rollout.rollout_id, rollout.attempt.attempt_id, "succeeded")
+        assert sorted(r[0] for r in _read_replies(sock, 2)) == [0, 1]  # the pending waits end as usual
+
+
+# -- T5: the value rule at the ipc boundary -------------------------------------------------------------
+
+_WRITES = frozenset(
+    {"enqueue_rollout", "start_rollout", "update_rollout", "update_attempt", "add_span", "add_resources"}
+)
+
+
+class _Recording(InMemoryLightningStore):
+    """Records every write method the server looks up (it looks one up only to call it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.called: list[str] = []
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in _WRITES:
+            object.__getattribute__(self, "called").append(name)
+        return super().__getattribute__(name)
+
+
+def _invalid_utf8(message: object) -> bytes:
+    """``message`` packed, with every str ``"@@"`` in it replaced by two bytes that are not UTF-8."""
+    return _frame(message).replace(b"\xa2@@", b"\xa2\xff\xfe")
+
+
+def test_T5_the_server_applies_the_value_rule_before_calling_the_store(tmp_path: Path) -> None:
+    """Whatever store it serves: bytes, str that is not UTF-8, non-str keys and NaN are refused naming the
+    field, the store is never called with them, and the connection carries on."""
+    from agentlightning.execution.remote_errors import load_exception
+
+    store = _Recording()
+    rollout = run(store.start_rollout, {})
+    before = run(store.get_rollout_by_id, rollout.rollout_id)
+    store.called.clear()
+    ids = {"rollout_id": rollout.rollout_id, "attempt_id": rollout.attempt.attempt_id}
+    span = {**ids, "span_id": "s"}
+    refused = [
+        (_frame([1, "enqueue_rollout", {"input": {"b": b"\x00\xff"}}]), r"input\['b'\]: bytes"),
+        (_invalid_utf8([2, "enqueue_rollout", {"input": {"k": ["@@"]}}]), r"input\['k'\]\[0\]"),
+        (_frame([3, "enqueue_rollout", {"input": {}, "metadata": {7: "x"}}]), r"metadata\[7\]: key 7"),
+        (_frame([4, "update_attempt", {**ids, "metadata": {"n": float("nan")}}]), r"metadata\['n'\]: nan"),
+        (_frame([5, "add_span", {"span": {**span, "attributes": {"a": b"x"}}}]), r"span.attributes\['a'\]"),
+        (_invalid_utf8([6, "add_span", {"span": {**span, "name": "@@"}}]), r"span.name"),
+        (_frame([7, "add_resources", {"resources": {"r": b"\x01"}}]), r"resources\['r'\]: bytes"),
+        (_invalid_utf8([8, "update_rollout", {"rollout_id": "@@", "status": "failed"}]), r"rollout_id"),
+    ]
+    with IpcStoreServer(store, tmp_path / "s.sock") as server, socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(server.path)
+        for frame, field in refused:
+            sock.sendall(frame)
+            (reply,) = _read_replies(sock, 1)
+            assert reply[1] == 1, reply
+            error = load_exception(reply[2])
+            assert isinstance(error, ValueError), error
+            assert re.search(field, str(error)), (field, str(error))
+        sock.sendall(_frame([9, "add_resources", {"resources": {"r": "ok"}}]))
+        (reply,) = _read_replies(sock, 1)
+        assert reply[:2] == [9, 0], "the same connection carries on"
+    assert store.called == ["add_resources"]  # the store saw nothing refused
+    assert run(store.get_rollout_by_id, rollout.rollout_id) == before  # nothing changed
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda c, r: c.enqueue_rollout({"b": b"bytes"}), r"input\['b'\]: bytes"),
+        (lambda c, r: c.start_rollout({}, metadata={"s": "\udc80"}), r"metadata\['s'\]: .*surrogate"),
+        (lambda c, r: c.update_rollout(r.rollout_id, input=[{1: 2}]), r"input\[0\]\[1\]: key 1"),
+        (lambda c, r: c.update_attempt(r.rollout_id, "latest", metadata={"x": float("inf")}), r"metadata"),
+        (
+            lambda c, r: c.add_span(
+                Span(
+                    rollout_id=r.rollout_id,
+                    attempt_id=r.attempt.attempt_id,
+                    span_id="s",
+                    attributes={"b": b""},
+                )
+            ),
+            r"span.attributes\['b'\]: bytes",
+        ),
+        (lambda c, r: c.add_resources({"m": {"weights": b"\x00"}}), r"resources\['m'\]\['weights'\]"),
+    ],
+    ids=["input", "metadata", "keys", "attempt-metadata", "span", "resources"],
+)
+def test_T5_the_client_refuses_values_before_sending_and_carries_on(
+    tmp_path: Path, call: Any, field: str
+) -> None:
+    """A value the rule refuses never leaves the client (bytes are not turned into str on the way)."""
+    store = _Recording()
+    rollout = run(store.start_rollout, {})
+    before = run(store.get_rollout_by_id, rollout.rollout_id)
+    store.called.clear()
+    with IpcStoreServer(store, tmp_path / "s.sock") as server:
+
+        async def scenario() -> None:
+            client = IpcLightningStore(server.path)
+            assert await client.get_latest_resources() is None  # connected
+            with pytest.raises(ValueError, match=field):
+                await call(client, rollout)
+            assert (await client.get_rollout_by_id(rollout.rollout_id)) == before
+            assert len(server._connections) == 1  # the same connection carries on
+            await client.close()
+
+        run(scenario)
+    assert store.called == []
+
+
+def test_T5_values_read_back_equal_over_ipc(served: tuple[InMemoryLightningStore, IpcStoreServer]) -> None:
+    _, server = served
+    value = {
+        "text": "héllo ✓ 𝄞",
+        "nested": [[1, -(2**63), 2**63 - 1], {"f": 0.1, "e": -1.5e300}, [], {}],
+        "flags": [True, False, None],
+        "tuple": (1, "two"),
+    }
+
+    async def scenario() -> None:
+        client = IpcLightningStore(server.path)
+        rollout = await client.enqueue_rollout(value, metadata=value)
+        expected = {**value, "tuple": [1, "two"]}  # every wire makes a list of a tuple
+        for read in (rollout, await client.get_rollout_by_id(rollout.rollout_id)):
+            assert read is not None and read.input == expected and read.metadata == expected
+        await client.close()
+
+    run(scenario)
+
+
+def test_buffers_grown_by_a_large_message_are_dropped_once_it_is_through() -> None:
+    """An idle connection keeps little memory, whatever it carried once; small messages keep reusing."""
+    from agentlightning.store.ipc import _KEEP_BUFFER_BYTES, _FrameReader, _ReusedPacker
+
+    large = _frame([1, "m", {"blob": "x" * (_KEEP_BUFFER_BYTES + 1)}])
+    reader = _FrameReader(len(large))
+    first = reader._unpacker
+    assert reader.messages(_frame([0, "m", {}])) == [[0, "m", {}]]
+    assert reader._unpacker is first  # reused
+    for start in range(0, len(large), 1 << 20):
+        reader.messages(large[start : start + (1 << 20)])
+    assert reader._unpacker is not first  # the grown one is dropped
+    assert reader.messages(_frame([2, "m", {}])) == [[2, "m", {}]]
+
+    packer = _ReusedPacker()
+    small_one = packer._packer
+    packer.release(packer.pack("small"))
+    assert packer._packer is small_one
+    packer.release(packer.pack("x" * (_KEEP_BUFFER_BYTES + 1)))
+    assert packer._packer is not small_one
+    view = packer.pack("after")
+    assert msgpack.unpackb(view) == "after"
+    packer.release(view)
