@@ -16,8 +16,13 @@ __all__ = [
     "AGL_MANAGED_STORE",
     "AGL_SERVER_HOST",
     "AGL_SERVER_PORT",
+    "AGL_SERVER_TLS_CA",
+    "AGL_SERVER_TLS_CERT",
+    "AGL_SERVER_TLS_KEY",
     "AGL_SERVER_TOKEN",
+    "MIN_TOKEN_LENGTH",
     "EnvVar",
+    "check_token",
     "managed_store_default",
 ]
 
@@ -60,13 +65,50 @@ def _parse_nonempty(raw: str) -> str:
     return value
 
 
+MIN_TOKEN_LENGTH = 16
+"""Shortest shared token the store server accepts (characters): long enough not to be guessed online."""
+
+
+def check_token(token: object, name: str) -> str:
+    """``token`` if it can be the store server's shared token, else ``ValueError`` naming ``name``.
+
+    A token is at least ``MIN_TOKEN_LENGTH`` printable ASCII characters without spaces (it travels in an
+    HTTP header). The message never repeats the token, only its length.
+    """
+    if not isinstance(token, str):
+        raise ValueError(f"{name} must be a string, got {type(token).__name__}")
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ValueError(
+            f"{name} must be at least {MIN_TOKEN_LENGTH} characters (got {len(token)}): an empty or short "
+            f"token would let others guess their way into the store"
+        )
+    if not all("!" <= char <= "~" for char in token):
+        raise ValueError(f"{name} must be printable ASCII without spaces (it is sent as an HTTP header)")
+    return token
+
+
+def _parse_token(raw: str) -> str:
+    return check_token(raw.strip(), "the token")
+
+
+def _parse_file(raw: str) -> str:
+    path = raw.strip()
+    if not os.path.isfile(path):
+        raise ValueError("expected the path of an existing file")
+    return path
+
+
 @dataclass(frozen=True)
 class EnvVar(Generic[T]):
-    """One environment override: its name, its parser, and what it means."""
+    """One environment override: its name, its parser, and what it means.
+
+    A ``secret`` variable's value never appears in an error message (only its length does).
+    """
 
     name: str
     parse: Callable[[str], T]
     help: str
+    secret: bool = False
 
     def get(self, default: T, environ: Mapping[str, str] | None = None) -> T:
         """The parsed value, or ``default`` when unset or empty; ``ValueError`` naming the variable."""
@@ -76,7 +118,8 @@ class EnvVar(Generic[T]):
         try:
             return self.parse(raw)
         except ValueError as exc:
-            raise ValueError(f"invalid environment variable {self.name}={raw!r}: {exc}") from None
+            shown = f" (value hidden, {len(raw)} characters)" if self.secret else f"={raw!r}"
+            raise ValueError(f"invalid environment variable {self.name}{shown}: {exc}") from None
 
     def is_set(self, environ: Mapping[str, str] | None = None) -> bool:
         raw = (os.environ if environ is None else environ).get(self.name)
@@ -92,7 +135,19 @@ AGL_CURRENT_ROLE: EnvVar[str] = EnvVar(
 AGL_SERVER_HOST: EnvVar[str] = EnvVar("AGL_SERVER_HOST", _parse_nonempty, "cs store server host")
 AGL_SERVER_PORT: EnvVar[int] = EnvVar("AGL_SERVER_PORT", _parse_port, "cs store server port (0: ephemeral)")
 AGL_SERVER_TOKEN: EnvVar[str] = EnvVar(
-    "AGL_SERVER_TOKEN", _parse_nonempty, "shared token the cs store server requires from clients"
+    "AGL_SERVER_TOKEN",
+    _parse_token,
+    f"shared token (>= {MIN_TOKEN_LENGTH} characters) the cs store server requires from clients",
+    secret=True,
+)
+AGL_SERVER_TLS_CERT: EnvVar[str] = EnvVar(
+    "AGL_SERVER_TLS_CERT", _parse_file, "PEM certificate (chain) the cs store server presents (enables TLS)"
+)
+AGL_SERVER_TLS_KEY: EnvVar[str] = EnvVar(
+    "AGL_SERVER_TLS_KEY", _parse_file, "PEM private key of AGL_SERVER_TLS_CERT"
+)
+AGL_SERVER_TLS_CA: EnvVar[str] = EnvVar(
+    "AGL_SERVER_TLS_CA", _parse_file, "PEM CA bundle cs runners verify the store server's certificate with"
 )
 
 

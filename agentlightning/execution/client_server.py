@@ -33,6 +33,13 @@ Stop model:
   (at most ``graceful_timeout + 2 * terminate_timeout + 1`` seconds), so they finish their last writes.
 - The main thread's own bundle, stuck in blocking code, can only be interrupted by Ctrl+C (as any Python
   program's main thread); bundles in processes always can.
+
+Authentication is always on: the server answers only requests carrying its token. With none given
+(``server_token`` / ``AGL_SERVER_TOKEN``), role ``"both"`` makes a random one per run and hands it to its
+own runner processes, so no other local process can read the store, inject rollouts or set the stop
+event. Roles ``"algorithm"`` and ``"runner"`` run on different machines and must share one: it is
+required there. TLS is optional (``tls_cert`` / ``tls_key`` on the serving side, ``tls_ca`` on runner
+sides; see ``agentlightning/store/http/security.py``). The token never appears in logs, errors or reprs.
 """
 
 from __future__ import annotations
@@ -52,7 +59,6 @@ from agentlightning.env import (
     AGL_CURRENT_ROLE,
     AGL_SERVER_HOST,
     AGL_SERVER_PORT,
-    AGL_SERVER_TOKEN,
     managed_store_default,
 )
 from agentlightning.execution import threads
@@ -70,6 +76,13 @@ from agentlightning.execution.threads import BundleRun, SigintRelay, close_loop
 from agentlightning.store.base import LightningStore
 from agentlightning.store.http import HttpLightningStore, LightningStoreServer
 from agentlightning.store.http.client import RemoteStopEvent
+from agentlightning.store.http.security import (
+    ServerTLS,
+    generate_token,
+    resolve_ca,
+    resolve_server_tls,
+    resolve_token,
+)
 from agentlightning.store.http.server import is_loopback
 from agentlightning.store.threaded import ThreadedLightningStore
 
@@ -92,7 +105,12 @@ class ClientServerExecutionStrategy(ExecutionStrategy):
     ``"both"``). ``server_host`` / ``server_port``: where the algorithm side listens and runners connect
     (``None``: ``AGL_SERVER_HOST`` / ``AGL_SERVER_PORT``, default ``127.0.0.1`` / ``0``; port 0 binds an
     ephemeral port that local runners learn; the ``"runner"`` role needs a real port). The host is honoured
-    exactly; a non-loopback host requires ``AGL_SERVER_TOKEN``. ``n_runners``: runner processes (>= 1).
+    exactly. ``server_token``: the shared token (``None``: ``AGL_SERVER_TOKEN``; at least 16 characters;
+    required by roles ``"algorithm"`` and ``"runner"`` and by a non-loopback host, made per run
+    otherwise). ``tls_cert`` / ``tls_key``: serve HTTPS with this PEM certificate and key (``None``:
+    ``AGL_SERVER_TLS_CERT`` / ``AGL_SERVER_TLS_KEY``); ``tls_ca``: the PEM CA bundle runners verify the
+    server with (``None``: ``AGL_SERVER_TLS_CA``, else the system's; on role ``"runner"`` it also means
+    the server speaks HTTPS). ``n_runners``: runner processes (>= 1).
     ``main_process``: which side of ``"both"`` stays on the main thread. ``graceful_timeout`` /
     ``terminate_timeout``: the escalation bounds. ``managed_store``: ``True`` serves the caller's store
     (``None``: ``AGL_MANAGED_STORE``, default on); ``False`` only works where bundles need no server (the
@@ -124,6 +142,10 @@ class ClientServerExecutionStrategy(ExecutionStrategy):
         managed_store: bool | None = None,
         start_method: str | None = None,
         connect_timeout: float = 10.0,
+        server_token: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        tls_ca: str | None = None,
     ) -> None:
         role = AGL_CURRENT_ROLE.get("both") if role is None else role  # type: ignore[assignment]
         if role not in _ROLES:
@@ -157,11 +179,17 @@ class ClientServerExecutionStrategy(ExecutionStrategy):
                 "managed_store=False cannot work with cs role 'both': runner processes cannot share the "
                 "caller's in-memory store; they reach it only through the server (use managed_store=True)"
             )
-        if role != "runner" and not AGL_SERVER_TOKEN.is_set() and not is_loopback(server_host.strip()):
+        token = resolve_token(server_token, "server_token")
+        if token is None and role != "runner" and not is_loopback(server_host.strip()):
             raise ValueError(
                 f"server_host={server_host!r} is not a loopback address: serving the store there needs a "
-                f"shared token, so that only your runners can reach it; set AGL_SERVER_TOKEN on this machine "
-                f"and on every runner machine"
+                f"shared token, so that only your runners can reach it; set AGL_SERVER_TOKEN (or "
+                f"server_token) on this machine and on every runner machine"
+            )
+        if token is None and (role == "algorithm" or (role == "runner" and managed_store)):
+            raise ValueError(
+                f"role {role!r} needs the token the algorithm and runner sides share (they run in "
+                f"different processes or machines); set server_token or AGL_SERVER_TOKEN on both sides"
             )
         connect = validate_timeout(connect_timeout, "connect_timeout")
         if connect <= 0:
@@ -176,6 +204,9 @@ class ClientServerExecutionStrategy(ExecutionStrategy):
         self.managed_store = managed_store
         self.start_method = validate_start_method(start_method)
         self.connect_timeout = connect
+        self.server_token = token  # None: a fresh one per run (role "both"); never in the repr
+        self.tls: ServerTLS | None = resolve_server_tls(tls_cert, tls_key) if role != "runner" else None
+        self.tls_ca = resolve_ca(tls_ca)
 
     @property
     def capabilities(self) -> dict[str, Any]:
@@ -188,7 +219,8 @@ class ClientServerExecutionStrategy(ExecutionStrategy):
     @property
     def server_url(self) -> str:
         host = f"[{self.server_host}]" if ":" in self.server_host else self.server_host
-        return f"http://{host}:{self.server_port}"
+        scheme = "https" if self.tls is not None or self.tls_ca is not None else "http"
+        return f"{scheme}://{host}:{self.server_port}"
 
     def execute(self, algorithm: AlgorithmBundle, runner: RunnerBundle, store: LightningStore) -> None:
         """Run this machine's side to completion; raise as the module docstring's stop model says."""
@@ -200,7 +232,7 @@ class ClientServerExecutionStrategy(ExecutionStrategy):
             f"server_port={self.server_port}, n_runners={self.n_runners}, "
             f"main_process={self.main_process!r}, "
             f"graceful_timeout={self.graceful_timeout}, terminate_timeout={self.terminate_timeout}, "
-            f"start_method={self.start_method!r})"
+            f"start_method={self.start_method!r}, tls={self.tls is not None})"
         )
 
 
@@ -311,17 +343,28 @@ class _Execution:
             return
         self.wrapper = _served_store(self.store)
         served = self.wrapper or self.store
+        # Authentication is always on: a token of this run only, unless the runner sides share one.
+        token = s.server_token if s.server_token is not None else generate_token()
+        tls = s.tls
         # Bound before anything is spawned: a taken port fails here, naming host and port (F2).
         self.server = LightningStoreServer(
             served,
             s.server_host,
             s.server_port,
+            token=token,
+            tls_cert=tls.cert if tls is not None else None,
+            tls_key=tls.key if tls is not None else None,
             event=self.event,
             graceful_seconds=min(s.graceful_timeout, 1.0),
         )
         self.server.start()
         _log.info("cs: serving the store at %s (role %s)", self.server.url, s.role)
-        client = HttpLightningStore(self.server.url, token=self.server.token, retry_seconds=s.connect_timeout)
+        client = HttpLightningStore(
+            self.server.url,
+            token=token,
+            retry_seconds=s.connect_timeout,
+            tls_ca=s.tls_ca if tls is not None else None,
+        )
         common: dict[str, Any] = {
             "event": self.event,
             "failures": self.failures,
@@ -361,9 +404,9 @@ class _Execution:
                 )
             client = self.store
         else:
-            client = HttpLightningStore(s.server_url, retry_seconds=s.connect_timeout)
-        if not is_loopback(client.host) and client.token is None:
-            _log.warning("cs: connecting to %s:%s without AGL_SERVER_TOKEN", client.host, client.port)
+            client = HttpLightningStore(
+                s.server_url, token=s.server_token, retry_seconds=s.connect_timeout, tls_ca=s.tls_ca
+            )
         # Fail here, within connect_timeout, naming host and port - not in every runner later.
         _run_coroutine(_check_reachable(client))
         return client

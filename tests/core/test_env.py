@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from agentlightning import env
@@ -39,10 +41,36 @@ def test_valid_values() -> None:
     assert env.AGL_SERVER_PORT.get(0, {"AGL_SERVER_PORT": " 8080 "}) == 8080
     assert env.AGL_CURRENT_ROLE.get("both", {"AGL_CURRENT_ROLE": "Runner"}) == "runner"
     assert env.AGL_SERVER_HOST.get("127.0.0.1", {"AGL_SERVER_HOST": "0.0.0.0"}) == "0.0.0.0"
-    assert env.AGL_SERVER_TOKEN.is_set({"AGL_SERVER_TOKEN": "s3cret"})
+    assert env.AGL_SERVER_TOKEN.is_set({"AGL_SERVER_TOKEN": "s3cret-shared-token"})
     assert not env.AGL_SERVER_TOKEN.is_set({})
 
 
 def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGL_MANAGED_STORE", "false")
     assert env.managed_store_default() is False
+
+
+def test_a_secret_is_never_repeated_in_its_error() -> None:
+    with pytest.raises(
+        ValueError, match=r"AGL_SERVER_TOKEN \(value hidden, 9 characters\).*at least 16"
+    ) as bad:
+        env.AGL_SERVER_TOKEN.get(None, {"AGL_SERVER_TOKEN": "s3cret-42"})
+    assert "s3cret-42" not in str(bad.value)
+    token = "a-long-enough-shared-token"
+    assert env.AGL_SERVER_TOKEN.get(None, {"AGL_SERVER_TOKEN": f" {token}\n"}) == token
+
+
+@pytest.mark.parametrize(
+    "token", ["", "x" * 15, "with a space-0123456", "tab\there-0123456789", 12345678901234567]
+)
+def test_check_token_names_the_parameter(token: object) -> None:
+    with pytest.raises(ValueError, match=r"^server_token must"):
+        env.check_token(token, "server_token")
+
+
+def test_tls_files_must_exist(tmp_path: Path) -> None:
+    missing = f"{tmp_path}/nowhere.pem"
+    for var in (env.AGL_SERVER_TLS_CERT, env.AGL_SERVER_TLS_KEY, env.AGL_SERVER_TLS_CA):
+        with pytest.raises(ValueError, match=rf"{var.name}=.*nowhere\.pem.*existing file"):
+            var.get(None, {var.name: missing})
+    assert env.AGL_SERVER_TLS_CA.get(None, {"AGL_SERVER_TLS_CA": __file__}) == __file__

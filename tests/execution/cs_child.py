@@ -25,6 +25,7 @@ from agentlightning.execution.client_server import ClientServerExecutionStrategy
 from agentlightning.store.memory import InMemoryLightningStore
 
 WAIT_EVENT_STEPS = (("wait_event",),)
+SHARED_TOKEN = "two-machines-shared-token"  # what the algorithm and runner sides both configure
 
 
 class _LogGate(logging.Handler):
@@ -144,7 +145,9 @@ def main() -> None:
         steps = (("wait_event",),) if scenario == "group" else (("block", 60),)
         report = _run(strategy, ScriptedAlgorithm(journal, steps), ScriptedRunner(journal, steps), store)
     elif scenario == "algorithm_role":  # the multi-machine shape, algorithm side: tell the test our URL
-        strategy = ClientServerExecutionStrategy(role="algorithm", server_port=0, graceful_timeout=5)
+        strategy = ClientServerExecutionStrategy(
+            role="algorithm", server_port=0, graceful_timeout=5, server_token=SHARED_TOKEN
+        )
 
         def announce() -> None:
             gate.seen.wait(HANG)
@@ -163,7 +166,9 @@ def main() -> None:
         report = _run(strategy, ScriptedAlgorithm(journal, scripts[sys.argv[3]]), None, store)
         report["statuses"] = sorted({r.status for r in asyncio.run(store.query_rollouts())})
     elif scenario == "runner_role":
-        strategy = ClientServerExecutionStrategy(role="runner", server_port=int(sys.argv[3]), n_runners=n)
+        strategy = ClientServerExecutionStrategy(
+            role="runner", server_port=int(sys.argv[3]), n_runners=n, server_token=SHARED_TOKEN
+        )
         runners = {
             "work": ScriptedRunner(journal, (("work",),)),
             "l3": ScriptedRunner(journal, ()),

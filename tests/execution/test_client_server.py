@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import pickle
 import signal
@@ -22,8 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import pytest
+import trustme
 from cs_bundles import Journal, ScriptedAlgorithm, ScriptedError, ScriptedRunner
 
 from agentlightning.execution.base import ExecutionStrategy
@@ -36,6 +39,7 @@ from agentlightning.trainer.registry import ExecutionStrategyRegistry
 
 CHILD = Path(__file__).with_name("cs_child.py")
 HANG = 60.0
+TOKEN = "cs-shared-token-for-tests"
 
 WAIT_EVENT = (("wait_event",),)
 BOTH_RUNNERS_STARTED = (("wait_journal", "runner 0", "start"), ("wait_journal", "runner 1", "start"))
@@ -506,11 +510,118 @@ def test_runner_role_fails_fast_when_the_server_is_unreachable(journal: Journal)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    strategy = ClientServerExecutionStrategy(role="runner", server_port=port, connect_timeout=0.3)
+    strategy = ClientServerExecutionStrategy(
+        role="runner", server_port=port, connect_timeout=0.3, server_token=TOKEN
+    )
     with pytest.raises(StoreServerUnreachable, match=rf"127\.0\.0\.1:{port}"):
         strategy.execute(None, ScriptedRunner(journal, WAIT_EVENT), None)  # type: ignore[arg-type]
     assert journal.entries() == []
     _assert_nothing_left(before)
+
+
+class _KnockingAlgorithm:
+    """Runs on the main thread: knocks on its own run's store server as another local process would
+    (no token, or ``knock_token``), then has the runner complete a rollout through the same server."""
+
+    def __init__(self, caplog: pytest.LogCaptureFixture, knock_token: str | None = None) -> None:
+        self.caplog, self.knock_token = caplog, knock_token
+        self.answers: dict[str, int] = {}
+        self.completed = 0
+
+    async def __call__(self, store: Any, event: Any) -> None:
+        url = next(
+            record.getMessage().split()[5]
+            for record in self.caplog.records
+            if record.getMessage().startswith("cs: serving the store at")
+        )
+        headers = {"authorization": f"Bearer {self.knock_token}"} if self.knock_token else {}
+        async with httpx.AsyncClient(base_url=url, headers=headers, verify=False, timeout=HANG) as knock:
+            knocks: list[tuple[str, Any]] = [("query_rollouts", {}), ("get_latest_resources", None)]
+            if self.knock_token is None:  # what a stranger would try; the run's own token may not
+                knocks += [("enqueue_rollout", {"input": "injected"}), ("event/set", None)]
+            for method, body in knocks:
+                self.answers[method] = (await knock.post(f"/v1/{method}", json=body)).status_code
+        rollout = await store.enqueue_rollout({"from": "the algorithm"})
+        done = await store.wait_for_rollouts(rollout_ids=[rollout.rollout_id], timeout=HANG)
+        self.completed = sum(r.status == "succeeded" for r in done)
+
+
+def test_D5_a_local_process_without_the_runs_token_is_refused(
+    journal: Journal, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Loopback is no boundary between local users: the server of a run answers only its own runners."""
+    store = InMemoryLightningStore()
+    algorithm = _KnockingAlgorithm(caplog)
+    with caplog.at_level(logging.INFO, logger="agentlightning"):
+        _cs().execute(algorithm, ScriptedRunner(journal, (("work",),)), store)
+    assert algorithm.answers == {
+        "query_rollouts": 401,
+        "enqueue_rollout": 401,
+        "get_latest_resources": 401,
+        "event/set": 401,
+    }
+    assert algorithm.completed == 1  # the run's own runner was let in
+    assert [r.input for r in asyncio.run(store.query_rollouts())] == [{"from": "the algorithm"}]
+
+
+def test_D5_the_token_never_appears_in_logs_or_reprs(
+    journal: Journal, caplog: pytest.LogCaptureFixture
+) -> None:
+    strategy = _cs(server_token=TOKEN)
+    algorithm = _KnockingAlgorithm(caplog, knock_token=TOKEN)
+    with caplog.at_level(logging.DEBUG):
+        strategy.execute(algorithm, ScriptedRunner(journal, (("work",),)), InMemoryLightningStore())
+    assert algorithm.answers["query_rollouts"] == 200 and algorithm.completed == 1  # the token given
+    texts = [record.getMessage() for record in caplog.records] + [repr(strategy), str(strategy)]
+    texts += [caplog.text, repr(pickle.loads(pickle.dumps(strategy)))]
+    assert not [text for text in texts if TOKEN in text]
+
+
+def test_G2_short_tokens_are_refused_naming_the_parameter_or_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(ValueError, match=r"^server_token must be at least 16"):
+        ClientServerExecutionStrategy(server_token="")
+    monkeypatch.setenv("AGL_SERVER_TOKEN", "too-short")
+    with pytest.raises(ValueError, match=r"AGL_SERVER_TOKEN \(value hidden.*at least 16") as refused:
+        ClientServerExecutionStrategy()
+    assert "too-short" not in str(refused.value)
+
+
+@pytest.mark.parametrize("role", ["algorithm", "runner"])
+def test_G2_separate_roles_need_a_shared_token(role: str) -> None:
+    with pytest.raises(ValueError, match=r"server_token or AGL_SERVER_TOKEN"):
+        ClientServerExecutionStrategy(role=role, server_port=4747)  # type: ignore[arg-type]
+
+
+def test_tls_between_the_server_and_its_runners(
+    journal: Journal, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1")
+    files = {name: str(tmp_path / f"{name}.pem") for name in ("ca", "cert", "key")}
+    ca.cert_pem.write_to_path(files["ca"])
+    issued.private_key_pem.write_to_path(files["key"])
+    for pem in issued.cert_chain_pems:
+        pem.write_to_path(files["cert"], append=True)
+    strategy = _cs(n_runners=2, tls_cert=files["cert"], tls_key=files["key"], tls_ca=files["ca"])
+    with caplog.at_level(logging.INFO, logger="agentlightning"):
+        strategy.execute(
+            ScriptedAlgorithm(journal, (("enqueue_and_wait", 4),)),
+            ScriptedRunner(journal, (("work",),)),
+            InMemoryLightningStore(),
+        )
+    assert journal.has("algorithm", "completed 4/4"), journal.timeline()
+    assert "cs: serving the store at https://127.0.0.1:" in caplog.text
+    assert "tls=True" in repr(strategy)
+
+
+def test_G2_invalid_tls_settings_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match=r"tls_key is missing"):
+        ClientServerExecutionStrategy(tls_cert=str(tmp_path / "cert.pem"))
+    monkeypatch.setenv("AGL_SERVER_TLS_CA", str(tmp_path / "nowhere.pem"))
+    with pytest.raises(ValueError, match=r"AGL_SERVER_TLS_CA=.*nowhere\.pem"):
+        ClientServerExecutionStrategy()
 
 
 def test_server_host_is_honoured(journal: Journal) -> None:
@@ -575,7 +686,7 @@ def test_G2_invalid_environment_overrides_are_named(
 
 
 def test_G2_non_loopback_host_accepted_with_a_token(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AGL_SERVER_TOKEN", "shared-secret")
+    monkeypatch.setenv("AGL_SERVER_TOKEN", TOKEN)
     assert ClientServerExecutionStrategy(server_host="0.0.0.0").server_host == "0.0.0.0"
 
 
@@ -583,6 +694,7 @@ def test_G2_environment_overrides_apply(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("AGL_CURRENT_ROLE", "runner")
     monkeypatch.setenv("AGL_SERVER_HOST", "10.1.2.3")
     monkeypatch.setenv("AGL_SERVER_PORT", "4747")
+    monkeypatch.setenv("AGL_SERVER_TOKEN", TOKEN)
     strategy = ClientServerExecutionStrategy()
     assert (strategy.role, strategy.server_host, strategy.server_port) == ("runner", "10.1.2.3", 4747)
     assert strategy.server_url == "http://10.1.2.3:4747"
@@ -624,6 +736,9 @@ def _no_token(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         "AGL_SERVER_HOST",
         "AGL_SERVER_PORT",
         "AGL_MANAGED_STORE",
+        "AGL_SERVER_TLS_CERT",
+        "AGL_SERVER_TLS_KEY",
+        "AGL_SERVER_TLS_CA",
     ):
         monkeypatch.delenv(variable, raising=False)
     yield

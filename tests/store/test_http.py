@@ -3,24 +3,37 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import math
 import pickle
+import re
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import psutil
 import pytest
+import trustme
 
 from agentlightning.store.http import (
     HttpLightningStore,
     LightningStoreServer,
     ServerBindError,
     StoreServerUnreachable,
+    create_app,
 )
+from agentlightning.store.http.client import StoreServerError
+from agentlightning.store.http.limits import DEFAULT_MAX_BODY_BYTES, ServerLimits
 from agentlightning.store.memory import InMemoryLightningStore
 from agentlightning.types import RolloutConfig, Span
+
+TOKEN = "s3cret-token-for-tests"
 
 
 @pytest.fixture
@@ -337,7 +350,7 @@ def test_client_reraises_server_value_errors_with_their_message(
 
 def test_token_is_required_when_configured() -> None:
     store = InMemoryLightningStore()
-    with LightningStoreServer(store, token="s3cret") as server:
+    with LightningStoreServer(store, token=TOKEN) as server:
         assert _post(server.url, "query_rollouts", json={}).status_code == 401
         wrong = _post(server.url, "query_rollouts", json={}, headers={"authorization": "Bearer nope"})
         assert wrong.status_code == 401 and wrong.json()["error"] == "unauthorized"
@@ -352,15 +365,15 @@ def test_token_is_required_when_configured() -> None:
             assert len(await client.query_rollouts()) == 1
 
         _run(_with_client(server.url, denied))
-        _run(_with_client(server.url, allowed, token="s3cret"))
+        _run(_with_client(server.url, allowed, token=TOKEN))
 
 
 def test_non_loopback_host_requires_a_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AGL_SERVER_TOKEN", raising=False)
     with pytest.raises(ValueError, match=r"0\.0\.0\.0.*AGL_SERVER_TOKEN"):
         LightningStoreServer(InMemoryLightningStore(), "0.0.0.0", 0)
-    monkeypatch.setenv("AGL_SERVER_TOKEN", "from-env")
-    assert LightningStoreServer(InMemoryLightningStore(), "0.0.0.0", 0).token == "from-env"
+    monkeypatch.setenv("AGL_SERVER_TOKEN", "from-the-environment-0123")
+    assert LightningStoreServer(InMemoryLightningStore(), "0.0.0.0", 0).token == "from-the-environment-0123"
 
 
 # -- addresses, ports and clean stops -----------------------------------------------------------------------
@@ -508,12 +521,10 @@ def test_writes_are_not_retried_once_sent_reads_are() -> None:
 
 def test_the_runners_hot_path_answers_exactly_like_the_application() -> None:
     """dequeue_rollout and update_attempt skip the framework's layers on a live server: same answers."""
-    from agentlightning.store.http import create_app
-
     store = InMemoryLightningStore()
     for index in range(2):
         _run(store.enqueue_rollout({"index": index}))
-    app = create_app(store, token="s3cret")
+    app = create_app(store, token=TOKEN)
 
     def reference(method: str, **kwargs: Any) -> httpx.Response:  # the application alone, in process
         async def post() -> httpx.Response:
@@ -522,8 +533,8 @@ def test_the_runners_hot_path_answers_exactly_like_the_application() -> None:
 
         return _run(post())
 
-    with LightningStoreServer(store, token="s3cret", max_body_bytes=4096) as server:
-        auth = {"authorization": "Bearer s3cret"}
+    with LightningStoreServer(store, token=TOKEN, max_body_bytes=4096) as server:
+        auth = {"authorization": f"Bearer {TOKEN}"}
         fast = _post(server.url, "dequeue_rollout", headers=auth)
         slow = reference("dequeue_rollout", headers=auth)
         assert fast.status_code == slow.status_code == 200
@@ -575,3 +586,476 @@ def test_the_runners_hot_path_answers_exactly_like_the_application() -> None:
         )
         assert streamed.status_code == 200 and streamed.json()["metadata"] == {"k": 1}
         assert _post(server.url, "dequeue_rollout", headers=auth).json() is None
+
+
+# -- before authentication: connections, header time and size (limits.py) ----------------------------------
+
+HANG = 30.0
+
+
+def _read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends on ``sock`` until it closes it (hang bound: the socket's timeout)."""
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_idle_connections_are_capped_and_unfinished_headers_time_out() -> None:
+    limits = ServerLimits(max_connections=4, header_timeout=0.5, max_header_bytes=2048)
+    with LightningStoreServer(InMemoryLightningStore(), limits=limits) as server:
+        address = ("127.0.0.1", server.port)
+        held = [socket.create_connection(address, timeout=HANG) for _ in range(4)]
+        try:
+            held[0].sendall(b"POST /v1/query_rollouts HTTP/1.1\r\nHost: x\r\n")  # slowloris: never ends
+            # One connection over the cap is answered 503 and closed at once, whatever it sends.
+            with socket.create_connection(address, timeout=HANG) as extra:
+                answer = _read_until_closed(extra)
+            assert answer.startswith(b"HTTP/1.1 503") and b'"error": "busy"' in answer, answer
+            # The ones that never completed their headers are answered 408 and closed.
+            for sock in held:
+                answer = _read_until_closed(sock)
+                assert answer.startswith(b"HTTP/1.1 408") and b"header_timeout" in answer, answer
+        finally:
+            for sock in held:
+                sock.close()
+        # Headers that never end are not buffered past the cap: 431, closed.
+        with socket.create_connection(address, timeout=HANG) as flood:
+            flood.sendall(b"POST /v1/query_rollouts HTTP/1.1\r\nHost: x\r\nX-Flood: " + b"a" * 8192)
+            answer = _read_until_closed(flood)
+        assert answer.startswith(b"HTTP/1.1 431") and b"headers_too_large" in answer, answer
+        # A later request on a kept-alive connection is timed too once its headers start.
+        with socket.create_connection(address, timeout=HANG) as kept:
+            kept.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            first = b""
+            while b'"ok"}' not in first:
+                first += kept.recv(4096)
+            assert first.startswith(b"HTTP/1.1 200"), first
+            kept.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+            answer = _read_until_closed(kept)
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        # Ordinary clients are served meanwhile and afterwards, bodies past the header cap included.
+        assert _post(server.url, "query_rollouts", json={}).status_code == 200
+        big = _post(server.url, "enqueue_rollout", json={"input": "x" * 10_000})
+        assert big.status_code == 200 and big.json()["input"] == "x" * 10_000
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"max_connections": 0}, "max_connections"),
+        ({"header_timeout": 0}, "header_timeout"),
+        ({"header_timeout": float("inf")}, "header_timeout"),
+        ({"max_header_bytes": -1}, "max_header_bytes"),
+        ({"max_json_elements": 1.5}, "max_json_elements"),
+        ({"keepalive_seconds": 0}, "keepalive_seconds"),
+    ],
+)
+def test_invalid_limits_are_named(kwargs: dict[str, Any], name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        ServerLimits(**kwargs)
+
+
+# -- tokens ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("token", ["", "tiny-tok", "x" * 15, "has a space in it!", "caf\u00e9-token-0123456"])
+def test_empty_short_or_unsendable_tokens_are_refused_naming_the_parameter(token: str) -> None:
+    for build in (
+        lambda: LightningStoreServer(InMemoryLightningStore(), "0.0.0.0", 0, token=token),
+        lambda: HttpLightningStore("http://127.0.0.1:1", token=token),
+        lambda: create_app(InMemoryLightningStore(), token=token),
+    ):
+        with pytest.raises(ValueError, match=r"^token must") as refused:
+            build()
+        assert token not in str(refused.value) or not token
+
+
+def test_a_short_token_in_the_environment_is_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AGL_SERVER_TOKEN", "tiny-secret")
+    for build in (
+        lambda: LightningStoreServer(InMemoryLightningStore(), "0.0.0.0", 0),
+        lambda: HttpLightningStore("http://127.0.0.1:1"),
+    ):
+        with pytest.raises(ValueError, match=r"AGL_SERVER_TOKEN.*at least 16") as refused:
+            build()
+        assert "tiny-secret" not in str(refused.value)
+
+
+def test_two_authorization_headers_are_refused_whichever_comes_last() -> None:
+    with LightningStoreServer(InMemoryLightningStore(), token=TOKEN) as server:
+        for method in ("query_rollouts", "dequeue_rollout"):  # the application and the hot path
+            for pair in (("Bearer wrong", f"Bearer {TOKEN}"), (f"Bearer {TOKEN}", "Bearer wrong")):
+                answer = httpx.post(
+                    f"{server.url}/v1/{method}",
+                    json={},
+                    headers=[("authorization", pair[0]), ("authorization", pair[1])],
+                    timeout=HANG,
+                )
+                assert answer.status_code == 400, (method, pair, answer.text)
+                assert answer.json()["error"] == "bad_request" and "Authorization" in answer.json()["detail"]
+        answer = _post(server.url, "query_rollouts", json={}, headers={"authorization": f"Bearer {TOKEN}"})
+        assert answer.status_code == 200
+
+
+def test_the_token_never_appears_in_reprs_or_errors() -> None:
+    with LightningStoreServer(InMemoryLightningStore(), token=TOKEN) as server:
+        client = HttpLightningStore(server.url, token=TOKEN)
+        wrong = HttpLightningStore(server.url, token="a-wrong-token-of-enough-length")
+        texts = [repr(server), str(server), repr(client), str(client)]
+
+        async def refused() -> None:
+            try:
+                await wrong.query_rollouts()
+            finally:
+                await wrong.close()
+
+        with pytest.raises(PermissionError) as denied:
+            _run(refused())
+        texts.append(str(denied.value))
+        texts.append(_post(server.url, "query_rollouts", json={}).text)
+    assert all(TOKEN not in text for text in texts), texts
+
+
+# -- unexpected failures: a request id, never internal text, and the connection stays usable ---------------
+
+
+class _FailsOnce(InMemoryLightningStore):
+    """Raises an unexpected error once, in the path the test arms; behaves normally otherwise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed: set[str] = set()
+
+    def _fire(self, name: str) -> bool:
+        if name in self.armed:
+            self.armed.discard(name)
+            return True
+        return False
+
+    async def query_rollouts(self, **kwargs: Any) -> Any:
+        if self._fire("lookup"):  # reached while a ValueError of the store is being classified
+            raise RuntimeError("internal detail /srv/secret.db")
+        return await super().query_rollouts(**kwargs)
+
+    async def get_latest_resources(self) -> Any:
+        if self._fire("answer"):
+            return {"not": "a ResourcesUpdate"}  # the answer itself cannot be serialised
+        return await super().get_latest_resources()
+
+    async def dequeue_rollout(self) -> Any:
+        if self._fire("hot"):
+            raise KeyError("internal detail /srv/secret.db")
+        return await super().dequeue_rollout()
+
+
+@pytest.mark.parametrize("where", ["lookup", "answer", "hot"])
+def test_after_an_unexpected_500_the_next_write_succeeds(
+    where: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = _FailsOnce()
+    with LightningStoreServer(store) as server:
+
+        async def body(client: HttpLightningStore) -> None:
+            await client.enqueue_rollout("before")
+            store.armed.add(where)
+            with pytest.raises(StoreServerError, match=r"request id [0-9a-f]{16}") as failed:
+                if where == "lookup":
+                    await client.start_attempt("ro-ghost")
+                elif where == "answer":
+                    await client.get_latest_resources()
+                else:
+                    await client.dequeue_rollout()
+            assert "secret" not in str(failed.value)
+            # The same client, the same pool: the next write goes through (it used to be lost).
+            await client.enqueue_rollout("after")
+            assert sorted(r.input for r in await client.query_rollouts()) == ["after", "before"]
+
+        with caplog.at_level(logging.ERROR):
+            _run(_with_client(server.url, body))
+    logged = [r for r in caplog.records if "failed unexpectedly" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].exc_info is not None
+    assert re.search(r"request [0-9a-f]{16}", logged[0].getMessage())
+
+
+def test_every_error_answer_has_the_documented_shape(
+    served: tuple[InMemoryLightningStore, LightningStoreServer],
+) -> None:
+    _, server = served
+    answers = [
+        _post(server.url, "drop_everything", json={}),  # unknown route
+        httpx.get(f"{server.url}/v1/query_rollouts", timeout=HANG),  # wrong method
+        _post(server.url, "query_rollouts", content=b"{", headers={"content-type": "text/plain"}),
+        _post(server.url, "query_rollouts", content=b"[1, 2]", headers={"content-type": "application/json"}),
+        _post(server.url, "get_rollout_by_id", json={"rollout_id": ""}),
+        _post(server.url, "start_attempt", json={"rollout_id": "ro-ghost"}),
+    ]
+    for answer in answers:
+        assert answer.status_code >= 400 and answer.headers["content-type"] == "application/json"
+        body = answer.json()
+        assert isinstance(body.get("error"), str) and isinstance(body.get("detail"), str), answer.text
+    assert [a.status_code for a in answers] == [404, 405, 400, 422, 422, 404]
+    spec = httpx.get(f"{server.url}/openapi.json", timeout=HANG).json()
+    for path, operations in spec["paths"].items():
+        for operation in operations.values():
+            for status in ("401", "422", "500"):
+                schema = operation["responses"][status]["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (path, status, schema)
+
+
+# -- bodies that would amplify, and values the store refuses ------------------------------------------------
+
+
+def test_nan_and_infinity_literals_are_malformed_json(
+    served: tuple[InMemoryLightningStore, LightningStoreServer],
+) -> None:
+    store, server = served
+    for method, text in (
+        ("enqueue_rollout", b'{"input": {"x": NaN}}'),
+        ("enqueue_rollout", b'{"input": [-Infinity]}'),
+        ("update_attempt", b'{"rollout_id": "r", "attempt_id": "a", "last_heartbeat_time": Infinity}'),
+    ):
+        answer = _post(server.url, method, content=text, headers={"content-type": "application/json"})
+        assert answer.status_code == 400 and answer.json()["error"] == "invalid_json", answer.text
+        assert "NaN" in answer.json()["detail"] or "Infinity" in answer.json()["detail"]
+    assert _run(store.query_rollouts()) == []
+
+
+_SERVE_IN_A_CHILD = """
+import sys
+from agentlightning.store.http import LightningStoreServer
+from agentlightning.store.memory import InMemoryLightningStore
+with LightningStoreServer(InMemoryLightningStore(), token=sys.argv[1]) as server:
+    print(server.port, flush=True)
+    sys.stdin.read()  # serve until the test closes our stdin
+"""
+
+
+def test_a_body_of_millions_of_empty_containers_is_refused_before_parsing() -> None:
+    """16 MiB of ``[{},{},...]`` used to grow the server by over a gigabyte and stall it for seconds."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _SERVE_IN_A_CHILD, TOKEN],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        url = f"http://127.0.0.1:{int(child.stdout.readline())}"
+        auth = {"authorization": f"Bearer {TOKEN}", "content-type": "application/json"}
+        server = psutil.Process(child.pid)
+        assert httpx.post(f"{url}/v1/query_rollouts", json={}, headers=auth, timeout=HANG).status_code == 200
+        baseline = server.memory_info().rss
+        peak = baseline
+        done = threading.Event()
+
+        def sample() -> None:  # another process: the server's GIL cannot hide its peak from us
+            nonlocal peak
+            while not done.wait(0.001):
+                peak = max(peak, server.memory_info().rss)
+
+        count = (DEFAULT_MAX_BODY_BYTES - 64) // 3
+        big = b'{"input": [' + b",".join([b"{}"] * count) + b"]}"
+        windows: list[tuple[float, float]] = []
+        answers: list[httpx.Response] = []
+
+        def send_big() -> None:
+            for _ in range(3):
+                started = time.monotonic()
+                answers.append(
+                    httpx.post(f"{url}/v1/enqueue_rollout", content=big, headers=auth, timeout=HANG)
+                )
+                windows.append((started, time.monotonic()))
+
+        sampler = threading.Thread(target=sample, name="test-rss-sampler")
+        sender = threading.Thread(target=send_big, name="test-big-body")
+        sampler.start()
+        sender.start()
+        small: list[float] = []
+        with httpx.Client(headers=auth, timeout=HANG) as client:
+            while sender.is_alive():
+                assert client.post(f"{url}/v1/get_latest_resources").status_code == 200
+                small.append(time.monotonic())
+        sender.join()
+        done.set()
+        sampler.join()
+        for answer in answers:
+            assert answer.status_code == 413 and answer.json()["error"] == "too_many_elements", answer.text
+            assert str(2 * count + 1) in answer.json()["detail"]  # each "{}" and "," counts
+        growth = (peak - baseline) / 2**20
+        assert growth < 200, f"the server grew by {growth:.0f} MiB for a refused body"
+        # Small requests were answered while the big ones were being received and refused.
+        assert any(start <= moment <= end for moment in small for start, end in windows), (small, windows)
+        assert httpx.post(f"{url}/v1/query_rollouts", json={}, headers=auth, timeout=HANG).json() == []
+    finally:
+        if child.stdin is not None:
+            child.stdin.close()
+        child.wait(HANG)
+
+
+class _Recording(InMemoryLightningStore):
+    """A store that records which writes reach it (a user's own store served over HTTP)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reached: list[str] = []
+
+    async def enqueue_rollout(self, *args: Any, **kwargs: Any) -> Any:
+        self.reached.append("enqueue_rollout")
+        return await super().enqueue_rollout(*args, **kwargs)
+
+    async def update_attempt(self, *args: Any, **kwargs: Any) -> Any:
+        self.reached.append("update_attempt")
+        return await super().update_attempt(*args, **kwargs)
+
+    async def add_span(self, *args: Any, **kwargs: Any) -> Any:
+        self.reached.append("add_span")
+        return await super().add_span(*args, **kwargs)
+
+    async def add_resources(self, *args: Any, **kwargs: Any) -> Any:
+        self.reached.append("add_resources")
+        return await super().add_resources(*args, **kwargs)
+
+
+def test_poison_values_are_refused_naming_the_field_before_the_store_is_called() -> None:
+    store = _Recording()
+    claimed = _run(store.start_rollout("legit"))
+    rollout_id, attempt_id = claimed.rollout_id, claimed.attempt.attempt_id
+    deep = "[" * 300 + "]" * 300
+    poisons = [
+        ("enqueue_rollout", '{"input": {"text": "a\\ud800b"}}', "input['text']"),
+        ("enqueue_rollout", '{"input": ' + deep + "}", "input[0]"),
+        ("enqueue_rollout", '{"input": 1, "metadata": {"n": 1e999}}', "metadata['n']"),
+        ("add_resources", '{"resources": {"model": {"name": "\\udc00"}}}', "resources['model']['name']"),
+        (
+            "update_attempt",  # the runners' hot path hands this one to the application
+            f'{{"rollout_id": "{rollout_id}", "attempt_id": "{attempt_id}", "metadata": {{"k": "\\ud800"}}}}',
+            "metadata['k']",
+        ),
+        (
+            "add_span",
+            f'{{"rollout_id": "{rollout_id}", "attempt_id": "{attempt_id}", "span_id": "s", "name": "n", '
+            f'"attributes": {{"a": ["\\ud800"]}}}}',
+            "span.attributes['a'][0]",
+        ),
+    ]
+    with LightningStoreServer(store) as server:
+        for method, text, field in poisons:
+            answer = _post(
+                server.url, method, content=text.encode(), headers={"content-type": "application/json"}
+            )
+            assert answer.status_code == 422, (method, answer.text)
+            assert answer.json()["error"] == "invalid_value", answer.text
+            assert answer.json()["field"].startswith(field), (field, answer.text)
+        assert store.reached == []
+        # Nothing half-written: every read still answers, and the legit rollout is intact.
+        rollouts = _post(server.url, "query_rollouts", json={})
+        assert rollouts.status_code == 200 and [r["input"] for r in rollouts.json()] == ["legit"]
+        assert _post(server.url, "dequeue_rollout").status_code == 200
+
+
+def test_the_client_refuses_poison_values_before_sending() -> None:
+    """A client pointed at nothing: a round trip would be StoreServerUnreachable, not a ValueError."""
+    nowhere = f"http://127.0.0.1:{_free_port()}"
+    span = Span(rollout_id="r", attempt_id="a", span_id="s", name="n", attributes={"x": [math.nan]})
+    calls: list[tuple[Any, str]] = [
+        (lambda c: c.enqueue_rollout({"text": "a\ud800"}), r"input\['text'\]"),
+        (lambda c: c.enqueue_rollout(1, metadata={"score": math.inf}), r"metadata\['score'\]"),
+        (lambda c: c.update_attempt("r", "a", metadata={"n": math.nan}), r"metadata\['n'\]"),
+        (lambda c: c.add_resources({"deep": json.loads("[" * 100 + "]" * 100)}), r"resources\['deep'\]"),
+        (lambda c: c.add_span(span), r"span\.attributes\['x'\]\[0\]"),
+    ]
+
+    async def body(client: HttpLightningStore) -> None:
+        for call, field in calls:
+            with pytest.raises(ValueError, match=field) as refused:
+                await call(client)
+            assert not isinstance(refused.value, StoreServerUnreachable)
+
+    _run(_with_client(nowhere, body, retry_seconds=0))
+
+
+# -- TLS -----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A throwaway CA and a certificate for 127.0.0.1 it signed, as PEM files."""
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1", "localhost")
+    directory = tmp_path_factory.mktemp("tls")
+    files = {"ca": directory / "ca.pem", "cert": directory / "cert.pem", "key": directory / "key.pem"}
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    issued.private_key_pem.write_to_path(str(files["key"]))
+    for pem in issued.cert_chain_pems:
+        pem.write_to_path(str(files["cert"]), append=True)
+    return {name: str(path) for name, path in files.items()}
+
+
+def test_tls_serves_https_to_clients_that_verify_it(tls_files: dict[str, str]) -> None:
+    store = InMemoryLightningStore()
+    with LightningStoreServer(
+        store, token=TOKEN, tls_cert=tls_files["cert"], tls_key=tls_files["key"]
+    ) as server:
+        assert server.url.startswith("https://127.0.0.1:") and "tls" in repr(server)
+
+        async def verified(client: HttpLightningStore) -> None:
+            await client.health()
+            await client.enqueue_rollout("over tls")
+            assert [r.input for r in await client.query_rollouts()] == ["over tls"]
+
+        _run(_with_client(server.url, verified, token=TOKEN, tls_ca=tls_files["ca"]))
+
+        async def unverified(client: HttpLightningStore) -> None:
+            with pytest.raises(StoreServerUnreachable, match=r"127\.0\.0\.1.*does not verify.*tls_ca"):
+                await client.query_rollouts()
+            with pytest.raises(StoreServerUnreachable, match=r"does not verify"):
+                await client.health()
+
+        # Without the CA (the system's CAs do not know it): refused at once, not retried for 30 s.
+        _run(_with_client(server.url, unverified, token=TOKEN, retry_seconds=30))
+
+        async def plain(client: HttpLightningStore) -> None:
+            with pytest.raises(StoreServerUnreachable):
+                await client.query_rollouts()
+
+        _run(_with_client(server.url.replace("https:", "http:"), plain, token=TOKEN, retry_seconds=0.3))
+    assert [r.input for r in _run(store.query_rollouts())] == ["over tls"]
+
+
+def test_tls_settings_from_the_environment(
+    tls_files: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGL_SERVER_TLS_CERT", tls_files["cert"])
+    monkeypatch.setenv("AGL_SERVER_TLS_KEY", tls_files["key"])
+    monkeypatch.setenv("AGL_SERVER_TLS_CA", tls_files["ca"])
+    with LightningStoreServer(InMemoryLightningStore()) as server:
+        assert server.url.startswith("https://")
+
+        async def body(client: HttpLightningStore) -> None:
+            assert await client.query_rollouts() == []
+
+        _run(_with_client(server.url, body))
+
+
+def test_invalid_tls_settings_are_named(
+    tls_files: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    store = InMemoryLightningStore()
+    with pytest.raises(ValueError, match=r"tls_key is missing"):
+        LightningStoreServer(store, tls_cert=tls_files["cert"])
+    with pytest.raises(ValueError, match=r"tls_cert is missing"):
+        LightningStoreServer(store, tls_key=tls_files["key"])
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate")
+    with pytest.raises(ValueError, match=r"tls_cert=.*garbage\.pem.*do not load"):
+        LightningStoreServer(store, tls_cert=str(garbage), tls_key=tls_files["key"])
+    with pytest.raises(ValueError, match=r"tls_ca=.*garbage\.pem.*does not load"):
+        HttpLightningStore("https://127.0.0.1:1", tls_ca=str(garbage))
+    with pytest.raises(ValueError, match=r"tls_ca verifies an https:// server"):
+        HttpLightningStore("http://127.0.0.1:1", tls_ca=tls_files["ca"])
+    monkeypatch.setenv("AGL_SERVER_TLS_CERT", str(tmp_path / "missing.pem"))
+    with pytest.raises(ValueError, match=r"AGL_SERVER_TLS_CERT=.*missing\.pem.*existing file"):
+        LightningStoreServer(store, tls_key=tls_files["key"])

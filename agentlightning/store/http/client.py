@@ -6,8 +6,14 @@ cannot be reached raises ``StoreServerUnreachable`` (a ``ConnectionError``) nami
 
 Retries are limited to what cannot do harm, within ``retry_seconds`` in total: reads (lookups, queries,
 ``wait_for_rollouts``) are retried on any transport failure; writes only when the connection was refused or
-could not be opened, i.e. before a byte of the request was sent. A write whose answer is lost is not retried
-(it may have happened): the error says so.
+could not be opened, i.e. before a byte of the request was sent, or when the server answered 503 ``busy``
+(it was at its connection cap and read nothing). A write whose answer is lost is not retried (it may
+have happened): the error says so. A connection that carried a 5xx answer is never reused, and idle
+connections are dropped before the server's keep-alive bound, so a write never lands on a connection the
+server is closing. A TLS certificate that does not verify is an error at once, never retried.
+
+``https://`` URLs verify the server's certificate against ``tls_ca`` (default ``AGL_SERVER_TLS_CA``) or
+the system's CAs. The token is sent as a bearer token and never appears in the client's repr or errors.
 
 The client is picklable (it travels to runner processes) and opens one connection pool per event loop
 it is used from; ``close()`` releases the current loop's pool.
@@ -18,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import time
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -26,8 +33,10 @@ from urllib.parse import urlsplit
 import aiohttp
 from pydantic import TypeAdapter
 
-from agentlightning.env import AGL_SERVER_TOKEN
 from agentlightning.store.base import UNSET, LightningStore, Unset
+from agentlightning.store.http.limits import DEFAULT_KEEPALIVE_SECONDS
+from agentlightning.store.http.security import client_ssl_context, resolve_ca, resolve_token
+from agentlightning.store.values import DEFAULT_LIMITS, ValueLimits, check_json, check_span
 from agentlightning.types import (
     Attempt,
     AttemptedRollout,
@@ -45,6 +54,7 @@ from agentlightning.types import (
 __all__ = ["HttpLightningStore", "RemoteStopEvent", "StoreServerError", "StoreServerUnreachable"]
 
 _API = "/v1/"
+_KEEPALIVE_SECONDS = DEFAULT_KEEPALIVE_SECONDS * 0.6
 
 # Calls that only read (or are idempotent): safe to send again whatever happened to an earlier try.
 _RETRY_SAFE = frozenset(
@@ -88,9 +98,12 @@ class StoreServerUnreachable(ConnectionError):
 class HttpLightningStore(LightningStore):
     """A ``LightningStore`` served by a ``LightningStoreServer`` at ``base_url``.
 
-    ``token`` (default ``AGL_SERVER_TOKEN``) is sent as a bearer token. ``request_timeout`` bounds one
-    request (``wait_for_rollouts`` adds its own timeout); ``retry_seconds`` bounds the total time spent
-    retrying one call before ``StoreServerUnreachable`` is raised.
+    ``token`` (default ``AGL_SERVER_TOKEN``; at least ``MIN_TOKEN_LENGTH`` characters) is sent as a
+    bearer token. ``tls_ca``: the PEM CA bundle an ``https://`` server's certificate is verified with
+    (default ``AGL_SERVER_TLS_CA``, else the system's CAs). ``request_timeout`` bounds one request
+    (``wait_for_rollouts`` adds its own timeout); ``retry_seconds`` bounds the total time spent retrying
+    one call before ``StoreServerUnreachable`` is raised. Every value sent is first checked by the
+    store's value rule with ``value_limits`` (``values.py``; keep them the server's).
     """
 
     def __init__(
@@ -101,10 +114,14 @@ class HttpLightningStore(LightningStore):
         request_timeout: float = 30.0,
         retry_seconds: float = 10.0,
         wait_chunk_seconds: float = 25.0,
+        tls_ca: str | None = None,
+        value_limits: ValueLimits = DEFAULT_LIMITS,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
             raise ValueError(f"base_url must look like http://host:port (no path), got {base_url!r}")
+        if parts.scheme == "http" and tls_ca is not None:
+            raise ValueError(f"tls_ca verifies an https:// server, but base_url is {base_url!r}")
         if request_timeout <= 0:
             raise ValueError(f"request_timeout must be positive, got {request_timeout!r}")
         if retry_seconds < 0:
@@ -114,11 +131,17 @@ class HttpLightningStore(LightningStore):
         self.base_url = base_url.rstrip("/")
         self.host = parts.hostname
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.token = token if token is not None else AGL_SERVER_TOKEN.get(None)  # type: ignore[arg-type]
+        self.token = resolve_token(token)
+        # The environment's CA only says how to verify a server, not whether to use TLS.
+        self.tls_ca = resolve_ca(tls_ca) if parts.scheme == "https" else None
         self.request_timeout = request_timeout
         self.retry_seconds = retry_seconds
         self.wait_chunk_seconds = wait_chunk_seconds
+        if not isinstance(value_limits, ValueLimits):
+            raise ValueError(f"value_limits must be a ValueLimits, got {type(value_limits).__name__}")
+        self.value_limits = value_limits
         self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
+        self._ssl: ssl.SSLContext | None = None
 
     # -- transport ------------------------------------------------------------------------------------
 
@@ -132,11 +155,18 @@ class HttpLightningStore(LightningStore):
             headers = {"content-type": "application/json"}
             if self.token:
                 headers["authorization"] = f"Bearer {self.token}"
+            if self.base_url.startswith("https:") and self._ssl is None:
+                self._ssl = client_ssl_context(self.tls_ca)
             session = aiohttp.ClientSession(
                 self.base_url,
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=self.request_timeout),
-                connector=aiohttp.TCPConnector(limit=8, keepalive_timeout=30.0),
+                connector=aiohttp.TCPConnector(
+                    limit=8,
+                    # Idle connections go before the server's keep-alive bound closes them under a request.
+                    keepalive_timeout=_KEEPALIVE_SECONDS,
+                    ssl=self._ssl if self._ssl is not None else True,
+                ),
                 trust_env=False,  # a proxy from the environment must not sit between runners and the store
             )
             self._sessions[loop] = session
@@ -149,15 +179,24 @@ class HttpLightningStore(LightningStore):
         delay = 0.05
         tries = 0
         timeout = aiohttp.ClientTimeout(total=self.request_timeout + extra_timeout)
-        data = b"" if body is None else json.dumps(body).encode()
+        data = b"" if body is None else self._encode(body)
         while True:
             tries += 1
             try:
                 async with session.post(_API + method, data=data, timeout=timeout) as response:
-                    return self._check(method, response.status, await response.read())
+                    content = await response.read()
+                    if response.status >= 500:
+                        # Whatever failed on the server, its connection is not trusted with the next call.
+                        response.close()
+                    if response.status != 503:
+                        return self._check(method, response.status, content)
+                    # 503 ``busy``: the server refused the connection before reading the request.
+                    error: Exception = StoreServerError(self._describe(content, 503))
+            except aiohttp.ClientConnectorCertificateError as exc:
+                raise self._unverified(exc) from exc
             except aiohttp.ClientConnectorError as exc:
                 # The connection could not be opened: nothing was sent, every call may try again.
-                error: Exception = exc
+                error = exc
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 if not retry_all:
                     raise StoreServerUnreachable(
@@ -175,14 +214,31 @@ class HttpLightningStore(LightningStore):
             await asyncio.sleep(min(delay, remaining))
             delay = min(delay * 2, 1.0)
 
-    def _check(self, method: str, status: int, content: bytes) -> bytes:
-        if status < 300:
-            return content
+    def _encode(self, body: dict[str, Any]) -> bytes:
+        """The JSON of a request body, each field first checked by the store's value rule: a value the
+        server would refuse is a ``ValueError`` naming its field here, without a round trip."""
+        limits = self.value_limits
+        return json.dumps({name: check_json(name, value, limits) for name, value in body.items()}).encode()
+
+    def _unverified(self, exc: aiohttp.ClientConnectorCertificateError) -> StoreServerUnreachable:
+        return StoreServerUnreachable(
+            f"the store server at {self.host}:{self.port} presented a certificate that does not verify "
+            f"({exc.certificate_error}); give the CA that signed it as tls_ca or AGL_SERVER_TLS_CA"
+        )
+
+    @staticmethod
+    def _describe(content: bytes, status: int) -> str:
         try:
             payload = json.loads(content)
             detail = str(payload.get("detail", payload)) if isinstance(payload, dict) else str(payload)
         except ValueError:
             detail = content[:500].decode(errors="replace") or f"HTTP {status}"
+        return detail
+
+    def _check(self, method: str, status: int, content: bytes) -> bytes:
+        if status < 300:
+            return content
+        detail = self._describe(content, status)
         if status in (400, 404, 409, 413, 422):
             raise ValueError(detail)
         if status == 401:
@@ -324,6 +380,7 @@ class HttpLightningStore(LightningStore):
     async def add_span(self, span: Span) -> Span:
         if not isinstance(span, Span):
             raise ValueError(f"span must be a Span, got {type(span).__name__}")
+        check_span(span, self.value_limits)  # named as the store names them (span.attributes...)
         return _SPAN.validate_json(await self._request("add_span", span.model_dump(mode="json")))
 
     async def query_spans(
@@ -355,6 +412,8 @@ class HttpLightningStore(LightningStore):
                 async with session.get(_API + "health") as response:
                     self._check("health", response.status, await response.read())
                     return
+            except aiohttp.ClientConnectorCertificateError as exc:
+                raise self._unverified(exc) from exc
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 if time.monotonic() >= deadline:
                     raise StoreServerUnreachable(
@@ -373,6 +432,7 @@ class HttpLightningStore(LightningStore):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_sessions"] = {}
+        state["_ssl"] = None  # rebuilt from tls_ca where it is used
         return state
 
     def __repr__(self) -> str:

@@ -1,45 +1,66 @@
 """Serve a ``LightningStore`` over HTTP: the FastAPI application and the thread that runs it (uvicorn).
 
 Every store method is one route, ``POST /v1/<method>``, whose JSON body holds the method's keywords and whose
-response is the pydantic model the method returns (FastAPI publishes the schema at ``/openapi.json``).
-Ids travel in bodies, never in paths, so any id string is safe. Bad input never reaches the store and never
-takes the server down; it gets a JSON error ``{"error": code, "detail": message, ...}``:
+response is the pydantic model the method returns (FastAPI publishes the schema at ``/openapi.json``; it
+describes every answer, errors included). Ids travel in bodies, never in paths, so any id string is safe.
+Bad input never reaches the store and never takes the server down; every error answer has the shape
+``{"error": code, "detail": message, ...}`` (``errors.ErrorBody``):
 
-- malformed JSON: 400 ``invalid_json``; wrong or missing fields: 422 ``invalid_request`` naming each field;
+- malformed JSON (``NaN`` and ``Infinity`` included): 400 ``invalid_json``; wrong or missing fields: 422
+  ``invalid_request`` naming each field; a value the store's rule refuses (``values.py``: a lone
+  surrogate, nesting too deep, a non-finite number...): 422 ``invalid_value`` naming its path in
+  ``field``, checked before the store is called, whatever store is served;
 - an operation on an unknown rollout or attempt: 404 ``not_found`` naming the id (lookups such as
   ``get_rollout_by_id`` keep the store's meaning and answer ``null``);
 - any other ``ValueError`` of the store (an illegal transition): 409 ``conflict`` with its message;
-- a body over ``max_body_bytes``: 413; a missing or wrong token: 401; an unexpected store error: 500.
+- a missing or wrong token: 401 ``unauthorized``; two ``Authorization`` headers: 400 ``bad_request``;
+- a body over ``max_body_bytes`` or with more than ``max_json_elements`` JSON elements: 413; the other
+  limits an anonymous client is held to (connections, header time and size) are in ``limits.py``;
+- an unexpected failure: 500 ``internal_error`` with a ``request_id`` the server logs with the traceback;
+  the answer never carries the failure's own text, and the connection stays usable.
 
 ``LightningStoreServer`` binds the socket itself (so a taken port is a clear ``ServerBindError`` naming host
 and port before anything else starts, and port 0 yields the real port at once), then runs uvicorn on its own
 event loop in one thread. Stopping is event-driven (no polling tick) and leaves no thread or socket behind.
+Tokens and TLS: ``security.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import hmac
 import inspect
 import ipaddress
-import json
 import logging
 import socket
+import sys
 import threading
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, MutableMapping
 from typing import Any, ClassVar, TypeVar
 
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.json_schema import SkipJsonSchema
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from agentlightning.env import AGL_SERVER_TOKEN
 from agentlightning.execution.events import ExecutionEvent, wait_async
 from agentlightning.store.base import LightningStore
+from agentlightning.store.http.errors import ERROR_RESPONSES, ApiError, internal_error
+from agentlightning.store.http.limits import (
+    DEFAULT_MAX_BODY_BYTES,
+    LimitedConfig,
+    ServerLimits,
+    count_json_elements,
+    parse_json_body,
+)
+from agentlightning.store.http.security import SERVER_CIPHERS, ServerTLS, resolve_server_tls, resolve_token
+from agentlightning.store.values import DEFAULT_LIMITS, InvalidValueError, ValueLimits, check_json
 from agentlightning.types import (
     Attempt,
     AttemptedRollout,
@@ -65,9 +86,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
-"""Largest request body accepted (bytes); larger ones get 413 before the store sees them."""
-
 DEFAULT_MAX_WAIT_SECONDS = 30.0
 """Longest a single ``wait_for_rollouts`` request is held; clients wanting longer ask again."""
 
@@ -85,11 +103,14 @@ class ServerBindError(OSError):
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class _NotNull(_Body):
-    """Keywords whose ``None`` means nothing to the store: when given, they must carry a value."""
+    """Keywords whose ``None`` means nothing to the store: when given, they must carry a value.
+
+    Their schema says so (``SkipJsonSchema[None]``: ``null`` is not offered), and the validator refuses it.
+    """
 
     _not_null: ClassVar[tuple[str, ...]] = ()
 
@@ -128,9 +149,9 @@ class RolloutUpdateRequest(_NotNull):
     input: TaskInput = None
     mode: RolloutMode | None = None
     resources_id: str | None = None
-    status: RolloutStatus | None = None
-    config: RolloutConfig | None = None
-    metadata: dict[str, Any] | None = None
+    status: RolloutStatus | SkipJsonSchema[None] = None
+    config: RolloutConfig | SkipJsonSchema[None] = None
+    metadata: dict[str, Any] | SkipJsonSchema[None] = None
 
 
 class RolloutQueryRequest(_Body):
@@ -150,10 +171,10 @@ class AttemptUpdateRequest(_NotNull):
 
     rollout_id: str = Field(min_length=1)
     attempt_id: str = Field(min_length=1)
-    status: AttemptStatus | None = None
+    status: AttemptStatus | SkipJsonSchema[None] = None
     worker_id: str | None = None
-    last_heartbeat_time: float | None = None
-    metadata: dict[str, Any] | None = None
+    last_heartbeat_time: float | SkipJsonSchema[None] = None
+    metadata: dict[str, Any] | SkipJsonSchema[None] = None
 
 
 class SpanQueryRequest(_Body):
@@ -182,41 +203,30 @@ class EventState(BaseModel):
     is_set: bool
 
 
+class Health(BaseModel):
+    status: str
+
+
 # -- errors -----------------------------------------------------------------------------------------------
-
-
-class _ApiError(Exception):
-    def __init__(self, status: int, code: str, detail: str, **extra: Any) -> None:
-        super().__init__(detail)
-        self.status, self.code, self.detail, self.extra = status, code, detail, extra
-
-    def response(self) -> JSONResponse:
-        return JSONResponse(
-            {"error": self.code, "detail": self.detail, **self.extra}, status_code=self.status
-        )
-
-
-def _error_body(code: str, detail: str) -> bytes:
-    return json.dumps({"error": code, "detail": detail}).encode()
 
 
 async def _rejection(
     store: LightningStore, exc: ValueError, rollout_ids: list[str], attempt_id: str | None
-) -> _ApiError:
+) -> ApiError:
     """Classify a store ``ValueError``: 404 when a named rollout/attempt does not exist, else 409."""
     if rollout_ids:
         known = {r.rollout_id for r in await store.query_rollouts(rollout_ids=rollout_ids)}
         missing = [rid for rid in rollout_ids if rid not in known]
         if missing:
             if len(missing) == 1:
-                return _ApiError(404, "not_found", str(exc), rollout_id=missing[0])
-            return _ApiError(404, "not_found", str(exc), rollout_ids=missing)
+                return ApiError(404, "not_found", str(exc), rollout_id=missing[0])
+            return ApiError(404, "not_found", str(exc), rollout_ids=missing)
         if attempt_id is not None and attempt_id != "latest":
             attempts = await store.query_attempts(rollout_ids[0])
             if all(a.attempt_id != attempt_id for a in attempts):
-                return _ApiError(404, "not_found", str(exc), rollout_id=rollout_ids[0], attempt_id=attempt_id)
-        return _ApiError(409, "conflict", str(exc))
-    return _ApiError(400, "bad_request", str(exc))
+                return ApiError(404, "not_found", str(exc), rollout_id=rollout_ids[0], attempt_id=attempt_id)
+        return ApiError(409, "conflict", str(exc))
+    return ApiError(400, "bad_request", str(exc))
 
 
 async def _call(
@@ -225,72 +235,120 @@ async def _call(
     rollout_ids: list[str] | None = None,
     attempt_id: str | None = None,
 ) -> _T:
-    """Await a store call, turning its errors into HTTP errors that keep the server running."""
+    """Await a store call, turning its ``ValueError`` into the matching HTTP error (others are 500s)."""
     try:
         return await call
     except ValueError as exc:
         raise await _rejection(store, exc, rollout_ids or [], attempt_id) from exc
-    except Exception as exc:
-        logger.exception("store call failed")
-        raise _ApiError(500, "internal_error", f"{type(exc).__name__}: {exc}") from exc
 
 
-def _describe_validation(exc: RequestValidationError) -> tuple[int, str, str]:
+def _describe_validation(exc: RequestValidationError) -> ApiError:
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
         ctx = next(e for e in errors if e.get("type") == "json_invalid").get("ctx", {})
-        return 400, "invalid_json", f"malformed JSON body: {ctx.get('error', 'cannot be parsed')}"
-    parts = []
+        return ApiError(400, "invalid_json", f"malformed JSON body: {ctx.get('error', 'cannot be parsed')}")
+    parts, fields = [], []
     for e in errors:
         loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+        fields.append(loc)
         parts.append(f"{loc}: {e.get('msg')}")
-    return 422, "invalid_request", "; ".join(parts)
+    return ApiError(422, "invalid_request", "; ".join(parts), field=fields[0] if fields else "body")
 
 
-# -- gate: token and body size ----------------------------------------------------------------------------
+def _check_fields(fields: dict[str, Any], limits: ValueLimits, prefix: str = "") -> dict[str, Any]:
+    """Every field of a decoded body under the store's value rule (``values.check_json``), before any
+    store sees it (a user's own store served here is protected too): 422 ``invalid_value`` naming the
+    field path otherwise."""
+    try:
+        return {name: check_json(prefix + name, value, limits) for name, value in fields.items()}
+    except InvalidValueError as exc:
+        raise ApiError(422, "invalid_value", str(exc), field=exc.field) from None
+
+
+def _value_limits(store: LightningStore, value_limits: ValueLimits | None) -> ValueLimits:
+    if value_limits is None:
+        own = getattr(store, "limits", None)
+        return own if isinstance(own, ValueLimits) else DEFAULT_LIMITS
+    if not isinstance(value_limits, ValueLimits):
+        raise ValueError(f"value_limits must be a ValueLimits, got {type(value_limits).__name__}")
+    return value_limits
+
+
+_HTTP_ERROR_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
+
+
+# -- admission: token and body size -----------------------------------------------------------------------
+
+
+_UNAUTHORIZED = ApiError(401, "unauthorized", "missing or wrong token (the server's AGL_SERVER_TOKEN)")
+_TWO_TOKENS = ApiError(400, "bad_request", "more than one Authorization header")
 
 
 class _Admission:
-    """Who may call and how much they may send: the shared token and the body size limit.
+    """Who may call and how much they may send: the shared token and the body limits.
 
     One object for the two places that check them: the ``_Gate`` middleware and the ``_HotPath`` front.
     """
 
-    def __init__(self, token: str | None, max_body_bytes: int) -> None:
-        self.token, self.max_body_bytes = token, max_body_bytes
-        self._expected = f"Bearer {token}".encode() if token else b""
+    def __init__(self, token: str | None, limits: ServerLimits) -> None:
+        self.limits = limits
+        self._expected = f"Bearer {token}".encode() if token else None
 
-    def token_ok(self, headers: dict[bytes, bytes]) -> bool:
-        """Whether a request with these headers carries the token (always, when none is required)."""
-        return self.token is None or hmac.compare_digest(headers.get(b"authorization", b""), self._expected)
+    def check(self, headers: Iterable[tuple[bytes, bytes]]) -> tuple[ApiError | None, bytes | None]:
+        """(why the request is refused or ``None``, its declared Content-Length or ``None``), in one pass."""
+        authorization: bytes | None = None
+        declared: bytes | None = None
+        for name, value in headers:
+            if name == b"authorization":
+                if authorization is not None:
+                    return _TWO_TOKENS, declared
+                authorization = value
+            elif name == b"content-length":
+                declared = value
+        expected = self._expected
+        if expected is not None and (
+            authorization is None or not hmac.compare_digest(authorization, expected)
+        ):
+            return _UNAUTHORIZED, declared
+        return None, declared
 
 
 class _Gate:
-    """ASGI middleware: the shared token (401) and the body size limit (413), before any parsing."""
+    """ASGI middleware: token (401), body size (413) before any parsing, and the last word on failures.
 
-    def __init__(self, app: _ASGIApp, token: str | None, max_body_bytes: int) -> None:
+    An exception that escapes the application becomes a 500 ``internal_error`` here (logged with a
+    request id) instead of reaching the framework's error middleware, which would answer in its own shape
+    and make uvicorn close a connection the client is about to reuse.
+    """
+
+    def __init__(self, app: _ASGIApp, admission: _Admission) -> None:
         self.app = app
-        self.admission = _Admission(token, max_body_bytes)
+        self.admission = admission
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or ())
-        if not self.admission.token_ok(headers):
-            await _send_error(send, 401, "unauthorized", "missing or wrong token (set AGL_SERVER_TOKEN)")
+        refusal, declared = self.admission.check(scope.get("headers") or ())
+        if refusal is not None:
+            await _send_error(send, refusal)
             return
-        limit = self.admission.max_body_bytes
-        declared = headers.get(b"content-length")
+        limit = self.admission.limits.max_body_bytes
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _send_error(
-                send, 413, "payload_too_large", f"body of {int(declared)} bytes exceeds {limit}"
+                send, ApiError(413, "payload_too_large", f"body of {int(declared)} bytes exceeds {limit}")
             )
             return
         # A body without a declared length (chunked) is counted as it arrives; past the limit the app is
         # told the client left, and whatever it then tries to send is dropped in favour of our 413.
         received = 0
         rejected = False
+        started = completed = False
 
         async def counted_receive() -> Any:
             nonlocal received, rejected
@@ -301,27 +359,49 @@ class _Gate:
                 received += len(message.get("body", b""))
                 if received > limit:
                     rejected = True
-                    await _send_error(send, 413, "payload_too_large", f"body exceeds {limit} bytes")
+                    await _send_error(send, ApiError(413, "payload_too_large", f"body exceeds {limit} bytes"))
                     return {"type": "http.disconnect"}
             return message
 
         async def guarded_send(message: Any) -> None:
-            if not rejected:
-                await send(message)
+            nonlocal started, completed
+            if rejected:
+                return
+            started = True
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                completed = True
+            await send(message)
 
-        await self.app(scope, counted_receive, guarded_send)
+        try:
+            await self.app(scope, counted_receive, guarded_send)
+        except Exception as exc:
+            error = internal_error(logger, f"{scope.get('method')} {scope.get('path')}", exc)
+            if not started and not rejected:
+                await _send_error(send, error)
+            elif not completed and not rejected:
+                raise  # half an answer is out: only closing the connection can tell the client
 
 
-async def _send_error(send: Any, status: int, code: str, detail: str) -> None:
-    await _send_json(send, status, _error_body(code, detail))
+async def _send_error(send: Any, error: ApiError) -> None:
+    headers: list[tuple[bytes, bytes]] = []
+    if error.status == 401:
+        # An unauthenticated peer gets no idle connection to keep.
+        headers = [(b"www-authenticate", b"Bearer"), (b"connection", b"close")]
+    await _send_json(send, error.status, error.body(), headers)
 
 
-async def _send_json(send: Any, status: int, body: bytes) -> None:
+async def _send_json(
+    send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or ()),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})
@@ -337,12 +417,15 @@ class _HotPath:
     middleware, dependency and serialisation layers cost more CPU than the store call itself (the server
     shares one GIL with the algorithm, so that CPU is the strategy's throughput). Only a request that is
     in every way ordinary is answered here: the token checks, the body has a declared length within the
-    limit and validates. Anything else (and every other route) goes to the application with its body
-    replayed, so error answers have one implementation. Store errors use the same ``_call`` mapping.
+    limits, holds no ``NaN``/``Infinity`` and validates. Anything else (and every other route) goes to
+    the application with its body replayed, so error answers have one implementation. Store errors use
+    the same ``_call`` mapping; an unexpected one is a 500 with a request id, as in ``_Gate``.
     """
 
-    def __init__(self, app: _ASGIApp, store: LightningStore, admission: _Admission) -> None:
-        self.app, self.store, self.admission = app, store, admission
+    def __init__(
+        self, app: _ASGIApp, store: LightningStore, admission: _Admission, value_limits: ValueLimits
+    ) -> None:
+        self.app, self.store, self.admission, self.value_limits = app, store, admission, value_limits
         self._routes: dict[str, Callable[[bytes], Awaitable[bytes | None]]] = {
             f"{API_PREFIX}/dequeue_rollout": self._dequeue_rollout,
             f"{API_PREFIX}/update_attempt": self._update_attempt,
@@ -353,12 +436,13 @@ class _HotPath:
         if handler is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or ())
-        declared = headers.get(b"content-length", b"")
-        if not (
-            declared.isdigit()
-            and int(declared) <= self.admission.max_body_bytes
-            and self.admission.token_ok(headers)
+        refusal, declared = self.admission.check(scope.get("headers") or ())
+        limits = self.admission.limits
+        if (
+            refusal is not None
+            or declared is None
+            or not declared.isdigit()
+            or int(declared) > limits.max_body_bytes
         ):
             await self.app(scope, receive, send)
             return
@@ -371,10 +455,16 @@ class _HotPath:
             if not message.get("more_body"):
                 break
         body = b"".join(chunks)
+        if count_json_elements(body) > limits.max_json_elements or b"NaN" in body or b"Infinity" in body:
+            await self.app(scope, _replay(body), send)  # the application words the refusal
+            return
         try:
             answer = await handler(body)
-        except _ApiError as error:
-            await _send_json(send, error.status, bytes(error.response().body))
+        except ApiError as error:
+            await _send_error(send, error)
+            return
+        except Exception as exc:
+            await _send_error(send, internal_error(logger, f"POST {scope['path']}", exc))
             return
         if answer is None:
             await self.app(scope, _replay(body), send)
@@ -390,13 +480,10 @@ class _HotPath:
             request = AttemptUpdateRequest.model_validate_json(body)
         except ValidationError:
             return None  # the application words the 400/422
+        fields = _check_fields(request.given(), self.value_limits)
+        rollout_id, attempt_id = fields.pop("rollout_id"), fields.pop("attempt_id")
         attempt = await _call(
-            self.store,
-            self.store.update_attempt(
-                request.rollout_id, request.attempt_id, **request.given("rollout_id", "attempt_id")
-            ),
-            [request.rollout_id],
-            request.attempt_id,
+            self.store, self.store.update_attempt(rollout_id, attempt_id, **fields), [rollout_id], attempt_id
         )
         return attempt.__pydantic_serializer__.to_json(attempt)
 
@@ -418,6 +505,48 @@ def _replay(body: bytes) -> Callable[[], Awaitable[dict[str, Any]]]:
 # -- the application --------------------------------------------------------------------------------------
 
 
+class _StrictJsonRequest(Request):
+    """A request whose JSON body is read by ``limits.parse_json_body`` (element limit, strict JSON), and
+    whose every field then passes the store's value rule (``_check_fields``)."""
+
+    field_prefix = ""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_strict_json"):
+            state = self.app.state
+            value = parse_json_body(await self.body(), state.max_json_elements)
+            if isinstance(value, dict):
+                value = _check_fields(value, state.value_limits, self.field_prefix)
+            else:
+                value = _check_fields({"body": value}, state.value_limits)["body"]
+            self._strict_json = value
+        return self._strict_json
+
+
+class _SpanRequest(_StrictJsonRequest):
+    field_prefix = "span."  # the body is a span: its fields are named as the store names them
+
+
+class _StrictJsonRoute(APIRoute):
+    """A route that parses its body strictly before FastAPI validates it (FastAPI's documented way to
+    customise request handling: a ``Request`` subclass handed in by the route class)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        if self.body_field is None:
+            return handler
+
+        kind = _SpanRequest if self.path.endswith("/add_span") else _StrictJsonRequest
+
+        async def strict(request: Request) -> Response:
+            request = kind(request.scope, request.receive)
+            if await request.body():
+                await request.json()  # refusals raise here, outside FastAPI's own body handling
+            return await handler(request)
+
+        return strict
+
+
 # FastAPI versions with built-in OpenTelemetry look up its providers on every request; the store server
 # exports no telemetry, so it opts out where the option exists.
 _NO_TELEMETRY: dict[str, Any] = (
@@ -431,10 +560,12 @@ def create_app(
     store: LightningStore,
     *,
     token: str | None = None,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_body_bytes: int | None = None,
     max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS,
     event: ExecutionEvent | None = None,
     sides: RunnerSides | None = None,
+    limits: ServerLimits | None = None,
+    value_limits: ValueLimits | None = None,
 ) -> FastAPI:
     """The FastAPI application serving ``store``: one ``POST /v1/<method>`` route per store method.
 
@@ -442,23 +573,43 @@ def create_app(
     or the timeout, at most ``max_wait_seconds``): the stop event of an ``execute()`` for runners on other
     machines, which cannot share a process event. A runner side that names itself (``side``) while waiting
     is recorded in ``sides`` until it calls ``POST /v1/event/detach``, so the algorithm side can keep
-    serving until its remote runners have stopped.
+    serving until its remote runners have stopped. ``token`` (checked as ``resolve_token`` does) and
+    ``limits`` (``max_body_bytes`` overrides its field) are enforced by the application itself; every
+    decoded value passes the store's value rule with ``value_limits`` (default: the store's ``limits``
+    when it has them, else ``values.DEFAULT_LIMITS``) before the store is called.
     """
-    if max_body_bytes <= 0:
-        raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes!r}")
+    limits = _limits(limits, max_body_bytes)
     if max_wait_seconds <= 0:
         raise ValueError(f"max_wait_seconds must be positive, got {max_wait_seconds!r}")
-    app = FastAPI(title="Agent-Lightning store", version="1", docs_url=None, redoc_url=None, **_NO_TELEMETRY)
-    app.add_middleware(_Gate, token=token, max_body_bytes=max_body_bytes)
+    token = resolve_token(token)
+    app = FastAPI(
+        title="Agent-Lightning store",
+        version="1",
+        docs_url=None,
+        redoc_url=None,
+        responses=ERROR_RESPONSES,
+        **_NO_TELEMETRY,
+    )
+    app.router.route_class = _StrictJsonRoute
+    app.state.max_json_elements = limits.max_json_elements
+    app.state.value_limits = _value_limits(store, value_limits)
+    app.add_middleware(_Gate, admission=_Admission(token, limits))
 
-    @app.exception_handler(_ApiError)
-    async def _api_error(_: Request, exc: _ApiError) -> JSONResponse:
-        return exc.response()
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> Response:
+        return Response(exc.body(), exc.status, media_type="application/json")
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        status, code, detail = _describe_validation(exc)
-        return JSONResponse({"error": code, "detail": detail}, status_code=status)
+    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
+        return await _api_error(_, _describe_validation(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = _HTTP_ERROR_CODES.get(exc.status_code, "bad_request")
+        detail = (
+            f"no route {request.method} {request.url.path}" if exc.status_code in (404, 405) else exc.detail
+        )
+        return await _api_error(request, ApiError(exc.status_code, code, str(detail)))
 
     # Routes are matched in order: the runners' hot path first.
     @app.post(f"{API_PREFIX}/dequeue_rollout")
@@ -480,9 +631,9 @@ def create_app(
         return await _call(store, store.add_span(body), [body.rollout_id], body.attempt_id)
 
     @app.get(f"{API_PREFIX}/health")
-    async def health() -> dict[str, str]:
+    async def health() -> Health:
         """Readiness probe (also checks the token)."""
-        return {"status": "ok"}
+        return Health(status="ok")
 
     @app.post(f"{API_PREFIX}/start_rollout")
     async def start_rollout(body: RolloutCreateRequest) -> AttemptedRollout:
@@ -636,6 +787,43 @@ def _bind(host: str, port: int, backlog: int) -> socket.socket:
     return sock
 
 
+class _ServerLoop(asyncio.SelectorEventLoop):
+    """The server thread's event loop: its TLS handshakes are bounded like request headers are.
+
+    uvicorn creates the listening server itself and offers no handshake bound; asyncio's default (60 s)
+    would let anonymous peers hold connections that the connection cap, which counts from the end of
+    the handshake, does not see.
+    """
+
+    def __init__(self, handshake_timeout: float) -> None:
+        super().__init__()
+        self.handshake_timeout = handshake_timeout
+
+    async def create_server(self, *args: Any, **kwargs: Any) -> asyncio.Server:
+        if kwargs.get("ssl") is not None:
+            kwargs.setdefault("ssl_handshake_timeout", self.handshake_timeout)
+        return await super().create_server(*args, **kwargs)
+
+
+def _run_on_own_loop(
+    main: Coroutine[Any, Any, None], loop_factory: Callable[[], asyncio.AbstractEventLoop]
+) -> None:
+    """``asyncio.run`` on a loop of our own making (``asyncio.Runner`` where it exists)."""
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(main)
+        return
+    loop = loop_factory()
+    try:
+        loop.run_until_complete(main)
+    finally:
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()
+
+
 class _UvicornServer(uvicorn.Server):
     """uvicorn with an event-driven main loop (no 100 ms tick) and a bounded, prompt shutdown."""
 
@@ -692,14 +880,26 @@ class _UvicornServer(uvicorn.Server):
             await asyncio.sleep(0.002)
 
 
+def _limits(limits: ServerLimits | None, max_body_bytes: int | None) -> ServerLimits:
+    limits = limits if limits is not None else ServerLimits()
+    if not isinstance(limits, ServerLimits):
+        raise ValueError(f"limits must be a ServerLimits, got {type(limits).__name__}")
+    if max_body_bytes is not None:
+        limits = dataclasses.replace(limits, max_body_bytes=max_body_bytes)  # validated again there
+    return limits
+
+
 class LightningStoreServer:
     """Serves a store over HTTP from its own thread; ``start()`` binds, ``stop()`` leaves nothing behind.
 
     The store is called from the server's event loop: hand it a store that is safe to use from that
     thread (the ``cs`` strategy wraps the caller's store for this). ``event``, when given, is exposed to
-    remote runners (see ``create_app``). ``host`` is honoured exactly; a
-    non-loopback host requires a shared ``token`` (default: ``AGL_SERVER_TOKEN``), which every request
-    must then carry as ``Authorization: Bearer <token>``.
+    remote runners (see ``create_app``). ``host`` is honoured exactly. ``token`` (default:
+    ``AGL_SERVER_TOKEN``; at least ``MIN_TOKEN_LENGTH`` characters) must then be on every request as
+    ``Authorization: Bearer <token>``; a non-loopback host requires one. ``tls_cert`` / ``tls_key``
+    (default: ``AGL_SERVER_TLS_CERT`` / ``AGL_SERVER_TLS_KEY``) serve HTTPS. ``limits`` bound what each
+    client may cost (``limits.py``; ``max_body_bytes`` overrides its field). The token never appears in
+    the server's repr, logs or errors.
     """
 
     def __init__(
@@ -709,11 +909,15 @@ class LightningStoreServer:
         port: int = 0,
         *,
         token: str | None = None,
-        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        max_body_bytes: int | None = None,
         max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS,
         graceful_seconds: float = 1.0,
         backlog: int = 2048,
         event: ExecutionEvent | None = None,
+        limits: ServerLimits | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        value_limits: ValueLimits | None = None,
     ) -> None:
         if not isinstance(host, str) or not host:
             raise ValueError(f"host must be a non-empty string, got {host!r}")
@@ -721,7 +925,7 @@ class LightningStoreServer:
             raise ValueError(f"port must be an integer from 0 to 65535, got {port!r}")
         if graceful_seconds < 0:
             raise ValueError(f"graceful_seconds must be >= 0, got {graceful_seconds!r}")
-        token = token if token is not None else AGL_SERVER_TOKEN.get(None)  # type: ignore[arg-type]
+        token = resolve_token(token)
         if token is None and not is_loopback(host):
             raise ValueError(
                 f"refusing to serve the store on non-loopback host {host!r} without a token: anyone who "
@@ -731,18 +935,21 @@ class LightningStoreServer:
         self.store = store
         self.host = host
         self.token = token
+        self.tls: ServerTLS | None = resolve_server_tls(tls_cert, tls_key)
+        self.limits = _limits(limits, max_body_bytes)
+        self.value_limits = _value_limits(store, value_limits)
         self.graceful_seconds = graceful_seconds
         self._requested_port = port
         self._backlog = backlog
-        self._max_body_bytes = max_body_bytes
         self.runner_sides = RunnerSides()
         self._app = create_app(
             store,
             token=token,
-            max_body_bytes=max_body_bytes,
             max_wait_seconds=max_wait_seconds,
             event=event,
             sides=self.runner_sides,
+            limits=self.limits,
+            value_limits=self.value_limits,
         )
         self._sock: socket.socket | None = None
         self._port: int | None = None
@@ -760,7 +967,7 @@ class LightningStoreServer:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -772,8 +979,12 @@ class LightningStoreServer:
             raise RuntimeError("the server was already started")
         self._sock = _bind(self.host, self._requested_port, self._backlog)
         self._port = self._sock.getsockname()[1]
-        config = uvicorn.Config(
-            _HotPath(self._app, self.store, _Admission(self.token, self._max_body_bytes)),
+        tls: dict[str, Any] = {}
+        if self.tls is not None:
+            tls = {"ssl_certfile": self.tls.cert, "ssl_keyfile": self.tls.key, "ssl_ciphers": SERVER_CIPHERS}
+        config = LimitedConfig(
+            _HotPath(self._app, self.store, _Admission(self.token, self.limits), self.value_limits),
+            self.limits,
             lifespan="off",
             log_config=None,  # leave the caller's logging configuration alone (R7)
             log_level="warning",
@@ -783,6 +994,7 @@ class LightningStoreServer:
             proxy_headers=False,  # clients are runners, not proxies: no forwarded-address rewriting
             ws="none",
             loop="asyncio",
+            **tls,
         )
         self._server = _UvicornServer(config, self.graceful_seconds)
         self._thread = threading.Thread(
@@ -807,7 +1019,9 @@ class LightningStoreServer:
     def _serve(self) -> None:
         assert self._server is not None and self._sock is not None
         try:
-            asyncio.run(self._server.serve(sockets=[self._sock]))
+            _run_on_own_loop(
+                self._server.serve(sockets=[self._sock]), lambda: _ServerLoop(self.limits.header_timeout)
+            )
         except BaseException as exc:  # reported by start()/stop(); a server thread must not die silently
             self._failure = exc
             logger.exception("store server on %s:%s failed", self.host, self._port)
@@ -838,4 +1052,5 @@ class LightningStoreServer:
 
     def __repr__(self) -> str:
         where = f"{self.host}:{self._port if self._port is not None else self._requested_port}"
-        return f"<LightningStoreServer {where} running={self.running}>"
+        tls = " tls" if self.tls else ""
+        return f"<LightningStoreServer {where}{tls} running={self.running}>"
