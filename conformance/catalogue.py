@@ -349,16 +349,16 @@ _ENTRIES: tuple[Contract, ...] = (
     Contract(
         "D2",
         "host-loss",
-        "A runner host lost mid-run: within the strategy's declared detection bound the in-flight attempts of "
-        "that host are marked failed or unresponsive and their rollouts requeued by the retry policy; "
+        "A runner host lost mid-run: within the strategy's declared detection bound the in-flight attempts "
+        "of that host are marked failed or unresponsive and their rollouts requeued by the retry policy; "
         "execute() then follows its declared policy. Nothing is lost; nothing is completed twice.",
     ),
     Contract(
         "D3",
         "partition",
-        "A partition between a runner host and the store shorter than the declared tolerance is survived with "
-        "no write applied twice; a longer one makes the runner exit with an error naming the unreachable "
-        "address, and the algorithm side sees D2.",
+        "A partition between a runner host and the store shorter than the declared tolerance is survived "
+        "with no write applied twice; a longer one makes the runner exit with an error naming the "
+        "unreachable address, and the algorithm side sees D2.",
     ),
     Contract(
         "D4",
