@@ -62,7 +62,7 @@ class RequeueBeyondMaxAttempts(InMemoryLightningStore):
         self, arec: Any, status: Any, now: float, *, by_store: bool, propagate: bool = True
     ) -> None:
         record = arec.owner
-        claimed = record.attempts[-1] is arec and record.data["status"] in ("preparing", "running")
+        claimed = record.latest is arec and record.data["status"] in ("preparing", "running")
         if propagate and claimed and status in record.config.retry_condition:
             super()._end_attempt(arec, status, now, by_store=by_store, propagate=False)
             self._set_rollout_status(record, "requeuing", now)
