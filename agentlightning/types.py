@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 __all__ = [
     "ACTIVE_ATTEMPT_STATUSES",
     "ATTEMPT_STATUSES",
+    "DEFAULT_UNRESPONSIVE_SECONDS",
     "RETRYABLE_ATTEMPT_STATUSES",
     "ROLLOUT_STATUSES",
     "TERMINAL_ATTEMPT_STATUSES",
@@ -57,20 +58,34 @@ RETRYABLE_ATTEMPT_STATUSES: frozenset[str] = frozenset({"failed", "timeout", "un
 
 _MODEL_CONFIG = ConfigDict(extra="forbid", validate_assignment=False)
 
+DEFAULT_UNRESPONSIVE_SECONDS = 600.0
+"""The silence after which an attempt is presumed lost unless its ``RolloutConfig`` says otherwise.
+
+The backstop for a runner that vanished without its strategy noticing (a remote host lost, a link cut):
+long enough that a runner whose loop is busy for minutes is not given up on (the reference strategies'
+runner-side stores send heartbeats every third of it, so only a runner whose event loop is gone or stuck
+that long goes silent), short enough that lost work comes back the same hour.
+"""
+
 
 class RolloutConfig(BaseModel):
     """Retry policy and liveness bounds of a rollout.
 
     An attempt that ends in a status listed in ``retry_condition`` requeues the rollout while fewer than
     ``max_attempts`` attempts have been made; otherwise the rollout fails. ``timeout_seconds`` bounds an
-    attempt's total time, ``unresponsive_seconds`` the silence between its heartbeats (spans count as
-    heartbeats), so work held by a dead runner is retried instead of lost.
+    attempt's total time (``None``: unbounded), ``unresponsive_seconds`` the silence between its
+    heartbeats (spans and status reports count as heartbeats), so work held by a dead runner is retried
+    or failed instead of left claimed forever. ``unresponsive_seconds`` defaults to
+    ``DEFAULT_UNRESPONSIVE_SECONDS`` (600 s); ``None`` opts the rollout out (an attempt then stays claimed
+    until its runner reports, its strategy gives it up, or ``timeout_seconds`` passes).
     """
 
     model_config = _MODEL_CONFIG
 
     timeout_seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    unresponsive_seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    unresponsive_seconds: float | None = Field(
+        default=DEFAULT_UNRESPONSIVE_SECONDS, gt=0, allow_inf_nan=False
+    )
     max_attempts: int = Field(default=1, ge=1)
     retry_condition: list[AttemptStatus] = Field(default_factory=list)
 

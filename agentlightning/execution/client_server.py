@@ -40,6 +40,24 @@ own runner processes, so no other local process can read the store, inject rollo
 event. Roles ``"algorithm"`` and ``"runner"`` run on different machines and must share one: it is
 required there. TLS is optional (``tls_cert`` / ``tls_key`` on the serving side, ``tls_ca`` on runner
 sides; see ``agentlightning/store/http/security.py``). The token never appears in logs, errors or reprs.
+
+Claims of a runner that is gone (T3). Each runner's client names itself to the server (``runner-<i>``;
+on a runner machine ``<side>/runner-<i>``, ``side`` being that machine's ``execute()``), and the server
+records, per name, the attempts each runner claims (``store.claims``). As soon as a local runner process
+is seen to end, however it ended (returned, raised, killed: ``WorkerDied``), the attempts it still held
+are marked ``unresponsive`` in the caller's store, so each rollout's ``RolloutConfig`` requeues or fails
+it; once the server has stopped, any claim left is settled the same way, before ``execute()`` returns or
+raises. A runner machine reports the end of its own runner processes to the server
+(``POST /v1/claims/release``), which gives up their claims the same way. A runner machine lost
+altogether (host down, link cut) is caught by the store's unresponsive window instead
+(``RolloutConfig.unresponsive_seconds``, 600 s by default): every runner's store sends heartbeats for the
+attempts it holds, a third of that window apart, so only a runner that is gone (or whose loop is stuck)
+falls silent that long.
+
+What is lost when the algorithm's process dies: with an in-memory store, everything - the queue, every
+rollout, attempt, span and resource lives in that process. Local runner processes die with it (F4);
+runners on other machines are left talking to nothing: they stop when their event bridge sees the server
+gone. A durable store, which would survive it, is planned but does not exist yet.
 """
 
 from __future__ import annotations
@@ -72,8 +90,9 @@ from agentlightning.execution.processes import (
     validate_start_method,
     validate_timeout,
 )
-from agentlightning.execution.threads import BundleRun, SigintRelay, close_loop
+from agentlightning.execution.threads import BundleRun, SigintRelay, close_loop, run_on_private_loop
 from agentlightning.store.base import LightningStore
+from agentlightning.store.claims import ClaimLedger, ClaimTrackingStore
 from agentlightning.store.http import HttpLightningStore, LightningStoreServer
 from agentlightning.store.http.client import RemoteStopEvent
 from agentlightning.store.http.security import (
@@ -262,6 +281,14 @@ def _call_runner(runner: RunnerBundle, store: LightningStore, worker_id: int, ev
     return lambda: runner(store, worker_id, event)
 
 
+def _runner_store(client: HttpLightningStore, name: str, managed: bool) -> LightningStore:
+    """A runner process's store: ``client`` naming itself ``name``, keeping its claims alive (managed)."""
+    named = client.named(name)
+    if not managed:
+        return named  # the caller's type, as S6 requires; the server still knows who claims what
+    return ClaimTrackingStore(named, client=name, heartbeats=True, close_inner=True)
+
+
 def _served_store(store: LightningStore) -> ThreadedLightningStore | None:
     """A wrapper for a store the server thread and the main thread cannot share as is; else ``None``."""
     if getattr(store, "thread_safe", False):
@@ -296,6 +323,9 @@ class _Execution:
         self.wrapper: ThreadedLightningStore | None = None
         self.main_run: BundleRun | None = None
         self.recorded: set[str] = set()
+        self.claims: ClaimLedger | None = None  # on the serving side: who claims what (T3)
+        self.served: LightningStore | None = None
+        self.given_up: set[str] = set()
 
     def run(self) -> None:
         try:
@@ -334,21 +364,19 @@ class _Execution:
             client = self._runner_side_client()
             self.bridge = _EventBridge(client, self.event)
             self.bridge.start()
-            self._start_workers(
-                [
-                    (f"runner-{i}", _run_runner, (self.runner, client, i, self.event))
-                    for i in range(s.n_runners)
-                ]
-            )
+            side = self.bridge.side
+            self._start_runners(client, f"{side}/", s.managed_store)
             return
         self.wrapper = _served_store(self.store)
-        served = self.wrapper or self.store
+        served = self.served = self.wrapper or self.store
+        self.claims = ClaimLedger()
         # Authentication is always on: a token of this run only, unless the runner sides share one.
         token = s.server_token if s.server_token is not None else generate_token()
         tls = s.tls
-        # Bound before anything is spawned: a taken port fails here, naming host and port (F2).
+        # Bound before anything is spawned: a taken port fails here, naming host and port (F2). Served
+        # through the ledger: it records which runner (CLIENT_HEADER) claims what.
         self.server = LightningStoreServer(
-            served,
+            ClaimTrackingStore(served, ledger=self.claims),
             s.server_host,
             s.server_port,
             token=token,
@@ -378,20 +406,26 @@ class _Execution:
                 "algorithm", lambda: algorithm(served, event), sets_event_on_return=True, **common
             )
             if s.role == "both":
-                self._start_workers(
-                    [
-                        (f"runner-{i}", _run_runner, (self.runner, client, i, self.event))
-                        for i in range(s.n_runners)
-                    ]
-                )
+                self._start_runners(client, "", managed=True)
         else:
+            # Its claims go by the name a runner process's would; given up as soon as its bundle ends.
+            own = ClaimTrackingStore(served, ledger=self.claims, client="runner-0", heartbeats=True)
             self.main_run = BundleRun(
                 "runner 0",
-                _call_runner(self.runner, served, 0, self.event),
+                _call_runner(self.runner, own, 0, self.event),
                 sets_event_on_return=False,
+                after=own.give_up,
                 **common,
             )
             self._start_workers([("algorithm", _run_algorithm, (self.algorithm, client, self.event))])
+
+    def _start_runners(self, client: HttpLightningStore, prefix: str, managed: bool) -> None:
+        """Runner processes ``runner-<i>``, each with a store naming itself ``<prefix>runner-<i>``."""
+        specs: list[tuple[str, Callable[..., Awaitable[None]], tuple[Any, ...]]] = []
+        for i in range(self.s.n_runners):
+            store = _runner_store(client, f"{prefix}runner-{i}", managed)
+            specs.append((f"runner-{i}", _run_runner, (self.runner, store, i, self.event)))
+        self._start_workers(specs)
 
     def _runner_side_client(self) -> HttpLightningStore:
         s = self.s
@@ -408,7 +442,7 @@ class _Execution:
                 s.server_url, token=s.server_token, retry_seconds=s.connect_timeout, tls_ca=s.tls_ca
             )
         # Fail here, within connect_timeout, naming host and port - not in every runner later.
-        _run_coroutine(_check_reachable(client))
+        run_on_private_loop(_check_reachable(client))
         return client
 
     def _start_workers(
@@ -437,14 +471,42 @@ class _Execution:
         self.relay.attach(loop, self._process_sigints)
         self._process_sigints()  # a SIGINT that came before the attach
         if self.workers is not None and self.workers.running:
-            loop.create_task(self._watch_workers(), name="cs: watch worker processes")
+            # Beside the main bundle: also through its grace, so a runner that ends then has its claims
+            # given up while the algorithm can still see it (T3).
+            loop.create_task(self._watch_workers(until_stop=False), name="cs: watch worker processes")
 
-    async def _watch_workers(self) -> None:
+    async def _watch_workers(self, until_stop: bool) -> None:
         workers = self.workers
         assert workers is not None
-        while workers.running and not self.event.is_set():
+        while workers.running and not (until_stop and self.event.is_set()):
             for outcome in await workers.wait_async():
                 self._record(outcome)
+                await self._give_up_async([outcome.name], _ended(outcome))
+
+    async def _give_up_async(self, names: list[str], why: str) -> None:
+        """Runners of this machine have ended: the attempts they still held are marked unresponsive (T3).
+
+        On the serving side through the ledger; a runner machine asks the server (best effort: a release
+        the server does not get is covered by its final sweep and the unresponsive window).
+        """
+        names = [name for name in names if name not in self.given_up]
+        self.given_up.update(names)
+        if not names:
+            return
+        if self.bridge is not None:
+            await self.bridge.release([f"{self.bridge.side}/{name}" for name in names])
+            return
+        if self.claims is None or self.served is None:
+            return
+        for name in names:
+            try:
+                await self.claims.give_up(self.served, name, why)
+            except Exception as exc:  # never masks a failure; the final sweep tries again
+                self.failures.record_cleanup_error(exc, f"marking the attempts of {name} unresponsive")
+
+    def _give_up(self, names: list[str], why: str) -> None:
+        """``_give_up_async`` from plain code."""
+        run_on_private_loop(self._give_up_async(names, why))
 
     def _wait_for_workers(self) -> None:
         """After the main bundle (or without one): wait until the event is set or every worker ended."""
@@ -454,7 +516,7 @@ class _Execution:
         try:
             self.relay.attach(loop, self._process_sigints)
             self._process_sigints()  # a SIGINT that came before the attach
-            loop.run_until_complete(self._watch_workers())
+            loop.run_until_complete(self._watch_workers(until_stop=True))
         finally:
             self.relay.detach()
             close_loop(loop, 1.0, "cs supervisor", self.failures)
@@ -507,6 +569,11 @@ class _Execution:
                 outcomes = self.workers.outcomes
             for outcome in outcomes:
                 self._record(outcome)
+            if self.bridge is not None:  # while the bridge still reaches the server
+                names = [outcome.name for outcome in outcomes]
+                _retry_on_interrupt(
+                    lambda: self._give_up(names, "has stopped"), self.failures, "releasing runners' claims"
+                )
             _retry_on_interrupt(self.workers.close, self.failures, "closing worker processes")
         if self.bridge is not None:
             _retry_on_interrupt(self.bridge.stop, self.failures, "stopping the event bridge")
@@ -525,11 +592,19 @@ class _Execution:
                     )
         if self.server is not None:
             _retry_on_interrupt(self.server.stop, self.failures, "stopping the store server")
+        if self.claims is not None and self.served is not None:
+            # Every request is answered now: claims still held belong to runners that are gone.
+            claims, served = self.claims, self.served
+            _retry_on_interrupt(
+                lambda: run_on_private_loop(claims.give_up_all(served, "has stopped")),
+                self.failures,
+                "marking the attempts of runners that are gone unresponsive",
+            )
         if self.wrapper is not None:
             _retry_on_interrupt(self.wrapper.close_sync, self.failures, "closing the store wrapper")
 
 
-def _retry_on_interrupt(step: Callable[[], None], failures: FailureCollector, what: str) -> None:
+def _retry_on_interrupt(step: Callable[[], object], failures: FailureCollector, what: str) -> None:
     """Run an idempotent cleanup step to its end even if Ctrl+C interrupts it (recorded, not lost)."""
     for _ in range(5):
         try:
@@ -542,21 +617,16 @@ def _retry_on_interrupt(step: Callable[[], None], failures: FailureCollector, wh
             return
 
 
+def _ended(outcome: WorkerOutcome) -> str:
+    """How a runner process ended, for the log line that gives up its claims."""
+    return outcome.status + (f" ({outcome.error})" if outcome.error is not None else "")
+
+
 async def _check_reachable(client: HttpLightningStore) -> None:
     try:
         await client.health()
     finally:
         await client.close()
-
-
-def _run_coroutine(coro: Awaitable[None]) -> None:
-    """Run ``coro`` on a private loop that is never made current (R7), closing it afterwards."""
-    loop = asyncio.new_event_loop()
-    try:
-        loop.run_until_complete(coro)
-    finally:
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
 
 
 class _EventBridge:
@@ -580,6 +650,7 @@ class _EventBridge:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._quit: asyncio.Event | None = None
         self._muted = False
+        self._server_stopped = False  # the server's event was set, or the server is gone
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._main, name="agl-cs-event-bridge", daemon=True)
 
@@ -591,6 +662,23 @@ class _EventBridge:
     def start(self) -> None:
         self._thread.start()
         self._ready.wait()
+
+    async def release(self, clients: list[str]) -> None:
+        """Ask the server to give up the claims of these (ended) runners of ours; bounded, best effort.
+
+        Skipped once the server stopped us: the algorithm side then settles every claim itself.
+        """
+        loop = self._loop
+        if loop is None or self._server_stopped:
+            return
+        try:
+            future = asyncio.run_coroutine_threadsafe(self.client.release_claims(clients), loop)
+        except RuntimeError:
+            return  # the bridge's loop is closed: the server is gone
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(future), self._DETACH_SECONDS)
+        except Exception as exc:
+            _log.warning("cs: could not release the claims of %s: %r", ", ".join(clients), exc)
 
     def stop(self) -> None:
         loop, quit_ = self._loop, self._quit
@@ -645,6 +733,7 @@ class _EventBridge:
                 if remote.done() and not remote.cancelled():
                     error = remote.exception()
                     if error is not None or remote.result():
+                        self._server_stopped = True
                         if error is not None:
                             _log.warning(
                                 "cs: lost the store server (%s); stopping this machine's runners", error

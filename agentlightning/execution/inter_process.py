@@ -38,6 +38,21 @@ Stop model:
 - The calling process dies (even by SIGKILL): runner processes die within moments (F4; see
   ``processes``).
 
+Claims of a runner that is gone (T3). The server knows which runner process each connection comes from
+(the kernel's peer credentials, see ``store.ipc``) and records every attempt a runner claims
+(``store.claims``). As soon as a runner process is seen to end, however it ended (returned, raised, was
+killed: ``WorkerDied``), the attempts it still held are marked ``unresponsive`` in the caller's store, so
+each rollout's ``RolloutConfig`` requeues or fails it while the algorithm still runs; once the server has
+stopped, any claim left (a request the server answered after the runner died) is settled the same way,
+before ``execute()`` returns or raises. A report the runner sent just before it died may thus be refused:
+the attempt is then retried (or failed) rather than left claimed. Each runner's store sends heartbeats
+for the attempts it holds (a third of their ``unresponsive_seconds`` apart, from the runner's loop), so a
+live but slow runner is not given up on by the store's own unresponsive window.
+
+What is lost when the calling process dies: with an in-memory store, everything - the queue, every
+rollout, attempt, span and resource lives in that process. Runner processes die with it (F4). A durable
+store, which would survive it, is planned but does not exist yet.
+
 ``can_cancel_blocking_code`` holds for runners (processes can be signalled). The algorithm runs on the
 calling thread, as the design requires: blocking code there is reachable only by Ctrl+C.
 
@@ -67,9 +82,10 @@ from agentlightning.execution.processes import (
     validate_timeout,
 )
 from agentlightning.execution.socket_dirs import SOCKET_NAME, make_socket_dir, remove_socket_dir
-from agentlightning.execution.threads import BundleRun, SigintRelay
+from agentlightning.execution.threads import BundleRun, SigintRelay, run_on_private_loop
 from agentlightning.store.base import LightningStore
-from agentlightning.store.ipc import IpcLightningStore, IpcStoreServer
+from agentlightning.store.claims import ClaimLedger, ClaimTrackingStore
+from agentlightning.store.ipc import IpcLightningStore, IpcStoreServer, peer_client
 from agentlightning.store.values import ValueLimits
 
 __all__ = ["InterProcessExecutionStrategy"]
@@ -133,13 +149,13 @@ class InterProcessExecutionStrategy(ExecutionStrategy):
         event = MultiprocessingEvent(multiprocessing.get_context(self.start_method))
         served, close_served = _thread_safe(store)
         tmpdir = make_socket_dir()
-        run = _Run(self, failures, event)
+        run = _Run(self, failures, event, served)
         server: IpcStoreServer | None = None
         workers: WorkerProcesses | None = None
         try:
             limits = getattr(store, "limits", None)  # the caller's store's, which a wrapper would hide
             server = IpcStoreServer(
-                served,
+                ClaimTrackingStore(served, ledger=run.claims),  # records which runner process claims what
                 os.path.join(tmpdir, SOCKET_NAME),
                 # Runners may each connect from more than one event loop: room for a few connections each.
                 max_connections=max(64, 4 * self.n_runners),
@@ -167,6 +183,9 @@ class InterProcessExecutionStrategy(ExecutionStrategy):
             if server is not None:
                 with failures.cleanup("stopping the ipc store server"):
                     server.close()
+            # Every request is answered now: claims still held belong to runners that are gone.
+            with failures.cleanup("marking the attempts of runners that are gone unresponsive"):
+                run_on_private_loop(run.claims.give_up_all(served, "has stopped"))
             if close_served is not None:
                 with failures.cleanup("closing the thread-safe store wrapper"):
                     close_served()
@@ -189,11 +208,17 @@ class _Run:
     """The state of one ``execute()``: SIGINT escalation, the worker watch, and the final stop."""
 
     def __init__(
-        self, strategy: InterProcessExecutionStrategy, failures: FailureCollector, event: MultiprocessingEvent
+        self,
+        strategy: InterProcessExecutionStrategy,
+        failures: FailureCollector,
+        event: MultiprocessingEvent,
+        store: LightningStore,
     ) -> None:
         self.strategy = strategy
         self.failures = failures
         self.event = event
+        self.store = store
+        self.claims = ClaimLedger()
         self.inbox = _sigint_inbox()
         self.relay = SigintRelay(self.inbox)
         self.sigints = 0  # SIGINTs acted upon
@@ -218,10 +243,15 @@ class _Run:
                 if self.relay.count:
                     break  # Ctrl+C during start-up: start nothing more (K3)
                 # A runner that raises sets the event in its own process at once (see processes).
-                client = IpcLightningStore(
-                    server.path, limits=server.limits, max_request_bytes=server.max_request_bytes
-                )
                 name = f"runner-{worker_id}"
+                client = ClaimTrackingStore(
+                    IpcLightningStore(
+                        server.path, limits=server.limits, max_request_bytes=server.max_request_bytes
+                    ),
+                    client=name,
+                    heartbeats=True,
+                    close_inner=True,
+                )
                 workers.start(name, runner, client, worker_id, self.event, cleanup=client.close)
             server.start()
             self.on_sigint()
@@ -252,8 +282,18 @@ class _Run:
         while workers.running:
             for outcome in await workers.wait_async():
                 self.record(outcome)
+                await self._give_up(outcome)
             if self.event.is_set() and self.stop_seen_at is None:
                 self.stop_seen_at = time.monotonic()
+
+    async def _give_up(self, outcome: WorkerOutcome) -> None:
+        """The runner has ended: the attempts it still held are marked unresponsive (T3)."""
+        if outcome.pid is None:
+            return
+        try:
+            await self.claims.give_up(self.store, peer_client(outcome.pid), _ended(outcome))
+        except Exception as exc:  # a store failure: the final sweep tries again; never masks a failure
+            self.failures.record_cleanup_error(exc, f"marking the attempts of {outcome.name} unresponsive")
 
     def record(self, outcome: WorkerOutcome) -> None:
         if outcome.error is not None:
@@ -292,6 +332,11 @@ class _Run:
         for outcome in outcomes:
             if outcome.error is not None and id(outcome.error) not in seen:
                 self.record(outcome)
+
+
+def _ended(outcome: WorkerOutcome) -> str:
+    """How a runner ended, for the log line that gives up its claims."""
+    return f"({outcome.name}) {outcome.status}" + (f": {outcome.error}" if outcome.error is not None else "")
 
 
 def _sigint_inbox() -> Any:

@@ -26,6 +26,20 @@ Stop model:
   ``graceful_delay + join_timeout`` seconds after the stop anyway, logs the thread by name and leaves it as
   a daemon thread (L7, declared as ``can_cancel_blocking_code: False``). On the main thread only a
   SIGINT the main thread receives (a terminal's Ctrl+C does) interrupts such code.
+
+Claims of a runner that is gone (T3). Each runner gets a store of its own (``store.claims``'s
+``ClaimTrackingStore`` around the shared one) that records the attempts it claims. When a runner's bundle
+ends - returns, raises, is cancelled - the attempts it still holds are marked ``unresponsive``, so each
+rollout's ``RolloutConfig`` requeues or fails it while the others run on; after the group has stopped, the
+claims of a runner left behind in blocking code (L7) are settled the same way, before ``execute()``
+returns or raises. The runner's store also sends heartbeats for the attempts it holds (a third of their
+``unresponsive_seconds`` apart, from the runner's loop), so a live but slow runner is not given up on by
+the store's own window. With ``managed_store=False`` runners get the caller's object itself: nothing sees
+their claims, so none of this applies (the store's unresponsive window still does).
+
+What is lost when the process dies: with an in-memory store, everything - the queue, every rollout,
+attempt, span and resource lives in it. A durable store, which would survive it, is planned but does not
+exist yet.
 """
 
 from __future__ import annotations
@@ -39,8 +53,9 @@ from typing import Any, ClassVar, Literal
 from agentlightning.execution.base import AlgorithmBundle, ExecutionStrategy, RunnerBundle
 from agentlightning.execution.events import ThreadingEvent
 from agentlightning.execution.failures import FailureCollector
-from agentlightning.execution.threads import BundleGroup, BundleRun
+from agentlightning.execution.threads import BundleGroup, BundleRun, run_on_private_loop
 from agentlightning.store.base import LightningStore
+from agentlightning.store.claims import ClaimLedger, ClaimTrackingStore
 
 __all__ = ["SharedMemoryExecutionStrategy"]
 
@@ -119,8 +134,9 @@ class SharedMemoryExecutionStrategy(ExecutionStrategy):
         event = ThreadingEvent()
         failures = FailureCollector(_log)
         bundle_store, close_store = self._bundle_store(store)
+        claims = ClaimLedger() if self.managed_store else None
         try:
-            runs = self._runs(algorithm, runner, bundle_store, event, failures)
+            runs = self._runs(algorithm, runner, bundle_store, event, failures, claims)
             main = runs[0] if self.main_thread == "algorithm" else runs[1]
             others = [run for run in runs if run is not main]
             BundleGroup(
@@ -135,6 +151,10 @@ class SharedMemoryExecutionStrategy(ExecutionStrategy):
             event.set()
             failures.record(exc, "execute()")
         finally:
+            if claims is not None:
+                # Left by runners cancelled half-way through giving them up, or stuck in blocking code.
+                with failures.cleanup("marking the attempts of runners that are gone unresponsive"):
+                    run_on_private_loop(claims.give_up_all(bundle_store, "has stopped"))
             if close_store is not None:
                 with failures.cleanup("closing the managed store"):
                     close_store()
@@ -161,6 +181,7 @@ class SharedMemoryExecutionStrategy(ExecutionStrategy):
         store: LightningStore,
         event: ThreadingEvent,
         failures: FailureCollector,
+        claims: ClaimLedger | None,
     ) -> list[BundleRun]:
         common: dict[str, Any] = {
             "event": event,
@@ -178,12 +199,21 @@ class SharedMemoryExecutionStrategy(ExecutionStrategy):
             )
         ]
         for worker_id in range(self.n_runners):
+            name = f"runner {worker_id}"
+            # Each runner's own view of the store records its claims; once its bundle has ended, whatever
+            # it still holds nobody will finish, so they are given up (T3).
+            own = (
+                None
+                if claims is None
+                else ClaimTrackingStore(store, ledger=claims, client=name, heartbeats=True)
+            )
             runs.append(
                 BundleRun(
-                    f"runner {worker_id}",
-                    _runner_call(runner, store, worker_id, event),
+                    name,
+                    _runner_call(runner, store if own is None else own, worker_id, event),
                     sets_event_on_return=False,
                     thread_name=f"agl-shm-runner-{worker_id}",
+                    after=None if own is None else own.give_up,
                     **common,
                 )
             )

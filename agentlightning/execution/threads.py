@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from agentlightning.execution.events import ThreadingEvent, wait_async
 from agentlightning.execution.failures import FailureCollector
@@ -44,9 +44,12 @@ __all__ = [
     "claim_signal_wakeup",
     "close_loop",
     "release_signal_wakeup",
+    "run_on_private_loop",
 ]
 
 _log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 class Inbox:
@@ -114,6 +117,8 @@ class BundleRun:
     and sets the event (E1/E2, K1/K2, E6). Once the event is set, by anyone, the bundle has ``grace``
     seconds to return; then it is cancelled (``CancelledError`` at its current ``await``, its ``finally``
     blocks run) and that cancellation is not a failure (L6). ``cancel_now()`` skips the rest of the grace.
+    ``after``, if given, is awaited on the same loop once the bundle has ended, however it ended (our code:
+    Ctrl+C never lands in it); what it raises is a cleanup error, never the bundle's failure.
     """
 
     def __init__(
@@ -127,6 +132,7 @@ class BundleRun:
         teardown_timeout: float,
         sets_event_on_return: bool,
         thread_name: str | None = None,
+        after: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.name = name
         self.thread_name = thread_name or name
@@ -136,6 +142,7 @@ class BundleRun:
         self._grace = grace
         self._teardown_timeout = teardown_timeout
         self._sets_event_on_return = sets_event_on_return
+        self._after = after
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._hurry = False
@@ -241,6 +248,12 @@ class BundleRun:
             self.outcome = exc
             self._fail(exc, self.name)
             return
+        finally:
+            if self._after is not None:
+                try:
+                    await self._after()
+                except Exception as exc:
+                    self._failures.record_cleanup_error(exc, f"{self.name}: after its end")
         if self._sets_event_on_return:
             self._event.set()
 
@@ -274,6 +287,22 @@ def close_loop(
             _finish_leftover_tasks(loop, deadline, name)
     finally:
         with failures.cleanup(f"{name}: closing its event loop"):
+            loop.close()
+
+
+def run_on_private_loop(coro: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``coro`` from plain code on a new event loop that is never made current (R7), then close it.
+
+    For a strategy's own short steps outside any bundle (``asyncio.run`` would reset the caller's current
+    loop).
+    """
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
             loop.close()
 
 

@@ -56,8 +56,9 @@ class LightningStore(ABC):
       succeeds it; a failed, timed-out or unresponsive attempt requeues it when its ``RolloutConfig``
       allows another attempt, and fails it otherwise. Terminal transitions stamp ``end_time`` and wake
       ``wait_for_rollouts``.
-    - Attempts past ``timeout_seconds`` or silent past ``unresponsive_seconds`` are detected, so the work
-      held by a dead runner is retried, not lost.
+    - Attempts past ``timeout_seconds`` or silent past ``unresponsive_seconds`` (``RolloutConfig`` gives
+      every rollout 600 s unless it says otherwise) are detected, so the work held by a dead runner is
+      retried or failed by its policy, never left claimed forever (T3).
     - Lookups (``get_*``) return ``None`` for an unknown id; operations on an unknown id raise
       ``ValueError`` naming it; an illegal status transition raises ``ValueError`` naming both states.
     - Returned objects are copies: mutating them never changes the store.

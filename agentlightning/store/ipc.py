@@ -51,6 +51,10 @@ Bounds and backpressure (defaults in brackets; ``IpcStoreServer`` takes the firs
 
 The socket file lives wherever the caller puts it (the strategy uses a private temporary directory; see
 ``agentlightning.execution.socket_dirs``); ``IpcStoreServer.close()`` removes it.
+
+Each connection's requests are served with ``claims.CURRENT_CLIENT`` set to ``peer_client(pid)`` of the
+process at the other end (the kernel's ``SO_PEERCRED``: nothing on the wire, nothing a client must send), so
+a served ``ClaimTrackingStore`` knows which runner process made each claim.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ import os
 import select
 import selectors
 import socket
+import struct
 import threading
 import time
 import types
@@ -74,6 +79,7 @@ import msgpack
 
 from agentlightning.execution.remote_errors import dump_exception, load_exception
 from agentlightning.store.base import UNSET, LightningStore, Unset
+from agentlightning.store.claims import CURRENT_CLIENT
 from agentlightning.store.values import DEFAULT_LIMITS, ValueLimits, check_json, check_span, check_text
 from agentlightning.types import (
     Attempt,
@@ -95,6 +101,7 @@ __all__ = [
     "IpcLightningStore",
     "IpcStoreServer",
     "StoreChannelError",
+    "peer_client",
 ]
 
 logger = logging.getLogger(__name__)
@@ -234,6 +241,21 @@ def _positive_int(value: object, name: str) -> int:
 # -- the server ---------------------------------------------------------------------------------------
 
 
+def peer_client(pid: int) -> str:
+    """The ``CURRENT_CLIENT`` under which the requests of process ``pid`` are served."""
+    return f"pid {pid}"
+
+
+def _peer_of(sock: socket.socket) -> str | None:
+    """``peer_client`` of the process that connected ``sock``; ``None`` where the kernel cannot tell."""
+    try:
+        credentials = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except (AttributeError, OSError):  # no SO_PEERCRED on this platform
+        return None
+    pid = struct.unpack("3i", credentials)[0]
+    return peer_client(pid) if pid > 0 else None
+
+
 def _model_or_none(value: Any) -> Any:
     return None if value is None else value.__pydantic_serializer__.to_json(value)
 
@@ -340,6 +362,8 @@ class _ServedConnection:
 
     def run(self) -> None:
         """Thread body: serve until the client leaves or the server shuts the socket down."""
+        # This thread serves one peer: every task below copies the context with its name in it.
+        CURRENT_CLIENT.set(_peer_of(self._sock))
         loop = asyncio.new_event_loop()  # never installed as this thread's current loop
         self._loop = loop
         try:

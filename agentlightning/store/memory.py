@@ -38,6 +38,9 @@ runner presumed dead does not crash when it reports in. Status changes the calle
 
 Liveness is measured on the store's ``clock`` (injectable for tests): ``timeout_seconds`` from the
 attempt's start, ``unresponsive_seconds`` from its last span, heartbeat or start, whichever is latest.
+``RolloutConfig`` gives every rollout an unresponsive window by default, so nearly every active attempt has
+a deadline: the heap drops stale entries at its head as attempts end, and is rebuilt without the others
+each time it doubles, so it stays proportional to the attempts in flight.
 ``close()`` is a no-op: the store holds no thread, file or socket, and stays usable.
 """
 
@@ -113,6 +116,9 @@ _ATTEMPT_END_FOR_ROLLOUT: dict[str, AttemptStatus] = {
 }
 # Floor on a wait's re-check delay: keeps clock granularity from turning a wait into a spin.
 _MIN_DELAY = 0.001
+# The deadline heap is rebuilt without its stale entries (attempts ended since they were pushed) whenever
+# it has doubled since the last rebuild: every attempt has a deadline by default, most end long before it.
+_COMPACT_MIN = 1024
 
 _M = TypeVar("_M", bound=BaseModel)
 _ATOMS: frozenset[type] = frozenset({str, int, float, bool, type(None), bytes, complex})
@@ -364,13 +370,14 @@ class _AttemptRecord:
 class _Waiter:
     """One ``wait_for_rollouts`` call: the ids still pending and a future of the caller's loop."""
 
-    __slots__ = ("future", "loop", "pending", "thread_id")
+    __slots__ = ("future", "loop", "pending", "thread_id", "wake_at")
 
     def __init__(self, pending: set[str], loop: asyncio.AbstractEventLoop) -> None:
         self.pending = pending
         self.loop = loop
         self.future: asyncio.Future[None] = loop.create_future()  # replaced each round of the wait
         self.thread_id = threading.get_ident()
+        self.wake_at = math.inf  # on the store's clock: when this round's timer fires at the latest
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -410,6 +417,7 @@ class InMemoryLightningStore(LightningStore):
         self._pushed = 0
         self._popped = 0
         self._deadlines: list[tuple[float, int, _AttemptRecord, int]] = []
+        self._compact_at = _COMPACT_MIN
         # Rollout id -> its waiter, or a list of them when several waits share the id: most ids have
         # exactly one, and a bulk wait then registers without allocating anything per id.
         self._waiters: dict[str, _Waiter | list[_Waiter]] = {}
@@ -616,6 +624,7 @@ class InMemoryLightningStore(LightningStore):
                     if self._deadlines:
                         until_deadline = max(self._deadlines[0][0] - now, _MIN_DELAY)
                         delay = until_deadline if delay is None else min(delay, until_deadline)
+                    waiter.wake_at = math.inf if delay is None else now + delay
                 future = waiter.future
                 timer = None if delay is None else loop.call_later(delay, _resolve, future)
                 try:
@@ -967,6 +976,11 @@ class InMemoryLightningStore(LightningStore):
         data["end_time"] = now
         arec.watch_token += 1
         arec.ended_by_store = by_store
+        deadlines = self._deadlines
+        # Attempts mostly end in the order they started: drop the stale entries at the head as they
+        # appear, so a wait's timer aims at a live deadline and not at one that no longer matters.
+        while deadlines and deadlines[0][3] != deadlines[0][2].watch_token:
+            heapq.heappop(deadlines)
         record = arec.owner
         if not propagate or record.latest is not arec or record.data["status"] not in _CLAIMED:
             return  # a superseded attempt never changes its rollout
@@ -999,11 +1013,20 @@ class InMemoryLightningStore(LightningStore):
         if deadline is None:
             return
         entry = (deadline, next(self._counter), arec, arec.watch_token)
-        heapq.heappush(self._deadlines, entry)
-        if self._deadlines[0] is entry:
-            # Earlier than any deadline a sleeping wait planned for: make every wait re-arm its timer.
+        deadlines = self._deadlines
+        heapq.heappush(deadlines, entry)
+        if len(deadlines) >= self._compact_at:
+            # In place: _sweep holds the list while it ends attempts.
+            deadlines[:] = [e for e in deadlines if e[3] == e[2].watch_token]
+            heapq.heapify(deadlines)
+            self._compact_at = max(_COMPACT_MIN, 2 * len(deadlines))
+        if deadlines[0] is entry:
+            # Earlier than every other deadline: a wait whose timer fires later must re-arm it. (Not
+            # every wait: with a default window on every attempt, a new head is common, and most waits
+            # already wake sooner, at their own timeout.)
             for waiter in self._all_waiters:
-                self._fire(waiter)
+                if deadline < waiter.wake_at:
+                    self._fire(waiter)
 
     def _sweep(self, now: float) -> None:
         deadlines = self._deadlines

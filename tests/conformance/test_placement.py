@@ -221,4 +221,5 @@ def test_cs_sides_placed_by_the_declaration_complete_rollouts_across_two_hosts(t
     algorithm_pids = {r.pid for r in records if r.bundle == "algorithm"}
     assert runner_pids and not runner_pids & algorithm_pids
     starts = [r for r in records if r.bundle.startswith("runner") and r.kind == "start"]
-    assert {r.data["store_type"].rsplit(".", 1)[1] for r in starts} == {"HttpLightningStore"}
+    # Each runner's HTTP client, seen through its claim tracker (heartbeats, T3).
+    assert {r.data["store_type"] for r in starts} == {"agentlightning.store.claims.ClaimTrackingStore"}

@@ -130,7 +130,9 @@ async def _perform(
     elif kind == "bad_store_call":
         await store.update_attempt("ro-does-not-exist", "latest", status="succeeded")
     elif kind == "store_type":
-        journal.write(who, f"store={type(store).__name__}")
+        inner = getattr(store, "inner", None)
+        within = "" if inner is None else f" inner={type(inner).__name__}"
+        journal.write(who, f"store={type(store).__name__}{within}")
     else:
         raise AssertionError(f"unknown step {step!r}")
 

@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 import psutil
+from claims_bundles import AwaitGivenUp, ClaimThenDie
 from cs_bundles import HANG, Journal, ScriptedAlgorithm, ScriptedRunner
 
 from agentlightning.execution.client_server import ClientServerExecutionStrategy
@@ -163,7 +164,12 @@ def main() -> None:
             ),
             "l4": (("wait_event",),),
         }
-        report = _run(strategy, ScriptedAlgorithm(journal, scripts[sys.argv[3]]), None, store)
+        algorithm: Any
+        if sys.argv[3] == "t3":  # wait until the claim of the runner that dies over there is given up
+            algorithm = AwaitGivenUp(directory)
+        else:
+            algorithm = ScriptedAlgorithm(journal, scripts[sys.argv[3]])
+        report = _run(strategy, algorithm, None, store)
         report["statuses"] = sorted({r.status for r in asyncio.run(store.query_rollouts())})
     elif scenario == "runner_role":
         strategy = ClientServerExecutionStrategy(
@@ -173,6 +179,7 @@ def main() -> None:
             "work": ScriptedRunner(journal, (("work",),)),
             "l3": ScriptedRunner(journal, ()),
             "l4": ScriptedRunner(journal, WAIT_EVENT_STEPS, per_worker={1: (("set_event",),)}),
+            "t3": ClaimThenDie(directory, "sigkill"),
         }
         report = _run(strategy, None, runners[sys.argv[4]], None)
     else:

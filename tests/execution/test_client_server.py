@@ -27,6 +27,8 @@ import httpx
 import psutil
 import pytest
 import trustme
+from claims_bundles import PROCESS_DEATHS, check_given_up, check_kept_alive
+from claims_bundles import read_journal as read_claims_journal
 from cs_bundles import Journal, ScriptedAlgorithm, ScriptedError, ScriptedRunner
 
 from agentlightning.execution.base import ExecutionStrategy
@@ -117,7 +119,11 @@ def test_L1_bundles_called_once_with_distinct_worker_ids(journal: Journal, n_run
     starts = [who for _, who, what, _ in journal.entries() if what == "start"]
     assert sorted(starts) == sorted(["algorithm", *(f"runner {i}" for i in range(n_runners))])
     assert journal.has("algorithm", "store=InMemoryLightningStore")  # the caller's store itself
-    assert all(journal.has(f"runner {i}", "store=HttpLightningStore") for i in range(n_runners))
+    # An HTTP client seen through the runner's own claim tracker (heartbeats, T3).
+    assert all(
+        journal.has(f"runner {i}", "store=ClaimTrackingStore inner=HttpLightningStore")
+        for i in range(n_runners)
+    )
     runner_pids = {pid for _, who, _, pid in journal.entries() if who.startswith("runner")}
     assert len(runner_pids) == n_runners and os.getpid() not in runner_pids
 
@@ -467,6 +473,20 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.parametrize(("how", "config", "expected", "error"), PROCESS_DEATHS)
+def test_T3_F1_a_runner_that_dies_holding_a_claim_has_it_given_up(
+    tmp_path: Path, how: str, config: dict[str, Any], expected: str, error: type[BaseException]
+) -> None:
+    """The server knows which runner claimed it (its client names itself); given up as soon as the runner
+    process is seen to end, while the algorithm still runs, by the retry policy, before execute() raises."""
+    check_given_up(_cs(n_runners=1), str(tmp_path), how, config, expected, error)
+
+
+def test_T3_a_live_but_silent_runner_is_kept_claimed_by_heartbeats(tmp_path: Path) -> None:
+    """Its heartbeats cross HTTP: the store's clock only moves once one came (see claims_bundles)."""
+    check_kept_alive(_cs(n_runners=1), str(tmp_path))
+
+
 # -- the multi-machine shape and the runner role -------------------------------------------------------------
 
 
@@ -503,6 +523,17 @@ def test_L4_across_machines_event_set_by_a_remote_runner(tmp_path: Path) -> None
     assert algorithm_report["outcome"] == "returned" and runner_report["outcome"] == "returned"
     journal = Journal(str(tmp_path))
     assert journal.has("algorithm", "saw stop") and journal.has("runner 0", "saw stop")
+
+
+def test_T3_across_machines_a_runner_side_reports_its_dead_runner(tmp_path: Path) -> None:
+    """A runner machine's runner is SIGKILLed holding a claim: that machine tells the server at once
+    (POST /v1/claims/release), so the algorithm sees the rollout given up while it runs."""
+    algorithm_report, runner_report = _two_machines(tmp_path, "t3")
+    assert runner_report["outcome"].startswith("WorkerDied"), runner_report  # that machine's own failure
+    assert algorithm_report["outcome"] == "returned", algorithm_report
+    assert algorithm_report["statuses"] == ["failed"]
+    assert "algorithm saw failed" in read_claims_journal(str(tmp_path))
+    assert runner_report["children"] == [] and runner_report["threads"] == []
 
 
 def test_runner_role_fails_fast_when_the_server_is_unreachable(journal: Journal) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 
 import psutil
 import pytest
+from claims_bundles import PROCESS_DEATHS, check_given_up, check_kept_alive
 from ipc_bundles import HANG, Algorithm, Runner, read_journal
 
 from agentlightning.execution.base import CAPABILITY_NAMES
@@ -353,6 +354,20 @@ def test_F1_killed_runner_is_named(scratch: str, start_method: str) -> None:
     assert info.value.exitcode == -signal.SIGKILL
     assert "SIGKILL" in str(info.value)
     assert "runner 0 saw-stop True" in read_journal(scratch)  # the others stopped
+
+
+@pytest.mark.parametrize(("how", "config", "expected", "error"), PROCESS_DEATHS)
+def test_T3_F1_a_runner_that_dies_holding_a_claim_has_it_given_up(
+    scratch: str, how: str, config: dict[str, Any], expected: str, error: type[BaseException]
+) -> None:
+    """Given up as soon as the runner process is seen to end (the server knows each connection's peer
+    process), while the algorithm still runs, by the retry policy, before execute() raises."""
+    check_given_up(ipc(1, "forkserver"), scratch, how, config, expected, error)
+
+
+def test_T3_a_live_but_silent_runner_is_kept_claimed_by_heartbeats(scratch: str) -> None:
+    """Its heartbeats cross the socket: the store's clock only moves once one came (see claims_bundles)."""
+    check_kept_alive(ipc(1, "forkserver"), scratch)
 
 
 @pytest.mark.parametrize("start_method", AVAILABLE)

@@ -24,9 +24,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from claims_bundles import (
+    RETRYING,
+    ClaimThenDie,
+    assert_given_up,
+    check_given_up,
+    check_kept_alive,
+    read_journal,
+)
 
 from agentlightning.execution.events import ExecutionEvent, ThreadingEvent, wait_async
 from agentlightning.execution.shared_memory import SharedMemoryExecutionStrategy
+from agentlightning.store.claims import ClaimTrackingStore
 from agentlightning.store.memory import InMemoryLightningStore
 
 HANG = 20.0  # hang bound for anything that should happen "at once"
@@ -748,8 +757,46 @@ def test_S6_managed_store_wraps_the_callers_object() -> None:
 
     store = InMemoryLightningStore()
     shm(n_runners=2, managed_store=True).execute(algorithm, runner, store)
-    assert len(seen) == 3 and all(isinstance(s, threaded.ThreadedLightningStore) for s in seen)
-    assert all(s.inner is store for s in seen)
+    assert len(seen) == 3
+    algorithm_store, *runner_stores = sorted(seen, key=lambda s: isinstance(s, ClaimTrackingStore))
+    assert isinstance(algorithm_store, threaded.ThreadedLightningStore) and algorithm_store.inner is store
+    # Each runner's own view of that same wrapper records what it claims (T3).
+    assert all(isinstance(s, ClaimTrackingStore) and s.inner is algorithm_store for s in runner_stores)
+    assert sorted(s.client for s in runner_stores) == ["runner 0", "runner 1"]
+
+
+# -- T3: claims of a runner that is gone ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("how", "error"), [("raise", RuntimeError), ("return", None)])
+@pytest.mark.parametrize(("config", "expected"), [({}, "failed"), (RETRYING, "requeuing")])
+def test_T3_a_runner_that_ends_holding_a_claim_has_it_given_up(
+    tmp_path: Path, how: str, error: type[BaseException] | None, config: dict[str, Any], expected: str
+) -> None:
+    """Given up as the runner's bundle ends (raising, or returning: L3, the others run on), while the
+    algorithm still runs, by the retry policy."""
+    check_given_up(shm(n_runners=2, managed_store=True), str(tmp_path), how, config, expected, error)
+
+
+def test_T3_a_runner_left_behind_in_blocking_code_has_its_claim_given_up(tmp_path: Path) -> None:
+    directory, store, release = str(tmp_path), InMemoryLightningStore(), threading.Event()
+
+    async def algorithm(store: Any, event: ExecutionEvent) -> None:
+        await store.enqueue_rollout({"task": 1})
+        while not any(line.startswith("runner claimed") for line in read_journal(directory)):
+            await asyncio.sleep(0.002)  # bounded by the test's timeout: a handshake, not a delay
+
+    strategy = shm(n_runners=1, managed_store=True, graceful_delay=0.05, join_timeout=0.2)
+    try:
+        strategy.execute(algorithm, ClaimThenDie(directory, "block", release), store)  # L7: left behind
+        assert_given_up(store, "failed")
+    finally:
+        release.set()  # the straggler returns; the autouse fixture joins it
+
+
+def test_T3_a_live_but_silent_runner_is_kept_claimed_by_heartbeats(tmp_path: Path) -> None:
+    """The store's clock only moves once a heartbeat came: without them the attempt expires at once."""
+    check_kept_alive(shm(n_runners=1, managed_store=True), str(tmp_path))
 
 
 # -- G: configuration ----------------------------------------------------------------------------------

@@ -11,36 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import pickle
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+from fakes import FakeClock, run
 
 from agentlightning.store.base import UNSET
 from agentlightning.store.memory import InMemoryLightningStore
-from agentlightning.types import RolloutConfig, Span
-
-_T = TypeVar("_T")
-
-
-def run(coro: Awaitable[_T]) -> _T:
-    async def _main() -> _T:
-        return await coro
-
-    return asyncio.run(_main())
-
-
-class FakeClock:
-    """A clock the test moves by hand, so liveness deadlines are reached without sleeping."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from agentlightning.types import DEFAULT_UNRESPONSIVE_SECONDS, RolloutConfig, Span
 
 
 def span_for(rollout_id: str, attempt_id: str, span_id: str = "s", sequence_id: int = 0) -> Span:
@@ -404,6 +382,91 @@ def test_unresponsive_counts_silence_since_the_last_heartbeat() -> None:
         assert len(await store.query_spans(rid)) == 2
         rollout = await store.get_rollout_by_id(rid)
         assert rollout is not None and rollout.status == "failed"
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (None, "failed"),
+        (RolloutConfig(max_attempts=2, retry_condition=["unresponsive"]), "requeuing"),
+    ],
+)
+def test_T3_an_attempt_nobody_hears_from_is_given_up_by_default(
+    config: RolloutConfig | None, expected: str
+) -> None:
+    """The default unresponsive window (DEFAULT_UNRESPONSIVE_SECONDS): nothing stays claimed forever."""
+
+    async def scenario() -> None:
+        clock = FakeClock()
+        store = InMemoryLightningStore(clock=clock)
+        rollout = await store.enqueue_rollout("a", config=config)
+        assert rollout.config.unresponsive_seconds == DEFAULT_UNRESPONSIVE_SECONDS == 600
+        assert await store.dequeue_rollout() is not None
+        clock.advance(599.9)
+        assert (await store.get_latest_attempt(rollout.rollout_id)).status == "preparing"  # type: ignore[union-attr]
+        clock.advance(0.2)
+        assert (await store.get_latest_attempt(rollout.rollout_id)).status == "unresponsive"  # type: ignore[union-attr]
+        assert (await store.get_rollout_by_id(rollout.rollout_id)).status == expected  # type: ignore[union-attr]
+
+    run(scenario())
+
+
+def test_T3_unresponsive_seconds_none_opts_a_rollout_out_of_the_window() -> None:
+    async def scenario() -> None:
+        clock = FakeClock()
+        store = InMemoryLightningStore(clock=clock)
+        rollout = await store.enqueue_rollout("a", config=RolloutConfig(unresponsive_seconds=None))
+        assert await store.dequeue_rollout() is not None
+        clock.advance(10 * DEFAULT_UNRESPONSIVE_SECONDS)
+        assert (await store.get_latest_attempt(rollout.rollout_id)).status == "preparing"  # type: ignore[union-attr]
+
+    run(scenario())
+
+
+def test_the_deadline_heap_stays_proportional_to_the_attempts_in_flight() -> None:
+    """Every attempt has a deadline by default; ended ones must not pile up in the heap until it passes."""
+
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        held = [await store.start_rollout("held") for _ in range(10)]
+        for i in range(20_000):
+            # Ended out of order (not always the heap's head): only the rebuild can drop these entries.
+            await store.enqueue_rollout(i)
+            await store.enqueue_rollout(i)
+            first, second = await store.dequeue_rollout(), await store.dequeue_rollout()
+            assert first and second
+            await store.update_attempt(second.rollout_id, second.attempt.attempt_id, status="succeeded")
+            await store.update_attempt(first.rollout_id, first.attempt.attempt_id, status="succeeded")
+        assert len(store._deadlines) < 2 * 1024 + len(held)  # bounded by the rebuild threshold
+        for attempted in held:  # the live ones kept their deadlines
+            assert (await store.get_latest_attempt(attempted.rollout_id)).status == "preparing"  # type: ignore[union-attr]
+
+    run(scenario())
+
+
+def test_new_deadlines_do_not_wake_a_wait_that_wakes_sooner_anyway(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a window on every attempt, a new attempt often has the earliest deadline; a wait whose own
+    timeout comes first must not be woken (cross-thread, in a strategy) for every one of them."""
+    fired: list[object] = []
+    fire = InMemoryLightningStore._fire
+    monkeypatch.setattr(InMemoryLightningStore, "_fire", staticmethod(lambda w: (fired.append(w), fire(w))))
+
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        # Not queued (nobody dequeues it) and without a window of its own.
+        watched = await store.start_rollout("watched", config=RolloutConfig(unresponsive_seconds=None))
+        wait = asyncio.ensure_future(store.wait_for_rollouts(rollout_ids=[watched.rollout_id], timeout=30))
+        await asyncio.sleep(0)  # the wait is armed, on its 30 s timeout (no deadline yet)
+        for i in range(50):  # each attempt is alone in the heap: the earliest deadline, 600 s away
+            await store.enqueue_rollout(i)
+            claimed = await store.dequeue_rollout()
+            assert claimed is not None
+            await store.update_attempt(claimed.rollout_id, claimed.attempt.attempt_id, status="succeeded")
+        assert fired == []
+        await store.update_rollout(watched.rollout_id, status="succeeded")
+        assert [r.rollout_id for r in await wait] == [watched.rollout_id]
 
     run(scenario())
 

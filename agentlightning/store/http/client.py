@@ -16,13 +16,16 @@ server is closing. A TLS certificate that does not verify is an error at once, n
 the system's CAs. The token is sent as a bearer token and never appears in the client's repr or errors.
 
 The client is picklable (it travels to runner processes) and opens one connection pool per event loop
-it is used from; ``close()`` releases the current loop's pool.
+it is used from; ``close()`` releases the current loop's pool. A client may name itself to the server
+(``named()``: the ``x-agl-client`` header on every request), so the server can tell which runner made
+which claim (``store.claims``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import ssl
 import time
@@ -34,6 +37,7 @@ import aiohttp
 from pydantic import TypeAdapter
 
 from agentlightning.store.base import UNSET, LightningStore, Unset
+from agentlightning.store.claims import CLIENT_HEADER
 from agentlightning.store.http.limits import DEFAULT_KEEPALIVE_SECONDS
 from agentlightning.store.http.security import client_ssl_context, resolve_ca, resolve_token
 from agentlightning.store.values import DEFAULT_LIMITS, ValueLimits, check_json, check_span
@@ -62,6 +66,7 @@ _RETRY_SAFE = frozenset(
         "event/set",
         "event/wait",
         "event/detach",
+        "claims/release",  # giving up a client twice is giving it up once
         "query_rollouts",
         "get_rollout_by_id",
         "wait_for_rollouts",
@@ -140,8 +145,18 @@ class HttpLightningStore(LightningStore):
         if not isinstance(value_limits, ValueLimits):
             raise ValueError(f"value_limits must be a ValueLimits, got {type(value_limits).__name__}")
         self.value_limits = value_limits
+        self.client_name: str | None = None
         self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
         self._ssl: ssl.SSLContext | None = None
+
+    def named(self, client_name: str) -> HttpLightningStore:
+        """A copy of this client (no connection shared) that names itself ``client_name`` to the server."""
+        if not isinstance(client_name, str) or not client_name or not client_name.isprintable():
+            raise ValueError(f"client_name must be a non-empty printable str, got {client_name!r}")
+        clone = copy.copy(self)
+        clone._sessions = {}
+        clone.client_name = client_name
+        return clone
 
     # -- transport ------------------------------------------------------------------------------------
 
@@ -157,6 +172,8 @@ class HttpLightningStore(LightningStore):
                 headers["authorization"] = f"Bearer {self.token}"
             if self.base_url.startswith("https:") and self._ssl is None:
                 self._ssl = client_ssl_context(self.tls_ca)
+            if self.client_name is not None:
+                headers[CLIENT_HEADER] = self.client_name
             session = aiohttp.ClientSession(
                 self.base_url,
                 headers=headers,
@@ -400,6 +417,14 @@ class HttpLightningStore(LightningStore):
     async def get_resources_by_id(self, resources_id: str) -> ResourcesUpdate | None:
         raw = await self._request("get_resources_by_id", {"resources_id": resources_id})
         return _MAYBE_RESOURCES.validate_json(raw)
+
+    async def release_claims(self, client_names: Sequence[str]) -> int:
+        """Tell the server these clients are gone: the attempts they hold are marked unresponsive.
+
+        Answered by a server that tracks claims (``store.claims``); the number of attempts marked.
+        """
+        raw = await self._request("claims/release", {"clients": list(client_names)})
+        return int(json.loads(raw)["marked"])
 
     # -- lifecycle ------------------------------------------------------------------------------------
 

@@ -51,6 +51,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agentlightning.execution.events import ExecutionEvent, wait_async
 from agentlightning.store.base import LightningStore
+from agentlightning.store.claims import CLIENT_HEADER, CURRENT_CLIENT, ClaimTrackingStore
 from agentlightning.store.http.errors import ERROR_RESPONSES, ApiError, internal_error
 from agentlightning.store.http.limits import (
     DEFAULT_MAX_BODY_BYTES,
@@ -92,6 +93,7 @@ DEFAULT_MAX_WAIT_SECONDS = 30.0
 API_PREFIX = "/v1"
 
 _T = TypeVar("_T")
+_CLIENT_HEADER = CLIENT_HEADER.encode()
 _ASGIApp = Callable[[MutableMapping[str, Any], Any, Any], Awaitable[None]]
 
 
@@ -205,6 +207,17 @@ class EventState(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+class ClaimsReleaseRequest(_Body):
+    """Clients (as they named themselves, ``CLIENT_HEADER``) that are gone."""
+
+    clients: list[str] = Field(max_length=10_000)
+
+
+class ClaimsReleased(BaseModel):
+    marked: int
+    """Attempts still in flight that were marked unresponsive."""
 
 
 # -- errors -----------------------------------------------------------------------------------------------
@@ -420,6 +433,9 @@ class _HotPath:
     limits, holds no ``NaN``/``Infinity`` and validates. Anything else (and every other route) goes to
     the application with its body replayed, so error answers have one implementation. Store errors use
     the same ``_call`` mapping; an unexpected one is a 500 with a request id, as in ``_Gate``.
+
+    Being the server's front, it also names the caller of every request (the ``x-agl-client`` header its
+    client sends, ``HttpLightningStore.named``) in ``claims.CURRENT_CLIENT`` for the store to read.
     """
 
     def __init__(
@@ -432,7 +448,17 @@ class _HotPath:
         }
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
-        handler = self._routes.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        named = CURRENT_CLIENT.set(_client_of(scope))
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            CURRENT_CLIENT.reset(named)
+
+    async def _serve(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        handler = self._routes.get(scope.get("path", ""))
         if handler is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
@@ -486,6 +512,14 @@ class _HotPath:
             self.store, self.store.update_attempt(rollout_id, attempt_id, **fields), [rollout_id], attempt_id
         )
         return attempt.__pydantic_serializer__.to_json(attempt)
+
+
+def _client_of(scope: MutableMapping[str, Any]) -> str | None:
+    """The name the request's client goes by (``CLIENT_HEADER``), if it sent one."""
+    for name, value in scope.get("headers") or ():
+        if name == _CLIENT_HEADER:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def _replay(body: bytes) -> Callable[[], Awaitable[dict[str, Any]]]:
@@ -577,6 +611,8 @@ def create_app(
     ``limits`` (``max_body_bytes`` overrides its field) are enforced by the application itself; every
     decoded value passes the store's value rule with ``value_limits`` (default: the store's ``limits``
     when it has them, else ``values.DEFAULT_LIMITS``) before the store is called.
+    A ``ClaimTrackingStore`` (it knows who claims what) also gets ``POST /v1/claims/release``: the attempts
+    the named clients still hold are marked unresponsive.
     """
     limits = _limits(limits, max_body_bytes)
     if max_wait_seconds <= 0:
@@ -695,6 +731,18 @@ def create_app(
     @app.post(f"{API_PREFIX}/get_resources_by_id")
     async def get_resources_by_id(body: ResourcesIdRequest) -> ResourcesUpdate | None:
         return await _call(store, store.get_resources_by_id(body.resources_id))
+
+    if isinstance(store, ClaimTrackingStore):
+        tracked = store
+
+        @app.post(f"{API_PREFIX}/claims/release")
+        async def release_claims(body: ClaimsReleaseRequest) -> ClaimsReleased:
+            """A runner machine reports runners of its own that are gone: their claims are given up."""
+            marked = 0
+            for client in body.clients:
+                gone = await tracked.ledger.give_up(tracked.inner, client, "was reported gone by its machine")
+                marked += len(gone)
+            return ClaimsReleased(marked=marked)
 
     if event is not None:
         stop_event = event
