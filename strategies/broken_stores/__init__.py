@@ -2,7 +2,8 @@
 
 Every module ``<id>_<defect>.py`` defines one store (the reference ``InMemoryLightningStore``, or for T8
 the durable ``SqliteLightningStore``, with one method overridden) and a module-level
-``BREAKS = "<contract ID>"``; its docstring says what the defect is and why someone would write it. Watch one fail for the right contract::
+``BREAKS = "<contract ID>"``; its docstring says what the defect is and why someone would write it.
+Watch one fail for the right contract::
 
     pytest --store=strategies.broken_stores.t2_check_then_claim.CheckThenClaimStore -k T2-
 
