@@ -13,7 +13,7 @@ Journal. The memory store's internal hooks (a rollout added, queued, claimed, gi
 attempt started, running or ended, including those the liveness sweep ends) mark the rollout dirty under
 the store's lock; argument-named changes (``update_rollout``/``update_attempt`` fields, spans, resources)
 are marked by the call itself. After the in-memory change, the call takes a snapshot of every dirty rollout
-(its row and its attempts' rows) under the same lock, appends it to the pending list with a sequence
+(one row, its attempts included) under the same lock, appends it to the pending list with a sequence
 number, and commits: one connection, one writer at a time. Group commit: a caller that finds its snapshot
 already committed by another (the writer takes every pending snapshot into one transaction) returns at
 once. A call is acknowledged (returns) only after the transaction holding its change committed, and a
@@ -123,27 +123,12 @@ class StoreWriteError(RuntimeError):
 _SCHEMA_V1: Final = """
         CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
         CREATE TABLE rollouts (
-            rollout_id TEXT PRIMARY KEY,
-            rank INTEGER NOT NULL,
+            rank INTEGER PRIMARY KEY,
+            rollout_id TEXT NOT NULL,
             status TEXT NOT NULL,
             queue_serial INTEGER NOT NULL,
-            data TEXT NOT NULL,
-            input TEXT NOT NULL,
-            metadata TEXT NOT NULL,
-            config TEXT
+            record TEXT NOT NULL
         );
-        CREATE TABLE attempts (
-            attempt_id TEXT PRIMARY KEY,
-            rollout_id TEXT NOT NULL,
-            sequence_id INTEGER NOT NULL,
-            status TEXT NOT NULL,
-            data TEXT NOT NULL,
-            metadata TEXT NOT NULL,
-            last_activity REAL NOT NULL,
-            ended_by_store INTEGER NOT NULL,
-            next_sequence INTEGER NOT NULL
-        );
-        CREATE INDEX attempts_by_rollout ON attempts (rollout_id, sequence_id);
         CREATE TABLE spans (
             row INTEGER PRIMARY KEY,
             rollout_id TEXT NOT NULL,
@@ -173,8 +158,10 @@ MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_create_v
 """``MIGRATIONS[n]`` upgrades a file at schema ``n`` to ``n + 1`` (0 is an empty file)."""
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_dumps: Final = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+"""JSON text of a value the store already checked (one encoder, not one per call as ``json.dumps`` makes)."""
+
+_Row = tuple[str, tuple[Any, ...]]  # one statement and its parameters
 
 
 def _holder(lock_path: str) -> str:
@@ -225,7 +212,7 @@ class SqliteLightningStore(InMemoryLightningStore):
         self.max_page_count = max_page_count
         # Journal state: guarded by the in-memory store's lock (``_lock``).
         self._dirty: dict[_RolloutRecord, None] = {}
-        self._pending: list[tuple[int, list[tuple[str, list[tuple[Any, ...]]]]]] = []
+        self._pending: list[tuple[int, list[_Row]]] = []
         self._assigned = 0  # sequence number of the last snapshot taken
         # Commit state: guarded by ``_commit_lock`` (one writer at a time).
         self._commit_lock = threading.Lock()
@@ -335,42 +322,34 @@ class SqliteLightningStore(InMemoryLightningStore):
         """Rebuild the in-memory state from the file (the lock is not needed: nobody else sees us yet)."""
         db = self._db
         assert db is not None
-        records: dict[str, _RolloutRecord] = {}
         queued: list[tuple[int, _RolloutRecord]] = []
-        for rid, rank, _status, serial, data, inp, metadata, config in db.execute(
-            "SELECT rollout_id, rank, status, queue_serial, data, input, metadata, config "
-            "FROM rollouts ORDER BY rank"
+        attempts: dict[str, _AttemptRecord] = {}
+        for rid, rank, serial, text in db.execute(
+            "SELECT rollout_id, rank, queue_serial, record FROM rollouts ORDER BY rank"
         ):
+            data, inp, metadata, config, tried = json.loads(text)
             record = _RolloutRecord(
-                json.loads(data),
-                json.loads(inp),
-                json.loads(metadata),
-                self._default_config
-                if config is None
-                else _build(RolloutConfig, json.loads(config), _CONFIG_FIELDS),
+                data,
+                inp,
+                metadata,
+                self._default_config if config is None else _build(RolloutConfig, config, _CONFIG_FIELDS),
             )
             record.order = rank
-            records[rid] = record
             self._rollouts[rid] = record
             self._by_status[record.data["status"]][rid] = record
             if record.data["status"] in _QUEUED and serial >= 0:
                 queued.append((serial, record))
-        attempts: dict[str, _AttemptRecord] = {}
-        for aid, rid, data, metadata, last_activity, by_store, next_sequence in db.execute(
-            "SELECT attempt_id, rollout_id, data, metadata, last_activity, ended_by_store, next_sequence "
-            "FROM attempts ORDER BY rollout_id, sequence_id"
-        ):
-            record = records[rid]
-            arec = _AttemptRecord(json.loads(data), record)
-            arec.metadata = json.loads(metadata)
-            arec.last_activity = last_activity
-            arec.ended_by_store = bool(by_store)
-            arec.next_sequence = next_sequence
-            if record.latest is not None:
-                record.earlier = (*record.earlier, record.latest)
-            record.latest = arec
-            attempts[aid] = arec
-            self._attempts[aid] = arec
+            for adata, ametadata, last_activity, by_store, next_sequence in tried:
+                arec = _AttemptRecord(adata, record)
+                arec.metadata = ametadata
+                arec.last_activity = last_activity
+                arec.ended_by_store = bool(by_store)
+                arec.next_sequence = next_sequence
+                if record.latest is not None:
+                    record.earlier = (*record.earlier, record.latest)
+                record.latest = arec
+                attempts[adata["attempt_id"]] = arec
+                self._attempts[adata["attempt_id"]] = arec
         for aid, span in db.execute(
             "SELECT attempt_id, span FROM spans ORDER BY attempt_id, sequence_id, row"
         ):
@@ -441,49 +420,25 @@ class SqliteLightningStore(InMemoryLightningStore):
                 "reopen it from the file"
             )
 
-    def _rows(self, record: _RolloutRecord) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    def _row(self, record: _RolloutRecord) -> _Row:
+        """The rollout's one row: ids and status as columns, and one JSON document (``record``) of its
+        fields, input, metadata, config (``null``: the default) and attempts (oldest first)."""
         data = record.data
-        rid = data["rollout_id"]
-        config = None if record.config is self._default_config else _dumps(record.config.__dict__)
-        rows: list[tuple[str, list[tuple[Any, ...]]]] = [
-            (
-                "INSERT OR REPLACE INTO rollouts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        rid,
-                        record.order,
-                        data["status"],
-                        record.queue_serial,
-                        _dumps(data),
-                        _dumps(record.input),
-                        _dumps(record.metadata),
-                        config,
-                    )
-                ],
-            )
-        ]
+        config = None if record.config is self._default_config else record.config.__dict__
         attempts = [
-            (
-                arec.data["attempt_id"],
-                rid,
-                arec.data["sequence_id"],
-                arec.data["status"],
-                _dumps(arec.data),
-                _dumps(arec.metadata),
-                arec.last_activity,
-                int(arec.ended_by_store),
-                arec.next_sequence,
-            )
+            (arec.data, arec.metadata, arec.last_activity, arec.ended_by_store, arec.next_sequence)
             for arec in record.attempts()
         ]
-        if attempts:
-            rows.append(("INSERT OR REPLACE INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", attempts))
-        return rows
+        document = _dumps((data, record.input, record.metadata, config, attempts))
+        return (
+            "INSERT OR REPLACE INTO rollouts VALUES (?, ?, ?, ?, ?)",
+            (record.order, data["rollout_id"], data["status"], record.queue_serial, document),
+        )
 
     def _snapshot(
         self,
         rollout_id: str | None = None,
-        extra: list[tuple[str, list[tuple[Any, ...]]]] | None = None,
+        extra: _Row | None = None,
     ) -> int:
         """Queue the rows of every dirty rollout (and ``extra`` rows); the sequence number to commit.
         Called with ``_lock`` held."""
@@ -492,12 +447,10 @@ class SqliteLightningStore(InMemoryLightningStore):
             if record is not None:
                 self._dirty[record] = None
         if self._dirty or extra:
-            rows: list[tuple[str, list[tuple[Any, ...]]]] = []
-            for record in self._dirty:
-                rows.extend(self._rows(record))
+            rows = [self._row(record) for record in self._dirty]
             self._dirty.clear()
             if extra:
-                rows.extend(extra)
+                rows.append(extra)
             self._assigned += 1
             self._pending.append((self._assigned, rows))
         return self._assigned
@@ -505,7 +458,7 @@ class SqliteLightningStore(InMemoryLightningStore):
     def _persist(
         self,
         rollout_id: str | None = None,
-        extra: list[tuple[str, list[tuple[Any, ...]]]] | None = None,
+        extra: _Row | None = None,
     ) -> None:
         """Journal what changed and return once it is committed (by this caller or another)."""
         with self._lock:
@@ -524,11 +477,14 @@ class SqliteLightningStore(InMemoryLightningStore):
             db = self._db
             assert db is not None
             try:
-                db.execute("BEGIN")
-                for _, rows in batch:
-                    for sql, values in rows:
-                        db.executemany(sql, values)
-                db.execute("COMMIT")
+                if len(batch) == 1 and len(batch[0][1]) == 1:
+                    db.execute(*batch[0][1][0])  # one statement: its own transaction (autocommit)
+                else:
+                    db.execute("BEGIN")
+                    for _, rows in batch:
+                        for row in rows:
+                            db.execute(*row)
+                    db.execute("COMMIT")
             except sqlite3.Error as error:
                 if db.in_transaction:
                     with contextlib.suppress(sqlite3.Error):
@@ -617,7 +573,7 @@ class SqliteLightningStore(InMemoryLightningStore):
         row = (result.rollout_id, result.attempt_id, result.sequence_id, _dumps(result.__dict__))
         self._persist(
             result.rollout_id,
-            [("INSERT INTO spans (rollout_id, attempt_id, sequence_id, span) VALUES (?, ?, ?, ?)", [row])],
+            ("INSERT INTO spans (rollout_id, attempt_id, sequence_id, span) VALUES (?, ?, ?, ?)", row),
         )
         return result
 
@@ -625,7 +581,7 @@ class SqliteLightningStore(InMemoryLightningStore):
         self._check_writable()
         result = await super().add_resources(resources)
         row = (result.resources_id, result.create_time, _dumps(result.resources))
-        self._persist(None, [("INSERT INTO resources VALUES (NULL, ?, ?, ?)", [row])])
+        self._persist(None, ("INSERT INTO resources VALUES (NULL, ?, ?, ?)", row))
         return result
 
     async def wait_for_rollouts(
