@@ -164,6 +164,21 @@ _dumps: Final = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators
 _Row = tuple[str, tuple[Any, ...]]  # one statement and its parameters
 
 
+_HELD_LOCKS: set[int] = set()
+"""Lock descriptors of the stores open in this process. A forked child inherits them, and an flock lives
+until every descriptor of it is closed: a child that outlived a killed owner would keep the store locked."""
+
+
+def _close_inherited_locks() -> None:
+    for fd in _HELD_LOCKS:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_locks)
+
+
 def _holder(lock_path: str) -> str:
     try:
         with open(lock_path, encoding="utf-8") as handle:
@@ -266,6 +281,7 @@ class SqliteLightningStore(InMemoryLightningStore):
             raise
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode())
+        _HELD_LOCKS.add(fd)
         return fd
 
     def _connect(self) -> sqlite3.Connection:
@@ -635,6 +651,7 @@ class SqliteLightningStore(InMemoryLightningStore):
                 self._db.close()
                 self._db = None
             if self._lock_fd is not None:
+                _HELD_LOCKS.discard(self._lock_fd)
                 os.close(self._lock_fd)  # closing the descriptor releases the flock
                 self._lock_fd = None
             if self._owned_dir is not None:
