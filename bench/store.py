@@ -21,6 +21,11 @@ with the size of the batch (large batches keep many returned models alive at onc
 garbage collector's full passes would show). Targets: a 100k-id wait returns >= 200,000 rollouts/s, and a
 20k batch runs within 20% of the 1k batch's rate.
 
+Durable rows: ``SqliteLightningStore`` on one loop under each sync mode (``sqlite NORMAL``, the default,
+``sqlite FULL``, ``sqlite OFF``), preloaded the same way, so each write call is one commit; the target
+is >= 5,000 cycles/s with durability on (NORMAL) at every size, flat within 20%, and the price of each
+mode is printed as a share of the in-memory one-loop rate measured in the same run.
+
 Run: ``python -m bench.store`` (``--quick`` for a short run); ``run(quick)`` returns the rows.
 """
 
