@@ -64,7 +64,10 @@ def example_args(spec: str) -> tuple[str, ...]:
 
 
 REFERENCES = ("shm", "cs", "ipc")
-REFERENCE_STORES = ("agentlightning.store.memory.InMemoryLightningStore",)
+REFERENCE_STORES = (
+    "agentlightning.store.memory.InMemoryLightningStore",
+    "agentlightning.store.sqlite.SqliteLightningStore",
+)
 
 
 @dataclasses.dataclass

@@ -1,8 +1,9 @@
 """The broken-store zoo: stores with one realistic defect each, to prove section T catches them.
 
-Every module ``<id>_<defect>.py`` defines one store (the reference ``InMemoryLightningStore`` with one
-method overridden) and a module-level ``BREAKS = "<contract ID>"``; its docstring says what the defect
-is and why someone would write it. Watch one fail for the right contract::
+Every module ``<id>_<defect>.py`` defines one store (the reference ``InMemoryLightningStore``, or for T8
+the durable ``SqliteLightningStore``, with one method overridden) and a module-level
+``BREAKS = "<contract ID>"``; its docstring says what the defect is and why someone would write it.
+Watch one fail for the right contract::
 
     pytest --store=strategies.broken_stores.t2_check_then_claim.CheckThenClaimStore -k T2-
 

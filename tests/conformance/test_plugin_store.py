@@ -32,7 +32,7 @@ def test_store_alone_collects_section_t_per_access_path(store_project: pytest.Py
     ids = [line for line in listed.stdout.lines if "::" in line]
     assert ids[0] == "test_own.py::test_own_test_still_runs"
     assert "conformance::T2-exactly-once-claim[http]" in ids
-    assert "conformance::T8-durable[default]" in ids
+    assert "conformance::T8-durable[ipc]" in ids
     assert not [i for i in ids if i.startswith("conformance::") and not i.startswith("conformance::T")]
     header = store_project.runpytest_subprocess(MEMORY, "--collect-only", "--conformance-seed=5")
     header.stdout.fnmatch_lines(
@@ -42,9 +42,12 @@ def test_store_alone_collects_section_t_per_access_path(store_project: pytest.Py
             "conformance: store options none; access paths in-process, threaded, http, ipc",
             "conformance: Python *, seed 5 (replay with --conformance-seed 5), timeout scale 1.0",
             'conformance: capabilities {"durable": false, "thread_safe": true}',
-            "conformance plan: 29 items: 28 run, 0 limitation expected, 1 n/a",
+            "conformance plan: 32 items: 28 run, 0 limitation expected, 4 n/a",
             "  run: T1x4 T2x4 T3x4 T4x4 T5x4 T6x4 T7x4",
-            "  n/a: T8-durable[[]default[]] (durable): the store declares durable: False *",
+            "  n/a: T8-durable[[]in-process[]] (durable): the store declares durable: False *",
+            "  n/a: T8-durable[[]threaded[]] (durable): the store declares durable: False *",
+            "  n/a: T8-durable[[]http[]] (durable): the store declares durable: False *",
+            "  n/a: T8-durable[[]ipc[]] (durable): the store declares durable: False *",
             "  not checked by this kit build: T9",
         ]
     )
@@ -85,14 +88,14 @@ def test_items_run_report_and_plan_like_a_strategys(store_project: pytest.Pytest
         "--store-option",
         "label=x",
         "-k",
-        "T1 and in-process or T8",
+        "T1 and in-process or T8 and ipc",
         "--conformance-report=r.json",
         "-rs",
     )
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.fnmatch_lines(
-        ["SKIPPED [[]1[]] *plan.py:1: n/a (durable): the store declares durable: False*"]
+        ["SKIPPED [[]1[]] *store_durable.py:*: n/a (durable): the store declares durable: False*"]
     )
     document = json.loads((store_project.path / "r.json").read_text())
     assert (document["kind"], document["store"], document["store_class"]) == (
@@ -104,7 +107,7 @@ def test_items_run_report_and_plan_like_a_strategys(store_project: pytest.Pytest
     assert document["access_paths"] == ["in-process", "threaded", "http", "ipc"]
     assert {r["item"]: r["verdict"] for r in document["results"]} == {
         "T1-state-machine[in-process]": "pass",
-        "T8-durable[default]": "n/a",
+        "T8-durable[ipc]": "n/a",
     }
     assert document["unimplemented"] == ["T9"] and document["missing"] == []
 
