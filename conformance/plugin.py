@@ -26,7 +26,8 @@ import pytest
 from conformance import __version__ as KIT_VERSION
 from conformance.catalogue import ACCESS_PATHS, CATALOGUE
 from conformance.checks import CheckContext, CheckSpec, load_checks
-from conformance.plan import PlanEntry, Subject, compute_plan, unimplemented_contracts
+from conformance.plan import PlanEntry, Subject, compute_plan, select_for_profile, unimplemented_contracts
+from conformance.profiles import DEFAULT_PROFILE, PROFILES, Profile, get_profile
 from conformance.report import ConformanceReport, ItemResult, render_table, write_report
 from conformance.scenarios import Target
 from conformance.target import (
@@ -84,6 +85,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "VALUE is JSON when it parses, else a string",
     )
     group.addoption(
+        "--conformance-profile",
+        dest="conformance_profile",
+        metavar="NAME",
+        default=None,
+        help=f"how much to check: {', '.join(PROFILES)} (default {DEFAULT_PROFILE}); "
+        "quick runs one situation per contract, certify every situation with repeats",
+    )
+    group.addoption(
         "--conformance-timeout-scale",
         dest="conformance_timeout_scale",
         metavar="F",
@@ -119,7 +128,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="N",
         type=int,
         default=None,
-        help="P1 thorough profile: run N hypothesis-drawn scenarios (default: the CI profile, about 60 s)",
+        help="P1: run N hypothesis-drawn scenarios (default: what the profile says)",
     )
     group.addoption(
         "--conformance-replay",
@@ -144,6 +153,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "conformance_timeout_scale", "time bound multiplier when not given on the command line", default=""
     )
     parser.addini("conformance_waivers", "waiver file when --conformance-waivers is not given", default="")
+    parser.addini("conformance_profile", "profile when --conformance-profile is not given", default="")
 
 
 def _setting(config: pytest.Config, option: str, ini: str | None = None) -> Any:
@@ -234,13 +244,16 @@ class ConformanceSession:
         waivers_path: str | None,
         seed: int,
         timeout_scale: float,
+        profile: Profile | None = None,
     ) -> None:
         self.config = config
         self.under_test = under_test
+        self.profile = profile or get_profile(DEFAULT_PROFILE)
         self.checks = [spec for spec in checks if CATALOGUE[spec.contract_id].subject == under_test.kind]
-        self.plan = compute_plan(
+        self.full_plan = compute_plan(
             self.checks, under_test.capabilities, under_test.strategy_class, subject=under_test.kind
         )
+        self.plan, self.left_out = select_for_profile(self.full_plan, self.profile)
         self.plan_by_item = {entry.item_name: entry for entry in self.plan}
         self.waivers = waivers
         self.waivers_path = waivers_path
@@ -309,8 +322,16 @@ class ConformanceSession:
         seed = worker_input.get("conformance_seed", config.getoption("conformance_seed"))
         if seed is None:
             seed = random.SystemRandom().randrange(2**31)
-        session = cls(config, under_test, checks, waivers, waivers_path, int(seed), scale)
-        session.kit_options = _p1_options(config)
+        profile_name = _setting(config, "conformance_profile", "conformance_profile") or DEFAULT_PROFILE
+        try:
+            profile = get_profile(str(profile_name))
+        except ValueError as error:
+            raise pytest.UsageError(f"conformance: {error}") from None
+        session = cls(config, under_test, checks, waivers, waivers_path, int(seed), scale, profile)
+        session.kit_options = {**profile.p1_options(), **_p1_options(config)}
+        if "examples" in session.kit_options:
+            session.kit_options.pop("budget", None)
+            session.kit_options.pop("max_examples", None)
         return session
 
     # -- header and plan ------------------------------------------------------------------------------
@@ -337,7 +358,7 @@ class ConformanceSession:
         store_options = _options_text(target.store_options)
         replay = (
             f"seed {self.seed} (replay with --conformance-seed {self.seed}), "
-            f"timeout scale {self.timeout_scale}"
+            f"timeout scale {self.timeout_scale}, profile {self.profile.name}"
         )
         if under_test.kind == "strategy":
             lines = [
@@ -360,8 +381,16 @@ class ConformanceSession:
             f"conformance plan: {len(self.plan)} items: {len(run)} run, {len(limited)} limitation expected, "
             f"{len(excluded)} n/a",
         ]
+        if self.left_out:
+            lines.append(
+                f"conformance profile {self.profile.name}: {self.profile.description}; leaves out "
+                f"{len(self.left_out)} situation(s) of {len(self.full_plan)} planned "
+                f"(every one runs with --conformance-profile ci)"
+            )
+        else:
+            lines.append(f"conformance profile {self.profile.name}: {self.profile.description}")
         if under_test.kind == "strategy":
-            lines.append(_p1_header(self.kit_options))
+            lines.append(_p1_header(self.kit_options, self.profile))
         per_contract: dict[str, int] = {}
         for entry in (e for e in self.plan if e.status != "n/a"):
             per_contract[entry.contract_id] = per_contract.get(entry.contract_id, 0) + 1
@@ -514,6 +543,8 @@ class ConformanceSession:
             deselected=sorted(self.deselected, key=lambda name: order.get(name, 0)),
             unimplemented=self.unimplemented,
             waivers=self.waivers.source,
+            profile=self.profile.name,
+            left_out=list(self.left_out),
         )
 
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -539,15 +570,11 @@ class ConformanceSession:
             terminalreporter.line(f"conformance report written to {written}")
 
 
-def _p1_header(options: dict[str, Any]) -> str:
+def _p1_header(options: dict[str, Any], profile: Profile) -> str:
     """How P1 explores in this run (its profile decides how much is checked, so the header says it)."""
-    from conformance.contracts.properties import CI_BUDGET, CI_EXAMPLES
-
     if options.get("replay") is not None:
         return "conformance P1: replaying one scenario (--conformance-replay)"
-    if options.get("examples"):
-        return f"conformance P1: thorough profile, {options['examples']} scenarios"
-    return f"conformance P1: CI profile, up to {CI_EXAMPLES} scenarios within {CI_BUDGET:g} s"
+    return f"conformance P1: {profile.name} profile, {profile.p1_text(options.get('examples'))}"
 
 
 def _p1_options(config: pytest.Config) -> dict[str, Any]:

@@ -83,6 +83,8 @@ class ConformanceReport:
     waivers: str = ""
     store_options: dict[str, Any] = field(default_factory=dict)
     access_paths: list[str] = field(default_factory=list)  # a store's situations (section T)
+    profile: str = "ci"  # conformance.profiles: how much this run checked
+    left_out: list[PlanEntry] = field(default_factory=list)  # planned situations the profile did not run
 
     def totals(self) -> dict[str, int]:
         counts = Counter(result.verdict for result in self.results)
@@ -113,8 +115,10 @@ class ConformanceReport:
             "start_method": self.start_method,
             "seed": self.seed,
             "timeout_scale": self.timeout_scale,
+            "profile": self.profile,
             "waivers": self.waivers,
             "plan": [entry.to_dict() for entry in self.plan],
+            "left_out_by_profile": [entry.to_dict() for entry in self.left_out],
             "unimplemented": self.unimplemented,
             "results": [result.to_dict() for result in self.results],
             "contracts": {
@@ -204,6 +208,8 @@ def render_markdown(report: ConformanceReport) -> str:
             f"- Python {report.python}",
         ]
     lines += [
+        f"- profile: {report.profile}"
+        + (f" (left out {len(report.left_out)} situation(s))" if report.left_out else ""),
         f"- seed: {report.seed} (replay: `--conformance-seed {report.seed}`), "
         f"timeout scale {report.timeout_scale}",
         f"- result: **{'PASS' if report.ok else 'FAIL'}** ({_totals_line(report)})",

@@ -272,3 +272,29 @@ def test_store_contracts_pass_for_a_correct_strategy_and_fail_for_a_broken_one(
     broken.stdout.fnmatch_lines(
         ["S3 caller-store-updated", "  expected: the caller's store * holds every rollout*"]
     )
+
+
+def test_profile_quick_runs_one_situation_per_contract_and_the_header_says_so(
+    kit_project: pytest.Pytester,
+) -> None:
+    full = kit_project.runpytest_subprocess(STRICT, "--collect-only", "-q")
+    quick = kit_project.runpytest_subprocess(STRICT, "--collect-only", "-q", "--conformance-profile=quick")
+    full_ids = [line for line in full.stdout.lines if "::" in line and "conformance" in line]
+    quick_ids = [line for line in quick.stdout.lines if "::" in line and "conformance" in line]
+    assert set(quick_ids) < set(full_ids)
+    assert sum("K3-" in line for line in quick_ids) == 1 < sum("K3-" in line for line in full_ids)
+    header = kit_project.runpytest_subprocess(STRICT, "--conformance-profile=quick", "-k", "G2")
+    header.stdout.fnmatch_lines(
+        [
+            "conformance: Python *, seed *, timeout scale 1.0, profile quick",
+            "conformance profile quick: *; leaves out * situation(s) of * planned*",
+            "conformance P1: quick profile, 5 scenarios",
+        ]
+    )
+
+
+def test_an_unknown_profile_is_a_usage_error(kit_project: pytest.Pytester) -> None:
+    _usage_error(
+        kit_project.runpytest_subprocess(STRICT, "--conformance-profile=fast"),
+        "unknown conformance profile 'fast'; known profiles: quick, ci, thorough, certify",
+    )
