@@ -103,8 +103,8 @@ register_profile(
     Profile(
         "ci",
         "every situation once, P1 explores within a time budget",
-        p1_budget=45.0,
-        p1_max_examples=150,
+        p1_budget=20.0,
+        p1_max_examples=100,
     )
 )
 register_profile(

@@ -45,7 +45,7 @@ def test_register_profile_adds_a_named_settings_object() -> None:
 
 def test_p1_options_follow_the_profile() -> None:
     assert get_profile("quick").p1_options() == {"examples": 5}
-    assert get_profile("ci").p1_options() == {"budget": 45.0, "max_examples": 150}
+    assert get_profile("ci").p1_options() == {"budget": 20.0, "max_examples": 100}
     assert get_profile("thorough").p1_options()["examples"] >= 100
 
 
