@@ -23,7 +23,8 @@ emptied; opening a file applies whatever journal the last owner left (a torn las
 acknowledged, is dropped; rows are written by key, so applying one twice changes nothing). Measured
 beside the in-memory store in one run, a SQLite transaction per write call (this module's first design)
 made a cycle cost about 1.5 times the CPU it costs with the journal (``bench/store.py`` gives the price).
-``wait_for_rollouts`` also waits for the commit of what it saw, so no caller acts on a finish the file does not hold yet.
+``wait_for_rollouts`` also waits for the commit of what it saw, so no caller acts on a finish the file
+does not hold yet.
 
 Sync modes (``synchronous=``):
 
