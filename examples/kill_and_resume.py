@@ -8,7 +8,7 @@ ones are not run again, and the attempts the dead run held are ended by their ``
 window and retried (``RolloutConfig``), so every rollout is completed exactly once.
 
 ``demo`` (the default) does the whole story: it starts ``run`` in a child process, watches the store file
-(read-only SQLite queries, no sleeps on the run itself) until a third of the rollouts have succeeded,
+(its tables and journal, read-only: no sleeps on the run itself) until a third of the rollouts have succeeded,
 ``kill -9``s the child, starts ``run`` again, waits for it, and checks the file::
 
     python examples/kill_and_resume.py                  # demo, 120 tasks, in a temporary directory
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sqlite3
@@ -100,12 +101,24 @@ def run(path: str, tasks: int, n_runners: int) -> int:
 
 
 def _succeeded(path: str) -> int:
-    """Rollouts succeeded so far, read from the file by a read-only connection (the run holds the store)."""
+    """Rollouts succeeded so far, read from the files as docs/durable-store.md describes them (the run
+    holds the store): each rollout's status in the tables, overridden by its latest journal line."""
+    statuses: dict[str, str] = {}
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
-            return int(db.execute("SELECT count(*) FROM rollouts WHERE status = 'succeeded'").fetchone()[0])
+            statuses.update(db.execute("SELECT rollout_id, status FROM rollouts").fetchall())
     except sqlite3.OperationalError:
         return 0  # not created yet
+    try:
+        with open(path + ".journal", "rb") as journal:
+            lines = journal.read().split(b"\n")[:-1]  # after the last newline: a line being written
+    except FileNotFoundError:
+        lines = []
+    for line in lines:
+        for kind, values in json.loads(line)[1]:
+            if kind == "rollout":
+                statuses[values[1]] = values[2]
+    return sum(1 for status in statuses.values() if status == "succeeded")
 
 
 def _start(path: str, tasks: int, n_runners: int) -> subprocess.Popen[bytes]:

@@ -25,8 +25,12 @@ def test_a_killed_run_resumes_and_completes_every_rollout_exactly_once(tmp_path:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
-    assert any(line.startswith("kill -9 ") for line in lines), done.stdout
+    killed = [line for line in lines if line.startswith("kill -9 ")]
+    assert killed, done.stdout
+    succeeded = int(killed[0].split(" after ")[1].split(" of ")[0])
+    assert 20 <= succeeded < 60, done.stdout  # killed mid-run, once a third had succeeded
     resumed = [line for line in lines if "rollouts found in the store" in line]
     assert resumed[0].split(": ", 1)[1].startswith("0 rollouts found"), done.stdout
     assert not resumed[1].split(": ", 1)[1].startswith("0 rollouts found"), done.stdout  # it resumed
+    assert "(60 succeeded)" not in resumed[1], done.stdout  # with work left to do
     assert lines[-1] == "every one of the 60 rollouts was completed exactly once", done.stdout
