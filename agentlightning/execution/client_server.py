@@ -147,6 +147,18 @@ class ClientServerExecutionStrategy(ExecutionStrategy):
         "supports_start_methods": tuple(
             m for m in START_METHODS if m in multiprocessing.get_all_start_methods()
         ),
+        # Section D: the algorithm side serves the store on host 0; runner sides connect to it.
+        "runs_on_many_hosts": True,
+        "host_sides": {
+            "algorithm": {
+                "options": {"role": "algorithm", "server_host": "{address}", "server_port": "{port}"},
+                "env": {"AGL_SERVER_TOKEN": "{token}"},
+            },
+            "runner": {
+                "options": {"role": "runner", "server_host": "{algorithm_address}", "server_port": "{port}"},
+                "env": {"AGL_SERVER_TOKEN": "{token}"},
+            },
+        },
     }
 
     def __init__(
