@@ -672,7 +672,7 @@ class ContractItem(pytest.Item):
             )
             self._record("fail", message)
             pytest.fail(message, pytrace=False)
-        self._record("pass", "")
+        self._record("pass", "; ".join(f"measured {figure}" for figure in ctx.figures))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | Any:
         if isinstance(excinfo.value, ContractFailed):

@@ -245,6 +245,7 @@ class ClientServerExecutionStrategy(ExecutionStrategy):
             **self.capability_manifest,
             "grace_seconds": self.graceful_timeout,
             "terminate_seconds": self.terminate_timeout,
+            "late_store_seconds": self.connect_timeout,  # D4: a runner side waits this long for the store
         }
 
     @property
