@@ -71,10 +71,12 @@ async def _history(store: Any) -> list[dict[str, Any]]:
     rollouts = []
     for rollout in await store.query_rollouts():
         attempts = await store.query_attempts(rollout.rollout_id)
+        spans = await store.query_spans(rollout.rollout_id)
         rollouts.append(
             {
                 "rollout_id": rollout.rollout_id,
                 "status": str(rollout.status),
+                "spans": len(spans),
                 "attempts": [
                     {"attempt_id": a.attempt_id, "status": str(a.status), "worker_id": a.worker_id}
                     for a in attempts

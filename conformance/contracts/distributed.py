@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections import Counter
 from typing import Any
 
 from conformance.checks import CheckContext, contract
@@ -275,3 +276,271 @@ def check_authenticated(ctx: CheckContext) -> None:
                 expected="the credential appears in no log, error or repr",
                 observed="it appears in " + ", ".join(leaked),
             )
+
+
+# -- D2 and D3: what the store's history says ------------------------------------------------------------
+
+_RETRY = {"max_attempts": 3, "retry_condition": ["failed", "unresponsive", "timeout"]}
+_GIVEN_UP = {"failed", "unresponsive", "timeout"}
+
+
+def _history_problems(run: HostRun, history: list[dict[str, Any]], *, all_done: bool) -> list[str]:
+    """What the algorithm side's store and the journals say was lost or completed twice."""
+    problems = []
+    completed = Counter(r.detail for r in run.journal() if r.kind == "completed")
+    problems += [f"rollout {rid} completed {n} times by runners" for rid, n in completed.items() if n > 1]
+    for rollout in history:
+        rid, statuses = rollout["rollout_id"], [a["status"] for a in rollout["attempts"]]
+        if statuses.count("succeeded") > 1:
+            problems.append(f"rollout {rid} has {statuses.count('succeeded')} succeeded attempts: {statuses}")
+        if "running" in statuses or "preparing" in statuses:
+            problems.append(f"rollout {rid} still has an attempt held by nobody: {statuses}")
+        if all_done and rollout["status"] != "succeeded":
+            problems.append(f"rollout {rid} ended {rollout['status']} (attempts {statuses})")
+    return problems
+
+
+def _holder(host: int, hold: bool) -> Script:
+    """A runner that claims one rollout and holds it until the stop (``hold``), or works them all."""
+    if not hold:
+        return _WORK
+    return Script((Step("store", args={"op": "dequeue"}), Step("poll")))
+
+
+# -- D2 ---------------------------------------------------------------------------------------------------
+
+
+@contract("D2", situations=("killed", "silent"))
+def check_host_loss(ctx: CheckContext) -> None:
+    """D2: a runner host lost while a runner there holds a rollout (its processes killed, or first cut
+    off and then killed: a machine that vanished): within the declared bound its attempt is given up
+    and the rollout requeued; execute() follows the declared policy; nothing lost, nothing done twice."""
+    sides = require_hosts(ctx)
+    declared = float(ctx.capabilities["host_loss_seconds"])
+    policy = str(ctx.capabilities["host_loss_policy"])
+    bound = declared + ctx.bound(2.0)
+    count = 3
+    algorithm = Script(
+        (
+            Step("store", args={"op": "enqueue", "count": count, "config": _RETRY}),
+            Step("store", args={"op": "wait_all", "timeout": bound + _hang(ctx)}),
+        )
+    )
+    with HostRun(ctx, sides, 3, algorithm=algorithm, runner=_WORK) as run:
+        run.start(0, "algorithm", history=True)
+        try:
+            run.wait_listening(_hang(ctx))
+        except TimeoutError as error:
+            _fail_run(ctx, run, expected="the algorithm side listens on its {port}", observed=str(error))
+        if run.wait_record(lambda r: r.kind == "enqueued", _hang(ctx), "enqueued") is None:
+            _fail_run(ctx, run, expected="the algorithm enqueues its rollouts", observed="it never did")
+        run.start(1, "runner", runner=_holder(1, hold=True))
+        held = run.wait_record(
+            lambda r: r.bundle == "h1 runner 0" and r.kind == "dequeued" and r.detail != "none",
+            _hang(ctx),
+            "a claim on host 1",
+        )
+        if held is None:
+            _fail_run(ctx, run, expected="the runner on host 1 claims a rollout", observed="it claimed none")
+        assert held is not None
+        run.start(2, "runner")
+        others = run.wait_record(
+            lambda r: r.bundle == "h2 runner 0" and r.kind == "completed", _hang(ctx), "work on host 2"
+        )
+        if others is None:
+            _fail_run(ctx, run, expected="the runner on host 2 works", observed="it completed nothing")
+        if ctx.situation == "silent":
+            run.hosts.cut(1)
+        lost_at = time.monotonic()
+        run.hosts.kill_host(1)
+        # Given up and requeued: the runner on host 2 redoes it (carry on), or the stop reaches it (raise).
+        seen = run.wait_record(
+            lambda r: (
+                r.t > lost_at
+                and r.bundle == "h2 runner 0"
+                and ((r.kind == "completed" and r.detail == held.detail) or r.kind == "saw-stop")
+            ),
+            bound + _hang(ctx),
+            "the lost rollout given up",
+        )
+        took = (seen.t if seen is not None else time.monotonic()) - lost_at
+        what = "redone on host 2" if seen is not None and seen.kind == "completed" else "the stop on host 2"
+        figure = f"{took:.3f} s from the loss of host 1 to {what} against {bound:.3f} s"
+        if seen is None or took > bound:
+            _fail_run(
+                ctx,
+                run,
+                expected=f"host 1's attempt is given up within host_loss_seconds={declared:g} s (+2 s)",
+                observed="it never was" if seen is None else f"it took {took:.3f} s",
+                figure=figure,
+            )
+        ctx.measure(figure)
+        algorithm_side = run.wait_side(0, _hang(ctx) + bound)
+        if algorithm_side is None:
+            _fail_run(ctx, run, expected="the algorithm side ends", observed="it still runs", figure=figure)
+        assert algorithm_side is not None
+        run.wait_side(2, _hang(ctx))
+        address = run.hosts.address(1)
+        message = str(algorithm_side.get("message", ""))
+        if policy == "raise" and (
+            algorithm_side["outcome"] != "raised"
+            or address not in message
+            or not any(name in message for name in ("runner-0", "runner 0"))
+        ):
+            _fail_run(
+                ctx,
+                run,
+                expected=f"execute() raises an error naming host 1 ({address}) and its runner (policy raise)",
+                observed=f"execute() {algorithm_side['outcome']}: {message}",
+                figure=figure,
+            )
+        if policy == "carry-on" and algorithm_side["outcome"] != "returned":
+            _fail_run(
+                ctx,
+                run,
+                expected="execute() carries on with the other hosts and returns (policy carry-on)",
+                observed=f"execute() {algorithm_side['outcome']}: {message}",
+                figure=figure,
+            )
+        history = algorithm_side.get("history", [])
+        problems = _history_problems(run, history, all_done=policy == "carry-on")
+        lost = next((r for r in history if r["rollout_id"] == held.detail), None)
+        if lost is None or not lost["attempts"] or lost["attempts"][0]["status"] not in _GIVEN_UP:
+            problems.append(f"host 1's attempt of {held.detail} was not given up: {lost}")
+        if len(history) != count:
+            problems.append(f"the store holds {len(history)} rollouts, {count} were enqueued")
+        if problems:
+            _fail_run(
+                ctx,
+                run,
+                expected="nothing lost, nothing completed twice (the store's history)",
+                observed="; ".join(problems),
+                figure=figure,
+            )
+
+
+# -- D3 ---------------------------------------------------------------------------------------------------
+
+_SHORT_ROLLOUTS = 6
+_ONE_AT_A_TIME = (
+    Step("store", args={"op": "dequeue"}),
+    Step("store", args={"op": "add_span"}),
+    Step("sleep", 0.2),
+    Step("store", args={"op": "complete"}),
+)
+_STEADY = Script((*(_ONE_AT_A_TIME * _SHORT_ROLLOUTS), Step("poll")))
+
+
+@contract("D3", situations=("short", "long"))
+def check_partition(ctx: CheckContext) -> None:
+    """D3: a runner host cut off for half the declared tolerance, mid-work, then healed: the run
+    completes with no write applied twice. Cut for good: that runner side exits with an error naming
+    the unreachable address, and the algorithm side sees a host loss (D2)."""
+    sides = require_hosts(ctx)
+    tolerance = float(ctx.capabilities["partition_seconds"])
+    declared = float(ctx.capabilities["host_loss_seconds"])
+    short = ctx.situation == "short"
+    count = _SHORT_ROLLOUTS if short else 1
+    config = _RETRY if short else {"max_attempts": 1}
+    algorithm = Script(
+        (
+            Step("store", args={"op": "enqueue", "count": count, "config": config}),
+            Step("store", args={"op": "wait_all", "timeout": declared + _hang(ctx)}),
+        )
+    )
+    runner = _STEADY if short else _holder(1, hold=True)
+    with HostRun(ctx, sides, 2, algorithm=algorithm, runner=runner) as run:
+        run.start(0, "algorithm", history=True)
+        try:
+            run.wait_listening(_hang(ctx))
+        except TimeoutError as error:
+            _fail_run(ctx, run, expected="the algorithm side listens on its {port}", observed=str(error))
+        if run.wait_record(lambda r: r.kind == "enqueued", _hang(ctx), "enqueued") is None:
+            _fail_run(ctx, run, expected="the algorithm enqueues its rollouts", observed="it never did")
+        run.start(1, "runner")
+        kind = "completed" if short else "dequeued"
+        if run.wait_record(lambda r: r.bundle == "h1 runner 0" and r.kind == kind, _hang(ctx), kind) is None:
+            _fail_run(ctx, run, expected="the runner on host 1 works", observed=f"it never {kind} a rollout")
+        if short:
+            _short_partition(ctx, run, tolerance)
+        else:
+            _long_partition(ctx, run, declared)
+
+
+def _short_partition(ctx: CheckContext, run: HostRun, tolerance: float) -> None:
+    cut = tolerance / 2
+    run.hosts.cut(1)
+    cut_at = time.monotonic()
+    time.sleep(cut)  # the fault itself: how long the link stays down
+    run.hosts.restore(1)
+    figure = f"a {time.monotonic() - cut_at:.3f} s partition against a tolerance of {tolerance:.3f} s"
+    ctx.measure(figure)
+    results = {host: run.wait_side(host, _hang(ctx) + tolerance) for host in (0, 1)}
+    for host, result in results.items():
+        if result is None or result.get("outcome") != "returned":
+            _fail_run(
+                ctx,
+                run,
+                expected=f"the side on host {host} survives the short partition and returns",
+                observed="it still runs"
+                if result is None
+                else f"execute() {result.get('outcome')}: {result.get('message', '')}",
+                figure=figure,
+            )
+    history = (results[0] or {}).get("history", [])
+    problems = _history_problems(run, history, all_done=True)
+    written = Counter(r.detail for r in run.journal() if r.kind == "span")
+    for rollout in history:
+        stored, sent = rollout.get("spans", 0), written[rollout["rollout_id"]]
+        if stored != sent:
+            problems.append(
+                f"rollout {rollout['rollout_id']}: {sent} spans written, the store holds {stored}"
+            )
+    if problems:
+        _fail_run(
+            ctx,
+            run,
+            expected="every rollout completed once, no write applied twice",
+            observed="; ".join(problems),
+            figure=figure,
+        )
+
+
+def _long_partition(ctx: CheckContext, run: HostRun, declared: float) -> None:
+    address = f"{run.hosts.address(0)}:{run.port}"
+    bound = declared + ctx.bound(2.0)
+    run.hosts.cut(1)
+    cut_at = time.monotonic()
+    gone = run.wait_empty(1, bound + _hang(ctx))
+    took = (gone if gone is not None else time.monotonic()) - cut_at
+    figure = f"the cut-off runner side ended {took:.3f} s after the cut, against {bound:.3f} s"
+    ctx.measure(figure)
+    runner = run.result(1)
+    if gone is None or took > bound or runner is None:
+        _fail_run(
+            ctx,
+            run,
+            expected="the runner side cut off for good exits with an error",
+            observed="it still runs" if gone is None else f"it ended after {took:.3f} s: {runner}",
+            figure=figure,
+        )
+    assert runner is not None
+    if runner.get("outcome") != "raised" or address not in str(runner.get("message", "")):
+        _fail_run(
+            ctx,
+            run,
+            expected=f"its error names the unreachable address {address}",
+            observed=f"execute() {runner.get('outcome')}: {runner.get('message', '')}",
+            figure=figure,
+        )
+    algorithm_side = run.wait_side(0, _hang(ctx) + bound)
+    history = (algorithm_side or {}).get("history", [])
+    attempts = [a["status"] for rollout in history for a in rollout["attempts"]]
+    if not attempts or attempts[0] not in _GIVEN_UP:
+        _fail_run(
+            ctx,
+            run,
+            expected="the algorithm side gives up the cut-off runner's attempt (D2)",
+            observed=f"its attempts ended {attempts}",
+            figure=figure,
+        )

@@ -67,3 +67,19 @@ def test_D5_cs_refuses_strangers_and_never_shows_its_token() -> None:
     ctx = _context("D5")
     _check("D5")(ctx)
     assert "401 Unauthorized, HTTP/1.1 401 Unauthorized" in ctx.figures[0]
+
+
+@pytest.mark.slow  # a runner host vanishes (cut, then killed) and cs waits out host_loss_timeout
+def test_D2_cs_gives_up_a_vanished_host_and_raises_naming_it() -> None:
+    _require_namespaces()
+    ctx = _context("D2", "silent")
+    _check("D2", "silent")(ctx)
+    assert "from the loss of host 1 to" in ctx.figures[0]
+
+
+@pytest.mark.slow  # a runner host cut off for good waits out connect_timeout before failing
+def test_D3_cs_runner_side_cut_off_for_good_fails_naming_the_store() -> None:
+    _require_namespaces()
+    ctx = _context("D3", "long")
+    _check("D3", "long")(ctx)
+    assert "the cut-off runner side ended" in ctx.figures[0]
