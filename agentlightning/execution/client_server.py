@@ -28,9 +28,12 @@ Stop model:
 - A taken port is a ``ServerBindError`` naming host and port before any process is started (F2). A runner
   role that cannot reach its server fails within ``connect_timeout`` with host and port in the message.
 - Across machines: a runner side relays its bundles' own ``event.set()`` to the server, but not its own
-  end, failure or Ctrl+C (those stop that machine only); it stops when the server's event is set or the
-  server is gone. The algorithm side keeps serving, after its stop, until attached runner sides detach
-  (at most ``graceful_timeout + 2 * terminate_timeout + 1`` seconds), so they finish their last writes.
+  end, failure or Ctrl+C (those stop that machine only); it stops when the server's event is set (its
+  bridge holds a 2 s long-poll on it, answered at once when it is set: D1). A server unreachable for
+  ``connect_timeout`` (link cut, algorithm machine down) fails the runner side with
+  ``StoreServerUnreachable`` naming its address (D3). The algorithm side keeps serving, after its stop,
+  until attached runner sides detach (at most ``graceful_timeout + 2 * terminate_timeout + 1`` seconds),
+  so they finish their last writes.
 - The main thread's own bundle, stuck in blocking code, can only be interrupted by Ctrl+C (as any Python
   program's main thread); bundles in processes always can.
 
@@ -49,15 +52,18 @@ are marked ``unresponsive`` in the caller's store, so each rollout's ``RolloutCo
 it; once the server has stopped, any claim left is settled the same way, before ``execute()`` returns or
 raises. A runner machine reports the end of its own runner processes to the server
 (``POST /v1/claims/release``), which gives up their claims the same way. A runner machine lost
-altogether (host down, link cut) is caught by the store's unresponsive window instead
-(``RolloutConfig.unresponsive_seconds``, 600 s by default): every runner's store sends heartbeats for the
-attempts it holds, a third of that window apart, so only a runner that is gone (or whose loop is stuck)
-falls silent that long.
+altogether (host down, link cut) stops polling the stop event: once its last poll is
+``host_loss_timeout`` old (default ``connect_timeout + 5`` s), the serving side gives up the attempts its
+runners held and follows ``on_host_loss``: ``"raise"`` stops the run with ``RunnerHostLost`` naming the
+host and runners, ``"carry-on"`` goes on with the other machines (D2). ``host_loss_timeout`` exceeds
+``connect_timeout`` so that a runner side cut off for good has failed before its attempts are retried
+elsewhere. The store's unresponsive window (``RolloutConfig.unresponsive_seconds``) stays the backstop
+for a runner whose loop is stuck.
 
 What is lost when the algorithm's process dies: with an in-memory store, everything - the queue, every
 rollout, attempt, span and resource lives in that process. Local runner processes die with it (F4);
-runners on other machines are left talking to nothing: they stop when their event bridge sees the server
-gone. A durable store, which would survive it, is planned but does not exist yet.
+runner sides on other machines fail within about ``connect_timeout`` with an error naming the server's
+address. A durable store, which would survive it, is planned but does not exist yet.
 """
 
 from __future__ import annotations
@@ -103,7 +109,7 @@ from agentlightning.store.http.security import (
     resolve_server_tls,
     resolve_token,
 )
-from agentlightning.store.http.server import is_loopback
+from agentlightning.store.http.server import SilentSide, is_loopback
 from agentlightning.store.threaded import ThreadedLightningStore
 
 __all__ = ["ClientServerExecutionStrategy", "RunnerHostLost"]
@@ -432,7 +438,7 @@ class _Execution:
         s = self.s
         if s.role == "runner":
             client = self._runner_side_client()
-            self.bridge = _EventBridge(client, self.event)
+            self.bridge = self._make_bridge(client)
             self.bridge.start()
             side = self.bridge.side
             self._start_runners(client, f"{side}/", s.managed_store)
@@ -490,6 +496,9 @@ class _Execution:
                 **common,
             )
             self._start_workers([("algorithm", _run_algorithm, (self.algorithm, client, self.event))])
+
+    def _make_bridge(self, client: HttpLightningStore) -> _EventBridge:
+        return _EventBridge(client, self.event)
 
     def _start_runners(self, client: HttpLightningStore, prefix: str, managed: bool) -> None:
         """Runner processes ``runner-<i>``, each with a store naming itself ``<prefix>runner-<i>``."""
@@ -636,24 +645,24 @@ class _Execution:
         assert server is not None and claims is not None and served is not None
         while not self.side_watch_stop.wait(_SIDE_WATCH_SECONDS):
             for lost in server.runner_sides.silent(self.s.host_loss_timeout):
-                clients = [name for name in claims.clients() if name.startswith(f"{lost.side}/")]
-                why = f"is on runner host {lost.address}, silent for {lost.silent_seconds:.1f} s"
-                for name in clients:
-                    try:
-                        run_on_private_loop(claims.give_up(served, name, why))
-                    except Exception as exc:  # the final sweep tries again
-                        self.failures.record_cleanup_error(exc, f"giving up the attempts of {name}")
-                error = RunnerHostLost(
-                    lost.address,
-                    lost.side,
-                    [name.rsplit("/", 1)[-1] for name in clients],
-                    lost.silent_seconds,
-                )
-                if self.s.on_host_loss == "raise":
-                    self.failures.record(error, "runner host")
-                    self._stop_here()
-                else:
-                    _log.warning("cs: %s; carrying on with the other runners", error)
+                self._lost_side(lost, claims, served)
+
+    def _lost_side(self, lost: SilentSide, claims: ClaimLedger, served: LightningStore) -> None:
+        """A runner side fell silent: give up its runners' attempts, then follow ``on_host_loss``."""
+        clients = [name for name in claims.clients() if name.startswith(f"{lost.side}/")]
+        why = f"is on runner host {lost.address}, silent for {lost.silent_seconds:.1f} s"
+        for name in clients:
+            try:
+                run_on_private_loop(claims.give_up(served, name, why))
+            except Exception as exc:  # the final sweep tries again
+                self.failures.record_cleanup_error(exc, f"giving up the attempts of {name}")
+        workers = [name.rsplit("/", 1)[-1] for name in clients]
+        error = RunnerHostLost(lost.address, lost.side, workers, lost.silent_seconds)
+        if self.s.on_host_loss == "raise":
+            self.failures.record(error, "runner host")
+            self._stop_here()
+        else:
+            _log.warning("cs: %s; carrying on with the other runners", error)
 
     def _stop(self) -> None:
         """Stop workers, bridge and server. SIGINT is Python's again here: a Ctrl+C hurries each step."""

@@ -422,10 +422,11 @@ def check_host_loss(ctx: CheckContext) -> None:
 # -- D3 ---------------------------------------------------------------------------------------------------
 
 _SHORT_ROLLOUTS = 6
+# Spans are the writes a double application shows in (the store keeps each one it is given), so each
+# pause, where the cut most likely lands, is followed by one: the first write into the cut is a span.
 _ONE_AT_A_TIME = (
     Step("store", args={"op": "dequeue"}),
-    Step("store", args={"op": "add_span"}),
-    Step("sleep", 0.2),
+    *(step for _ in range(3) for step in (Step("sleep", 0.1), Step("store", args={"op": "add_span"}))),
     Step("store", args={"op": "complete"}),
 )
 _STEADY = Script((*(_ONE_AT_A_TIME * _SHORT_ROLLOUTS), Step("poll")))
@@ -434,8 +435,9 @@ _STEADY = Script((*(_ONE_AT_A_TIME * _SHORT_ROLLOUTS), Step("poll")))
 @contract("D3", situations=("short", "long"))
 def check_partition(ctx: CheckContext) -> None:
     """D3: a runner host cut off for half the declared tolerance, mid-work, then healed: the run
-    completes with no write applied twice. Cut for good: that runner side exits with an error naming
-    the unreachable address, and the algorithm side sees a host loss (D2)."""
+    completes with no write applied twice (the store holds exactly the spans the runner wrote). Cut
+    for good: that runner side exits with an error naming the unreachable address, and the algorithm
+    side sees a host loss (D2)."""
     sides = require_hosts(ctx)
     tolerance = float(ctx.capabilities["partition_seconds"])
     declared = float(ctx.capabilities["host_loss_seconds"])
