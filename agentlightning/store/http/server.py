@@ -61,6 +61,7 @@ from agentlightning.store.http.limits import (
     count_json_elements,
     parse_json_body,
 )
+from agentlightning.store.http.replays import Replays
 from agentlightning.store.http.security import SERVER_CIPHERS, ServerTLS, resolve_server_tls, resolve_token
 from agentlightning.store.values import DEFAULT_LIMITS, InvalidValueError, ValueLimits, check_json
 from agentlightning.types import (
@@ -1081,8 +1082,11 @@ class LightningStoreServer:
         tls: dict[str, Any] = {}
         if self.tls is not None:
             tls = {"ssl_certfile": self.tls.cert, "ssl_keyfile": self.tls.key, "ssl_ciphers": SERVER_CIPHERS}
+        admission = _Admission(self.token, self.limits)
+        front = _HotPath(self._app, self.store, admission, self.value_limits)
+        # A write sent again under the same request id is answered from the table, not applied again.
         config = LimitedConfig(
-            _HotPath(self._app, self.store, _Admission(self.token, self.limits), self.value_limits),
+            Replays(front, lambda scope: admission.check(scope.get("headers") or ())[0] is None),
             self.limits,
             lifespan="off",
             log_config=None,  # leave the caller's logging configuration alone (R7)
