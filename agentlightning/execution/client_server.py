@@ -77,7 +77,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from agentlightning.env import (
     AGL_CURRENT_ROLE,
@@ -100,17 +100,19 @@ from agentlightning.execution.processes import (
 from agentlightning.execution.threads import BundleRun, SigintRelay, close_loop, run_on_private_loop
 from agentlightning.store.base import LightningStore
 from agentlightning.store.claims import ClaimLedger, ClaimTrackingStore
-from agentlightning.store.http import HttpLightningStore, LightningStoreServer
-from agentlightning.store.http.client import RemoteStopEvent, StoreServerUnreachable
+from agentlightning.store.http.client import HttpLightningStore, RemoteStopEvent, StoreServerUnreachable
 from agentlightning.store.http.security import (
     ServerTLS,
     generate_token,
+    is_loopback,
     resolve_ca,
     resolve_server_tls,
     resolve_token,
 )
-from agentlightning.store.http.server import SilentSide, is_loopback
 from agentlightning.store.threaded import ThreadedLightningStore
+
+if TYPE_CHECKING:  # the server (FastAPI, uvicorn) is imported where it is started: never in runner processes
+    from agentlightning.store.http.server import LightningStoreServer, SilentSide
 
 __all__ = ["ClientServerExecutionStrategy", "RunnerHostLost"]
 
@@ -449,6 +451,8 @@ class _Execution:
         # Authentication is always on: a token of this run only, unless the runner sides share one.
         token = s.server_token if s.server_token is not None else generate_token()
         tls = s.tls
+        from agentlightning.store.http.server import LightningStoreServer
+
         # Bound before anything is spawned: a taken port fails here, naming host and port (F2). Served
         # through the ledger: it records which runner (CLIENT_HEADER) claims what.
         self.server = LightningStoreServer(

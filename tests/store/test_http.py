@@ -1092,3 +1092,18 @@ def test_invalid_tls_settings_are_named(
     monkeypatch.setenv("AGL_SERVER_TLS_CERT", str(tmp_path / "missing.pem"))
     with pytest.raises(ValueError, match=r"AGL_SERVER_TLS_CERT=.*missing\.pem.*existing file"):
         LightningStoreServer(store, tls_key=tls_files["key"])
+
+
+def test_the_client_drops_idle_connections_before_the_server_does_and_needs_no_server_framework() -> None:
+    from agentlightning.store.http import client
+    from agentlightning.store.http.limits import DEFAULT_KEEPALIVE_SECONDS
+
+    assert client._KEEPALIVE_SECONDS < DEFAULT_KEEPALIVE_SECONDS
+    code = (
+        "import sys, agentlightning.execution.client_server, agentlightning.store.http; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'fastapi', 'uvicorn', 'starlette'}))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert loaded.stdout.strip() == "[]"  # a runner process imports the client only

@@ -40,7 +40,6 @@ from pydantic import TypeAdapter
 
 from agentlightning.store.base import UNSET, LightningStore, Unset
 from agentlightning.store.claims import CLIENT_HEADER
-from agentlightning.store.http.limits import DEFAULT_KEEPALIVE_SECONDS
 from agentlightning.store.http.replays import REQUEST_ID_HEADER
 from agentlightning.store.http.security import client_ssl_context, resolve_ca, resolve_token
 from agentlightning.store.values import DEFAULT_LIMITS, ValueLimits, check_json, check_span
@@ -61,7 +60,9 @@ from agentlightning.types import (
 __all__ = ["HttpLightningStore", "RemoteStopEvent", "StoreServerError", "StoreServerUnreachable"]
 
 _API = "/v1/"
-_KEEPALIVE_SECONDS = DEFAULT_KEEPALIVE_SECONDS * 0.6
+# Below the server's keep-alive bound (limits.DEFAULT_KEEPALIVE_SECONDS, 5 s; a test keeps them in step),
+# written out so that a runner process never imports the server's framework (limits.py needs uvicorn).
+_KEEPALIVE_SECONDS = 3.0
 
 # Calls that only read (or are idempotent): safe to send again whatever happened to an earlier try.
 _RETRY_SAFE = frozenset(

@@ -33,7 +33,6 @@ import dataclasses
 import errno
 import hmac
 import inspect
-import ipaddress
 import logging
 import socket
 import sys
@@ -62,7 +61,13 @@ from agentlightning.store.http.limits import (
     parse_json_body,
 )
 from agentlightning.store.http.replays import Replays
-from agentlightning.store.http.security import SERVER_CIPHERS, ServerTLS, resolve_server_tls, resolve_token
+from agentlightning.store.http.security import (
+    SERVER_CIPHERS,
+    ServerTLS,
+    is_loopback,
+    resolve_server_tls,
+    resolve_token,
+)
 from agentlightning.store.values import DEFAULT_LIMITS, InvalidValueError, ValueLimits, check_json
 from agentlightning.types import (
     Attempt,
@@ -848,19 +853,6 @@ class RunnerSides:
 
 
 # -- the server thread ------------------------------------------------------------------------------------
-
-
-def is_loopback(host: str) -> bool:
-    """Whether every address ``host`` resolves to is a loopback address."""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except OSError:
-        return False
-    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
 
 
 def _bind(host: str, port: int, backlog: int) -> socket.socket:
