@@ -160,11 +160,12 @@ def check_late_store(ctx: CheckContext) -> None:
     with HostRun(ctx, sides, 2, algorithm=POLL, runner=_WORK) as run:
         address = run.hosts.address(0)
         run.start(1, "runner")
-        gone = run.wait_empty(1, bound + _hang(ctx))
-        side = next((r for r in run.journal() if r.bundle == "h1 side" and r.kind == "execute"), None)
+        side = run.wait_record(lambda r: r.bundle == "h1 side" and r.kind == "execute", _hang(ctx), "execute")
         if side is None:
             _fail_run(ctx, run, expected="the runner side calls execute()", observed="it never did")
         assert side is not None
+        # Past the bound the verdict is known: wait no longer than that from execute().
+        gone = run.wait_empty(1, max(0.0, side.t + bound + ctx.bound(1.0) - time.monotonic()))
         took = (gone if gone is not None else time.monotonic()) - side.t
         figure = f"{took:.3f} s from execute() to the last process on host 1 against {bound:.3f} s"
         ctx.measure(figure)
@@ -368,7 +369,7 @@ def check_host_loss(ctx: CheckContext) -> None:
                 and r.bundle == "h2 runner 0"
                 and ((r.kind == "completed" and r.detail == held.detail) or r.kind == "saw-stop")
             ),
-            bound + _hang(ctx),
+            bound + ctx.bound(1.0),  # past the bound the verdict is known: no need to wait longer
             "the lost rollout given up",
         )
         took = (seen.t if seen is not None else time.monotonic()) - lost_at
