@@ -17,7 +17,8 @@ sockets of the bundle's session (R3).
 
 Store operations (``Step("store", args={"op": ...})``):
 
-- ``enqueue`` (``count``): enqueue ``count`` rollouts; their ids are journaled (``enqueued``).
+- ``enqueue`` (``count``, ``config`` optional: ``RolloutConfig`` fields): enqueue ``count`` rollouts;
+  their ids are journaled (``enqueued``).
 - ``wait_all`` (``timeout``): ``wait_for_rollouts`` on every rollout this bundle enqueued; journals how
   many completed and their statuses (``waited``).
 - ``work`` (``count`` optional): loop dequeue -> add_span -> update_attempt(succeeded) until the event is
@@ -354,9 +355,10 @@ class _Run:
         store = self.store
         if op == "enqueue":
             count = int(args.get("count", 1))
+            config = _rollout_config(args.get("config"))
             ids = []
             for index in range(count):
-                rollout = await store.enqueue_rollout(input={"index": index, "by": self.name})
+                rollout = await store.enqueue_rollout(input={"index": index, "by": self.name}, config=config)
                 ids.append(rollout.rollout_id)
             self.enqueued.extend(ids)
             self.journal("enqueued", f"{count} rollouts", {"ids": ids})
@@ -446,6 +448,15 @@ class _Run:
             await self.store.add_span(fields)
         else:
             await self.store.add_span(Span(**fields))
+
+
+def _rollout_config(fields: Any) -> Any:
+    """The ``RolloutConfig`` an ``enqueue`` step asks for (``args["config"]``: its fields), else ``None``."""
+    if fields is None:
+        return None
+    from agentlightning.types import RolloutConfig
+
+    return RolloutConfig(**dict(fields))
 
 
 def _listening_in_session() -> list[dict[str, Any]]:

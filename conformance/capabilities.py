@@ -18,6 +18,7 @@ from conformance.placement import validate_host_sides
 
 __all__ = [
     "CAPABILITY_DEFAULTS",
+    "HOST_LOSS_POLICIES",
     "START_METHODS",
     "STORE_CAPABILITY_DEFAULTS",
     "CapabilityError",
@@ -41,6 +42,12 @@ CAPABILITY_DEFAULTS: Mapping[str, Any] = {
     # turn the distributed contracts into n/a.
     "runs_on_many_hosts": True,
     "host_sides": None,  # no default placement: the D checks fail asking for it (placement.py)
+    # D2: how soon a lost runner host's attempts are given up, and what execute() then does.
+    "host_loss_seconds": 10.0,
+    "host_loss_policy": "raise",
+    # D3: a partition shorter than this is survived; D4: how long runners wait for a store that is not up.
+    "partition_seconds": 2.0,
+    "late_store_seconds": 10.0,
 }
 """Every known key with its strictest reading: an undeclared capability commits to the most checks."""
 
@@ -64,7 +71,17 @@ _BOOLEANS = frozenset(
         "thread_safe",
     }
 )
-_SECONDS = frozenset({"grace_seconds", "terminate_seconds", "join_seconds"})
+_SECONDS = frozenset(
+    {
+        "grace_seconds",
+        "terminate_seconds",
+        "join_seconds",
+        "host_loss_seconds",
+        "partition_seconds",
+        "late_store_seconds",
+    }
+)
+HOST_LOSS_POLICIES: tuple[str, ...] = ("raise", "carry-on")
 
 
 class CapabilityError(ValueError):
@@ -91,6 +108,10 @@ def _check_value(key: str, value: Any, owner: str) -> Any:
         if not math.isfinite(value) or value < 0:
             raise CapabilityError(f"{where} must be finite and >= 0, got {value!r}")
         return float(value)
+    if key == "host_loss_policy":
+        if value not in HOST_LOSS_POLICIES:
+            raise CapabilityError(f"{where} must be one of {', '.join(HOST_LOSS_POLICIES)}, got {value!r}")
+        return value
     if key == "host_sides":
         if value is None:
             return None

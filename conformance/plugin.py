@@ -493,6 +493,8 @@ class ConformanceSession:
         outcome = CheckOutcome.of(functools.partial(spec.function, ctx))
         figure, bound = _figure_and_bound(outcome, ctx)
         outcome = dataclasses.replace(outcome, figure=figure, bound=bound, phases=_phases(ctx))
+        if outcome.verdict == "pass" and ctx.figures:  # a pass with figures of its own says them
+            outcome = dataclasses.replace(outcome, reason="; ".join(f"measured {f}" for f in ctx.figures))
         if self.repeat > 1 and ctx.results:
             outcome = dataclasses.replace(outcome, timeline=render_timeline(list(ctx.results[-1].journal)))
         return outcome
@@ -726,10 +728,12 @@ def _phases(ctx: CheckContext) -> dict[str, float]:
 
 def _figure_and_bound(outcome: CheckOutcome, ctx: CheckContext) -> tuple[str, str]:
     """What an item measured and what it was held to: a failure's own figure against the contract's
-    expectation; otherwise the slowest scenario's ``execute()`` time against its hang bound (a check
-    without a scenario runs in-process and has neither)."""
+    expectation; the figures a check measured itself (each names its bound); otherwise the slowest
+    scenario's ``execute()`` time against its hang bound (a check without a scenario has neither)."""
     if outcome.verdict == "fail" and outcome.failure.get("figure"):
         return outcome.failure["figure"], outcome.failure.get("expected", "")
+    if ctx.figures:
+        return "; ".join(ctx.figures), "named with each figure"
     if not ctx.results:
         return "", ""
     slowest = max(ctx.results, key=lambda result: result.duration)
@@ -906,7 +910,7 @@ class ContractItem(pytest.Item):
             )
             self._record("fail", message, outcome)
             pytest.fail(message, pytrace=False)
-        self._record("pass", "", outcome)
+        self._record("pass", outcome.reason, outcome)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | Any:
         if isinstance(excinfo.value, ContractFailed):

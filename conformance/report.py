@@ -236,7 +236,7 @@ def render_table(report: ConformanceReport) -> str:
         f"  {r.item_name}: {r.verdict}: {r.reason.splitlines()[0] if r.reason else ''}"
         for results in grouped.values()
         for r in results
-        if r.verdict != "pass"
+        if r.verdict != "pass" or r.reason  # a pass with a measured figure says it
     ]
     if notes:
         lines.append("")

@@ -45,6 +45,10 @@ CAPABILITY_NAMES: frozenset[str] = frozenset(
         "join_seconds",
         "runs_on_many_hosts",
         "host_sides",
+        "host_loss_seconds",
+        "host_loss_policy",
+        "partition_seconds",
+        "late_store_seconds",
     }
 )
 """Keys a strategy may declare in ``capabilities`` (the conformance kit rejects any other key)."""
@@ -60,7 +64,9 @@ class ExecutionStrategy(ABC):
     (multiprocessing start methods that work), ``supports_unmanaged_store`` (``managed_store=False``
     hands bundles the caller's object), the declared bounds ``grace_seconds``, ``terminate_seconds``,
     ``join_seconds``, and for strategies whose runners can live on other machines ``runs_on_many_hosts``
-    and ``host_sides`` (how to start its algorithm side and a runner side; docs/multi-host-strategies.md).
+    and ``host_sides`` (how to start its algorithm side and a runner side; docs/multi-host-strategies.md)
+    with the bounds and policy of section D (``host_loss_seconds``, ``host_loss_policy``,
+    ``partition_seconds``, ``late_store_seconds``).
     Instances may refine it through the ``capabilities`` property.
     """
 

@@ -28,9 +28,12 @@ Stop model:
 - A taken port is a ``ServerBindError`` naming host and port before any process is started (F2). A runner
   role that cannot reach its server fails within ``connect_timeout`` with host and port in the message.
 - Across machines: a runner side relays its bundles' own ``event.set()`` to the server, but not its own
-  end, failure or Ctrl+C (those stop that machine only); it stops when the server's event is set or the
-  server is gone. The algorithm side keeps serving, after its stop, until attached runner sides detach
-  (at most ``graceful_timeout + 2 * terminate_timeout + 1`` seconds), so they finish their last writes.
+  end, failure or Ctrl+C (those stop that machine only); it stops when the server's event is set (its
+  bridge holds a 2 s long-poll on it, answered at once when it is set: D1). A server unreachable for
+  ``connect_timeout`` (link cut, algorithm machine down) fails the runner side with
+  ``StoreServerUnreachable`` naming its address (D3). The algorithm side keeps serving, after its stop,
+  until attached runner sides detach (at most ``graceful_timeout + 2 * terminate_timeout + 1`` seconds),
+  so they finish their last writes.
 - The main thread's own bundle, stuck in blocking code, can only be interrupted by Ctrl+C (as any Python
   program's main thread); bundles in processes always can.
 
@@ -49,15 +52,18 @@ are marked ``unresponsive`` in the caller's store, so each rollout's ``RolloutCo
 it; once the server has stopped, any claim left is settled the same way, before ``execute()`` returns or
 raises. A runner machine reports the end of its own runner processes to the server
 (``POST /v1/claims/release``), which gives up their claims the same way. A runner machine lost
-altogether (host down, link cut) is caught by the store's unresponsive window instead
-(``RolloutConfig.unresponsive_seconds``, 600 s by default): every runner's store sends heartbeats for the
-attempts it holds, a third of that window apart, so only a runner that is gone (or whose loop is stuck)
-falls silent that long.
+altogether (host down, link cut) stops polling the stop event: once its last poll is
+``host_loss_timeout`` old (default ``connect_timeout + 5`` s), the serving side gives up the attempts its
+runners held and follows ``on_host_loss``: ``"raise"`` stops the run with ``RunnerHostLost`` naming the
+host and runners, ``"carry-on"`` goes on with the other machines (D2). ``host_loss_timeout`` exceeds
+``connect_timeout`` so that a runner side cut off for good has failed before its attempts are retried
+elsewhere. The store's unresponsive window (``RolloutConfig.unresponsive_seconds``) stays the backstop
+for a runner whose loop is stuck.
 
 What is lost when the algorithm's process dies: with an in-memory store, everything - the queue, every
 rollout, attempt, span and resource lives in that process. Local runner processes die with it (F4);
-runners on other machines are left talking to nothing: they stop when their event bridge sees the server
-gone. A durable store, which would survive it, is planned but does not exist yet.
+runner sides on other machines fail within about ``connect_timeout`` with an error naming the server's
+address. A durable store, which would survive it, is planned but does not exist yet.
 """
 
 from __future__ import annotations
@@ -71,7 +77,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from agentlightning.env import (
     AGL_CURRENT_ROLE,
@@ -85,6 +91,7 @@ from agentlightning.execution.events import ExecutionEvent, MultiprocessingEvent
 from agentlightning.execution.failures import FailureCollector
 from agentlightning.execution.processes import (
     START_METHODS,
+    WorkerDied,
     WorkerOutcome,
     WorkerProcesses,
     validate_start_method,
@@ -93,19 +100,21 @@ from agentlightning.execution.processes import (
 from agentlightning.execution.threads import BundleRun, SigintRelay, close_loop, run_on_private_loop
 from agentlightning.store.base import LightningStore
 from agentlightning.store.claims import ClaimLedger, ClaimTrackingStore
-from agentlightning.store.http import HttpLightningStore, LightningStoreServer
-from agentlightning.store.http.client import RemoteStopEvent
+from agentlightning.store.http.client import HttpLightningStore, RemoteStopEvent, StoreServerUnreachable
 from agentlightning.store.http.security import (
     ServerTLS,
     generate_token,
+    is_loopback,
     resolve_ca,
     resolve_server_tls,
     resolve_token,
 )
-from agentlightning.store.http.server import is_loopback
 from agentlightning.store.threaded import ThreadedLightningStore
 
-__all__ = ["ClientServerExecutionStrategy"]
+if TYPE_CHECKING:  # the server (FastAPI, uvicorn) is imported where it is started: never in runner processes
+    from agentlightning.store.http.server import LightningStoreServer, SilentSide
+
+__all__ = ["ClientServerExecutionStrategy", "RunnerHostLost"]
 
 # Marked as ours: a Ctrl+C that arrives in this module's frames is deferred to bundle code (see threads).
 _KEYBOARD_INTERRUPT_PROTECTED = True
@@ -116,8 +125,35 @@ Role = Literal["algorithm", "runner", "both"]
 _ROLES: tuple[str, ...] = ("algorithm", "runner", "both")
 _MAIN_PROCESS: tuple[str, ...] = ("algorithm", "runner")
 _FAILED = ("raised", "died", "interrupted")
+_HOST_LOSS_POLICIES = ("raise", "carry-on")
+_SIDE_WATCH_SECONDS = 0.25  # how often the serving side looks for runner sides that fell silent
 # What every worker imports (HTTP client included): the forkserver imports it once, so workers start fast.
 _PRELOAD = ("agentlightning.execution.client_server",)
+
+
+class RunnerHostLost(WorkerDied):
+    """A runner machine fell silent (host down, link cut) for longer than ``host_loss_timeout``.
+
+    Names the address it polled from, its side and the runners whose attempts were given up.
+    """
+
+    def __init__(self, address: str | None, side: str, workers: list[str], silent_seconds: float) -> None:
+        self.address, self.side, self.workers, self.silent_seconds = (
+            address,
+            side,
+            list(workers),
+            silent_seconds,
+        )
+        self.name, self.pid, self.exitcode = (workers[0] if workers else side), None, None
+        held = ", ".join(workers) if workers else "none of its runners held an attempt"
+        RuntimeError.__init__(
+            self,
+            f"runner host {address or '(unknown address)'} (side {side}) was lost: no word from it for "
+            f"{silent_seconds:.1f} s; the attempts of its runners were given up ({held})",
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.address, self.side, self.workers, self.silent_seconds))
 
 
 class ClientServerExecutionStrategy(ExecutionStrategy):
@@ -139,6 +175,11 @@ class ClientServerExecutionStrategy(ExecutionStrategy):
     ``"runner"`` role handed an ``HttpLightningStore``), since an in-memory store cannot be shared with
     other processes. ``start_method``: ``fork``, ``spawn`` or ``forkserver`` (default: the safe choice).
     ``connect_timeout``: how long a runner side retries an unreachable server before failing.
+    ``host_loss_timeout``: how long the serving side waits for word from a runner side (each polls the
+    stop event every 2 s) before counting its machine lost (default ``connect_timeout + 5``; it must
+    exceed ``connect_timeout + 2``). ``on_host_loss``: then ``"raise"`` (stop the run; ``execute()`` raises
+    ``RunnerHostLost``, a ``WorkerDied`` naming the host and its runners) or ``"carry-on"`` (go on with
+    the other runners). Either way the attempts its runners held are given up first.
     """
 
     alias: ClassVar[str] = "cs"
@@ -150,6 +191,18 @@ class ClientServerExecutionStrategy(ExecutionStrategy):
         "supports_start_methods": tuple(
             m for m in START_METHODS if m in multiprocessing.get_all_start_methods()
         ),
+        # Section D: the algorithm side serves the store on host 0; runner sides connect to it.
+        "runs_on_many_hosts": True,
+        "host_sides": {
+            "algorithm": {
+                "options": {"role": "algorithm", "server_host": "{address}", "server_port": "{port}"},
+                "env": {"AGL_SERVER_TOKEN": "{token}"},
+            },
+            "runner": {
+                "options": {"role": "runner", "server_host": "{algorithm_address}", "server_port": "{port}"},
+                "env": {"AGL_SERVER_TOKEN": "{token}"},
+            },
+        },
     }
 
     def __init__(
@@ -168,6 +221,8 @@ class ClientServerExecutionStrategy(ExecutionStrategy):
         tls_cert: str | None = None,
         tls_key: str | None = None,
         tls_ca: str | None = None,
+        host_loss_timeout: float | None = None,
+        on_host_loss: Literal["raise", "carry-on"] = "raise",
     ) -> None:
         role = AGL_CURRENT_ROLE.get("both") if role is None else role  # type: ignore[assignment]
         if role not in _ROLES:
@@ -226,6 +281,20 @@ class ClientServerExecutionStrategy(ExecutionStrategy):
         self.managed_store = managed_store
         self.start_method = validate_start_method(start_method)
         self.connect_timeout = connect
+        if host_loss_timeout is None:
+            loss = connect + _EventBridge.POLL_SECONDS + 3.0
+        else:
+            loss = validate_timeout(host_loss_timeout, "host_loss_timeout")
+        if loss <= connect + _EventBridge.POLL_SECONDS:
+            raise ValueError(
+                f"host_loss_timeout must be longer than connect_timeout + {_EventBridge.POLL_SECONDS:g} s "
+                f"(a runner side gives up an unreachable server before the server gives up the side); got "
+                f"host_loss_timeout={host_loss_timeout!r} with connect_timeout={connect_timeout!r}"
+            )
+        if on_host_loss not in _HOST_LOSS_POLICIES:
+            raise ValueError(f"on_host_loss must be 'raise' or 'carry-on'; got {on_host_loss!r}")
+        self.host_loss_timeout = loss
+        self.on_host_loss: Literal["raise", "carry-on"] = on_host_loss
         self.server_token = token  # None: a fresh one per run (role "both"); never in the repr
         self.tls: ServerTLS | None = resolve_server_tls(tls_cert, tls_key) if role != "runner" else None
         self.tls_ca = resolve_ca(tls_ca)
@@ -236,6 +305,12 @@ class ClientServerExecutionStrategy(ExecutionStrategy):
             **self.capability_manifest,
             "grace_seconds": self.graceful_timeout,
             "terminate_seconds": self.terminate_timeout,
+            "late_store_seconds": self.connect_timeout,  # D4: a runner side waits this long for the store
+            # D2: a silent side is given up once its last poll is host_loss_timeout old.
+            "host_loss_seconds": self.host_loss_timeout + _EventBridge.POLL_SECONDS,
+            "host_loss_policy": self.on_host_loss,
+            # D3: a cut shorter than this heals within TCP's retransmissions, well before either side's bound.
+            "partition_seconds": self.connect_timeout / 2,
         }
 
     @property
@@ -254,7 +329,8 @@ class ClientServerExecutionStrategy(ExecutionStrategy):
             f"server_port={self.server_port}, n_runners={self.n_runners}, "
             f"main_process={self.main_process!r}, "
             f"graceful_timeout={self.graceful_timeout}, terminate_timeout={self.terminate_timeout}, "
-            f"start_method={self.start_method!r}, tls={self.tls is not None})"
+            f"start_method={self.start_method!r}, host_loss_timeout={self.host_loss_timeout}, "
+            f"on_host_loss={self.on_host_loss!r}, tls={self.tls is not None})"
         )
 
 
@@ -329,6 +405,8 @@ class _Execution:
         self.claims: ClaimLedger | None = None  # on the serving side: who claims what (T3)
         self.served: LightningStore | None = None
         self.given_up: set[str] = set()
+        self.side_watch: threading.Thread | None = None
+        self.side_watch_stop = threading.Event()
 
     def run(self) -> None:
         try:
@@ -365,7 +443,7 @@ class _Execution:
         s = self.s
         if s.role == "runner":
             client = self._runner_side_client()
-            self.bridge = _EventBridge(client, self.event)
+            self.bridge = self._make_bridge(client)
             self.bridge.start()
             side = self.bridge.side
             self._start_runners(client, f"{side}/", s.managed_store)
@@ -376,6 +454,8 @@ class _Execution:
         # Authentication is always on: a token of this run only, unless the runner sides share one.
         token = s.server_token if s.server_token is not None else generate_token()
         tls = s.tls
+        from agentlightning.store.http.server import LightningStoreServer
+
         # Bound before anything is spawned: a taken port fails here, naming host and port (F2). Served
         # through the ledger: it records which runner (CLIENT_HEADER) claims what.
         self.server = LightningStoreServer(
@@ -390,6 +470,8 @@ class _Execution:
         )
         self.server.start()
         _log.info("cs: serving the store at %s (role %s)", self.server.url, s.role)
+        self.side_watch = threading.Thread(target=self._watch_sides, name="agl-cs-side-watch", daemon=True)
+        self.side_watch.start()
         client = HttpLightningStore(
             self.server.url,
             token=token,
@@ -421,6 +503,9 @@ class _Execution:
                 **common,
             )
             self._start_workers([("algorithm", _run_algorithm, (self.algorithm, client, self.event))])
+
+    def _make_bridge(self, client: HttpLightningStore) -> _EventBridge:
+        return _EventBridge(client, self.event)
 
     def _start_runners(self, client: HttpLightningStore, prefix: str, managed: bool) -> None:
         """Runner processes ``runner-<i>``, each with a store naming itself ``<prefix>runner-<i>``."""
@@ -558,6 +643,34 @@ class _Execution:
 
     # -- stopping ---------------------------------------------------------------------------------------
 
+    def _watch_sides(self) -> None:
+        """Serving side: a runner side silent for ``host_loss_timeout`` is lost (D2). The attempts its
+        runners held are given up (their rollouts retried as their ``RolloutConfig`` says); then
+        ``on_host_loss``: ``"raise"`` stops the run and ``execute()`` raises ``RunnerHostLost``,
+        ``"carry-on"`` goes on with the other runners."""
+        server, claims, served = self.server, self.claims, self.served
+        assert server is not None and claims is not None and served is not None
+        while not self.side_watch_stop.wait(_SIDE_WATCH_SECONDS):
+            for lost in server.runner_sides.silent(self.s.host_loss_timeout):
+                self._lost_side(lost, claims, served)
+
+    def _lost_side(self, lost: SilentSide, claims: ClaimLedger, served: LightningStore) -> None:
+        """A runner side fell silent: give up its runners' attempts, then follow ``on_host_loss``."""
+        clients = [name for name in claims.clients() if name.startswith(f"{lost.side}/")]
+        why = f"is on runner host {lost.address}, silent for {lost.silent_seconds:.1f} s"
+        for name in clients:
+            try:
+                run_on_private_loop(claims.give_up(served, name, why))
+            except Exception as exc:  # the final sweep tries again
+                self.failures.record_cleanup_error(exc, f"giving up the attempts of {name}")
+        workers = [name.rsplit("/", 1)[-1] for name in clients]
+        error = RunnerHostLost(lost.address, lost.side, workers, lost.silent_seconds)
+        if self.s.on_host_loss == "raise":
+            self.failures.record(error, "runner host")
+            self._stop_here()
+        else:
+            _log.warning("cs: %s; carrying on with the other runners", error)
+
     def _stop(self) -> None:
         """Stop workers, bridge and server. SIGINT is Python's again here: a Ctrl+C hurries each step."""
         self._stop_here()
@@ -580,6 +693,10 @@ class _Execution:
             _retry_on_interrupt(self.workers.close, self.failures, "closing worker processes")
         if self.bridge is not None:
             _retry_on_interrupt(self.bridge.stop, self.failures, "stopping the event bridge")
+            if self.bridge.lost is not None and "lost-server" not in self.recorded:
+                # The server is unreachable past connect_timeout: this runner side fails, naming it (D3).
+                self.recorded.add("lost-server")
+                self.failures.record(self.bridge.lost, "the runner side's event bridge")
         if self.server is not None and self.server.runner_sides.attached:
             # Remote runner sides still use the store while they stop: serve them for as long as our own
             # runners would get (they detach when done), but not longer.
@@ -593,6 +710,9 @@ class _Execution:
                     _log.warning(
                         "cs: runner sides %s did not detach within %.1f s; stopping anyway", left, bound
                     )
+        if self.side_watch is not None:
+            self.side_watch_stop.set()
+            _retry_on_interrupt(self.side_watch.join, self.failures, "stopping the runner-side watch")
         if self.server is not None:
             _retry_on_interrupt(self.server.stop, self.failures, "stopping the store server")
         if self.claims is not None and self.served is not None:
@@ -642,14 +762,19 @@ class _EventBridge:
     bounded) and joins the thread.
     """
 
-    _POLL_SECONDS = 20.0
+    POLL_SECONDS = 2.0  # each wait the server holds: its end is word from this side (host loss, D2)
+    _ANSWER_SECONDS = 3.0  # beyond the held wait: a wait on a dead link fails and is retried
     _DETACH_SECONDS = 2.0
 
     def __init__(self, client: HttpLightningStore, event: MultiprocessingEvent) -> None:
-        self.remote = RemoteStopEvent(client)
-        self.client = client
-        self.event = event
         self.side = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        # Its own pool and a short request bound: retried within the client's retry_seconds
+        # (connect_timeout), then the server counts as lost.
+        self.client = client.named(f"{self.side}/event-bridge")
+        self.client.request_timeout = self._ANSWER_SECONDS
+        self.remote = RemoteStopEvent(self.client)
+        self.event = event
+        self.lost: Exception | None = None  # the error that said the server is unreachable
         self._loop: asyncio.AbstractEventLoop | None = None
         self._quit: asyncio.Event | None = None
         self._muted = False
@@ -731,7 +856,7 @@ class _EventBridge:
                 if quit_.done():
                     return
                 if remote is None or remote.done():
-                    remote = asyncio.ensure_future(self.remote.wait(self._POLL_SECONDS, self.side))
+                    remote = asyncio.ensure_future(self.remote.wait(self.POLL_SECONDS, self.side))
                 await asyncio.wait({local, quit_, remote}, return_when=asyncio.FIRST_COMPLETED)
                 if remote.done() and not remote.cancelled():
                     error = remote.exception()
@@ -741,6 +866,8 @@ class _EventBridge:
                             _log.warning(
                                 "cs: lost the store server (%s); stopping this machine's runners", error
                             )
+                            if isinstance(error, StoreServerUnreachable):
+                                self.lost = error
                         self.event.set()
                         return
         finally:

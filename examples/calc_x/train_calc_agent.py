@@ -8,12 +8,20 @@ is a deterministic "agent" that solves the problems, wrong on purpose for a conf
     python examples/calc_x/train_calc_agent.py --strategy shm --n-runners 2 --tasks 500
     python examples/calc_x/train_calc_agent.py --strategy ipc --error-rate 0.2
     python examples/calc_x/train_calc_agent.py --strategy my_pkg.MyStrategy
+    python examples/calc_x/train_calc_agent.py --strategy cs --strategy-option role=runner ...
+
+Each rollout may be tried three times (an attempt that failed, or whose runner was lost, is retried),
+and the summary says how many needed more than one. ``--strategy-option KEY=VALUE`` (repeatable; VALUE
+is JSON when it parses) passes constructor options: ``three_hosts.py`` runs the algorithm and runners
+on separate (namespace) hosts this way.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
+import json
 import operator
 import random
 import sys
@@ -26,7 +34,7 @@ from tqdm import tqdm
 
 from agentlightning import ExecutionEvent, LightningStore, Trainer
 from agentlightning.execution.events import wait_async
-from agentlightning.types import Span
+from agentlightning.types import RolloutConfig, Span
 
 _OPERATIONS: dict[str, Callable[[int, int], int]] = {
     "+": operator.add,
@@ -53,6 +61,7 @@ class CalcAgent:
 
     error_rate: float = 0.1
     seed: int = 0
+    think_seconds: float = 0.0  # per problem: stands in for a model's latency
 
     def answer(self, task: dict[str, Any]) -> int:
         truth = _OPERATIONS[task["op"]](task["a"], task["b"])
@@ -67,6 +76,8 @@ class CalcAgent:
                 await wait_async(event, timeout=0.005)
                 continue
             task = claimed.input
+            if self.think_seconds:
+                await asyncio.sleep(self.think_seconds)
             answer = self.answer(task)
             truth = _OPERATIONS[task["op"]](task["a"], task["b"])
             await store.add_span(
@@ -95,7 +106,11 @@ class CalcAlgorithm:
 
     async def __call__(self, store: LightningStore, event: ExecutionEvent) -> None:
         await store.add_resources({"agent": {"name": "calc-agent", "version": 1}})
-        ids = [(await store.enqueue_rollout(input=task, mode="train")).rollout_id for task in self.tasks]
+        config = RolloutConfig(max_attempts=3, retry_condition=["failed", "unresponsive"])
+        ids = [
+            (await store.enqueue_rollout(input=task, mode="train", config=config)).rollout_id
+            for task in self.tasks
+        ]
         with tqdm(total=len(ids), unit="rollout", disable=not self.progress, file=sys.stderr) as bar:
             done = 0
             while done < len(ids) and not event.is_set():
@@ -110,6 +125,13 @@ class CalcAlgorithm:
         accuracy = sum(rewards) / len(rewards) if rewards else 0.0
         print(f"completed {len(rewards)}/{len(ids)} rollouts; accuracy {accuracy:.3f}")
         print(f"runners that did the work: {sorted(workers)}")
+        tries = [len(await store.query_attempts(rollout_id)) for rollout_id in ids]
+        statuses = [(await store.get_rollout_by_id(rollout_id)) for rollout_id in ids]
+        succeeded = sum(1 for rollout in statuses if rollout is not None and rollout.status == "succeeded")
+        print(
+            f"rollouts: {len(ids)} enqueued, {succeeded} succeeded, {sum(t > 1 for t in tries)} retried "
+            f"({sum(tries)} attempts)"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -121,6 +143,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=500)
     parser.add_argument("--error-rate", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--think-seconds", type=float, default=0.0, help="each problem's latency")
+    parser.add_argument(
+        "--strategy-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a constructor option of the strategy (repeatable; VALUE is JSON when it parses)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.tasks < 1:
@@ -128,9 +158,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0.0 <= args.error_rate <= 1.0:
         parser.error(f"--error-rate must be within [0, 1], got {args.error_rate}")
 
-    trainer = Trainer(strategy=args.strategy, n_runners=args.n_runners)
+    if args.think_seconds < 0:
+        parser.error(f"--think-seconds must be >= 0, got {args.think_seconds}")
+    options = {}
+    for option in args.strategy_option:
+        key, sep, value = option.partition("=")
+        if not sep or not key:
+            parser.error(f"--strategy-option must look like KEY=VALUE, got {option!r}")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    strategy: Any = {"type": args.strategy, **options} if options else args.strategy
+    trainer = Trainer(strategy=strategy, n_runners=args.n_runners)
     algorithm = CalcAlgorithm(tuple(make_tasks(args.tasks, args.seed)), progress=not args.no_progress)
-    agent = CalcAgent(error_rate=args.error_rate, seed=args.seed)
+    agent = CalcAgent(error_rate=args.error_rate, seed=args.seed, think_seconds=args.think_seconds)
     started = time.perf_counter()
     trainer.fit(algorithm, agent)
     elapsed = time.perf_counter() - started

@@ -183,6 +183,16 @@ def test_single_machine_reference_strategies_declare_it() -> None:
         assert validate_manifest(cls.capability_manifest)["runs_on_many_hosts"] is False, cls
 
 
+def test_cs_declares_the_documented_host_sides() -> None:
+    from agentlightning.execution.client_server import ClientServerExecutionStrategy
+
+    strategy = ClientServerExecutionStrategy()
+    for manifest in (ClientServerExecutionStrategy.capability_manifest, strategy.capabilities):
+        caps = validate_manifest(manifest)
+        assert caps["runs_on_many_hosts"] is True
+        assert caps["host_sides"] == CS_HOST_SIDES
+
+
 # -- the declaration at work: cs's two sides on two test hosts ---------------------------------------------
 
 
@@ -193,7 +203,9 @@ def test_cs_sides_placed_by_the_declaration_complete_rollouts_across_two_hosts(t
         if os.environ.get("CI"):
             pytest.fail(f"CI must be able to make network namespaces: {availability.reason}")
         pytest.skip(availability.reason)
-    sides = require_host_sides(validate_manifest({"host_sides": CS_HOST_SIDES}))
+    from agentlightning.execution.client_server import ClientServerExecutionStrategy
+
+    sides = require_host_sides(validate_manifest(ClientServerExecutionStrategy.capability_manifest))
     journal = str(tmp_path / "journal.jsonl")
     token = secrets.token_hex(16)
     with NamespaceHosts(2) as hosts:

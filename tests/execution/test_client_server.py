@@ -692,6 +692,9 @@ def test_G1_buildable_from_every_spec() -> None:
         ({"connect_timeout": 0}, "connect_timeout"),
         ({"managed_store": "yes"}, "managed_store"),
         ({"server_host": "0.0.0.0"}, "server_host='0.0.0.0'.*AGL_SERVER_TOKEN"),
+        ({"host_loss_timeout": 11.0}, "host_loss_timeout=11.0 with connect_timeout=10.0"),
+        ({"host_loss_timeout": -1}, "host_loss_timeout"),
+        ({"on_host_loss": "ignore"}, "on_host_loss"),
     ],
 )
 def test_G2_invalid_parameters_are_named(kwargs: dict[str, Any], name: str) -> None:
@@ -773,3 +776,12 @@ def _no_token(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     ):
         monkeypatch.delenv(variable, raising=False)
     yield
+
+
+def test_D_bounds_and_policy_follow_the_options() -> None:
+    default = ClientServerExecutionStrategy().capabilities
+    assert (default["late_store_seconds"], default["partition_seconds"]) == (10.0, 5.0)
+    assert (default["host_loss_seconds"], default["host_loss_policy"]) == (17.0, "raise")
+    tuned = ClientServerExecutionStrategy(connect_timeout=4.0, on_host_loss="carry-on").capabilities
+    assert (tuned["host_loss_seconds"], tuned["host_loss_policy"]) == (11.0, "carry-on")
+    assert ClientServerExecutionStrategy(host_loss_timeout=30.0).capabilities["host_loss_seconds"] == 32.0

@@ -479,6 +479,7 @@ class _HangingUp:
         self.sock.listen()
         self.port = self.sock.getsockname()[1]
         self.accepted = 0
+        self.request_ids: list[str | None] = []
         self._thread = threading.Thread(target=self._serve, name="test-hanging-up", daemon=True)
         self._thread.start()
 
@@ -490,7 +491,13 @@ class _HangingUp:
                 return
             self.accepted += 1
             with conn:
-                conn.recv(65536)
+                head = conn.recv(65536).decode("latin-1").lower()
+                found = [
+                    line.split(":", 1)[1].strip()
+                    for line in head.split("\r\n")
+                    if line.startswith("x-agl-request-id:")
+                ]
+                self.request_ids.append(found[0] if found else None)
 
     def close(self) -> None:
         self.sock.shutdown(socket.SHUT_RDWR)
@@ -498,25 +505,51 @@ class _HangingUp:
         self._thread.join(10)
 
 
-def test_writes_are_not_retried_once_sent_reads_are() -> None:
+def test_a_write_whose_answer_is_lost_is_retried_under_one_request_id() -> None:
     peer = _HangingUp()
     try:
 
         async def write(client: HttpLightningStore) -> None:
-            with pytest.raises(StoreServerUnreachable, match=r"not retried since it may have taken effect"):
+            with pytest.raises(StoreServerUnreachable, match=rf"127\.0\.0\.1:{peer.port}"):
                 await client.enqueue_rollout("x")
 
-        _run(_with_client(f"http://127.0.0.1:{peer.port}", write, retry_seconds=5))
-        assert peer.accepted == 1  # sent once, never again
+        _run(_with_client(f"http://127.0.0.1:{peer.port}", write, retry_seconds=0.3))
+        assert peer.accepted >= 2  # the first try and its retries
+        assert len(set(peer.request_ids)) == 1 and peer.request_ids[0]  # one id for every copy
 
         async def read(client: HttpLightningStore) -> None:
-            with pytest.raises(StoreServerUnreachable, match=rf"127\.0\.0\.1:{peer.port}"):
+            with pytest.raises(StoreServerUnreachable):
                 await client.query_rollouts()
 
+        before = len(peer.request_ids)
         _run(_with_client(f"http://127.0.0.1:{peer.port}", read, retry_seconds=0.3))
-        assert peer.accepted >= 2  # the first try and its retries
+        assert peer.request_ids[before:] and set(peer.request_ids[before:]) == {None}  # reads need none
     finally:
         peer.close()
+
+
+def test_a_write_sent_again_under_its_request_id_is_answered_again_not_applied_again() -> None:
+    store = InMemoryLightningStore()
+    with LightningStoreServer(store, "127.0.0.1", 0, token=TOKEN) as server:
+        _replayed_once(store, server)
+
+
+def _replayed_once(store: InMemoryLightningStore, server: LightningStoreServer) -> None:
+    body = json.dumps({"input": {"n": 1}}).encode()
+
+    def post(request_id: str, token: str | None = TOKEN) -> httpx.Response:
+        headers = {"x-agl-request-id": request_id, "content-type": "application/json"}
+        if token is not None:
+            headers["authorization"] = f"Bearer {token}"
+        return httpx.post(f"{server.url}/v1/enqueue_rollout", content=body, headers=headers, timeout=10)
+
+    first, again, other = post("id-1"), post("id-1"), post("id-2")
+    assert first.status_code == again.status_code == other.status_code == 200
+    assert first.json() == again.json() and first.json()["rollout_id"] != other.json()["rollout_id"]
+    assert len(_run(store.query_rollouts())) == 2  # id-1 applied once
+    assert (
+        post("id-1", token="wrong-token-of-enough-length").status_code == 401
+    )  # never answered to a stranger
 
 
 def test_the_runners_hot_path_answers_exactly_like_the_application() -> None:
@@ -1059,3 +1092,18 @@ def test_invalid_tls_settings_are_named(
     monkeypatch.setenv("AGL_SERVER_TLS_CERT", str(tmp_path / "missing.pem"))
     with pytest.raises(ValueError, match=r"AGL_SERVER_TLS_CERT=.*missing\.pem.*existing file"):
         LightningStoreServer(store, tls_key=tls_files["key"])
+
+
+def test_the_client_drops_idle_connections_before_the_server_does_and_needs_no_server_framework() -> None:
+    from agentlightning.store.http import client
+    from agentlightning.store.http.limits import DEFAULT_KEEPALIVE_SECONDS
+
+    assert client._KEEPALIVE_SECONDS < DEFAULT_KEEPALIVE_SECONDS
+    code = (
+        "import sys, agentlightning.execution.client_server, agentlightning.store.http; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'fastapi', 'uvicorn', 'starlette'}))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert loaded.stdout.strip() == "[]"  # a runner process imports the client only

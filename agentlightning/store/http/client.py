@@ -4,11 +4,12 @@ Errors keep their meaning across the wire: the server's 400/404/409/422 answers 
 with the server's message, 401 as ``PermissionError``, other failures as ``StoreServerError``. A server that
 cannot be reached raises ``StoreServerUnreachable`` (a ``ConnectionError``) naming host and port.
 
-Retries are limited to what cannot do harm, within ``retry_seconds`` in total: reads (lookups, queries,
-``wait_for_rollouts``) are retried on any transport failure; writes only when the connection was refused or
-could not be opened, i.e. before a byte of the request was sent, or when the server answered 503 ``busy``
-(it was at its connection cap and read nothing). A write whose answer is lost is not retried (it may
-have happened): the error says so. A connection that carried a 5xx answer is never reused, and idle
+Retries never do harm, within ``retry_seconds`` in total: reads (lookups, queries, ``wait_for_rollouts``)
+are retried on any transport failure, and so are writes, each of which carries one request id
+(``x-agl-request-id``, ``replays.py``) across its retries: a write whose answer was lost (connection
+reset, partition) is sent again and the server answers it from its table of recent answers instead of
+applying it twice. A 503 ``busy`` answer (the server was at its connection cap and read nothing) is
+retried too. A connection that carried a 5xx answer is never reused, and idle
 connections are dropped before the server's keep-alive bound, so a write never lands on a connection the
 server is closing. A TLS certificate that does not verify is an error at once, never retried.
 
@@ -29,6 +30,7 @@ import copy
 import json
 import ssl
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -38,7 +40,7 @@ from pydantic import TypeAdapter
 
 from agentlightning.store.base import UNSET, LightningStore, Unset
 from agentlightning.store.claims import CLIENT_HEADER
-from agentlightning.store.http.limits import DEFAULT_KEEPALIVE_SECONDS
+from agentlightning.store.http.replays import REQUEST_ID_HEADER
 from agentlightning.store.http.security import client_ssl_context, resolve_ca, resolve_token
 from agentlightning.store.values import DEFAULT_LIMITS, ValueLimits, check_json, check_span
 from agentlightning.types import (
@@ -58,7 +60,9 @@ from agentlightning.types import (
 __all__ = ["HttpLightningStore", "RemoteStopEvent", "StoreServerError", "StoreServerUnreachable"]
 
 _API = "/v1/"
-_KEEPALIVE_SECONDS = DEFAULT_KEEPALIVE_SECONDS * 0.6
+# Below the server's keep-alive bound (limits.DEFAULT_KEEPALIVE_SECONDS, 5 s; a test keeps them in step),
+# written out so that a runner process never imports the server's framework (limits.py needs uvicorn).
+_KEEPALIVE_SECONDS = 3.0
 
 # Calls that only read (or are idempotent): safe to send again whatever happened to an earlier try.
 _RETRY_SAFE = frozenset(
@@ -191,7 +195,8 @@ class HttpLightningStore(LightningStore):
 
     async def _request(self, method: str, body: Any = None, extra_timeout: float = 0.0) -> bytes:
         session = self._session()
-        retry_all = method in _RETRY_SAFE
+        # A write keeps one id across its retries: the server applies it once whatever reaches it twice.
+        headers = None if method in _RETRY_SAFE else {REQUEST_ID_HEADER: uuid.uuid4().hex}
         deadline = time.monotonic() + self.retry_seconds
         delay = 0.05
         tries = 0
@@ -200,7 +205,9 @@ class HttpLightningStore(LightningStore):
         while True:
             tries += 1
             try:
-                async with session.post(_API + method, data=data, timeout=timeout) as response:
+                async with session.post(
+                    _API + method, data=data, timeout=timeout, headers=headers
+                ) as response:
                     content = await response.read()
                     if response.status >= 500:
                         # Whatever failed on the server, its connection is not trusted with the next call.
@@ -211,15 +218,8 @@ class HttpLightningStore(LightningStore):
                     error: Exception = StoreServerError(self._describe(content, 503))
             except aiohttp.ClientConnectorCertificateError as exc:
                 raise self._unverified(exc) from exc
-            except aiohttp.ClientConnectorError as exc:
-                # The connection could not be opened: nothing was sent, every call may try again.
-                error = exc
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                if not retry_all:
-                    raise StoreServerUnreachable(
-                        f"lost the store server at {self.host}:{self.port} during {method} "
-                        f"({type(exc).__name__}: {exc}); not retried since it may have taken effect"
-                    ) from exc
+                # Nothing sent, a read, or a write the server recognises by its id: all may try again.
                 error = exc
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -16,7 +16,9 @@ an error naming the parameter or variable.
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
+import socket
 import ssl
 from dataclasses import dataclass
 
@@ -126,3 +128,16 @@ def client_ssl_context(ca: str | None) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=ca)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
+
+
+def is_loopback(host: str) -> bool:
+    """Whether every address ``host`` resolves to is a loopback address."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)

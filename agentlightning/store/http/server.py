@@ -33,11 +33,11 @@ import dataclasses
 import errno
 import hmac
 import inspect
-import ipaddress
 import logging
 import socket
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, MutableMapping
 from typing import Any, ClassVar, TypeVar
 
@@ -60,7 +60,14 @@ from agentlightning.store.http.limits import (
     count_json_elements,
     parse_json_body,
 )
-from agentlightning.store.http.security import SERVER_CIPHERS, ServerTLS, resolve_server_tls, resolve_token
+from agentlightning.store.http.replays import Replays
+from agentlightning.store.http.security import (
+    SERVER_CIPHERS,
+    ServerTLS,
+    is_loopback,
+    resolve_server_tls,
+    resolve_token,
+)
 from agentlightning.store.values import DEFAULT_LIMITS, InvalidValueError, ValueLimits, check_json
 from agentlightning.types import (
     Attempt,
@@ -81,6 +88,7 @@ __all__ = [
     "LightningStoreServer",
     "RunnerSides",
     "ServerBindError",
+    "SilentSide",
     "create_app",
     "is_loopback",
 ]
@@ -754,10 +762,15 @@ def create_app(
             return EventState(is_set=True)
 
         @app.post(f"{API_PREFIX}/event/wait")
-        async def wait_event(body: EventWaitRequest) -> EventState:
-            if body.side is not None:
-                registry.attach(body.side)
-            return EventState(is_set=await wait_async(stop_event, min(body.timeout, max_wait_seconds)))
+        async def wait_event(body: EventWaitRequest, request: Request) -> EventState:
+            timeout = min(body.timeout, max_wait_seconds)
+            if body.side is None:
+                return EventState(is_set=await wait_async(stop_event, timeout))
+            registry.attach(body.side, request.client.host if request.client is not None else None)
+            try:
+                return EventState(is_set=await wait_async(stop_event, timeout))
+            finally:
+                registry.seen(body.side)
 
         @app.post(f"{API_PREFIX}/event/detach")
         async def detach(body: SideRequest) -> EventState:
@@ -767,21 +780,65 @@ def create_app(
     return app
 
 
-class RunnerSides:
-    """Runner sides (``execute()`` calls with role ``"runner"``) attached to a server; thread-safe."""
+@dataclasses.dataclass(frozen=True)
+class SilentSide:
+    """A runner side that stopped polling: its name, the address it polled from, how long it is silent."""
 
-    def __init__(self) -> None:
+    side: str
+    address: str | None
+    silent_seconds: float
+
+
+class RunnerSides:
+    """Runner sides (``execute()`` calls with role ``"runner"``) attached to a server; thread-safe.
+
+    A side is attached by its first ``/v1/event/wait`` and stays attached until it detaches or falls
+    silent: each wait it holds, and the end of each, counts as word from it (``silent``).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._attached: set[str] = set()
+        self._polling: dict[str, int] = {}
+        self._seen: dict[str, float] = {}
+        self._addresses: dict[str, str] = {}
         self._changed = threading.Condition()
 
-    def attach(self, side: str) -> None:
+    def attach(self, side: str, address: str | None = None) -> None:
+        """``side`` holds a wait (from ``address``): attached, and heard from now."""
         with self._changed:
             self._attached.add(side)
+            self._polling[side] = self._polling.get(side, 0) + 1
+            self._seen[side] = self._clock()
+            if address is not None:
+                self._addresses[side] = address
+
+    def seen(self, side: str) -> None:
+        """A wait of ``side`` has ended: heard from now."""
+        with self._changed:
+            self._polling[side] = max(0, self._polling.get(side, 0) - 1)
+            self._seen[side] = self._clock()
 
     def detach(self, side: str) -> None:
         with self._changed:
             self._attached.discard(side)
             self._changed.notify_all()
+
+    def silent(self, after: float) -> list[SilentSide]:
+        """Attached sides holding no wait and unheard from for more than ``after`` seconds: they are
+        detached (a side that comes back attaches anew) and returned."""
+        now = self._clock()
+        with self._changed:
+            gone = [
+                SilentSide(side, self._addresses.get(side), now - self._seen.get(side, now))
+                for side in sorted(self._attached)
+                if not self._polling.get(side) and now - self._seen.get(side, now) > after
+            ]
+            for found in gone:
+                self._attached.discard(found.side)
+            if gone:
+                self._changed.notify_all()
+            return gone
 
     @property
     def attached(self) -> list[str]:
@@ -796,19 +853,6 @@ class RunnerSides:
 
 
 # -- the server thread ------------------------------------------------------------------------------------
-
-
-def is_loopback(host: str) -> bool:
-    """Whether every address ``host`` resolves to is a loopback address."""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except OSError:
-        return False
-    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
 
 
 def _bind(host: str, port: int, backlog: int) -> socket.socket:
@@ -1030,8 +1074,11 @@ class LightningStoreServer:
         tls: dict[str, Any] = {}
         if self.tls is not None:
             tls = {"ssl_certfile": self.tls.cert, "ssl_keyfile": self.tls.key, "ssl_ciphers": SERVER_CIPHERS}
+        admission = _Admission(self.token, self.limits)
+        front = _HotPath(self._app, self.store, admission, self.value_limits)
+        # A write sent again under the same request id is answered from the table, not applied again.
         config = LimitedConfig(
-            _HotPath(self._app, self.store, _Admission(self.token, self.limits), self.value_limits),
+            Replays(front, lambda scope: admission.check(scope.get("headers") or ())[0] is None),
             self.limits,
             lifespan="off",
             log_config=None,  # leave the caller's logging configuration alone (R7)

@@ -1,0 +1,85 @@
+"""Section D's checks (``conformance/contracts/distributed.py``) against ``cs`` on real test hosts, and
+how they end where hosts cannot be made or a strategy does not say how to place its sides."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from conformance import host_runs
+from conformance.capabilities import read_capabilities, validate_manifest
+from conformance.checks import CheckContext, load_checks
+from conformance.hosts import Availability, probe_namespaces
+from conformance.target import build_strategy, make_target
+from conformance.verdicts import ContractFailed, NotApplicable
+
+
+def _context(contract_id: str, situation: str = "default", capabilities: Any = None) -> CheckContext:
+    target = make_target("cs")
+    caps = read_capabilities(build_strategy(target)) if capabilities is None else capabilities
+    return CheckContext(contract_id, situation, target, caps)
+
+
+def _check(contract_id: str, situation: str = "default") -> Any:
+    return next(s.function for s in load_checks() if (s.contract_id, s.situation) == (contract_id, situation))
+
+
+def _require_namespaces() -> None:
+    availability = probe_namespaces()
+    if not availability.available:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must be able to make network namespaces: {availability.reason}")
+        pytest.skip(availability.reason)
+
+
+@pytest.mark.parametrize("contract_id", ["D1", "D4", "D5"])
+def test_without_namespaces_a_D_check_is_na_naming_the_reason(
+    contract_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reason = "this process lacks CAP_SYS_ADMIN and CAP_NET_ADMIN (euid 1000)"
+    monkeypatch.setattr(host_runs, "probe_namespaces", lambda: Availability(False, reason))
+    situation = "after-return" if contract_id == "D1" else "default"
+    with pytest.raises(NotApplicable) as excluded:
+        _check(contract_id, situation)(_context(contract_id, situation))
+    assert reason in str(excluded.value)
+
+
+def test_a_strategy_on_many_hosts_without_host_sides_fails_saying_what_to_declare() -> None:
+    ctx = _context("D4", capabilities=validate_manifest({}))
+    with pytest.raises(ContractFailed) as failed:
+        _check("D4")(ctx)
+    assert "declares no host_sides" in failed.value.observed
+
+
+@pytest.mark.slow  # a side waits cs's connect_timeout for a store that never comes
+def test_D4_cs_runner_side_fails_naming_the_absent_store_within_its_bound() -> None:
+    _require_namespaces()
+    ctx = _context("D4")
+    _check("D4")(ctx)
+    assert ctx.figures and "from execute() to the last process on host 1 against" in ctx.figures[0]
+
+
+@pytest.mark.slow  # three hosts, two cs sides and a side refused for want of a credential
+def test_D5_cs_refuses_strangers_and_never_shows_its_token() -> None:
+    _require_namespaces()
+    ctx = _context("D5")
+    _check("D5")(ctx)
+    assert "401 Unauthorized, HTTP/1.1 401 Unauthorized" in ctx.figures[0]
+
+
+@pytest.mark.slow  # a runner host vanishes (cut, then killed) and cs waits out host_loss_timeout
+def test_D2_cs_gives_up_a_vanished_host_and_raises_naming_it() -> None:
+    _require_namespaces()
+    ctx = _context("D2", "silent")
+    _check("D2", "silent")(ctx)
+    assert "from the loss of host 1 to" in ctx.figures[0]
+
+
+@pytest.mark.slow  # a runner host cut off for good waits out connect_timeout before failing
+def test_D3_cs_runner_side_cut_off_for_good_fails_naming_the_store() -> None:
+    _require_namespaces()
+    ctx = _context("D3", "long")
+    _check("D3", "long")(ctx)
+    assert "the cut-off runner side ended" in ctx.figures[0]
