@@ -19,6 +19,18 @@ from agentlightning.types import RolloutConfig
 
 HANG = 60.0
 
+NODES: dict[str, Any] = {}
+"""Node id -> a way to kill that node (``kill_all_processes``), set by the multi-node test's fixture."""
+
+
+def _node_id() -> str:
+    try:
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
+    except Exception:
+        return "?"
+
 
 class RunnerFailed(Exception):
     """What a scripted runner raises (a type of the test's own: it must come back as itself)."""
@@ -75,6 +87,14 @@ class Algorithm:
             await until_journal(d, "runner started", self.n_runners)
             journal(d, "algorithm all started")
             await wait_async(event, HANG)
+        elif self.kind == "kill-node-of-runner-1":
+            for i in range(self.n_rollouts):
+                await store.enqueue_rollout({"i": i}, config=retry_config())
+            await until_journal(d, "claimed ")
+            started = await until_journal(d, "runner started 1 ")
+            node = started[0].split("node=")[1].split()[0]
+            NODES[node].kill_all_processes(check_alive=False, allow_graceful=False)
+            await wait_async(event, HANG)
         elif self.kind == "kill-runner-1":
             for i in range(self.n_rollouts):
                 await store.enqueue_rollout({"i": i}, config=retry_config())
@@ -96,7 +116,7 @@ class Runner:
 
     async def __call__(self, store: Any, worker_id: int, event: Any) -> None:
         d = self.directory
-        journal(d, f"runner started {worker_id} pid={os.getpid()}")
+        journal(d, f"runner started {worker_id} node={_node_id()} pid={os.getpid()}")
         try:
             if self.kind == "work" or (self.kind == "claim-1" and worker_id != 1):
                 if self.kind == "claim-1":
