@@ -6,8 +6,10 @@ usually does). Needs the optional extra: ``pip install 'agentlightning-execution
 naming the extra.
 
 Cluster. ``address`` (or ``RAY_ADDRESS``) joins a running cluster; a caller already connected to Ray
-(``ray.init()`` before ``execute()``) is used as it is; otherwise ``execute()`` starts a local cluster
-bound to 127.0.0.1 and owns it. Only what ``execute()`` started is undone: ``ray.shutdown()`` runs only
+(``ray.init()`` before ``execute()``) is used as it is; otherwise ``execute()`` starts a single-node
+local cluster and owns it (it asks for 127.0.0.1; Ray 2.60 replaces a loopback node address by the
+machine's own, so its ports are then on that address, behind Ray's own token authentication).
+Only what ``execute()`` started is undone: ``ray.shutdown()`` runs only
 if ``execute()`` called ``ray.init()`` (for a joined cluster that only disconnects this driver, the
 cluster keeps running), and on any cluster every actor and placement group it created is killed or
 removed before ``execute()`` returns. Every Ray call that can hang is bounded: results are waited for
@@ -66,6 +68,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
+
+import psutil
 
 try:
     import ray
@@ -190,6 +194,10 @@ class RayExecutionStrategy(ExecutionStrategy):
         self.graceful_timeout = validate_timeout(graceful_timeout, "graceful_timeout")
         self.terminate_timeout = validate_timeout(terminate_timeout, "terminate_timeout")
         self.start_timeout = start
+        self._last_run: _Run | None = None  # for remote_resources(); never pickled
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_last_run": None}
 
     @property
     def capabilities(self) -> dict[str, Any]:
@@ -201,7 +209,26 @@ class RayExecutionStrategy(ExecutionStrategy):
 
     def execute(self, algorithm: AlgorithmBundle, runner: RunnerBundle, store: LightningStore) -> None:
         """Run the algorithm here and the runners as actors; raise as the module docstring says."""
-        _Run(self, algorithm, runner, store).run()
+        run = _Run(self, algorithm, runner, store)
+        self._last_run = run
+        run.run()
+
+    def remote_resources(self) -> list[str]:
+        """What the last ``execute()`` created on the cluster and is still alive (the conformance kit's
+        ``remote_resources`` hook): its actors whose process still runs on this machine, and a placement
+        group it did not remove. An actor on another machine is not seen here.
+        """
+        run = self._last_run
+        if run is None:
+            return []
+        found = []
+        for runner in run.runners:
+            pid, node = runner.describe_node()
+            if pid is not None and _is_actor_process(pid):
+                found.append(f"Ray actor of {runner.name!r} (pid {pid}, node {node}) still running")
+        if run.group is not None:
+            found.append(f"Ray placement group {run.group.id.hex()} of the runners not removed")
+        return found
 
     def __repr__(self) -> str:
         return (
@@ -410,6 +437,15 @@ def _post(inbox: threads.Inbox, kind: str) -> Callable[[concurrent.futures.Futur
 def _shutdown(failures: FailureCollector) -> None:
     with failures.cleanup("ray.shutdown"):
         ray.shutdown()
+
+
+def _is_actor_process(pid: int) -> bool:
+    """Whether ``pid`` is a live Ray worker process on this machine (Ray names them ``ray::...``)."""
+    try:
+        process = psutil.Process(pid)
+        return bool(process.status() != psutil.STATUS_ZOMBIE and process.name().startswith("ray::"))
+    except Exception:  # gone, or not ours to look at
+        return False
 
 
 def _is_loopback(address: str) -> bool:
@@ -695,8 +731,16 @@ class _Run:
         deadline = time.monotonic() + max(self.s.terminate_timeout, 2.0)
         while not all(f.done() for f in gone) and time.monotonic() < deadline:
             self.inbox.wait(deadline - time.monotonic())
-        if not all(f.done() for f in gone):
-            _log.warning("ray: not every runner actor was reported dead within the bound")
+        # Ray reports an actor dead before its process has exited: wait for those on this machine.
+        local = []
+        for runner in self.runners:
+            pid, _ = runner.describe_node()
+            if pid is not None and _is_actor_process(pid):
+                with contextlib.suppress(psutil.Error):
+                    local.append(psutil.Process(pid))
+        _, alive = psutil.wait_procs(local, timeout=max(0.0, deadline - time.monotonic()))
+        if alive or not all(f.done() for f in gone):
+            _log.warning("ray: not every runner actor was gone within the bound of its kill")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,4 +1,5 @@
-"""The ``ray`` strategy against a real local Ray cluster (bound to 127.0.0.1), one per module.
+"""The ``ray`` strategy against a real local Ray cluster, one per module (Ray 2.60 puts it on the
+machine's own address even when asked for 127.0.0.1).
 
 The cluster is started once by the module fixture (Ray is CPU-heavy); each ``execute()`` then uses the
 caller's connection, which it must leave connected. The strategy's own cluster (started and shut down by
@@ -9,6 +10,7 @@ reach pytest from. Tests that need Ray skip, naming the extra, when it is not in
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -86,7 +88,7 @@ def test_invalid_options_name_the_parameter(options: dict[str, Any], parameter: 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[None]:
-    """One local Ray cluster for the module, on 127.0.0.1; actors import the test bundles by name."""
+    """One local Ray cluster for the module; actors import the test bundles by name."""
     if ray is None:
         pytest.skip("Ray is not installed: pip install 'agentlightning-execution[ray]'")
     path = os.pathsep.join([str(HERE), str(REPO), os.environ.get("PYTHONPATH", "")])
@@ -136,7 +138,10 @@ def test_rollouts_done_exactly_once_and_connection_kept(cluster: None, tmp_path:
     from ray_bundles import Algorithm, Runner, read_journal
 
     store = InMemoryLightningStore()
-    strategy(2).execute(Algorithm(str(tmp_path), n_rollouts=6), Runner(str(tmp_path)), store)
+    s = strategy(2)
+    s.execute(Algorithm(str(tmp_path), n_rollouts=6), Runner(str(tmp_path)), store)
+    assert s.remote_resources() == []  # the kit's probe: nothing left on the cluster
+    assert pickle.loads(pickle.dumps(s)).n_runners == 2  # still picklable after a run
     lines = read_journal(str(tmp_path))
     assert "algorithm saw 6 done" in lines
     completed = [line.split()[1] for line in lines if line.startswith("completed ")]
@@ -276,4 +281,27 @@ def test_owned_cluster_and_ctrl_c(tmp_path: Path) -> None:
             child.wait()
     assert "raised KeyboardInterrupt" in out, out  # K3
     assert wait_gone(raylets) == [], "the cluster execute() started must be stopped"
+    assert wait_gone(live_actor_pids(tmp_path)) == []
+
+
+@needs_ray
+def test_the_kit_probe_names_an_actor_left_alive(
+    cluster: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ray_bundles import Algorithm, Runner
+
+    from agentlightning.execution import ray_actors
+
+    # The defect the probe exists for: a strategy that never removes its actors.
+    monkeypatch.setattr(ray_actors._Run, "_remove_actors", lambda self: None)
+    s = strategy(2)
+    s.execute(Algorithm(str(tmp_path), "return", 2), Runner(str(tmp_path), "wait"), InMemoryLightningStore())
+    try:
+        left = s.remote_resources()
+        assert sorted(entry.split("'")[1] for entry in left) == ["runner-0", "runner-1"], left
+        assert all("still running" in entry and "node" in entry for entry in left)
+    finally:
+        assert s._last_run is not None
+        for runner in s._last_run.runners:
+            ray.kill(runner.handle, no_restart=True)
     assert wait_gone(live_actor_pids(tmp_path)) == []

@@ -1,8 +1,9 @@
-"""The ``ray`` strategy on a Ray cluster of three nodes on this machine (every node bound to 127.0.0.1).
+"""The ``ray`` strategy on a Ray cluster of three nodes (three raylets) on this machine.
 
 The head node is the test process's own ``ray.init`` (Ray 2.60 rewrites a loopback address to the
-machine's address when a driver joins by address, so a loopback-only cluster is joined this way); two
-more raylets are added with ``ray.cluster_utils``. Runners are placed one per worker node
+machine's own address in ``ray.init``, so the head is on that address and a loopback-only cluster could
+not be joined by address at all); the two worker nodes are added with ``ray.cluster_utils`` bound to
+127.0.0.1. Runners are placed one per worker node
 (``strict_spread``); killing the node of one runner mid-run surfaces as ``WorkerDied`` naming the runner
 and its node, and the rollout it held is requeued by its policy: nothing is lost.
 """
