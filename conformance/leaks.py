@@ -39,6 +39,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from conformance.remote_resources import RemoteProbe, remote_leftovers
 from conformance.scenarios import LeakReport
 
 __all__ = [
@@ -597,8 +598,12 @@ def settle(
     collector: Collector | None = None,
     state_before: dict[str, tuple[Any, str]] | None = None,
     state_after: dict[str, tuple[Any, str]] | None = None,
+    remote: RemoteProbe | None = None,
 ) -> tuple[LeakReport, Snapshot]:
     """Poll until nothing is left beyond ``before`` or ``window`` seconds pass; the final report.
+
+    ``remote``: the strategy's probe of resources outside this process tree (``remote_resources``);
+    what it still reports at the end is a leaked process.
 
     Cheap when clean: one snapshot. The asyncio scan (pending tasks, unclosed loops, after a gc pass that
     makes destroyed-pending tasks and unclosed transports complain) runs once, at the end.
@@ -608,7 +613,8 @@ def settle(
     while True:
         after = take_snapshot(tmpdir)
         report = compare(before, after, tmpdir)
-        if _transient_empty(report) or time.monotonic() >= deadline:
+        remote_entries = remote_leftovers(remote)
+        if (_transient_empty(report) and not remote_entries) or time.monotonic() >= deadline:
             break
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 2, _SETTLE_MAX_POLL)
@@ -633,7 +639,7 @@ def settle(
     return (
         LeakReport(
             threads=report.threads,
-            processes=report.processes,
+            processes=report.processes + tuple(remote_entries),
             zombies=report.zombies,
             fds=report.fds,
             sockets=report.sockets,

@@ -54,6 +54,7 @@ from conformance import leaks
 from conformance.bundles import ScriptedAlgorithm, ScriptedRunner, register_stack_dump
 from conformance.faults import BEFORE_START_GATE, FaultDriver
 from conformance.journal import held_open, read_journal, write_record
+from conformance.remote_resources import RemoteProbe, probe_of, remote_leftovers
 from conformance.scenarios import (
     ExceptionInfo,
     JournalRecord,
@@ -285,12 +286,18 @@ def _exception_info(exc: BaseException, depth: int = 0) -> ExceptionInfo:
     )
 
 
-def _settle_counts(baseline: leaks.Snapshot, window: float) -> dict[str, int]:
-    """R6 figures after one repeat, polled briefly towards the baseline (slow teardown is not growth)."""
+def _settle_counts(
+    baseline: leaks.Snapshot, window: float, remote: RemoteProbe | None = None
+) -> dict[str, int]:
+    """R6 figures after one repeat, polled briefly towards the baseline (slow teardown is not growth).
+
+    Remote resources the strategy reports alive count as children.
+    """
     deadline = time.monotonic() + window
     while True:
         snapshot = leaks.take_snapshot()
         figures = leaks.counts(snapshot)
+        figures["children"] += len(remote_leftovers(remote))
         base = leaks.counts(baseline)
         settled = all(figures[key] <= base[key] for key in ("threads", "fds", "children"))
         if settled or time.monotonic() >= deadline:
@@ -422,7 +429,7 @@ def _scenario_main(request: dict[str, Any]) -> int:
         if outcome != "returned":
             break
         if scenario.repeat > 1:
-            repeat_counts.append(_settle_counts(before, _REPEAT_SETTLE * scale))
+            repeat_counts.append(_settle_counts(before, _REPEAT_SETTLE * scale, probe_of(strategy)))
     while not state_after:
         try:
             state_after = leaks.caller_state()
@@ -443,6 +450,7 @@ def _scenario_main(request: dict[str, Any]) -> int:
         collector=collector,
         state_before=state_before,
         state_after=state_after,
+        remote=probe_of(strategy),
     )
     with contextlib.suppress(Exception):
         collector.__exit__(None, None, None)

@@ -15,6 +15,8 @@ ExecutionStrategyRegistry: dict[str, str] = {
     "shm": "agentlightning.execution.shared_memory.SharedMemoryExecutionStrategy",
     "cs": "agentlightning.execution.client_server.ClientServerExecutionStrategy",
     "ipc": "agentlightning.execution.inter_process.InterProcessExecutionStrategy",
+    # Needs the optional extra (pip install 'agentlightning-execution[ray]'); imported only when asked for.
+    "ray": "agentlightning.execution.ray_actors.RayExecutionStrategy",
 }
 
 _ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")

@@ -85,6 +85,30 @@ class LeakyThreadStrategy(LoopStrategy):
         threading.Thread(target=time.sleep, args=(60,), name="leaky-thread", daemon=True).start()
 
 
+class RemoteLeakStrategy(LoopStrategy):
+    """Reports, through the kit's ``remote_resources`` hook, a remote worker it never stops."""
+
+    def remote_resources(self) -> list[str]:
+        return ["cluster worker 'runner-0' on node n1 still running"]
+
+
+class RemoteSettlingStrategy(LoopStrategy):
+    """A remote worker that is reported alive for the first two looks, then gone (slow teardown)."""
+
+    looks = 0
+
+    def remote_resources(self) -> list[str]:
+        type(self).looks += 1
+        return ["cluster worker 'runner-0' stopping"] if type(self).looks <= 2 else []
+
+
+class RemoteProbeFailsStrategy(LoopStrategy):
+    """Its remote probe cannot look: that must be a finding, never a silent pass."""
+
+    def remote_resources(self) -> list[str]:
+        raise ConnectionError("cluster unreachable")
+
+
 class ZombieStrategy(LoopStrategy):
     """Forks a child that exits at once and never reaps it: a zombie."""
 

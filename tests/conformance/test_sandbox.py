@@ -84,6 +84,26 @@ def test_thread_leak_names_the_thread():
     )
 
 
+def test_remote_resource_reported_by_the_strategy_is_a_leaked_process():
+    scenario = Scenario("remote", algorithm=Script((Step("return"),)), runners=(POLL,), settle=0.3)
+    result = run_scenario(_target("RemoteLeakStrategy"), scenario)
+    assert result.outcome == "returned"
+    assert result.leaks.processes == ("remote: cluster worker 'runner-0' on node n1 still running",)
+
+
+def test_remote_resource_gone_within_the_settle_window_is_no_leak():
+    scenario = Scenario("remote-settles", algorithm=Script((Step("return"),)), runners=(POLL,), settle=5.0)
+    result = run_scenario(_target("RemoteSettlingStrategy"), scenario)
+    assert result.outcome == "returned"
+    assert result.leaks.processes == ()
+
+
+def test_remote_probe_that_fails_is_reported():
+    scenario = Scenario("remote-fails", algorithm=Script((Step("return"),)), runners=(POLL,), settle=0.3)
+    result = run_scenario(_target("RemoteProbeFailsStrategy"), scenario)
+    assert any("cluster unreachable" in entry for entry in result.leaks.processes), result.leaks
+
+
 def test_zombie_names_its_pid():
     scenario = Scenario("zombie", algorithm=Script((Step("return"),)), runners=(POLL,), settle=0.3)
     result = run_scenario(_target("ZombieStrategy"), scenario)
