@@ -610,7 +610,7 @@ class ConformanceSession:
                 checks=self.checks,
                 strategy_class=self.under_test.strategy_class,
             )
-            self.written.append(write_certificate(document, certificate))
+            write_certificate(document, certificate)
         if self.missing and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -666,9 +666,10 @@ class ConformanceSession:
         for written in getattr(self, "written", []):
             terminalreporter.line(f"conformance report written to {written}")
         if self.config.getoption("conformance_certificate"):
+            path = self.config.getoption("conformance_certificate")
             terminalreporter.line(
-                f"conformance certificate: verify it with python -m conformance verify "
-                f"{self.config.getoption('conformance_certificate')}"
+                f"conformance certificate written to {path}; "
+                f"verify it with python -m conformance verify {path}"
             )
 
 

@@ -186,7 +186,10 @@ def test_the_plugin_writes_a_certificate_and_junit_properties(kit_project: pytes
         "--junitxml=junit.xml",
     )
     result.stdout.fnmatch_lines(
-        ["conformance certificate: verify it with python -m conformance verify cert.json"]
+        [
+            "conformance certificate written to cert.json; "
+            "verify it with python -m conformance verify cert.json"
+        ]
     )
     document = load_certificate(kit_project.path / "cert.json")
     problems = verify_certificate(document)
