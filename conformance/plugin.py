@@ -119,14 +119,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="N",
         type=int,
         default=None,
-        help="P1 thorough profile: run N hypothesis-drawn scenarios (default: the CI profile, about 60 s)",
+        help="thorough profile: run N hypothesis-drawn scenarios (P1) or store workloads per access path "
+        "(T9) (default: the CI profile)",
     )
     group.addoption(
         "--conformance-replay",
         dest="conformance_replay",
         metavar="SCENARIO",
         default=None,
-        help="P1: replay one scenario (JSON as printed on failure, b64:<base64>, or a file holding it)",
+        help="replay one P1 scenario, or with --store alone one T9 workload (as printed on failure: JSON, "
+        "b64:<base64>, or a file holding it)",
     )
     group.addoption(
         "--conformance-only",
@@ -310,7 +312,7 @@ class ConformanceSession:
         if seed is None:
             seed = random.SystemRandom().randrange(2**31)
         session = cls(config, under_test, checks, waivers, waivers_path, int(seed), scale)
-        session.kit_options = _p1_options(config)
+        session.kit_options = _kit_options(config, under_test.kind)
         return session
 
     # -- header and plan ------------------------------------------------------------------------------
@@ -360,8 +362,7 @@ class ConformanceSession:
             f"conformance plan: {len(self.plan)} items: {len(run)} run, {len(limited)} limitation expected, "
             f"{len(excluded)} n/a",
         ]
-        if under_test.kind == "strategy":
-            lines.append(_p1_header(self.kit_options))
+        lines.append(_exploration_header(self.kit_options, under_test.kind))
         per_contract: dict[str, int] = {}
         for entry in (e for e in self.plan if e.status != "n/a"):
             per_contract[entry.contract_id] = per_contract.get(entry.contract_id, 0) + 1
@@ -539,33 +540,43 @@ class ConformanceSession:
             terminalreporter.line(f"conformance report written to {written}")
 
 
-def _p1_header(options: dict[str, Any]) -> str:
-    """How P1 explores in this run (its profile decides how much is checked, so the header says it)."""
-    from conformance.contracts.properties import CI_BUDGET, CI_EXAMPLES
+def _exploration_header(options: dict[str, Any], kind: Subject) -> str:
+    """How the property check explores in this run (P1 for a strategy, T9 for a store): its profile
+    decides how much is checked, so the header says it."""
+    if kind == "strategy":
+        from conformance.contracts.properties import CI_BUDGET, CI_EXAMPLES
 
+        what, one, where = "P1", "scenario", ""
+    else:
+        from conformance.contracts.store_history import CI_BUDGET, CI_EXAMPLES
+
+        what, one, where = "T9", "workload", " per access path"
     if options.get("replay") is not None:
-        return "conformance P1: replaying one scenario (--conformance-replay)"
+        return f"conformance {what}: replaying one {one} (--conformance-replay){where}"
     if options.get("examples"):
-        return f"conformance P1: thorough profile, {options['examples']} scenarios"
-    return f"conformance P1: CI profile, up to {CI_EXAMPLES} scenarios within {CI_BUDGET:g} s"
+        return f"conformance {what}: thorough profile, {options['examples']} {one}s{where}"
+    return f"conformance {what}: CI profile, up to {CI_EXAMPLES} {one}s within {CI_BUDGET:g} s{where}"
 
 
-def _p1_options(config: pytest.Config) -> dict[str, Any]:
-    """P1's options, validated up front: a bad value is a usage error naming it, before anything runs."""
+def _kit_options(config: pytest.Config, kind: Subject) -> dict[str, Any]:
+    """The property check's options (P1 for a strategy, T9 for a store), validated up front: a bad
+    value is a usage error naming it, before anything runs."""
     options: dict[str, Any] = {}
     examples = config.getoption("conformance_examples")
     if examples is not None:
         if examples < 1:
             raise pytest.UsageError(
-                f"--conformance-examples {examples!r} must be a positive number of scenarios"
+                f"--conformance-examples {examples!r} must be a positive number of "
+                + ("scenarios" if kind == "strategy" else "workloads")
             )
         options["examples"] = examples
     replay = config.getoption("conformance_replay")
     if replay:
         from conformance.schedules import scenario_from_json
+        from conformance.store_workload import decode
 
         try:
-            options["replay"] = scenario_from_json(replay)
+            options["replay"] = scenario_from_json(replay) if kind == "strategy" else decode(replay)
         except ValueError as error:
             raise pytest.UsageError(f"conformance: {error}") from None
     return options
