@@ -105,7 +105,8 @@ STEP_OPS: Mapping[str, str] = {
     "query_attempts": "list a rollout's attempts",
     "get_latest_attempt": "read a rollout's latest attempt",
     "wait": "wait_for_rollouts on one rollout or all this client knows, with the step's timeout",
-    "add_resources": "publish a resources snapshot",
+    "add_resources": "publish a resources snapshot (value 0 or 1: one of two contents any client may "
+    "publish again, a rollback; none: content of this client's own)",
     "get_latest_resources": "read the latest resources snapshot",
     "get_resources": "read a snapshot this client added (mine:i) or saw (seen:i) by id",
     "pause": "sleep a few milliseconds",
@@ -373,7 +374,7 @@ class _Client:
             if claim is not None:
                 await self.attempt_step(op, claim, value)
         elif op in ("add_resources", "get_latest_resources", "get_resources"):
-            await self.resources_step(op, target)
+            await self.resources_step(op, target, value)
         elif op in ("enqueue", "query_rollouts", "wait"):
             await self.queue_step(op, target, value)
         elif op == "audit":
@@ -415,13 +416,14 @@ class _Client:
             args = {"rollout_id": rid, "attempt_id": aid}
             await self.call("query_spans", args, lambda: store.query_spans(rid, aid))
 
-    async def resources_step(self, op: str, target: str) -> None:
+    async def resources_step(self, op: str, target: str, value: Any) -> None:
         store = self.store
         if op == "add_resources":
-            resources = {
-                "model": f"{self.program.client}-v{len(self.added)}",
-                "weights": [len(self.added), 1.5],
-            }
+            resources: dict[str, Any] = (
+                {"model": f"{self.program.client}-v{len(self.added)}", "weights": [len(self.added), 1.5]}
+                if value is None
+                else {"model": f"shared-v{value}", "weights": [int(value), 1.5]}
+            )
             added = await self.call(
                 "add_resources", {"resources": resources}, lambda: store.add_resources(resources)
             )
@@ -692,7 +694,7 @@ def _steps() -> st.SearchStrategy[Step]:
         st.builds(Step, st.just("get_rollout"), rollout),
         dequeue,
         work,
-        st.just(Step("add_resources")),
+        st.builds(Step, st.just("add_resources"), st.just(""), st.sampled_from((None, 0, 1))),
         st.just(Step("get_latest_resources")),
         st.builds(Step, st.just("enqueue"), st.just(""), st.sampled_from(tuple(CONFIGS))),
         st.builds(Step, st.just("update_rollout"), rollout, st.sampled_from(_ROLLOUT_STATUSES)),
