@@ -10,9 +10,19 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what type checkers see; at run time the names below are imported on first use
     from agentlightning.execution.base import AlgorithmBundle, ExecutionStrategy, RunnerBundle
-    from agentlightning.execution.events import ExecutionEvent, MultiprocessingEvent, ThreadingEvent
+    from agentlightning.execution.events import (
+        ExecutionEvent,
+        MultiprocessingEvent,
+        ThreadingEvent,
+        wait_async,
+    )
+    from agentlightning.execution.processes import WorkerDied
     from agentlightning.store.base import LightningStore
+    from agentlightning.store.http.client import StoreServerError, StoreServerUnreachable
+    from agentlightning.store.ipc import StoreChannelError
     from agentlightning.store.memory import InMemoryLightningStore
+    from agentlightning.store.threaded import ThreadedLightningStore
+    from agentlightning.store.values import InvalidValueError
     from agentlightning.trainer.init_utils import build_component
     from agentlightning.trainer.registry import ExecutionStrategyRegistry
     from agentlightning.trainer.trainer import Trainer
@@ -26,26 +36,40 @@ _EXPORTS: dict[str, str] = {
     "ExecutionEvent": "agentlightning.execution.events",
     "ThreadingEvent": "agentlightning.execution.events",
     "MultiprocessingEvent": "agentlightning.execution.events",
+    "wait_async": "agentlightning.execution.events",
+    "WorkerDied": "agentlightning.execution.processes",
     "LightningStore": "agentlightning.store.base",
     "InMemoryLightningStore": "agentlightning.store.memory",
+    "ThreadedLightningStore": "agentlightning.store.threaded",
+    "InvalidValueError": "agentlightning.store.values",
+    "StoreServerError": "agentlightning.store.http.client",
+    "StoreServerUnreachable": "agentlightning.store.http.client",
+    "StoreChannelError": "agentlightning.store.ipc",
     "ExecutionStrategyRegistry": "agentlightning.trainer.registry",
     "build_component": "agentlightning.trainer.init_utils",
     "Trainer": "agentlightning.trainer.trainer",
 }
 
-__all__ = [  # noqa: RUF022 - grouped as in _EXPORTS
+__all__ = [  # noqa: RUF022 - the version first, then the names in alphabetical order
     "__version__",
     "AlgorithmBundle",
     "ExecutionEvent",
     "ExecutionStrategy",
     "ExecutionStrategyRegistry",
     "InMemoryLightningStore",
+    "InvalidValueError",
     "LightningStore",
     "MultiprocessingEvent",
     "RunnerBundle",
+    "StoreChannelError",
+    "StoreServerError",
+    "StoreServerUnreachable",
+    "ThreadedLightningStore",
     "ThreadingEvent",
     "Trainer",
+    "WorkerDied",
     "build_component",
+    "wait_async",
 ]
 
 

@@ -21,6 +21,11 @@ with the size of the batch (large batches keep many returned models alive at onc
 garbage collector's full passes would show). Targets: a 100k-id wait returns >= 200,000 rollouts/s, and a
 20k batch runs within 20% of the 1k batch's rate.
 
+Durable rows: ``SqliteLightningStore`` on one loop under each sync mode (``sqlite NORMAL``, the default,
+``sqlite FULL``, ``sqlite OFF``), preloaded the same way, so each write call is one commit; the target
+is >= 5,000 cycles/s with durability on (NORMAL) at every size, flat within 20%, and the price of each
+mode is printed as a share of the in-memory one-loop rate measured in the same run.
+
 Run: ``python -m bench.store`` (``--quick`` for a short run); ``run(quick)`` returns the rows.
 """
 
@@ -40,6 +45,7 @@ from typing import Any
 
 from agentlightning.store.base import LightningStore
 from agentlightning.store.memory import InMemoryLightningStore
+from agentlightning.store.sqlite import SYNC_MODES, SqliteLightningStore
 from agentlightning.store.threaded import ThreadedLightningStore
 from agentlightning.types import AttemptedRollout
 
@@ -47,6 +53,8 @@ __all__ = ["bulk_verdicts", "main", "run", "run_bulk"]
 
 QUEUED_SIZES = (1_000, 10_000, 100_000)
 TARGET_CYCLES_PER_SECOND = 30_000.0
+TARGET_DURABLE_CYCLES_PER_SECOND = 5_000.0
+_DURABLE = "sqlite"  # the mode name of SqliteLightningStore rows: "sqlite NORMAL" etc., on one loop
 TARGET_FLATNESS = 0.20
 WAIT_SIZES = (1_000, 100_000)
 BATCH_SIZES = (1_000, 20_000)
@@ -75,6 +83,20 @@ async def _cycles(store: LightningStore, count: int) -> None:
 async def _preload(store: LightningStore, queued: int) -> None:
     for n in range(queued):
         await store.enqueue_rollout({"preloaded": n})
+
+
+async def _preload_durable(store: SqliteLightningStore, queued: int) -> None:
+    """The preload in memory, then one commit of it all: 100k single commits would take minutes, and
+    the file ends the same (the store journals every dirty rollout at its next commit)."""
+    for n in range(queued):
+        await InMemoryLightningStore.enqueue_rollout(store, {"preloaded": n})
+    await store.wait_for_rollouts(rollout_ids=[], timeout=0)  # commits what is pending
+
+
+def _new_store(mode: str) -> InMemoryLightningStore:
+    if mode.startswith(_DURABLE):
+        return SqliteLightningStore(synchronous=mode.rsplit(" ", 1)[-1])  # type: ignore[arg-type]
+    return _SingleLoopStore() if mode == "owner-thread x2" else InMemoryLightningStore()
 
 
 class _Collections:
@@ -162,13 +184,18 @@ def _measure_mode(mode: str, cycles: int, repeats: int) -> list[dict[str, Any]]:
     cpu_rates: dict[int, list[float]] = {queued: [] for queued in QUEUED_SIZES}
     try:
         for queued in QUEUED_SIZES:
-            inner = _SingleLoopStore() if mode == "owner-thread x2" else InMemoryLightningStore()
-            asyncio.run(_preload(inner, queued))  # before any wrapper exists: no loop owns the store yet
-            stores[queued] = inner if mode == "one loop" else ThreadedLightningStore(inner)
+            inner = _new_store(mode)
+            if isinstance(inner, SqliteLightningStore):
+                asyncio.run(_preload_durable(inner, queued))
+            else:  # before any wrapper exists: no loop owns the store yet
+                asyncio.run(_preload(inner, queued))
+            stores[queued] = (
+                inner if mode == "one loop" or mode.startswith(_DURABLE) else ThreadedLightningStore(inner)
+            )
         for _ in range(repeats):
             for queued, store in stores.items():
                 gc.collect()
-                if mode == "one loop":
+                if mode == "one loop" or mode.startswith(_DURABLE):
                     timing = _time_on_loop(functools.partial(_cycles, store, cycles))
                     elapsed, cpu = timing.elapsed, timing.cpu
                 else:
@@ -179,6 +206,8 @@ def _measure_mode(mode: str, cycles: int, repeats: int) -> list[dict[str, Any]]:
         for store in stores.values():
             if isinstance(store, ThreadedLightningStore):
                 store.close_sync()
+            elif isinstance(store, SqliteLightningStore):
+                asyncio.run(store.close())
     rows = []
     for queued in QUEUED_SIZES:
         median = statistics.median(rates[queued])
@@ -316,6 +345,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
         ("one loop", 3_000 if quick else 20_000, 3 if quick else 7),
         ("threaded x2", 3_000 if quick else 20_000, 3 if quick else 7),
         ("owner-thread x2", 300 if quick else 1_000, 3 if quick else 5),
+        *((f"{_DURABLE} {sync}", 300 if quick else 2_000, 3 if quick else 5) for sync in SYNC_MODES),
     ]
     return [row for mode, cycles, repeats in plan for row in _measure_mode(mode, cycles, repeats)]
 
@@ -339,11 +369,43 @@ def bulk_verdicts(rows: Sequence[dict[str, Any]]) -> list[tuple[str, bool]]:
     ]
 
 
+def _durable_verdicts(rows: Sequence[dict[str, Any]]) -> list[tuple[str, bool]]:
+    """The durable store with durability on (``synchronous=NORMAL``, the default): the rate and its
+    flatness; then what each sync mode costs against the in-memory store on one loop (same run)."""
+    memory = {row["queued"]: row["median_cps"] for row in rows if row["mode"] == "one loop"}
+    durable = {row["queued"]: row["median_cps"] for row in rows if row["mode"] == f"{_DURABLE} NORMAL"}
+    if not durable:
+        return []
+    slowest = min(durable.values())
+    flatness = abs(durable[QUEUED_SIZES[-1]] - durable[QUEUED_SIZES[0]]) / durable[QUEUED_SIZES[0]]
+    verdicts = [
+        (
+            f"{_DURABLE} NORMAL >= {TARGET_DURABLE_CYCLES_PER_SECOND:,.0f} cycles/s at every size "
+            f"(slowest {slowest:,.0f})",
+            slowest >= TARGET_DURABLE_CYCLES_PER_SECOND,
+        ),
+        (
+            f"{_DURABLE} NORMAL flat within {TARGET_FLATNESS:.0%} from 1k to 100k queued "
+            f"(differs by {flatness:.1%})",
+            flatness <= TARGET_FLATNESS,
+        ),
+    ]
+    for sync in SYNC_MODES:
+        mode = {row["queued"]: row["median_cps"] for row in rows if row["mode"] == f"{_DURABLE} {sync}"}
+        if mode and memory:
+            price = [f"{mode[q] / memory[q]:.1%}" for q in QUEUED_SIZES]
+            print(
+                f"{_DURABLE} {sync}: {', '.join(price)} of the in-memory rate at {list(QUEUED_SIZES)} queued"
+            )
+    return verdicts
+
+
 def _verdicts(rows: Sequence[dict[str, Any]]) -> list[tuple[str, bool]]:
     one_loop = {row["queued"]: row["median_cps"] for row in rows if row["mode"] == "one loop"}
     slowest = min(one_loop.values())
     flatness = abs(one_loop[QUEUED_SIZES[-1]] - one_loop[QUEUED_SIZES[0]]) / one_loop[QUEUED_SIZES[0]]
     return [
+        *_durable_verdicts(rows),
         (
             f"one loop >= {TARGET_CYCLES_PER_SECOND:,.0f} cycles/s at every size (slowest {slowest:,.0f})",
             slowest >= TARGET_CYCLES_PER_SECOND,

@@ -17,6 +17,7 @@ __all__ = ["main"]
 _USAGE = """\
 usage: python -m conformance SPEC [pytest args]
        python -m conformance --store FACTORY [pytest args]
+       python -m conformance verify CERTIFICATE [--badge PATH]
        python -m conformance --catalogue     print the contract catalogue as JSON
        python -m conformance --catalogue-markdown    print the contract reference (docs/contracts.md)
 
@@ -35,10 +36,17 @@ Any further arguments go to pytest, for example:
   --conformance-seed N            replay a run's randomised choices
   --conformance-report PATH       write PATH.json and PATH.md (or just one when PATH ends .json/.md)
   --conformance-waivers FILE      waiver file (TOML or JSON)
+  --conformance-profile NAME      quick, ci (default), thorough or certify
+  --conformance-repeat N          run each item N times; report passes/N and flaky items
+  --conformance-certificate PATH  write the run's certificate (JSON)
   -k K3                           run only contract K3;  -n 2  run on two xdist workers
 
 Only the contract suite is collected (--conformance-only); use `pytest --strategy=SPEC` to run it beside
 a project's own tests. The exit code is pytest's: 0 when every applicable contract passed.
+
+`verify CERTIFICATE` checks a certificate (complete, unwaived, every verdict accepted, consistent with
+the installed kit and strategy): exit 0 when it holds, 1 with every reason when not; --badge PATH also
+writes a shields.io endpoint badge JSON.
 """
 
 
@@ -64,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(catalogue_markdown(), end="")
         return 0
+    if args[0] == "verify":
+        return _verify(args[1:])
     spec, rest = args[0], args[1:]
     if spec == "--store" or spec.startswith("--store="):
         store = spec.partition("=")[2] if "=" in spec else (rest.pop(0) if rest else "")
@@ -80,6 +90,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_USAGE, end="", file=sys.stderr)
         return 4
     return _pytest([f"--strategy={spec}", "--conformance-only", *rest])
+
+
+def _verify(args: list[str]) -> int:
+    import argparse
+    import json
+
+    from conformance.certificate import CertificateError, badge, load_certificate, verify_certificate
+
+    parser = argparse.ArgumentParser(prog="python -m conformance verify")
+    parser.add_argument("certificate", metavar="CERTIFICATE")
+    parser.add_argument("--badge", metavar="PATH", help="also write a shields.io endpoint badge JSON")
+    options = parser.parse_args(args)
+    try:
+        document = load_certificate(options.certificate)
+    except CertificateError as error:
+        print(f"python -m conformance verify: {error}", file=sys.stderr)
+        return 2
+    problems = verify_certificate(document)
+    subject = document.get("subject", {})
+    if options.badge:
+        with open(options.badge, "w", encoding="utf-8") as handle:
+            json.dump(badge(document, problems), handle)
+            handle.write("\n")
+    title = f"{subject.get('class')} {subject.get('version')} (kit {document.get('kit_version')})"
+    if problems:
+        print(f"NOT CERTIFIED: {title}: {len(problems)} problem(s)")
+        for problem in problems:
+            print(f"  - {problem}")
+        return 1
+    totals = document.get("totals", {})
+    print(
+        f"CERTIFIED: {title}, profile {document['profile']['name']}, seed {document.get('seed')}, "
+        f"repeat {document.get('repeat')}: {totals.get('pass', 0)} pass, {totals.get('n/a', 0)} n/a, "
+        f"{totals.get('limitation', 0)} declared limitation(s)"
+    )
+    return 0
 
 
 def _pytest(args: list[str]) -> int:

@@ -21,7 +21,14 @@ from typing import Any
 
 from conformance.scenarios import JournalRecord
 
-__all__ = ["JournalTailer", "held_open", "read_journal", "render_timeline", "write_record"]
+__all__ = [
+    "JournalTailer",
+    "held_open",
+    "read_journal",
+    "render_side_by_side",
+    "render_timeline",
+    "write_record",
+]
 
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 
@@ -176,3 +183,17 @@ def _render_line(record: JournalRecord, t0: float) -> str:
         f"+{record.t - t0:8.3f}s pid={record.pid:<7} {record.thread[:20]:<20} {record.bundle:<10} "
         f"{record.kind}{detail}"
     )
+
+
+def render_side_by_side(left: tuple[str, str], right: tuple[str, str], *, width: int = 80) -> str:
+    """Two rendered timelines ``(title, text)`` in two columns, line by line: how a run that passed and
+    one that failed differ (a flaky item's report). Long lines are cut to ``width`` per column."""
+    columns = [
+        [title, "-" * min(width, max(len(title), 8)), *text.splitlines()] for title, text in (left, right)
+    ]
+    height = max(len(column) for column in columns)
+    lines = []
+    for row in range(height):
+        cells = [column[row] if row < len(column) else "" for column in columns]
+        lines.append(f"{cells[0][:width]:<{width}} | {cells[1][:width]}".rstrip())
+    return "\n".join(lines)

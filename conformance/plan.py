@@ -16,10 +16,11 @@ from typing import Any, Literal
 
 from conformance.catalogue import CATALOGUE
 from conformance.checks import CheckSpec
+from conformance.profiles import Profile
 
 Subject = Literal["strategy", "store"]
 
-__all__ = ["PlanEntry", "compute_plan", "unimplemented_contracts"]
+__all__ = ["PlanEntry", "compute_plan", "select_for_profile", "unimplemented_contracts"]
 
 
 @dataclass(frozen=True)
@@ -153,3 +154,25 @@ def unimplemented_contracts(
     the header, never hidden)."""
     covered = {spec.contract_id for spec in checks} | {entry.contract_id for entry in plan}
     return [cid for cid, contract in CATALOGUE.items() if contract.subject == subject and cid not in covered]
+
+
+def select_for_profile(
+    plan: Iterable[PlanEntry], profile: Profile
+) -> tuple[list[PlanEntry], list[PlanEntry]]:
+    """``(kept, left_out)``: the plan entries ``profile`` runs, and those it leaves out (never hidden).
+
+    A profile with ``situations="first"`` keeps one runnable situation per contract (the first planned
+    to run, else the first expected limitation) and every ``n/a`` entry (they cost nothing and carry
+    their reason); any other profile keeps the whole plan.
+    """
+    plan = list(plan)
+    if profile.situations == "all":
+        return plan, []
+    chosen: dict[str, PlanEntry] = {}
+    for status in ("run", "limitation"):
+        for entry in plan:
+            if entry.status == status:
+                chosen.setdefault(entry.contract_id, entry)
+    kept = [e for e in plan if e.status == "n/a" or chosen.get(e.contract_id) is e]
+    left_out = [e for e in plan if e.status != "n/a" and chosen.get(e.contract_id) is not e]
+    return kept, left_out

@@ -10,12 +10,16 @@ alone; after the run, what ran is compared with the plan computed up front (no s
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import inspect
 import json
 import multiprocessing
 import platform
 import random
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +30,10 @@ import pytest
 from conformance import __version__ as KIT_VERSION
 from conformance.catalogue import ACCESS_PATHS, CATALOGUE
 from conformance.checks import CheckContext, CheckSpec, load_checks
-from conformance.plan import PlanEntry, Subject, compute_plan, unimplemented_contracts
+from conformance.journal import render_side_by_side, render_timeline
+from conformance.plan import PlanEntry, Subject, compute_plan, select_for_profile, unimplemented_contracts
+from conformance.prerequisites import PREREQUISITES, PrerequisiteLedger, prerequisites_of
+from conformance.profiles import DEFAULT_PROFILE, PROFILES, Profile, get_profile
 from conformance.report import ConformanceReport, ItemResult, render_table, write_report
 from conformance.scenarios import Target
 from conformance.target import (
@@ -35,7 +42,7 @@ from conformance.target import (
     validate_store_target,
     validate_target,
 )
-from conformance.verdicts import ContractFailed, DeclaredLimitation, NotApplicable
+from conformance.verdicts import CheckOutcome, ContractFailed
 from conformance.waivers import WaiverError, Waivers, load_waivers
 
 __all__ = ["ConformanceCollector", "ConformanceSession", "ContractItem", "UnderTest"]
@@ -84,6 +91,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "VALUE is JSON when it parses, else a string",
     )
     group.addoption(
+        "--conformance-profile",
+        dest="conformance_profile",
+        metavar="NAME",
+        default=None,
+        help=f"how much to check: {', '.join(PROFILES)} (default {DEFAULT_PROFILE}); "
+        "quick runs one situation per contract, certify every situation with repeats",
+    )
+    group.addoption(
+        "--conformance-repeat",
+        dest="conformance_repeat",
+        metavar="N",
+        type=int,
+        default=None,
+        help="run each item N times and report passes/N per contract with a 95%% interval; an item that "
+        "both passed and failed is flaky (default: what the profile says, 1 but for certify)",
+    )
+    group.addoption(
         "--conformance-timeout-scale",
         dest="conformance_timeout_scale",
         metavar="F",
@@ -107,6 +131,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="write the report: PATH.json -> JSON, PATH.md -> Markdown, otherwise both PATH.json and PATH.md",
     )
     group.addoption(
+        "--conformance-certificate",
+        dest="conformance_certificate",
+        metavar="PATH",
+        default=None,
+        help="write the run's certificate (JSON: kit, plan, profile, seed, platform, strategy source hash, "
+        "every verdict); check it with python -m conformance verify PATH",
+    )
+    group.addoption(
         "--conformance-waivers",
         dest="conformance_waivers",
         metavar="FILE",
@@ -119,8 +151,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="N",
         type=int,
         default=None,
-        help="thorough profile: run N hypothesis-drawn scenarios (P1) or store workloads per access path "
-        "(T9) (default: the CI profile)",
+        help="run N hypothesis-drawn scenarios (P1), or with --store alone N store workloads per access path "
+        "(T9) (default: what the profile says; T9: its CI budget)",
     )
     group.addoption(
         "--conformance-replay",
@@ -146,6 +178,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "conformance_timeout_scale", "time bound multiplier when not given on the command line", default=""
     )
     parser.addini("conformance_waivers", "waiver file when --conformance-waivers is not given", default="")
+    parser.addini("conformance_profile", "profile when --conformance-profile is not given", default="")
 
 
 def _setting(config: pytest.Config, option: str, ini: str | None = None) -> Any:
@@ -181,6 +214,7 @@ class _XdistBridge:
         session = _session(node.config)
         node.workerinput["conformance_seed"] = session.seed
         node.workerinput["conformance_waivers"] = session.waivers_path
+        node.workerinput["conformance_ledger"] = str(session.ledger.directory)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
@@ -236,13 +270,16 @@ class ConformanceSession:
         waivers_path: str | None,
         seed: int,
         timeout_scale: float,
+        profile: Profile | None = None,
     ) -> None:
         self.config = config
         self.under_test = under_test
+        self.profile = profile or get_profile(DEFAULT_PROFILE)
         self.checks = [spec for spec in checks if CATALOGUE[spec.contract_id].subject == under_test.kind]
-        self.plan = compute_plan(
+        self.full_plan = compute_plan(
             self.checks, under_test.capabilities, under_test.strategy_class, subject=under_test.kind
         )
+        self.plan, self.left_out = select_for_profile(self.full_plan, self.profile)
         self.plan_by_item = {entry.item_name: entry for entry in self.plan}
         self.waivers = waivers
         self.waivers_path = waivers_path
@@ -254,6 +291,13 @@ class ConformanceSession:
         self.missing: list[str] = []
         self.report: ConformanceReport | None = None
         self.kit_options: dict[str, Any] = {}
+        self.specs = {(spec.contract_id, spec.situation): spec for spec in self.checks}
+        self.repeat = self.profile.repeat
+        # Prerequisite outcomes are shared by every process of the run: the controller (or the only
+        # process) makes the directory, xdist workers get it through workerinput, the maker removes it.
+        shared = getattr(config, "workerinput", {}).get("conformance_ledger")
+        self._owns_ledger = shared is None
+        self.ledger = PrerequisiteLedger(shared or tempfile.mkdtemp(prefix="conformance-prerequisites-"))
 
     @classmethod
     def from_config(cls, config: pytest.Config, spec: str) -> ConformanceSession:
@@ -311,8 +355,20 @@ class ConformanceSession:
         seed = worker_input.get("conformance_seed", config.getoption("conformance_seed"))
         if seed is None:
             seed = random.SystemRandom().randrange(2**31)
-        session = cls(config, under_test, checks, waivers, waivers_path, int(seed), scale)
-        session.kit_options = _kit_options(config, under_test.kind)
+        profile_name = _setting(config, "conformance_profile", "conformance_profile") or DEFAULT_PROFILE
+        try:
+            profile = get_profile(str(profile_name))
+        except ValueError as error:
+            raise pytest.UsageError(f"conformance: {error}") from None
+        repeat = config.getoption("conformance_repeat")
+        if repeat is not None and repeat < 1:
+            raise pytest.UsageError(f"--conformance-repeat {repeat!r} must be a positive number of runs")
+        session = cls(config, under_test, checks, waivers, waivers_path, int(seed), scale, profile)
+        session.repeat = repeat or profile.repeat
+        session.kit_options = {**profile.p1_options(), **_kit_options(config, under_test.kind)}
+        if "examples" in session.kit_options:
+            session.kit_options.pop("budget", None)
+            session.kit_options.pop("max_examples", None)
         return session
 
     # -- header and plan ------------------------------------------------------------------------------
@@ -339,7 +395,7 @@ class ConformanceSession:
         store_options = _options_text(target.store_options)
         replay = (
             f"seed {self.seed} (replay with --conformance-seed {self.seed}), "
-            f"timeout scale {self.timeout_scale}"
+            f"timeout scale {self.timeout_scale}, profile {self.profile.name}"
         )
         if under_test.kind == "strategy":
             lines = [
@@ -362,7 +418,19 @@ class ConformanceSession:
             f"conformance plan: {len(self.plan)} items: {len(run)} run, {len(limited)} limitation expected, "
             f"{len(excluded)} n/a",
         ]
-        lines.append(_exploration_header(self.kit_options, under_test.kind))
+        repeats = f"; each item runs {self.repeat} times" if self.repeat > 1 else ""
+        if self.left_out:
+            lines.append(
+                f"conformance profile {self.profile.name}: {self.profile.description}; leaves out "
+                f"{len(self.left_out)} situation(s) of {len(self.full_plan)} planned "
+                f"(every one runs with --conformance-profile ci){repeats}"
+            )
+        else:
+            lines.append(f"conformance profile {self.profile.name}: {self.profile.description}{repeats}")
+        if under_test.kind == "strategy":
+            lines.append(_p1_header(self.kit_options, self.profile))
+        else:
+            lines.append(_t9_header(self.kit_options))
         per_contract: dict[str, int] = {}
         for entry in (e for e in self.plan if e.status != "n/a"):
             per_contract[entry.contract_id] = per_contract.get(entry.contract_id, 0) + 1
@@ -418,6 +486,42 @@ class ConformanceSession:
 
     # -- running --------------------------------------------------------------------------------------
 
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if self._owns_ledger:
+            shutil.rmtree(self.ledger.directory, ignore_errors=True)
+
+    def execute(self, spec: CheckSpec) -> CheckOutcome:
+        """Run one check here and now (keeping its last journal when items repeat: a flaky item shows
+        a passing and a failing run side by side)."""
+        ctx = self.context_for(spec)
+        outcome = CheckOutcome.of(functools.partial(spec.function, ctx))
+        figure, bound = _figure_and_bound(outcome, ctx)
+        outcome = dataclasses.replace(outcome, figure=figure, bound=bound, phases=_phases(ctx))
+        if self.repeat > 1 and ctx.results:
+            outcome = dataclasses.replace(outcome, timeline=render_timeline(list(ctx.results[-1].journal)))
+        return outcome
+
+    def outcome_for(self, entry: PlanEntry, spec: CheckSpec) -> CheckOutcome:
+        """The outcome of ``entry``: a prerequisite's is settled once per run (see ``blocked_by``)."""
+        if entry.contract_id in PREREQUISITES:
+            return self.ledger.settle(entry.item_name, lambda: self.execute(spec))
+        return self.execute(spec)
+
+    def blocked_by(self, entry: PlanEntry) -> str | None:
+        """Why ``entry`` cannot be judged (a prerequisite failed), or ``None``; settles the prerequisites
+        first, in every situation the full plan runs, whatever the profile or ``-k`` selected."""
+        for cid in prerequisites_of(entry.contract_id):
+            for needed in self.full_plan:
+                if needed.contract_id != cid or needed.status != "run":
+                    continue
+                if self.waivers.find(cid, needed.situation) is not None:
+                    continue  # a waived prerequisite: the defect is known, its dependents still run
+                spec = self.specs[(cid, needed.situation)]
+                outcome = self.ledger.settle(needed.item_name, functools.partial(self.execute, spec))
+                if outcome.failed:
+                    return f"blocked by {cid} {needed.name} [{needed.situation}]: {outcome.summary}"
+        return None
+
     def context_for(self, spec: CheckSpec) -> CheckContext:
         return CheckContext(
             contract_id=spec.contract_id,
@@ -446,6 +550,12 @@ class ConformanceSession:
         if entry is None:
             return
         verdict = next((json.loads(str(v)) for k, v in report.user_properties if k == VERDICT_PROPERTY), None)
+        runs: list[str] = next(
+            (json.loads(str(v)) for k, v in report.user_properties if k == "conformance_runs"), []
+        )
+        phases: dict[str, float] = next(
+            (json.loads(str(v)) for k, v in report.user_properties if k == "conformance_phases"), {}
+        )
         previous = self.results.get(item_name)
         if verdict is not None and report.when == "call":
             result = ItemResult(
@@ -455,6 +565,10 @@ class ConformanceSession:
                 verdict["verdict"],
                 verdict["reason"],
                 report.duration,
+                tuple(runs),
+                verdict.get("figure", ""),
+                verdict.get("bound", ""),
+                phases,
             )
         elif report.when == "call" or (report.when == "setup" and not report.passed):
             # No verdict property: the item was stopped from outside (pytest-timeout, a skip marker, a
@@ -486,8 +600,19 @@ class ConformanceSession:
         ]
         self.report = self._build_report()
         path = self.config.getoption("conformance_report")
-        if path:
-            self.written = write_report(self.report, path)
+        self.written = write_report(self.report, path) if path else []
+        certificate = self.config.getoption("conformance_certificate")
+        if certificate:
+            from conformance.certificate import build_certificate, write_certificate
+
+            document = build_certificate(
+                self.report,
+                profile=self.profile,
+                capabilities=self.under_test.capabilities,
+                checks=self.checks,
+                strategy_class=self.under_test.strategy_class,
+            )
+            self.written.append(write_certificate(document, certificate))
         if self.missing and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -515,6 +640,10 @@ class ConformanceSession:
             deselected=sorted(self.deselected, key=lambda name: order.get(name, 0)),
             unimplemented=self.unimplemented,
             waivers=self.waivers.source,
+            profile=self.profile.name,
+            left_out=list(self.left_out),
+            repeat=self.repeat,
+            flaky_fails=self.profile.flaky_fails,
         )
 
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -538,24 +667,29 @@ class ConformanceSession:
             )
         for written in getattr(self, "written", []):
             terminalreporter.line(f"conformance report written to {written}")
+        if self.config.getoption("conformance_certificate"):
+            terminalreporter.line(
+                f"conformance certificate: verify it with python -m conformance verify "
+                f"{self.config.getoption('conformance_certificate')}"
+            )
 
 
-def _exploration_header(options: dict[str, Any], kind: Subject) -> str:
-    """How the property check explores in this run (P1 for a strategy, T9 for a store): its profile
-    decides how much is checked, so the header says it."""
-    if kind == "strategy":
-        from conformance.contracts.properties import CI_BUDGET, CI_EXAMPLES
-
-        what, one, where = "P1", "scenario", ""
-    else:
-        from conformance.contracts.store_history import CI_BUDGET, CI_EXAMPLES
-
-        what, one, where = "T9", "workload", " per access path"
+def _p1_header(options: dict[str, Any], profile: Profile) -> str:
+    """How P1 explores in this run (its profile decides how much is checked, so the header says it)."""
     if options.get("replay") is not None:
-        return f"conformance {what}: replaying one {one} (--conformance-replay){where}"
+        return "conformance P1: replaying one scenario (--conformance-replay)"
+    return f"conformance P1: {profile.name} profile, {profile.p1_text(options.get('examples'))}"
+
+
+def _t9_header(options: dict[str, Any]) -> str:
+    """How T9 explores in this run (how much it checks depends on it, so the header says it)."""
+    from conformance.contracts.store_history import CI_BUDGET, CI_EXAMPLES
+
+    if options.get("replay") is not None:
+        return "conformance T9: replaying one workload (--conformance-replay) per access path"
     if options.get("examples"):
-        return f"conformance {what}: thorough profile, {options['examples']} {one}s{where}"
-    return f"conformance {what}: CI profile, up to {CI_EXAMPLES} {one}s within {CI_BUDGET:g} s{where}"
+        return f"conformance T9: thorough profile, {options['examples']} workloads per access path"
+    return f"conformance T9: CI profile, up to {CI_EXAMPLES} workloads within {CI_BUDGET:g} s per access path"
 
 
 def _kit_options(config: pytest.Config, kind: Subject) -> dict[str, Any]:
@@ -582,6 +716,47 @@ def _kit_options(config: pytest.Config, kind: Subject) -> dict[str, Any]:
     return options
 
 
+PHASES = ("sandbox", "start-up", "execute", "settle", "cleanup")
+
+
+def _phases(ctx: CheckContext) -> dict[str, float]:
+    """Seconds of this check's scenarios per phase, summed: ``sandbox`` (fork, build, snapshots, result
+    transport), ``start-up`` (``execute()`` called until its last bundle started), ``execute`` (the rest
+    of ``execute()``), ``settle`` (leak settle windows) and ``cleanup`` (the observer's helpers, survivors,
+    kill). The kit's benchmark (``python -m bench.kit``) adds them up per contract and per run."""
+    totals = dict.fromkeys(PHASES, 0.0)
+    for result in ctx.results:
+        measured = result.measurements
+        wall = float(measured.get("observer_wall", 0.0) or 0.0)
+        settle = float(measured.get("settle_seconds", 0.0) or 0.0)
+        cleanup = float(measured.get("cleanup_seconds", 0.0) or 0.0)
+        executing = sum(result.durations) or result.duration
+        calls = [r.t for r in result.journal if r.bundle == "kit" and r.kind == "execute-start"]
+        starts = [r.t for r in result.journal if r.kind == "start" and r.bundle != "kit"]
+        startup = max(0.0, min(max(starts) - calls[0], executing)) if calls and starts else 0.0
+        totals["start-up"] += startup
+        totals["execute"] += executing - startup
+        totals["settle"] += settle
+        totals["cleanup"] += cleanup
+        totals["sandbox"] += max(0.0, wall - executing - settle - cleanup)
+    return {phase: round(seconds, 3) for phase, seconds in totals.items()} if ctx.results else {}
+
+
+def _figure_and_bound(outcome: CheckOutcome, ctx: CheckContext) -> tuple[str, str]:
+    """What an item measured and what it was held to: a failure's own figure against the contract's
+    expectation; otherwise the slowest scenario's ``execute()`` time against its hang bound (a check
+    without a scenario runs in-process and has neither)."""
+    if outcome.verdict == "fail" and outcome.failure.get("figure"):
+        return outcome.failure["figure"], outcome.failure.get("expected", "")
+    if not ctx.results:
+        return "", ""
+    slowest = max(ctx.results, key=lambda result: result.duration)
+    return (
+        f"execute() {slowest.duration:.3f} s (slowest of {len(ctx.results)} scenario(s))",
+        f"hang bound {slowest.scenario.hang_bound * ctx.timeout_scale:g} s",
+    )
+
+
 def _options_text(options: dict[str, Any]) -> str:
     return ", ".join(f"{key}={json.dumps(value)}" for key, value in options.items()) or "none"
 
@@ -601,17 +776,26 @@ def _short_reason(report: pytest.TestReport) -> str:
     return text.splitlines()[-1] if text else report.outcome
 
 
+_LONGEST_FIRST = ("P1",)
+"""Contracts whose one item runs for a time budget: under xdist they are handed out first, so one worker
+explores while the others take every other item, instead of exploring alone at the end."""
+
+
 class ConformanceCollector(pytest.Collector):
-    """The contract suite: one ``ContractItem`` per planned (contract, situation), in plan order."""
+    """The contract suite: one ``ContractItem`` per planned (contract, situation), in plan order (under
+    pytest-xdist, the ``_LONGEST_FIRST`` contracts first; every worker collects the same order)."""
 
     def collect(self) -> list[pytest.Item]:
         session = _session(self.config)
         specs = {(s.contract_id, s.situation): s for s in session.checks}
+        order = list(session.plan)
+        if hasattr(self.config, "workerinput"):
+            order.sort(key=lambda entry: entry.contract_id not in _LONGEST_FIRST)  # stable
         return [
             ContractItem.from_parent(
                 self, name=entry.item_name, spec=specs.get((entry.contract_id, entry.situation)), entry=entry
             )
-            for entry in session.plan
+            for entry in order
         ]
 
 
@@ -630,7 +814,10 @@ class ContractItem(pytest.Item):
         self.entry = entry
         self.extra_keyword_matches.update({entry.contract_id, f"section_{entry.contract_id[0]}"})
 
-    def _record(self, verdict: str, reason: str) -> None:
+    def _record(self, verdict: str, reason: str, outcome: CheckOutcome | None = None) -> None:
+        """The item's verdict, in ``user_properties``: one JSON property the controller reads, and the
+        contract ID, situation, figure and bound as plain properties (JUnit XML shows them as is)."""
+        figure, bound = (outcome.figure, outcome.bound) if outcome is not None else ("", "")
         self.user_properties.append(
             (
                 VERDICT_PROPERTY,
@@ -640,10 +827,18 @@ class ContractItem(pytest.Item):
                         "situation": self.entry.situation,
                         "verdict": verdict,
                         "reason": reason,
+                        "figure": figure,
+                        "bound": bound,
                     }
                 ),
             )
         )
+        self.user_properties += [
+            ("conformance_contract", self.entry.contract_id),
+            ("conformance_situation", self.entry.situation),
+            ("conformance_figure", figure),
+            ("conformance_bound", bound),
+        ]
 
     def runtest(self) -> None:
         session = _session(self.config)
@@ -652,38 +847,84 @@ class ContractItem(pytest.Item):
             pytest.skip(f"n/a ({self.entry.capability}): {self.entry.reason}")
         cid, situation = self.entry.contract_id, self.entry.situation
         waiver = session.waivers.find(cid, situation)
-        ctx = session.context_for(self.spec)
+        blocked = session.blocked_by(self.entry)
+        if blocked is not None:
+            self._record("blocked", blocked)
+            pytest.fail(blocked, pytrace=False)
         started = time.monotonic()
+        outcomes: list[CheckOutcome] = []
         try:
-            self.spec.function(ctx)
-        except ContractFailed as failure:
-            if waiver is not None:
-                self._record("waived", waiver.reason)
-                pytest.xfail(f"waived: {waiver.reason}")
-            observed = " ".join(failure.observed.split())
-            figure = f"; measured {failure.figure}" if failure.figure else ""
-            self._record("fail", f"observed {observed}; expected {failure.expected}{figure}")
-            raise
-        except NotApplicable as excluded:
-            self._record("n/a", f"{excluded.capability}: {excluded.reason}")
-            pytest.skip(str(excluded))
-        except DeclaredLimitation as limited:
-            self._record("limitation", f"{limited.capability}: {limited.reason}")
-            pytest.skip(str(limited))
-        except Exception as error:
-            # A check that breaks (or a sandbox error) is a failed item with its traceback, never a pass.
-            self._record("fail", f"check error: {type(error).__name__}: {error}")
-            raise
+            for run in range(session.repeat):
+                # The first run may be settled already (a prerequisite); repeats always run here.
+                spec = self.spec
+                outcomes.append(session.outcome_for(self.entry, spec) if run == 0 else session.execute(spec))
+                if outcomes[-1].verdict in ("n/a", "limitation"):
+                    break  # decided by capabilities, not by timing: running again says nothing new
         finally:
             self.user_properties.append(("conformance_duration", f"{time.monotonic() - started:.3f}"))
+            self.user_properties.append(("conformance_runs", json.dumps([o.verdict for o in outcomes])))
+            phases: dict[str, float] = {}
+            for outcome in outcomes:
+                for phase, seconds in outcome.phases.items():
+                    phases[phase] = round(phases.get(phase, 0.0) + seconds, 3)
+            self.user_properties.append(("conformance_phases", json.dumps(phases)))
+        passed = [o for o in outcomes if o.verdict == "pass"]
+        failed = [o for o in outcomes if o.failed]
+        if passed and failed:
+            self._conclude_flaky(passed[0], failed[0], len(passed), len(outcomes), waiver)
+        else:
+            self._conclude(failed[0] if failed else outcomes[0], waiver)
+
+    def _conclude_flaky(
+        self, passed: CheckOutcome, failed: CheckOutcome, passes: int, runs: int, waiver: Any
+    ) -> None:
+        """An item that both passed and failed: ``flaky``, with a passing and a failing run's journals
+        side by side; it fails the item when the profile says a flaky item fails the gate."""
+        session = _session(self.config)
+        reason = f"passed {passes}/{runs} runs; a failing run {failed.summary}"
+        if waiver is not None:
+            self._record("waived", waiver.reason)
+            pytest.xfail(f"waived: {waiver.reason}")
+        self._record("flaky", reason)
+        failing = failed.contract_failed().render() if failed.verdict == "fail" else failed.error
+        journals = render_side_by_side(
+            ("a passing run", passed.timeline or "(no scenario journal)"),
+            ("a failing run", failed.failure.get("timeline") or failed.timeline or "(no scenario journal)"),
+        )
+        text = (
+            f"{self.entry.contract_id} {self.entry.name}: flaky: {reason}\n{failing}\n  journals:\n{journals}"
+        )
+        if session.profile.flaky_fails:
+            pytest.fail(text, pytrace=False)
+        self.warn(pytest.PytestWarning(text))
+
+    def _conclude(self, outcome: CheckOutcome, waiver: Any) -> None:
+        """Record ``outcome`` and end the item with the matching pytest outcome."""
+        cid, situation = self.entry.contract_id, self.entry.situation
+        if outcome.verdict == "fail":
+            if waiver is not None:
+                self._record("waived", waiver.reason, outcome)
+                pytest.xfail(f"waived: {waiver.reason}")
+            self._record("fail", outcome.summary, outcome)
+            raise outcome.contract_failed()
+        if outcome.verdict == "error":
+            # A check that breaks (or a sandbox error) is a failed item with its traceback, never a pass.
+            self._record("fail", outcome.summary, outcome)
+            pytest.fail(f"{outcome.summary}\n{outcome.error}", pytrace=False)
+        if outcome.verdict == "n/a":
+            self._record("n/a", outcome.summary, outcome)
+            pytest.skip(f"n/a ({outcome.capability}): {outcome.reason}")
+        if outcome.verdict == "limitation":
+            self._record("limitation", outcome.summary, outcome)
+            pytest.skip(f"limitation (declared: {outcome.capability}): {outcome.reason}")
         if waiver is not None:
             message = (
                 f"waiver for {cid} is stale: {cid} now passes"
                 f"{'' if waiver.situations is None else f' in {situation}'}; remove it"
             )
-            self._record("fail", message)
+            self._record("fail", message, outcome)
             pytest.fail(message, pytrace=False)
-        self._record("pass", "")
+        self._record("pass", "", outcome)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | Any:
         if isinstance(excinfo.value, ContractFailed):

@@ -7,6 +7,7 @@ pytest-xdist run builds the same report as a single process does.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +23,12 @@ __all__ = [
     "render_markdown",
     "render_table",
     "report_paths",
+    "wilson_interval",
     "write_report",
 ]
 
 # Worst first: a contract's verdict is the worst of its situations.
-_SEVERITY = ("missing", "fail", "waived", "limitation", "pass", "n/a")
+_SEVERITY = ("missing", "fail", "blocked", "flaky", "waived", "limitation", "pass", "n/a")
 
 
 @dataclass(frozen=True)
@@ -39,10 +41,23 @@ class ItemResult:
     verdict: str  # one of VERDICTS
     reason: str = ""
     duration: float = 0.0
+    runs: tuple[str, ...] = ()  # the verdict of each run (``--conformance-repeat``), in order
+    figure: str = ""  # what was measured
+    bound: str = ""  # what it was held to
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase of its scenarios
 
     @property
     def item_name(self) -> str:
         return f"{self.contract_id}-{self.name}[{self.situation}]"
+
+    @property
+    def passes(self) -> int:
+        return sum(run == "pass" for run in self.runs)
+
+    @property
+    def judged_runs(self) -> int:
+        """Runs that passed or failed (``n/a`` and limitations say nothing about reliability)."""
+        return sum(run in ("pass", "fail", "error") for run in self.runs)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +68,10 @@ class ItemResult:
             "verdict": self.verdict,
             "reason": self.reason,
             "duration": round(self.duration, 3),
+            "runs": list(self.runs),
+            "figure": self.figure,
+            "bound": self.bound,
+            "phases": self.phases,
         }
 
 
@@ -83,6 +102,10 @@ class ConformanceReport:
     waivers: str = ""
     store_options: dict[str, Any] = field(default_factory=dict)
     access_paths: list[str] = field(default_factory=list)  # a store's situations (section T)
+    profile: str = "ci"  # conformance.profiles: how much this run checked
+    repeat: int = 1  # runs per item
+    flaky_fails: bool = False  # the profile fails the gate on a flaky item
+    left_out: list[PlanEntry] = field(default_factory=list)  # planned situations the profile did not run
 
     def totals(self) -> dict[str, int]:
         counts = Counter(result.verdict for result in self.results)
@@ -96,6 +119,18 @@ class ConformanceReport:
         for result in sorted(self.results, key=lambda r: order.get(r.item_name, len(order))):
             grouped.setdefault(result.contract_id, []).append(result)
         return grouped
+
+    def reliability(self) -> dict[str, dict[str, Any]]:
+        """Per contract: passes over judged runs across its situations, with the 95% Wilson interval."""
+        figures: dict[str, dict[str, Any]] = {}
+        for cid, results in self.by_contract().items():
+            passes = sum(r.passes for r in results)
+            runs = sum(r.judged_runs for r in results)
+            if not runs:
+                continue
+            low, high = wilson_interval(passes, runs)
+            figures[cid] = {"passes": passes, "runs": runs, "low": round(low, 4), "high": round(high, 4)}
+        return figures
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -113,8 +148,13 @@ class ConformanceReport:
             "start_method": self.start_method,
             "seed": self.seed,
             "timeout_scale": self.timeout_scale,
+            "profile": self.profile,
+            "repeat": self.repeat,
+            "flaky_fails": self.flaky_fails,
+            "reliability": self.reliability(),
             "waivers": self.waivers,
             "plan": [entry.to_dict() for entry in self.plan],
+            "left_out_by_profile": [entry.to_dict() for entry in self.left_out],
             "unimplemented": self.unimplemented,
             "results": [result.to_dict() for result in self.results],
             "contracts": {
@@ -129,8 +169,41 @@ class ConformanceReport:
 
     @property
     def ok(self) -> bool:
-        """No failure and nothing missing (waived, n/a and limitations are reported, not failures)."""
-        return not self.missing and all(result.verdict != "fail" for result in self.results)
+        """No failure, nothing blocked or missing, no flaky item when the profile fails on one (waived, n/a
+        and limitations are reported, not failures)."""
+        failing = ("fail", "blocked", "flaky") if self.flaky_fails else ("fail", "blocked")
+        return not self.missing and all(result.verdict not in failing for result in self.results)
+
+
+def wilson_interval(passes: int, runs: int, z: float = 1.959964) -> tuple[float, float]:
+    """The Wilson score interval of a pass rate (``z`` = 1.96: 95%); sound at 0/N and N/N, unlike the
+    normal approximation, which collapses to a point there."""
+    if runs < 1 or not 0 <= passes <= runs:
+        raise ValueError(f"wilson_interval needs 0 <= passes <= runs and runs >= 1, got {passes}/{runs}")
+    rate = passes / runs
+    denominator = 1 + z * z / runs
+    centre = (rate + z * z / (2 * runs)) / denominator
+    spread = z * math.sqrt(rate * (1 - rate) / runs + z * z / (4 * runs * runs)) / denominator
+    return max(0.0, centre - spread), min(1.0, centre + spread)
+
+
+def render_reliability(report: ConformanceReport) -> list[str]:
+    """Lines of the terminal table for repeated runs: passes/N per contract and its 95% interval."""
+    if report.repeat < 2:
+        return []
+    flaky = [r.item_name for r in report.results if r.verdict == "flaky"]
+    lines = [
+        "",
+        f"repeat {report.repeat}: passes/runs per contract, 95% interval (Wilson); "
+        f"{len(flaky)} flaky item(s)"
+        + (" (the profile fails the gate on them)" if report.flaky_fails else ""),
+    ]
+    lines.extend(
+        f"  {cid:<3} {figure['passes']:>3}/{figure['runs']:<3} [{figure['low']:.2f}, {figure['high']:.2f}]"
+        for cid, figure in report.reliability().items()
+    )
+    lines.extend(f"  flaky: {name}" for name in flaky)
+    return lines
 
 
 def contract_verdict(verdicts: list[str]) -> str:
@@ -173,6 +246,7 @@ def render_table(report: ConformanceReport) -> str:
         lines.append("missing (planned, neither run nor deselected): " + ", ".join(report.missing))
     if report.unimplemented:
         lines.append(f"not checked by this kit build: {', '.join(report.unimplemented)}")
+    lines.extend(render_reliability(report))
     lines.append(f"totals: {_totals_line(report)}")
     return "\n".join(lines)
 
@@ -204,6 +278,8 @@ def render_markdown(report: ConformanceReport) -> str:
             f"- Python {report.python}",
         ]
     lines += [
+        f"- profile: {report.profile}"
+        + (f" (left out {len(report.left_out)} situation(s))" if report.left_out else ""),
         f"- seed: {report.seed} (replay: `--conformance-seed {report.seed}`), "
         f"timeout scale {report.timeout_scale}",
         f"- result: **{'PASS' if report.ok else 'FAIL'}** ({_totals_line(report)})",

@@ -64,7 +64,10 @@ def example_args(spec: str) -> tuple[str, ...]:
 
 
 REFERENCES = ("shm", "cs", "ipc")
-REFERENCE_STORES = ("agentlightning.store.memory.InMemoryLightningStore",)
+REFERENCE_STORES = (
+    "agentlightning.store.memory.InMemoryLightningStore",
+    "agentlightning.store.sqlite.SqliteLightningStore",
+)
 
 
 @dataclasses.dataclass
@@ -82,6 +85,7 @@ class Row:
     selection: str = ""  # the -k expression ("" = whole suite)
     extra: tuple[str, ...] = ()  # further kit arguments (an example's waiver file, -x)
     failed: list[str] = dataclasses.field(default_factory=list)
+    blocked: list[str] = dataclasses.field(default_factory=list)  # contracts blocked by a prerequisite
     verdicts: dict[str, str] = dataclasses.field(default_factory=dict)
     reasons: dict[str, str] = dataclasses.field(default_factory=dict)  # failing item -> what the kit saw
     error: str = ""  # the kit did not produce a report
@@ -177,6 +181,7 @@ def run_one(row: Row, *, timeout: float = 900.0) -> Row:
             return row
     row.verdicts = dict(data.get("contracts", {}))
     row.failed = [cid for cid, verdict in row.verdicts.items() if verdict == "fail"]
+    row.blocked = [cid for cid, verdict in row.verdicts.items() if verdict == "blocked"]
     row.reasons = {
         str(result.get("item")): str(result.get("reason", ""))
         for result in data.get("results", [])
@@ -223,12 +228,32 @@ def plan_rows(*, scope: str, only: Sequence[str], with_references: bool) -> list
     return rows
 
 
+def _good_seconds(rows: Sequence[Row]) -> float | None:
+    """The median whole-suite wall time of the strategies that passed (examples and references), the
+    yardstick of a broken one's: a prerequisite's failure must not make the kit slower than twice it."""
+    good = sorted(
+        row.seconds for row in rows if row.role != "broken" and row.subject == "strategy" and row.ok
+    )
+    return good[len(good) // 2] if good else None
+
+
 def render(rows: Sequence[Row]) -> str:
     """The mutation table, then the examples and references, then the score."""
     lines: list[str] = []
     broken = [row for row in rows if row.role == "broken"]
+    good = _good_seconds(rows)
     if broken:
-        header = ("specimen", "kind", "breaks", "kit failed", "result", "collateral", "time")
+        header = (
+            "specimen",
+            "kind",
+            "breaks",
+            "kit failed",
+            "result",
+            "collateral",
+            "blocked",
+            "time",
+            "x good",
+        )
         table = [
             (
                 row.name,
@@ -237,7 +262,11 @@ def render(rows: Sequence[Row]) -> str:
                 ",".join(row.failed) or "-",
                 row.status,
                 ",".join(row.collateral) or "-",
+                str(len(row.blocked)) if row.blocked else "-",
                 f"{row.seconds:.0f}s",
+                f"{row.seconds / good:.2f}"
+                if good and not row.selection and row.subject == "strategy"
+                else "-",
             )
             for row in broken
         ]
@@ -264,6 +293,14 @@ def render(rows: Sequence[Row]) -> str:
         for cid in sorted({cid for row in others for cid in row.kit_issues}):
             lines.append(f"  * {cid} failed: a known kit issue, not the strategy's: {KIT_ISSUES[cid]}")
     lines.append("")
+    full = [row for row in broken if not row.selection and row.subject == "strategy"]
+    if good and full:
+        slowest = max(full, key=lambda row: row.seconds)
+        lines.append(
+            f"wall time: good strategies' median {good:.0f}s; slowest broken strategy {slowest.name} "
+            f"{slowest.seconds:.0f}s ({slowest.seconds / good:.2f}x); "
+            f"{sum(row.seconds <= 2 * good for row in full)}/{len(full)} within 2x"
+        )
     if broken:
         caught = sum(row.ok for row in broken)
         sections = sorted({row.breaks.rstrip("0123456789") for row in broken})

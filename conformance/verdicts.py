@@ -3,21 +3,28 @@
 A check returns normally for ``pass``; it raises ``ContractFailed`` (with expected vs observed, the figure
 against its bound and the journal timeline), ``NotApplicable`` (naming the capability that excludes the
 contract) or ``DeclaredLimitation`` (a limitation the strategy declared, which is reported, not passed).
+``CheckOutcome`` is what one run of a check concluded, as plain data: it can be written down (a
+prerequisite's outcome is shared between the processes of a run) and raised again where it is reported.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 __all__ = [
     "VERDICTS",
+    "CheckOutcome",
     "ContractFailed",
     "DeclaredLimitation",
     "NotApplicable",
     "Verdict",
 ]
 
-VERDICTS = ("pass", "fail", "n/a", "limitation", "waived")
+VERDICTS = ("pass", "fail", "blocked", "flaky", "n/a", "limitation", "waived")
+"""``blocked``: not run, a prerequisite contract failed; ``flaky``: passed and failed across repeats."""
 
 
 @dataclass(frozen=True)
@@ -86,3 +93,76 @@ class DeclaredLimitation(Exception):
         self.capability = capability
         self.reason = reason
         super().__init__(f"limitation (declared: {capability}): {reason}")
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """What one run of a check concluded: ``pass``, ``fail``, ``n/a``, ``limitation`` or ``error`` (the
+    check itself broke, reported as a failed item with ``error``, its traceback).
+
+    ``failure`` holds a ``ContractFailed``'s fields; ``reraise`` raises the same verdict again, so an
+    outcome settled in another process is reported exactly as if the check had run here.
+    """
+
+    verdict: str
+    capability: str = ""
+    reason: str = ""
+    failure: dict[str, str] = field(default_factory=dict)
+    error: str = ""
+    timeline: str = ""  # the last scenario's journal, when the caller asked for it (repeats)
+    figure: str = ""  # what was measured (a failure's figure, else the slowest scenario's execute() time)
+    bound: str = ""  # what it was held to
+    phases: dict[str, float] = field(default_factory=dict)  # where the time went (see the plugin)
+
+    @classmethod
+    def of(cls, check: Callable[[], None]) -> CheckOutcome:
+        """Run ``check`` and capture its verdict (never raises, except ``BaseException``s like Ctrl+C)."""
+        try:
+            check()
+        except ContractFailed as failed:
+            fields = ("contract_id", "name", "expected", "observed", "figure", "timeline", "details")
+            return cls("fail", failure={key: str(getattr(failed, key)) for key in fields})
+        except NotApplicable as excluded:
+            return cls("n/a", excluded.capability, excluded.reason)
+        except DeclaredLimitation as limited:
+            return cls("limitation", limited.capability, limited.reason)
+        except Exception as error:
+            return cls("error", reason=f"{type(error).__name__}: {error}", error=traceback.format_exc())
+        return cls("pass")
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict in ("fail", "error")
+
+    @property
+    def summary(self) -> str:
+        """One line: what was observed against what was expected, or why it did not run."""
+        if self.verdict == "fail":
+            observed = " ".join(self.failure.get("observed", "").split())
+            figure = f"; measured {self.failure['figure']}" if self.failure.get("figure") else ""
+            return f"observed {observed}; expected {self.failure.get('expected', '')}{figure}"
+        if self.verdict == "error":
+            return f"check error: {self.reason}"
+        return f"{self.capability}: {self.reason}" if self.capability else self.reason
+
+    def contract_failed(self) -> ContractFailed:
+        """The ``ContractFailed`` this outcome records (only for ``fail``)."""
+        fields = dict(self.failure)
+        return ContractFailed(fields.pop("contract_id"), fields.pop("name"), **fields)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CheckOutcome:
+        return cls(
+            str(data["verdict"]),
+            str(data.get("capability", "")),
+            str(data.get("reason", "")),
+            {str(k): str(v) for k, v in dict(data.get("failure", {})).items()},
+            str(data.get("error", "")),
+            str(data.get("timeline", "")),
+            str(data.get("figure", "")),
+            str(data.get("bound", "")),
+            {str(k): float(v) for k, v in dict(data.get("phases", {})).items()},
+        )

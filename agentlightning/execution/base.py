@@ -17,6 +17,9 @@ from agentlightning.store.base import LightningStore
 
 __all__ = ["CAPABILITY_NAMES", "AlgorithmBundle", "ExecutionStrategy", "RunnerBundle"]
 
+# Marked as ours: a Ctrl+C that arrives in this module's frames is deferred to bundle code (see threads).
+_KEYBOARD_INTERRUPT_PROTECTED = True
+
 
 class AlgorithmBundle(Protocol):
     """The algorithm side: awaited exactly once per ``execute()``."""

@@ -107,6 +107,9 @@ from agentlightning.store.threaded import ThreadedLightningStore
 
 __all__ = ["ClientServerExecutionStrategy"]
 
+# Marked as ours: a Ctrl+C that arrives in this module's frames is deferred to bundle code (see threads).
+_KEYBOARD_INTERRUPT_PROTECTED = True
+
 _log = logging.getLogger(__name__)
 
 Role = Literal["algorithm", "runner", "both"]
@@ -314,7 +317,7 @@ class _Execution:
         self.failures = FailureCollector(_log)
         self.event = MultiprocessingEvent(multiprocessing.get_context(strategy.start_method))
         # The relay's inbox also carries its wakeup socket; only the relay's count is read here.
-        self.inbox = threads._Inbox()
+        self.inbox = threads.Inbox()
         self.relay = SigintRelay(self.inbox)
         self.handled_sigints = 0
         self.workers: WorkerProcesses | None = None

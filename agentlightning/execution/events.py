@@ -21,6 +21,9 @@ from typing import Any, Protocol, runtime_checkable
 
 __all__ = ["ExecutionEvent", "MultiprocessingEvent", "ThreadingEvent", "wait_async"]
 
+# Marked as ours: a Ctrl+C that arrives in this module's frames is deferred to bundle code (see threads).
+_KEYBOARD_INTERRUPT_PROTECTED = True
+
 
 @runtime_checkable
 class ExecutionEvent(Protocol):

@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 
 __all__ = ["FailureCollector", "RecordedFailure"]
 
+# Marked as ours: a Ctrl+C that arrives in this module's frames is deferred to bundle code (see threads).
+_KEYBOARD_INTERRUPT_PROTECTED = True
+
 _log = logging.getLogger(__name__)
 
 _RANK_CLEANUP = 0

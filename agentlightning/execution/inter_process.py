@@ -66,7 +66,6 @@ import asyncio
 import logging
 import multiprocessing
 import os
-import queue
 import time
 from typing import Any, ClassVar
 
@@ -89,6 +88,9 @@ from agentlightning.store.ipc import IpcLightningStore, IpcStoreServer, peer_cli
 from agentlightning.store.values import ValueLimits
 
 __all__ = ["InterProcessExecutionStrategy"]
+
+# Marked as ours: a Ctrl+C that arrives in this module's frames is deferred to bundle code (see threads).
+_KEYBOARD_INTERRUPT_PROTECTED = True
 
 _log = logging.getLogger(__name__)
 
@@ -192,7 +194,7 @@ class InterProcessExecutionStrategy(ExecutionStrategy):
             with failures.cleanup("closing the stop event"):
                 event.close()
             with failures.cleanup("closing the SIGINT inbox"):
-                getattr(run.inbox, "close", lambda: None)()
+                run.inbox.close()
             with failures.cleanup(f"removing {tmpdir}"):
                 remove_socket_dir(tmpdir)
         failures.raise_first()
@@ -219,7 +221,7 @@ class _Run:
         self.event = event
         self.store = store
         self.claims = ClaimLedger()
-        self.inbox = _sigint_inbox()
+        self.inbox = threads.Inbox()
         self.relay = SigintRelay(self.inbox)
         self.sigints = 0  # SIGINTs acted upon
         # SIGINTs raised in our own code instead: one that tripped while the relay was installed but was
@@ -337,13 +339,6 @@ class _Run:
 def _ended(outcome: WorkerOutcome) -> str:
     """How a runner ended, for the log line that gives up its claims."""
     return f"({outcome.name}) {outcome.status}" + (f": {outcome.error}" if outcome.error is not None else "")
-
-
-def _sigint_inbox() -> Any:
-    """The inbox ``SigintRelay`` posts to: ``threads``' own type where it has one (a queue with a wakeup
-    socket), else a plain queue. We read the relay's ``count``, not the inbox."""
-    make = getattr(threads, "_Inbox", None)
-    return make() if make is not None else queue.SimpleQueue()
 
 
 def _thread_safe(store: LightningStore) -> tuple[LightningStore, Any]:

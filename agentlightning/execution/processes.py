@@ -72,6 +72,9 @@ __all__ = [
     "validate_timeout",
 ]
 
+# Marked as ours: a Ctrl+C that arrives in this module's frames is deferred to bundle code (see threads).
+_KEYBOARD_INTERRUPT_PROTECTED = True
+
 logger = logging.getLogger(__name__)
 
 START_METHODS: tuple[str, ...] = ("fork", "spawn", "forkserver")

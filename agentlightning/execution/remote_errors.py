@@ -25,6 +25,9 @@ from tblib import pickling_support
 
 __all__ = ["RemoteError", "dump_exception", "load_exception"]
 
+# Marked as ours: a Ctrl+C that arrives in this module's frames is deferred to bundle code (see threads).
+_KEYBOARD_INTERRUPT_PROTECTED = True
+
 
 class RemoteError(RuntimeError):
     """Stands in for a remote exception that could not cross the boundary as itself.

@@ -59,6 +59,9 @@ from agentlightning.store.claims import ClaimLedger, ClaimTrackingStore
 
 __all__ = ["SharedMemoryExecutionStrategy"]
 
+# Marked as ours: a Ctrl+C that arrives in this module's frames is deferred to bundle code (see threads).
+_KEYBOARD_INTERRUPT_PROTECTED = True
+
 _log = logging.getLogger(__name__)
 
 _MAIN_THREAD_CHOICES = ("algorithm", "runner")

@@ -42,6 +42,9 @@ __all__ = [
     "sweep_stale_socket_dirs",
 ]
 
+# Marked as ours: a Ctrl+C that arrives in this module's frames is deferred to bundle code (see threads).
+_KEYBOARD_INTERRUPT_PROTECTED = True
+
 _log = logging.getLogger(__name__)
 
 _PREFIX = "agl-ipc-"

@@ -47,6 +47,9 @@ __all__ = [
     "run_on_private_loop",
 ]
 
+# Marked as ours: a Ctrl+C that arrives in this module's frames is deferred to bundle code (see threads).
+_KEYBOARD_INTERRUPT_PROTECTED = True
+
 _log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
@@ -104,9 +107,6 @@ class Inbox:
     def close(self) -> None:
         self._reader.close()
         self._writer.close()
-
-
-_Inbox = Inbox  # the name other strategy modules first imported
 
 
 class BundleRun:
@@ -351,16 +351,19 @@ def _finish_leftover_tasks(loop: asyncio.AbstractEventLoop, deadline: float, nam
 _HANDLE_RUN_CODE = asyncio.events.Handle._run.__code__
 _AWAIT_BUNDLE_CODE = _await_bundle.__code__
 _ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
-_OUR_DIR = os.path.dirname(__file__) + os.sep
+# The module-level marker that makes a module's code ours for SIGINT purposes. It is declared in each
+# module, never derived from where the file lives, so moving a file cannot change where Ctrl+C may land.
+_PROTECTED_MARKER = "_KEYBOARD_INTERRUPT_PROTECTED"
 
 
 def _interrupts_bundle_code(frame: FrameType | None) -> bool:
     """Whether a signal that arrived in ``frame`` interrupted bundle code (raise there) or ours (defer).
 
     Bundle code is any frame called from ``_await_bundle`` (the bundle's coroutine and what it calls),
-    and any task or callback the loop runs that is neither asyncio's nor this package's. Protected:
-    this package's code wherever it is called from (``ThreadingEvent.set`` must wake every waiter),
-    asyncio's internals, the idle loop, teardown, and every ``__del__`` (an exception there is lost).
+    and any task or callback the loop runs that is neither asyncio's nor ours. Protected: every module
+    that declares ``_KEYBOARD_INTERRUPT_PROTECTED = True``, wherever it is called from
+    (``ThreadingEvent.set`` must wake every waiter), asyncio's internals, the idle loop, teardown, and
+    every ``__del__`` (an exception there is lost).
     """
     outermost_user: FrameType | None = None
     current = frame
@@ -369,7 +372,7 @@ def _interrupts_bundle_code(frame: FrameType | None) -> bool:
         if code is _AWAIT_BUNDLE_CODE:
             # Only bundle frames lie between it and the signal (ours would have returned below).
             return current is not frame
-        if code.co_name == "__del__" or code.co_filename.startswith(_OUR_DIR):
+        if code.co_name == "__del__" or current.f_globals.get(_PROTECTED_MARKER) is True:
             return False
         if code is _HANDLE_RUN_CODE:
             return outermost_user is not None

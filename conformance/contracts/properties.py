@@ -117,11 +117,13 @@ def explore(
     shrink_runs: int = SHRINK_RUNS,
     shrink_budget: float = SHRINK_BUDGET,
     on_example: Callable[[Scenario, list[str]], None] | None = None,
+    max_examples: int = CI_EXAMPLES,
 ) -> Exploration:
     """Run P1's property against ``ctx.target``: ``examples`` scenarios (thorough) or the CI profile.
 
-    ``budget`` (seconds) stops generating new scenarios once spent (the CI profile); ``None`` runs every
-    example. Returns what was explored, with the shrunk ``Finding`` (re-run ``reruns`` times) on failure.
+    ``budget`` (seconds) stops generating new scenarios once spent (the CI profile, at most
+    ``max_examples``); ``None`` runs every example. Returns what was explored, with the shrunk
+    ``Finding`` (re-run ``reruns`` times) on failure.
     """
     profile = THOROUGH_PROFILE if examples is not None else CI_PROFILE
     bounds = bounds or ScheduleBounds(timeout_scale=ctx.timeout_scale)
@@ -132,7 +134,7 @@ def explore(
         scenario_json,
         seed_value=ctx.seed,
         profile=profile,
-        max_examples=examples or CI_EXAMPLES,
+        max_examples=examples or max_examples,
         budget=budget,
         shrink_runs=shrink_runs,
         shrink_budget=shrink_budget,
@@ -214,6 +216,13 @@ def check_random_schedules(ctx: CheckContext) -> None:
             _report(ctx, finding, None)
         return
     examples = options.get("examples")
-    exploration = explore(ctx, examples=examples, budget=None if examples else CI_BUDGET)
+    if examples:
+        exploration = explore(ctx, examples=examples, budget=None)
+    else:  # the run's profile may give P1 its own budget (conformance.profiles)
+        exploration = explore(
+            ctx,
+            budget=float(options.get("budget", CI_BUDGET)),
+            max_examples=int(options.get("max_examples", CI_EXAMPLES)),
+        )
     if exploration.finding is not None:
         _report(ctx, exploration.finding, exploration)

@@ -3,7 +3,9 @@
 ``Strict``, ``Lax`` and ``Misspelled`` are only constructed, never executed: those tests select the
 in-process G1/G2 checks, which need no sandbox. ``Strict`` validates like a real strategy; ``Lax``
 accepts anything (G2 fails for it); ``Misspelled`` declares a capability with a typo. ``Loop`` really
-runs bundles (one event loop, one thread) and keeps the S contracts; ``PrivateStore`` breaks S3.
+runs bundles (one event loop, one thread) and keeps the S contracts; ``PrivateStore`` breaks S3;
+``OneRunner`` starts one runner whatever ``n_runners`` says (breaks L1, a prerequisite); ``Moody``
+validates ``n_runners=0`` every other time (G2 flaky across repeats).
 """
 
 from __future__ import annotations
@@ -35,6 +37,18 @@ class Strict:
 class Lax(Strict):
     def __init__(self, n_runners: Any = 1) -> None:
         self.n_runners = n_runners
+
+
+class Moody(Strict):
+    zero_attempts = 0
+
+    def __init__(self, n_runners: Any = 1, grace_seconds: float = 1.0) -> None:
+        if n_runners == 0:
+            type(self).zero_attempts += 1
+            if type(self).zero_attempts % 2 == 0:
+                self.n_runners = n_runners  # accepted every other time
+                return
+        super().__init__(n_runners, grace_seconds)
 
 
 class Misspelled(Strict):
@@ -118,3 +132,14 @@ class PrivateStore(Loop):
 
     def store_for_bundles(self, store: Any) -> Any:
         return type(store)()
+
+
+class OneRunner(Loop):
+    """Broken on purpose: starts a single runner whatever ``n_runners`` says (L1)."""
+
+    def execute(self, algorithm: Any, runner: Any, store: Any) -> None:
+        asked, self.n_runners = self.n_runners, 1
+        try:
+            super().execute(algorithm, runner, store)
+        finally:
+            self.n_runners = asked

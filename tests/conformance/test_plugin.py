@@ -272,3 +272,101 @@ def test_store_contracts_pass_for_a_correct_strategy_and_fail_for_a_broken_one(
     broken.stdout.fnmatch_lines(
         ["S3 caller-store-updated", "  expected: the caller's store * holds every rollout*"]
     )
+
+
+def test_profile_quick_runs_one_situation_per_contract_and_the_header_says_so(
+    kit_project: pytest.Pytester,
+) -> None:
+    full = kit_project.runpytest_subprocess(STRICT, "--collect-only", "-q")
+    quick = kit_project.runpytest_subprocess(STRICT, "--collect-only", "-q", "--conformance-profile=quick")
+    full_ids = [line for line in full.stdout.lines if "::" in line and "conformance" in line]
+    quick_ids = [line for line in quick.stdout.lines if "::" in line and "conformance" in line]
+    assert set(quick_ids) < set(full_ids)
+    assert sum("K3-" in line for line in quick_ids) == 1 < sum("K3-" in line for line in full_ids)
+    header = kit_project.runpytest_subprocess(STRICT, "--conformance-profile=quick", "-k", "G2")
+    header.stdout.fnmatch_lines(
+        [
+            "conformance: Python *, seed *, timeout scale 1.0, profile quick",
+            "conformance profile quick: *; leaves out * situation(s) of * planned*",
+            "conformance P1: quick profile, 5 scenarios",
+        ]
+    )
+
+
+def test_an_unknown_profile_is_a_usage_error(kit_project: pytest.Pytester) -> None:
+    _usage_error(
+        kit_project.runpytest_subprocess(STRICT, "--conformance-profile=fast"),
+        "unknown conformance profile 'fast'; known profiles: quick, ci, thorough, certify",
+    )
+
+
+def test_a_failed_prerequisite_blocks_its_dependents_by_name(kit_project: pytest.Pytester) -> None:
+    # L1 is not selected: the kit settles it all the same before the S items, and blocks them on it.
+    broken = kit_project.run(
+        sys.executable,
+        "-m",
+        "conformance",
+        "plugin_strategies.OneRunner",
+        "-k",
+        "S1 or S2 or G2",
+        "--conformance-report=r.json",
+        "-p",
+        "no:cacheprovider",
+    )
+    assert broken.ret == pytest.ExitCode.TESTS_FAILED, broken.stdout.str()
+    document = json.loads((kit_project.path / "r.json").read_text())
+    verdicts = {r["item"]: (r["verdict"], r["reason"]) for r in document["results"]}
+    assert verdicts["G2-invalid-config[default]"][0] == "pass"  # section G depends on nothing
+    blocked = {item: reason for item, (verdict, reason) in verdicts.items() if verdict == "blocked"}
+    assert sorted(blocked) == [
+        "S1-exactly-once[default]",
+        "S2-store-consistency[one-runner]",
+        "S2-store-consistency[several-runners]",
+    ] or sorted(blocked) == sorted(i for i in verdicts if i.startswith(("S1", "S2")))
+    assert len(blocked) >= 3
+    for reason in blocked.values():
+        assert reason.startswith("blocked by L1 bundles-called [several-runners]: observed runners were"), (
+            reason
+        )
+    assert document["contracts"]["S1"] == "blocked" and not document["ok"]
+    broken.stdout.fnmatch_lines(["*blocked by L1 bundles-called [[]several-runners[]]*"])
+
+
+def test_repeat_reports_passes_per_contract_and_flags_a_flaky_item(kit_project: pytest.Pytester) -> None:
+    steady = kit_project.runpytest_subprocess(
+        STRICT, "-k", "G2", "--conformance-repeat=3", "--conformance-report=s.json"
+    )
+    assert steady.ret == pytest.ExitCode.OK, steady.stdout.str()
+    steady.stdout.fnmatch_lines(
+        ["*each item runs 3 times*", "repeat 3: passes/runs per contract*", "  G2    3/3 *"]
+    )
+    assert json.loads((kit_project.path / "s.json").read_text())["results"][0]["runs"] == ["pass"] * 3
+    moody = ["--strategy=plugin_strategies.Moody", "-k", "G2", "--conformance-report=m.json"]
+    # ci: a flaky item is reported (and warned about) but does not fail the gate
+    reported = kit_project.runpytest_subprocess(*moody, "--conformance-repeat=3")
+    assert reported.ret == pytest.ExitCode.OK, reported.stdout.str()
+    document = json.loads((kit_project.path / "m.json").read_text())
+    assert document["results"][0]["verdict"] == "flaky" and document["results"][0]["runs"] == [
+        "pass",
+        "fail",
+        "pass",
+    ]
+    assert document["reliability"]["G2"]["passes"] == 2 and document["ok"]
+    # certify: the same flaky item fails the gate, with both runs side by side
+    gated = kit_project.runpytest_subprocess(*moody, "--conformance-profile=certify")
+    assert gated.ret == pytest.ExitCode.TESTS_FAILED, gated.stdout.str()
+    gated.stdout.fnmatch_lines(
+        [
+            "G2 invalid-config: flaky: passed 2/3 runs; a failing run observed*",
+            "*journals:",
+            "a passing run * | a failing run",
+        ]
+    )
+    assert not json.loads((kit_project.path / "m.json").read_text())["ok"]
+
+
+def test_a_bad_repeat_count_is_a_usage_error(kit_project: pytest.Pytester) -> None:
+    _usage_error(
+        kit_project.runpytest_subprocess(STRICT, "--conformance-repeat=0"),
+        "--conformance-repeat 0 must be a positive number of runs",
+    )

@@ -32,7 +32,7 @@ def test_store_alone_collects_section_t_per_access_path(store_project: pytest.Py
     ids = [line for line in listed.stdout.lines if "::" in line]
     assert ids[0] == "test_own.py::test_own_test_still_runs"
     assert "conformance::T2-exactly-once-claim[http]" in ids
-    assert "conformance::T8-durable[default]" in ids
+    assert "conformance::T8-durable[ipc]" in ids
     assert not [i for i in ids if i.startswith("conformance::") and not i.startswith("conformance::T")]
     header = store_project.runpytest_subprocess(MEMORY, "--collect-only", "--conformance-seed=5")
     header.stdout.fnmatch_lines(
@@ -40,12 +40,16 @@ def test_store_alone_collects_section_t_per_access_path(store_project: pytest.Py
             "conformance kit *: store 'agentlightning.store.memory:InMemoryLightningStore' -> "
             "agentlightning.store.memory.InMemoryLightningStore *",
             "conformance: store options none; access paths in-process, threaded, http, ipc",
-            "conformance: Python *, seed 5 (replay with --conformance-seed 5), timeout scale 1.0",
+            "conformance: Python *, seed 5 (replay with --conformance-seed 5), timeout scale 1.0, profile ci",
             'conformance: capabilities {"durable": false, "thread_safe": true}',
-            "conformance plan: 33 items: 32 run, 0 limitation expected, 1 n/a",
+            "conformance plan: 36 items: 32 run, 0 limitation expected, 4 n/a",
+            "conformance profile ci: *",
             "conformance T9: CI profile, up to 150 workloads within 5 s per access path",
             "  run: T1x4 T2x4 T3x4 T4x4 T5x4 T6x4 T7x4 T9x4",
-            "  n/a: T8-durable[[]default[]] (durable): the store declares durable: False *",
+            "  n/a: T8-durable[[]in-process[]] (durable): the store declares durable: False *",
+            "  n/a: T8-durable[[]threaded[]] (durable): the store declares durable: False *",
+            "  n/a: T8-durable[[]http[]] (durable): the store declares durable: False *",
+            "  n/a: T8-durable[[]ipc[]] (durable): the store declares durable: False *",
         ]
     )
     assert "not checked by this kit build" not in header.stdout.str()
@@ -86,14 +90,14 @@ def test_items_run_report_and_plan_like_a_strategys(store_project: pytest.Pytest
         "--store-option",
         "label=x",
         "-k",
-        "T1 and in-process or T8",
+        "T1 and in-process or T8 and ipc",
         "--conformance-report=r.json",
         "-rs",
     )
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.fnmatch_lines(
-        ["SKIPPED [[]1[]] *plan.py:1: n/a (durable): the store declares durable: False*"]
+        ["SKIPPED [[]1[]] *store_durable.py:*: n/a (durable): the store declares durable: False*"]
     )
     document = json.loads((store_project.path / "r.json").read_text())
     assert (document["kind"], document["store"], document["store_class"]) == (
@@ -105,7 +109,7 @@ def test_items_run_report_and_plan_like_a_strategys(store_project: pytest.Pytest
     assert document["access_paths"] == ["in-process", "threaded", "http", "ipc"]
     assert {r["item"]: r["verdict"] for r in document["results"]} == {
         "T1-state-machine[in-process]": "pass",
-        "T8-durable[default]": "n/a",
+        "T8-durable[ipc]": "n/a",
     }
     assert document["unimplemented"] == [] and document["missing"] == []
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from conformance.catalogue import CATALOGUE
-from conformance.selfcheck import EXAMPLES, KIT_ISSUES, Row, example_args, run_one
+from conformance.selfcheck import EXAMPLES, KIT_ISSUES, Row, example_args, render, run_one
 from strategies.broken import Specimen, specimens
 
 _ZOO = specimens()
@@ -65,4 +65,47 @@ def test_broken_strategy_fails_its_contract(specimen: Specimen) -> None:
     assert caught, (
         f"the kit missed {specimen.name}: {specimen.breaks} is {row.verdicts.get(specimen.breaks)!r}, "
         f"expected 'fail' (defect: {specimen.defect})"
+    )
+
+
+@pytest.mark.timeout(600)
+def test_a_failed_prerequisite_blocks_its_dependents_on_the_zoo() -> None:
+    # l1_ignores_n_runners once kept every scenario waiting out its hang bound; now L1 is settled first
+    # and its dependents are reported blocked by it (L1 itself is not even selected here).
+    (specimen,) = [s for s in _ZOO if s.name == "l1_ignores_n_runners"]
+    row = run_one(
+        Row(
+            name=specimen.name, spec=specimen.spec, role="broken", breaks="L1", selection="L2- or S1- or G2-"
+        ),
+        timeout=540.0,
+    )
+    assert not row.error, row.error
+    assert sorted(row.blocked) == ["L2", "S1"], row.verdicts
+    assert row.verdicts["G2"] == "pass"  # configuration depends on nothing
+
+
+def test_the_selfcheck_table_shows_wall_time_against_the_good_strategies() -> None:
+    rows = [
+        Row(name="shm", spec="shm", role="reference", seconds=40.0),
+        Row(name="ipc", spec="ipc", role="reference", seconds=60.0),
+        Row(name="cs", spec="cs", role="reference", seconds=50.0),
+        Row(
+            name="l1_ignores_n_runners",
+            spec="x",
+            role="broken",
+            breaks="L1",
+            kind="threads",
+            failed=["L1"],
+            blocked=["L2", "K1"],
+            verdicts={"L1": "fail", "L2": "blocked", "K1": "blocked"},
+            seconds=75.0,
+        ),
+    ]
+    table = render(rows)
+    assert (
+        "l1_ignores_n_runners  threads  L1      L1          caught  -           2        75s   1.50" in table
+    )
+    assert (
+        "good strategies' median 50s; slowest broken strategy l1_ignores_n_runners 75s (1.50x); 1/1 within 2x"
+        in table
     )

@@ -1,0 +1,659 @@
+"""``SqliteLightningStore``: the in-memory store's semantics, journaled to a SQLite file that outlives it.
+
+Design. The store *is* an ``InMemoryLightningStore`` (same status machine, claims, liveness, waits, values
+and copies: nothing is written twice) whose every change is journaled to SQLite before the call returns,
+and replayed into memory when the file is opened again. Reads never touch the file, so they are never
+blocked by a commit, and a wait wakes on the in-memory store's events, never by polling. SQL as the
+source of truth was the alternative: a claim is then a ``SELECT`` plus an ``UPDATE`` in a write transaction,
+and rebuilding the status machine, the claim queue and the liveness heap as SQL would duplicate all of
+``memory.py`` for a slower store; the journal adds one small transaction per write call (see
+``bench/store.py`` for the measured price beside the in-memory store).
+
+Journal. The memory store's internal hooks (a rollout added, queued, claimed, given a new status, an
+attempt started, running or ended, including those the liveness sweep ends) mark the rollout dirty under
+the store's lock; argument-named changes (``update_rollout``/``update_attempt`` fields, spans, resources)
+are marked by the call itself. After the in-memory change, the call takes a snapshot of every dirty rollout
+(one row, its attempts included) under the same lock, appends it to the pending list with a sequence
+number, and commits: one connection, one writer at a time. Group commit: a caller that finds its snapshot
+already committed by another (the writer takes every pending snapshot into one transaction) returns at
+once. A call is acknowledged (returns) only after the transaction holding its change committed, and a
+snapshot is taken between two changes, under the lock, so the file always holds the state of one moment:
+after a crash, every acknowledged write and no partial one. ``wait_for_rollouts`` also waits for the
+commit of what it saw, so no caller acts on a finish the file does not hold yet.
+
+Sync modes (``synchronous=``; the file is always in WAL mode):
+
+- ``"NORMAL"`` (default): a commit reaches the OS before the call returns, but is not fsynced: it
+  survives the process being killed (SIGKILL, OOM), not a power loss or a kernel crash, which may lose the
+  last commits (never corrupt the file).
+- ``"FULL"``: every commit is fsynced: also survives power loss, at the price of one fsync per write call.
+- ``"OFF"``: no fsync, even at checkpoints: survives a killed process, but a power loss may corrupt the
+  file. For throwaway runs only.
+
+Liveness after a restart. Attempts that were in flight when the process died are restored as they were,
+with their deadlines (the clock is wall time): a runner that is still alive keeps reporting to the new
+process; one that is gone is ended by its ``unresponsive_seconds``/``timeout_seconds`` window, and the
+rollout retried or failed by its ``RolloutConfig`` (contract T3).
+
+Errors. A path that is not a SQLite file, or a SQLite file that is not a store of ours, is refused naming
+it; so is a file written by a newer schema (naming both versions). Older schemas are migrated on open, in
+one transaction. A directory the store cannot write is named. A second process opening the same file for
+writing is refused naming the holder (pid and host), through an ``fcntl`` lock on ``<path>.lock`` held for
+the store's lifetime (and released by the OS when its process dies). A failed commit (a full disk) rolls
+back, raises ``StoreWriteError`` naming the file and the cause, and leaves the store refusing further
+writes: memory then holds a change the file does not, so the store must be reopened from the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Final, Literal
+
+from agentlightning.store.base import UNSET, Unset
+from agentlightning.store.memory import (
+    _CONFIG_FIELDS,
+    _RESOURCES_FIELDS,
+    InMemoryLightningStore,
+    _AttemptRecord,
+    _build,
+    _RolloutRecord,
+)
+from agentlightning.store.values import DEFAULT_LIMITS, ValueLimits
+from agentlightning.types import (
+    ACTIVE_ATTEMPT_STATUSES,
+    Attempt,
+    AttemptedRollout,
+    AttemptStatus,
+    NamedResources,
+    ResourcesUpdate,
+    Rollout,
+    RolloutConfig,
+    RolloutMode,
+    RolloutStatus,
+    Span,
+    TaskInput,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "SYNC_MODES",
+    "NotAStoreError",
+    "SchemaVersionError",
+    "SqliteLightningStore",
+    "StoreLockedError",
+    "StoreWriteError",
+]
+
+APPLICATION_ID: Final = 0x414C5354  # "ALST": marks a SQLite file as an agentlightning store
+SCHEMA_VERSION: Final = 1
+SYNC_MODES: Final = ("FULL", "NORMAL", "OFF")
+_QUEUED: Final = frozenset({"queuing", "requeuing"})
+
+
+class NotAStoreError(ValueError):
+    """The path exists but is not a store of ours (not SQLite, or SQLite written by something else)."""
+
+
+class SchemaVersionError(ValueError):
+    """The file was written by a newer schema than this version of the store reads."""
+
+
+class StoreLockedError(RuntimeError):
+    """Another live process holds the store open for writing."""
+
+
+class StoreWriteError(RuntimeError):
+    """A commit failed (a full disk, a vanished file): nothing of it was written; reopen the store."""
+
+
+# -- schema: MIGRATIONS[n] takes a file from version n to n + 1, inside the opening transaction ---------
+
+
+_SCHEMA_V1: Final = """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE rollouts (
+            rank INTEGER PRIMARY KEY,
+            rollout_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            queue_serial INTEGER NOT NULL,
+            record TEXT NOT NULL
+        );
+        CREATE TABLE spans (
+            row INTEGER PRIMARY KEY,
+            rollout_id TEXT NOT NULL,
+            attempt_id TEXT NOT NULL,
+            sequence_id INTEGER NOT NULL,
+            span TEXT NOT NULL
+        );
+        CREATE INDEX spans_by_attempt ON spans (attempt_id, sequence_id, row);
+        CREATE TABLE resources (
+            row INTEGER PRIMARY KEY,
+            resources_id TEXT NOT NULL UNIQUE,
+            create_time REAL NOT NULL,
+            resources TEXT NOT NULL
+        );
+"""
+
+
+def _create_v1(db: sqlite3.Connection) -> None:
+    # One statement at a time: ``executescript`` would commit the migration's transaction.
+    for statement in _SCHEMA_V1.split(";"):
+        if statement.strip():
+            db.execute(statement)
+    db.execute("INSERT INTO meta VALUES ('format', 'agentlightning-store')")
+
+
+MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_create_v1,)
+"""``MIGRATIONS[n]`` upgrades a file at schema ``n`` to ``n + 1`` (0 is an empty file)."""
+
+
+_dumps: Final = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+"""JSON text of a value the store already checked (one encoder, not one per call as ``json.dumps`` makes)."""
+
+_Row = tuple[str, tuple[Any, ...]]  # one statement and its parameters
+
+
+_HELD_LOCKS: set[int] = set()
+"""Lock descriptors of the stores open in this process. A forked child inherits them, and an flock lives
+until every descriptor of it is closed: a child that outlived a killed owner would keep the store locked."""
+
+
+def _close_inherited_locks() -> None:
+    for fd in _HELD_LOCKS:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_locks)
+
+
+def _holder(lock_path: str) -> str:
+    try:
+        with open(lock_path, encoding="utf-8") as handle:
+            text = handle.read().strip()
+    except OSError:
+        text = ""
+    return text or "an unknown process"
+
+
+class SqliteLightningStore(InMemoryLightningStore):
+    """A durable ``LightningStore`` in one SQLite file (see the module docstring for the design).
+
+    ``path`` is the store's file; ``None`` makes a fresh one in a temporary directory of its own, removed
+    by ``close()`` (a store for tests: ``reopen_options()`` still names it while it is open).
+    ``synchronous`` is ``"NORMAL"``, ``"FULL"`` or ``"OFF"`` (what each risks: module docstring).
+    ``max_page_count`` caps the file's size in pages (tests use it to simulate a full disk).
+    """
+
+    capability_manifest: ClassVar[dict[str, Any]] = {"durable": True, "thread_safe": True}
+    thread_safe: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        synchronous: Literal["FULL", "NORMAL", "OFF"] = "NORMAL",
+        max_page_count: int | None = None,
+        clock: Callable[[], float] = time.time,
+        limits: ValueLimits = DEFAULT_LIMITS,
+    ) -> None:
+        super().__init__(clock=clock, limits=limits)
+        if not isinstance(synchronous, str) or synchronous.upper() not in SYNC_MODES:
+            raise ValueError(f"synchronous must be one of {list(SYNC_MODES)}, got {synchronous!r}")
+        if max_page_count is not None and (
+            isinstance(max_page_count, bool) or not isinstance(max_page_count, int) or max_page_count < 1
+        ):
+            raise ValueError(f"max_page_count must be a positive int or None, got {max_page_count!r}")
+        self._owned_dir: str | None = None
+        if path is None:
+            self._owned_dir = tempfile.mkdtemp(prefix="agentlightning-store-")
+            path = os.path.join(self._owned_dir, "store.db")
+        elif not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__} {path!r}")
+        self.path = os.path.abspath(os.fspath(path))
+        self.synchronous = synchronous.upper()
+        self.max_page_count = max_page_count
+        # Journal state: guarded by the in-memory store's lock (``_lock``).
+        self._dirty: dict[_RolloutRecord, None] = {}
+        self._pending: list[tuple[int, list[_Row]]] = []
+        self._assigned = 0  # sequence number of the last snapshot taken
+        # Commit state: guarded by ``_commit_lock`` (one writer at a time).
+        self._commit_lock = threading.Lock()
+        self._committed = 0
+        self._failure: BaseException | None = None
+        self._closed = False
+        self._lock_fd: int | None = None
+        self._db: sqlite3.Connection | None = None
+        try:
+            self._lock_fd = self._take_lock()
+            self._db = self._connect()
+            self._load()
+        except BaseException:
+            self._release()
+            raise
+
+    def __repr__(self) -> str:
+        return f"<SqliteLightningStore {self.path} rollouts={len(self._rollouts)}>"
+
+    def reopen_options(self) -> dict[str, Any]:
+        """The factory keywords that open this same file again (what T8 of the kit reopens it with)."""
+        return {"path": self.path, "synchronous": self.synchronous}
+
+    # -- opening ------------------------------------------------------------------------------------
+
+    def _take_lock(self) -> int:
+        directory = os.path.dirname(self.path)
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(f"cannot open store {self.path}: directory {directory} does not exist")
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise PermissionError(
+                f"cannot open store {self.path}: directory {directory} is not writable "
+                "(the store needs it for its lock, WAL and shared-memory files)"
+            )
+        lock_path = self.path + ".lock"
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise PermissionError(
+                f"cannot open store {self.path}: cannot create {lock_path}: {error}"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            os.close(fd)
+            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise StoreLockedError(
+                    f"store {self.path} is already open for writing by {_holder(lock_path)}; "
+                    "close that store (or stop its process) first"
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode())
+        _HELD_LOCKS.add(fd)
+        return fd
+
+    def _connect(self) -> sqlite3.Connection:
+        existed = os.path.exists(self.path) and os.path.getsize(self.path) > 0
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as error:
+            raise NotAStoreError(f"cannot open store {self.path}: {error}") from None
+        try:
+            try:
+                application_id = db.execute("PRAGMA application_id").fetchone()[0]
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+            except sqlite3.DatabaseError as error:
+                raise NotAStoreError(f"{self.path} is not an agentlightning store: {error}") from None
+            if existed and application_id != APPLICATION_ID:
+                tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+                if tables or application_id:
+                    raise NotAStoreError(
+                        f"{self.path} is a SQLite file but not an agentlightning store "
+                        f"(application_id {application_id:#x}, expected {APPLICATION_ID:#x}; tables {tables})"
+                    )
+            if version > SCHEMA_VERSION:
+                raise SchemaVersionError(
+                    f"store {self.path} has schema version {version}, newer than version {SCHEMA_VERSION} "
+                    "that this agentlightning reads: open it with a newer agentlightning"
+                )
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self.synchronous}")
+            if self.max_page_count is not None:
+                db.execute(f"PRAGMA max_page_count={int(self.max_page_count)}")
+            if version < SCHEMA_VERSION:
+                self._migrate(db, version)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _migrate(self, db: sqlite3.Connection, version: int) -> None:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for step in MIGRATIONS[version:SCHEMA_VERSION]:
+                step(db)
+            db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except sqlite3.Error as error:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise StoreWriteError(
+                f"cannot migrate store {self.path} from schema version {version} to {SCHEMA_VERSION}: {error}"
+            ) from None
+
+    def _load(self) -> None:
+        """Rebuild the in-memory state from the file (the lock is not needed: nobody else sees us yet)."""
+        db = self._db
+        assert db is not None
+        queued: list[tuple[int, _RolloutRecord]] = []
+        attempts: dict[str, _AttemptRecord] = {}
+        for rid, rank, serial, text in db.execute(
+            "SELECT rollout_id, rank, queue_serial, record FROM rollouts ORDER BY rank"
+        ):
+            data, inp, metadata, config, tried = json.loads(text)
+            record = _RolloutRecord(
+                data,
+                inp,
+                metadata,
+                self._default_config if config is None else _build(RolloutConfig, config, _CONFIG_FIELDS),
+            )
+            record.order = rank
+            self._rollouts[rid] = record
+            self._by_status[record.data["status"]][rid] = record
+            if record.data["status"] in _QUEUED and serial >= 0:
+                queued.append((serial, record))
+            for adata, ametadata, last_activity, by_store, next_sequence in tried:
+                arec = _AttemptRecord(adata, record)
+                arec.metadata = ametadata
+                arec.last_activity = last_activity
+                arec.ended_by_store = bool(by_store)
+                arec.next_sequence = next_sequence
+                if record.latest is not None:
+                    record.earlier = (*record.earlier, record.latest)
+                record.latest = arec
+                attempts[adata["attempt_id"]] = arec
+                self._attempts[adata["attempt_id"]] = arec
+        for aid, span in db.execute(
+            "SELECT attempt_id, span FROM spans ORDER BY attempt_id, sequence_id, row"
+        ):
+            arec = attempts[aid]
+            if arec.spans is None:
+                arec.spans = []
+            arec.spans.append(json.loads(span))
+        for rid_, create_time, resources in db.execute(
+            "SELECT resources_id, create_time, resources FROM resources ORDER BY row"
+        ):
+            update = _build(
+                ResourcesUpdate,
+                {"resources_id": rid_, "resources": json.loads(resources), "create_time": create_time},
+                _RESOURCES_FIELDS,
+            )
+            self._resources[rid_] = update
+            self._latest_resources = update
+        for _, record in sorted(queued, key=lambda item: item[0]):
+            InMemoryLightningStore._push_queue(self, record)
+        for arec in attempts.values():
+            if arec.data["status"] in ACTIVE_ATTEMPT_STATUSES and arec.owner.latest is arec:
+                self._watch(arec)
+        self._dirty.clear()
+
+    # -- hooks: the memory store calls these with its lock held -------------------------------------
+
+    def _add_rollout(self, record: _RolloutRecord, now: float) -> None:
+        super()._add_rollout(record, now)
+        self._dirty[record] = None
+
+    def _push_queue(self, record: _RolloutRecord) -> None:
+        super()._push_queue(record)
+        self._dirty[record] = None
+
+    def _new_attempt(self, record: _RolloutRecord, now: float) -> _AttemptRecord:
+        arec = super()._new_attempt(record, now)
+        self._dirty[record] = None
+        return arec
+
+    def _set_rollout_status(self, record: _RolloutRecord, status: str, now: float) -> None:
+        super()._set_rollout_status(record, status, now)
+        self._dirty[record] = None
+
+    def _set_attempt_running(self, arec: _AttemptRecord) -> None:
+        super()._set_attempt_running(arec)
+        self._dirty[arec.owner] = None
+
+    def _end_attempt(
+        self,
+        arec: _AttemptRecord,
+        status: AttemptStatus,
+        now: float,
+        *,
+        by_store: bool,
+        propagate: bool = True,
+    ) -> None:
+        super()._end_attempt(arec, status, now, by_store=by_store, propagate=propagate)
+        self._dirty[arec.owner] = None
+
+    # -- the journal --------------------------------------------------------------------------------
+
+    def _check_writable(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"store {self.path} is closed")
+        if self._failure is not None:
+            raise StoreWriteError(
+                f"store {self.path} refuses writes since a commit failed ({self._failure}); "
+                "reopen it from the file"
+            )
+
+    def _row(self, record: _RolloutRecord) -> _Row:
+        """The rollout's one row: ids and status as columns, and one JSON document (``record``) of its
+        fields, input, metadata, config (``null``: the default) and attempts (oldest first)."""
+        data = record.data
+        config = None if record.config is self._default_config else record.config.__dict__
+        attempts = [
+            (arec.data, arec.metadata, arec.last_activity, arec.ended_by_store, arec.next_sequence)
+            for arec in record.attempts()
+        ]
+        document = _dumps((data, record.input, record.metadata, config, attempts))
+        return (
+            "INSERT OR REPLACE INTO rollouts VALUES (?, ?, ?, ?, ?)",
+            (record.order, data["rollout_id"], data["status"], record.queue_serial, document),
+        )
+
+    def _snapshot(
+        self,
+        rollout_id: str | None = None,
+        extra: _Row | None = None,
+    ) -> int:
+        """Queue the rows of every dirty rollout (and ``extra`` rows); the sequence number to commit.
+        Called with ``_lock`` held."""
+        if rollout_id is not None:
+            record = self._rollouts.get(rollout_id)
+            if record is not None:
+                self._dirty[record] = None
+        if self._dirty or extra:
+            rows = [self._row(record) for record in self._dirty]
+            self._dirty.clear()
+            if extra:
+                rows.append(extra)
+            self._assigned += 1
+            self._pending.append((self._assigned, rows))
+        return self._assigned
+
+    def _persist(
+        self,
+        rollout_id: str | None = None,
+        extra: _Row | None = None,
+    ) -> None:
+        """Journal what changed and return once it is committed (by this caller or another)."""
+        with self._lock:
+            target = self._snapshot(rollout_id, extra)
+        if self._committed >= target:
+            return
+        self._commit_through(target)
+
+    def _commit_through(self, target: int) -> None:
+        with self._commit_lock:
+            if self._committed >= target:
+                return  # another caller's transaction held ours: group commit
+            self._check_writable()
+            with self._lock:
+                batch, self._pending = self._pending, []
+            db = self._db
+            assert db is not None
+            try:
+                if len(batch) == 1 and len(batch[0][1]) == 1:
+                    db.execute(*batch[0][1][0])  # one statement: its own transaction (autocommit)
+                else:
+                    db.execute("BEGIN")
+                    for _, rows in batch:
+                        for row in rows:
+                            db.execute(*row)
+                    db.execute("COMMIT")
+            except sqlite3.Error as error:
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                self._failure = error
+                raise StoreWriteError(
+                    f"writing to store {self.path} failed: {error}; nothing of this write was saved, and "
+                    "the store refuses further writes until it is reopened"
+                ) from None
+            self._committed = batch[-1][0] if batch else self._committed
+
+    # -- the public calls: the in-memory change, then the journal ----------------------------------
+
+    async def start_rollout(
+        self,
+        input: TaskInput,
+        mode: RolloutMode | None = None,
+        resources_id: str | None = None,
+        config: RolloutConfig | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> AttemptedRollout:
+        self._check_writable()
+        result = await super().start_rollout(input, mode, resources_id, config, metadata)
+        self._persist()
+        return result
+
+    async def enqueue_rollout(
+        self,
+        input: TaskInput,
+        mode: RolloutMode | None = None,
+        resources_id: str | None = None,
+        config: RolloutConfig | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Rollout:
+        self._check_writable()
+        result = await super().enqueue_rollout(input, mode, resources_id, config, metadata)
+        self._persist()
+        return result
+
+    async def dequeue_rollout(self) -> AttemptedRollout | None:
+        self._check_writable()
+        result = await super().dequeue_rollout()
+        self._persist()
+        return result
+
+    async def start_attempt(self, rollout_id: str) -> AttemptedRollout:
+        self._check_writable()
+        result = await super().start_attempt(rollout_id)
+        self._persist()
+        return result
+
+    async def update_rollout(
+        self,
+        rollout_id: str,
+        input: TaskInput | Unset = UNSET,
+        mode: RolloutMode | Unset | None = UNSET,
+        resources_id: str | Unset | None = UNSET,
+        status: RolloutStatus | Unset = UNSET,
+        config: RolloutConfig | Unset = UNSET,
+        metadata: dict[str, Any] | Unset = UNSET,
+    ) -> Rollout:
+        self._check_writable()
+        result = await super().update_rollout(rollout_id, input, mode, resources_id, status, config, metadata)
+        self._persist(rollout_id)
+        return result
+
+    async def update_attempt(
+        self,
+        rollout_id: str,
+        attempt_id: str | Literal["latest"],
+        status: AttemptStatus | Unset = UNSET,
+        worker_id: str | Unset | None = UNSET,
+        last_heartbeat_time: float | Unset = UNSET,
+        metadata: dict[str, Any] | Unset = UNSET,
+    ) -> Attempt:
+        self._check_writable()
+        result = await super().update_attempt(
+            rollout_id, attempt_id, status, worker_id, last_heartbeat_time, metadata
+        )
+        self._persist(rollout_id)
+        return result
+
+    async def add_span(self, span: Span) -> Span:
+        self._check_writable()
+        result = await super().add_span(span)
+        row = (result.rollout_id, result.attempt_id, result.sequence_id, _dumps(result.__dict__))
+        self._persist(
+            result.rollout_id,
+            ("INSERT INTO spans (rollout_id, attempt_id, sequence_id, span) VALUES (?, ?, ?, ?)", row),
+        )
+        return result
+
+    async def add_resources(self, resources: NamedResources) -> ResourcesUpdate:
+        self._check_writable()
+        result = await super().add_resources(resources)
+        row = (result.resources_id, result.create_time, _dumps(result.resources))
+        self._persist(None, ("INSERT INTO resources VALUES (NULL, ?, ?, ?)", row))
+        return result
+
+    async def wait_for_rollouts(
+        self, *, rollout_ids: list[str], timeout: float | None = None
+    ) -> list[Rollout]:
+        result = await super().wait_for_rollouts(rollout_ids=rollout_ids, timeout=timeout)
+        if not self._closed:
+            self._persist()  # what it returns as finished is committed before the caller acts on it
+        return result
+
+    async def query_rollouts(
+        self,
+        *,
+        status: Sequence[RolloutStatus] | None = None,
+        rollout_ids: Sequence[str] | None = None,
+    ) -> list[Rollout]:
+        result = await super().query_rollouts(status=status, rollout_ids=rollout_ids)
+        self._journal_sweep()
+        return result
+
+    async def get_rollout_by_id(self, rollout_id: str) -> Rollout | None:
+        result = await super().get_rollout_by_id(rollout_id)
+        self._journal_sweep()
+        return result
+
+    def _journal_sweep(self) -> None:
+        """A read may have ended attempts whose deadline passed: journal that without making the read
+        wait for the commit (the next write or wait commits it if this one does not)."""
+        if self._dirty and not self._closed and self._failure is None:
+            with self._lock:
+                target = self._snapshot()
+            if self._commit_lock.acquire(blocking=False):
+                self._commit_lock.release()
+                self._commit_through(target)
+
+    async def close(self) -> None:
+        """Commit what is pending, close the file and release the lock (a temporary store's directory
+        is removed). Idempotent; later writes raise."""
+        if self._closed:
+            return
+        try:
+            if self._failure is None:
+                self._persist()
+        finally:
+            self._closed = True
+            self._release()
+
+    def _release(self) -> None:
+        with self._commit_lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+            if self._lock_fd is not None:
+                _HELD_LOCKS.discard(self._lock_fd)
+                os.close(self._lock_fd)  # closing the descriptor releases the flock
+                self._lock_fd = None
+            if self._owned_dir is not None:
+                shutil.rmtree(self._owned_dir, ignore_errors=True)
+                self._owned_dir = None
