@@ -78,20 +78,25 @@ class RolloutConfig(BaseModel):
     or failed instead of left claimed forever. ``unresponsive_seconds`` defaults to
     ``DEFAULT_UNRESPONSIVE_SECONDS`` (600 s); ``None`` opts the rollout out (an attempt then stays claimed
     until its runner reports, its strategy gives it up, or ``timeout_seconds`` passes).
+
+    A config is a frozen value (hashable; ``retry_condition`` is a tuple, and a list given for it becomes
+    one): assigning a field raises, so a store may hand the same instance to every reader of a rollout
+    without copying it. Derive a changed policy with ``config.model_copy(update={...})`` and give it to
+    ``update_rollout(config=...)``.
     """
 
-    model_config = _MODEL_CONFIG
+    model_config = ConfigDict(extra="forbid", validate_assignment=False, frozen=True)
 
     timeout_seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     unresponsive_seconds: float | None = Field(
         default=DEFAULT_UNRESPONSIVE_SECONDS, gt=0, allow_inf_nan=False
     )
     max_attempts: int = Field(default=1, ge=1)
-    retry_condition: list[AttemptStatus] = Field(default_factory=list)
+    retry_condition: tuple[AttemptStatus, ...] = ()
 
     @field_validator("retry_condition")
     @classmethod
-    def _retry_condition_is_terminal(cls, value: list[str]) -> list[str]:
+    def _retry_condition_is_terminal(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         wrong = [status for status in value if status not in RETRYABLE_ATTEMPT_STATUSES]
         if wrong:
             raise ValueError(

@@ -77,7 +77,8 @@ RULES: Mapping[str, str] = {
     "T3 early-expiry": "an attempt times out or turns unresponsive only after its configured bound",
     "T4 wait": "wait_for_rollouts returns exactly the asked rollouts that are terminal, in the order asked",
     "T5 read-consistency": "reads reflect every acknowledged write (statuses, attempts, values)",
-    "T6 resources": "resource snapshots are kept as written; get_latest_resources returns the latest one",
+    "T6 resources": "each add_resources is a new snapshot, kept as written; get_latest_resources returns the "
+    "latest one",
     "T7 spans": "spans attach only to existing attempts, with sequence ids increasing per attempt",
 }
 """The rules the checker enforces, by name (the contract ID is the first word)."""
@@ -1297,11 +1298,23 @@ def _resources_violations(projection: _Projection) -> tuple[list[Violation], lis
         return [], []
     found: list[Violation] = []
     contents: dict[str, str] = {}
+    added_by: dict[str, str] = {}
     for kop in kops:
         op = kop.op
         if op.op == "add_resources" and op.outcome == "ok":
             value = op.value or {}
             rid = str(value.get("resources_id"))
+            if rid in added_by:
+                found.append(
+                    Violation(
+                        "T6 resources",
+                        f"add_resources returned {rid}, the version {added_by[rid]} added: every snapshot "
+                        "published is a new version, even with content published before",
+                        (rid,),
+                        (added_by[rid], op.ref),
+                    )
+                )
+            added_by.setdefault(rid, op.ref)
             contents[rid] = _canonical(op.args.get("resources"))
             if _canonical(value.get("resources")) != contents[rid]:
                 found.append(

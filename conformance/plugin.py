@@ -151,14 +151,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="N",
         type=int,
         default=None,
-        help="P1: run N hypothesis-drawn scenarios (default: what the profile says)",
+        help="run N hypothesis-drawn scenarios (P1), or with --store alone N store workloads per access path "
+        "(T9) (default: what the profile says; T9: its CI budget)",
     )
     group.addoption(
         "--conformance-replay",
         dest="conformance_replay",
         metavar="SCENARIO",
         default=None,
-        help="P1: replay one scenario (JSON as printed on failure, b64:<base64>, or a file holding it)",
+        help="replay one P1 scenario, or with --store alone one T9 workload (as printed on failure: JSON, "
+        "b64:<base64>, or a file holding it)",
     )
     group.addoption(
         "--conformance-only",
@@ -363,7 +365,7 @@ class ConformanceSession:
             raise pytest.UsageError(f"--conformance-repeat {repeat!r} must be a positive number of runs")
         session = cls(config, under_test, checks, waivers, waivers_path, int(seed), scale, profile)
         session.repeat = repeat or profile.repeat
-        session.kit_options = {**profile.p1_options(), **_p1_options(config)}
+        session.kit_options = {**profile.p1_options(), **_kit_options(config, under_test.kind)}
         if "examples" in session.kit_options:
             session.kit_options.pop("budget", None)
             session.kit_options.pop("max_examples", None)
@@ -427,6 +429,8 @@ class ConformanceSession:
             lines.append(f"conformance profile {self.profile.name}: {self.profile.description}{repeats}")
         if under_test.kind == "strategy":
             lines.append(_p1_header(self.kit_options, self.profile))
+        else:
+            lines.append(_t9_header(self.kit_options))
         per_contract: dict[str, int] = {}
         for entry in (e for e in self.plan if e.status != "n/a"):
             per_contract[entry.contract_id] = per_contract.get(entry.contract_id, 0) + 1
@@ -680,22 +684,36 @@ def _p1_header(options: dict[str, Any], profile: Profile) -> str:
     return f"conformance P1: {profile.name} profile, {profile.p1_text(options.get('examples'))}"
 
 
-def _p1_options(config: pytest.Config) -> dict[str, Any]:
-    """P1's options, validated up front: a bad value is a usage error naming it, before anything runs."""
+def _t9_header(options: dict[str, Any]) -> str:
+    """How T9 explores in this run (how much it checks depends on it, so the header says it)."""
+    from conformance.contracts.store_history import CI_BUDGET, CI_EXAMPLES
+
+    if options.get("replay") is not None:
+        return "conformance T9: replaying one workload (--conformance-replay) per access path"
+    if options.get("examples"):
+        return f"conformance T9: thorough profile, {options['examples']} workloads per access path"
+    return f"conformance T9: CI profile, up to {CI_EXAMPLES} workloads within {CI_BUDGET:g} s per access path"
+
+
+def _kit_options(config: pytest.Config, kind: Subject) -> dict[str, Any]:
+    """The property check's options (P1 for a strategy, T9 for a store), validated up front: a bad
+    value is a usage error naming it, before anything runs."""
     options: dict[str, Any] = {}
     examples = config.getoption("conformance_examples")
     if examples is not None:
         if examples < 1:
             raise pytest.UsageError(
-                f"--conformance-examples {examples!r} must be a positive number of scenarios"
+                f"--conformance-examples {examples!r} must be a positive number of "
+                + ("scenarios" if kind == "strategy" else "workloads")
             )
         options["examples"] = examples
     replay = config.getoption("conformance_replay")
     if replay:
         from conformance.schedules import scenario_from_json
+        from conformance.store_workload import decode
 
         try:
-            options["replay"] = scenario_from_json(replay)
+            options["replay"] = scenario_from_json(replay) if kind == "strategy" else decode(replay)
         except ValueError as error:
             raise pytest.UsageError(f"conformance: {error}") from None
     return options

@@ -79,6 +79,7 @@ class Row:
     role: str  # "broken", "example" or "reference"
     subject: str = "strategy"  # what SPEC is: a "strategy" or a "store" (run with --store)
     breaks: str = ""  # the contract a broken strategy breaks
+    also: tuple[str, ...] = ()  # further contracts that must catch it too (a specimen's ALSO_BREAKS)
     kit_gap: str = ""  # a known miss (the module's KIT_GAP), reported as such
     kind: str = ""
     selection: str = ""  # the -k expression ("" = whole suite)
@@ -100,7 +101,8 @@ class Row:
         if self.error:
             return False
         if self.role == "broken":
-            return self.breaks in self.failed
+            also_ran = [cid for cid in self.also if cid in self.verdicts]
+            return self.breaks in self.failed and all(cid in self.failed for cid in also_ran)
         return not (set(self.failed) - set(self.kit_issues))
 
     @property
@@ -119,7 +121,8 @@ class Row:
 
     @property
     def collateral(self) -> list[str]:
-        return [cid for cid in self.failed if cid != self.breaks] if self.role == "broken" else []
+        intended = {self.breaks, *self.also}
+        return [cid for cid in self.failed if cid not in intended] if self.role == "broken" else []
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -195,15 +198,15 @@ def plan_rows(*, scope: str, only: Sequence[str], with_references: bool) -> list
     for specimen in [*specimens(), *store_specimens()]:
         if specimen.breaks not in CATALOGUE:
             raise SystemExit(f"{specimen.name}: BREAKS = {specimen.breaks!r} is not a contract ID")
-        selection = {"contract": f"{specimen.breaks}-", "section": section_expression(specimen.breaks)}.get(
-            scope, ""
-        )
+        own = " or ".join(f"{cid}-" for cid in (specimen.breaks, *specimen.also_breaks))
+        selection = {"contract": own, "section": section_expression(specimen.breaks)}.get(scope, "")
         rows.append(
             Row(
                 name=specimen.name,
                 spec=specimen.spec,
                 role="broken",
                 breaks=specimen.breaks,
+                also=specimen.also_breaks,
                 kind=specimen.kind,
                 selection=selection,
                 kit_gap=specimen.kit_gap,
@@ -255,7 +258,7 @@ def render(rows: Sequence[Row]) -> str:
             (
                 row.name,
                 row.kind,
-                row.breaks,
+                "+".join((row.breaks, *row.also)),
                 ",".join(row.failed) or "-",
                 row.status,
                 ",".join(row.collateral) or "-",

@@ -18,7 +18,7 @@ import random
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 from conformance.catalogue import ACCESS_PATHS
 from conformance.checks import CheckContext, contract
@@ -77,6 +77,9 @@ class StoreJob:
     timeout_scale: float
     seed: int
     process_clients: int = 0
+    # Kit-wide run options a check may read (T9: ``examples`` from --conformance-examples, ``replay``
+    # from --conformance-replay); empty when not given.
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -129,7 +132,7 @@ class StoreRun:
         if self.journal_path:
             write_record(self.journal_path, "check", "step", text)
 
-    def spread(self, count: int) -> list[str]:
+    def spread(self, count: int) -> list[Literal["thread", "process"]]:
         """Where ``count`` clients run: up to the forked processes in processes (on a path that has
         them), the rest in threads; processes first, so a short list still crosses a process boundary."""
         available = len(self.processes.workers) if self.in_processes and self.processes else 0
@@ -205,6 +208,7 @@ def run_store_check(ctx: CheckContext, body: StoreBody, *, process_clients: int 
         timeout_scale=ctx.timeout_scale,
         seed=ctx.seed,
         process_clients=process_clients,
+        options=dict(ctx.kit_options),
     )
     result = run_call(
         run_store_job,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import itertools
 import os
 import pickle
 import signal
@@ -57,6 +58,7 @@ PATH_MODULES: Mapping[str, tuple[str, ...]] = {
 }
 """What each path imports: the sandbox's zygote imports it ahead, so each check starts warm."""
 
+_SOCKETS = itertools.count()  # numbers the ipc sockets this process opens
 _GO_BOUND = 60.0  # seconds a client waits for the start signal before giving up (a hung coordinator)
 
 
@@ -204,8 +206,10 @@ class _Ipc(_Served):
     def _serve(self, served: Any) -> tuple[Any, Callable[[], Any]]:
         from agentlightning.store.ipc import IpcLightningStore, IpcStoreServer
 
-        # The sandbox's private TMPDIR is short enough for a Unix socket path (108 bytes).
-        server = IpcStoreServer(served, os.path.join(tempfile.gettempdir(), "store.sock"))
+        # The sandbox's private TMPDIR is short enough for a Unix socket path (108 bytes); one socket per
+        # path opened, as a check may open several at once (T9: a fresh store per workload).
+        name = f"store-{next(_SOCKETS)}.sock"
+        server = IpcStoreServer(served, os.path.join(tempfile.gettempdir(), name))
         server.start()
         return server, lambda: IpcLightningStore(server.path)
 

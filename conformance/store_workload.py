@@ -47,6 +47,7 @@ __all__ = [
     "CONFIGS",
     "STEP_OPS",
     "ClientProgram",
+    "ClientsRunner",
     "RunClients",
     "Step",
     "Workload",
@@ -54,12 +55,14 @@ __all__ = [
     "WorkloadExploration",
     "WorkloadFinding",
     "WorkloadRun",
+    "WorkloadRunner",
     "bind_programs",
     "decode",
     "default_replay_command",
     "encode",
     "explore",
     "format_workload",
+    "record_workload",
     "replay",
     "run_client",
     "run_in_threads",
@@ -102,7 +105,8 @@ STEP_OPS: Mapping[str, str] = {
     "query_attempts": "list a rollout's attempts",
     "get_latest_attempt": "read a rollout's latest attempt",
     "wait": "wait_for_rollouts on one rollout or all this client knows, with the step's timeout",
-    "add_resources": "publish a resources snapshot",
+    "add_resources": "publish a resources snapshot (value 0 or 1: one of two contents any client may "
+    "publish again, a rollback; none: content of this client's own)",
     "get_latest_resources": "read the latest resources snapshot",
     "get_resources": "read a snapshot this client added (mine:i) or saw (seen:i) by id",
     "pause": "sleep a few milliseconds",
@@ -370,7 +374,7 @@ class _Client:
             if claim is not None:
                 await self.attempt_step(op, claim, value)
         elif op in ("add_resources", "get_latest_resources", "get_resources"):
-            await self.resources_step(op, target)
+            await self.resources_step(op, target, value)
         elif op in ("enqueue", "query_rollouts", "wait"):
             await self.queue_step(op, target, value)
         elif op == "audit":
@@ -412,13 +416,14 @@ class _Client:
             args = {"rollout_id": rid, "attempt_id": aid}
             await self.call("query_spans", args, lambda: store.query_spans(rid, aid))
 
-    async def resources_step(self, op: str, target: str) -> None:
+    async def resources_step(self, op: str, target: str, value: Any) -> None:
         store = self.store
         if op == "add_resources":
-            resources = {
-                "model": f"{self.program.client}-v{len(self.added)}",
-                "weights": [len(self.added), 1.5],
-            }
+            resources: dict[str, Any] = (
+                {"model": f"{self.program.client}-v{len(self.added)}", "weights": [len(self.added), 1.5]}
+                if value is None
+                else {"model": f"shared-v{value}", "weights": [int(value), 1.5]}
+            )
             added = await self.call(
                 "add_resources", {"resources": resources}, lambda: store.add_resources(resources)
             )
@@ -566,26 +571,54 @@ class WorkloadRun:
     notes: list[str]
 
 
+ClientsRunner = Callable[[Sequence[ClientProgram]], Awaitable[list[list[Event]]]]
+"""Runs bound programs concurrently against the store under test; returns each client's events."""
+
+WorkloadRunner = Callable[["Workload"], "WorkloadRun"]
+"""Runs one workload against a fresh store and returns its checked history (``run_workload`` bound)."""
+
+
+async def record_workload(workload: Workload, store: LightningStore, clients: ClientsRunner) -> WorkloadRun:
+    """The set-up and the audit on ``store``, the clients through ``clients``; the history checked.
+
+    ``store`` is the caller's (fresh, and closed by the caller); the set-up, the audit and every client
+    program run against it, the clients concurrently, however ``clients`` runs them.
+    """
+    setup = await run_client(setup_program(workload), store)
+    histories = await clients(bind_programs(workload, setup))
+    audit = await run_client(AUDIT, store)
+    history = [*setup, *(event for events in histories for event in events), *audit]
+    analysis = analyse_history(history)
+    return WorkloadRun(history, analysis.violations, analysis.notes)
+
+
 def run_workload(
     workload: Workload, store_factory: Callable[[], LightningStore], run_clients: RunClients = run_in_threads
 ) -> WorkloadRun:
     """A fresh store; the set-up, the clients (through ``run_clients``), the audit; the history checked."""
     store = store_factory()
 
-    async def drive() -> tuple[list[Event], list[list[Event]], list[Event]]:
+    async def drive() -> WorkloadRun:
         # One loop for every driver-side call (set-up, audit, close): a store client bound to the loop
         # it was first used on (an HTTP session) works; run_clients blocks, so it runs in a thread.
         try:
-            setup = await run_client(setup_program(workload), store)
-            histories = await asyncio.to_thread(run_clients, store, bind_programs(workload, setup))
-            return setup, histories, await run_client(AUDIT, store)
+            return await record_workload(
+                workload, store, lambda programs: asyncio.to_thread(run_clients, store, programs)
+            )
         finally:
             await store.close()
 
-    setup, histories, audit = asyncio.run(drive())
-    history = [*setup, *(event for events in histories for event in events), *audit]
-    analysis = analyse_history(history)
-    return WorkloadRun(history, analysis.violations, analysis.notes)
+    return asyncio.run(drive())
+
+
+def _runner(
+    store_factory: Callable[[], LightningStore] | None, run_clients: RunClients, runner: WorkloadRunner | None
+) -> WorkloadRunner:
+    if runner is not None:
+        return runner
+    if store_factory is None:
+        raise ValueError("give a store_factory (and run_clients) or a runner")
+    return functools.partial(run_workload, store_factory=store_factory, run_clients=run_clients)
 
 
 def default_replay_command(encoding: str) -> str:
@@ -661,7 +694,7 @@ def _steps() -> st.SearchStrategy[Step]:
         st.builds(Step, st.just("get_rollout"), rollout),
         dequeue,
         work,
-        st.just(Step("add_resources")),
+        st.builds(Step, st.just("add_resources"), st.just(""), st.sampled_from((None, 0, 1))),
         st.just(Step("get_latest_resources")),
         st.builds(Step, st.just("enqueue"), st.just(""), st.sampled_from(tuple(CONFIGS))),
         st.builds(Step, st.just("update_rollout"), rollout, st.sampled_from(_ROLLOUT_STATUSES)),
@@ -696,14 +729,9 @@ def workloads(bounds: WorkloadBounds | None = None) -> st.SearchStrategy[Workloa
     return st.builds(Workload, setup, st.integers(0, 2), programs)
 
 
-def _rerun(
-    finding: WorkloadFinding,
-    store_factory: Callable[[], LightningStore],
-    run_clients: RunClients,
-    times: int,
-) -> None:
+def _rerun(finding: WorkloadFinding, runner: WorkloadRunner, times: int) -> None:
     for _ in range(times):
-        again = run_workload(finding.workload, store_factory, run_clients)
+        again = runner(finding.workload)
         finding.reruns += 1
         if again.violations:
             finding.reproduced += 1
@@ -711,8 +739,9 @@ def _rerun(
 
 
 def explore(
-    store_factory: Callable[[], LightningStore],
+    store_factory: Callable[[], LightningStore] | None = None,
     *,
+    runner: WorkloadRunner | None = None,
     seed: int = 0,
     max_examples: int = 150,
     run_clients: RunClients = run_in_threads,
@@ -726,14 +755,16 @@ def explore(
 ) -> WorkloadExploration:
     """T9's property: hypothesis-drawn workloads against fresh stores, every history checked.
 
-    Each example runs on a store from ``store_factory`` through ``run_clients``. On failure the minimal
+    Each example runs on a store from ``store_factory`` through ``run_clients``, or through ``runner``
+    when given (a runner of its own: another access path, clients in other processes). On failure the minimal
     workload (shrunk within ``shrink_runs``/``shrink_budget``) is re-run ``reruns`` times and returned
     with its history, violations, encoding and ``replay_command(encoding)``; one that never fails again
     is reported as timing-dependent (``WorkloadFinding.timing_dependent``), still as a failure.
     """
+    run_one = _runner(store_factory, run_clients, runner)
     found = search(
         workloads(bounds),
-        lambda workload: run_workload(workload, store_factory, run_clients),
+        run_one,
         lambda outcome: bool(outcome.violations),
         encode,
         seed_value=seed,
@@ -756,23 +787,26 @@ def explore(
         finding = WorkloadFinding(
             workload, outcome.history, outcome.violations, encoding, replay_command(encoding)
         )
-        _rerun(finding, store_factory, run_clients, reruns)
+        _rerun(finding, run_one, reruns)
         exploration.finding = finding
     return exploration
 
 
 def replay(
     workload: Workload | str,
-    store_factory: Callable[[], LightningStore],
+    store_factory: Callable[[], LightningStore] | None = None,
     *,
     run_clients: RunClients = run_in_threads,
+    runner: WorkloadRunner | None = None,
     replay_command: Callable[[str], str] = default_replay_command,
     runs: int = 3,
 ) -> WorkloadFinding | None:
     """Run one workload (or its encoding) ``runs`` times; the finding when any run failed, else ``None``.
 
     The finding shows the first failing run's history; ``reproduced``/``reruns`` count every run.
+    ``runner`` replaces ``store_factory`` and ``run_clients`` as in ``explore``.
     """
+    run_one = _runner(store_factory, run_clients, runner)
     if isinstance(workload, str):
         workload = decode(workload)
     encoding = encode(workload)
@@ -780,7 +814,7 @@ def replay(
     outcomes: list[list[str]] = []
     failures = 0
     for _ in range(runs):
-        outcome = run_workload(workload, store_factory, run_clients)
+        outcome = run_one(workload)
         outcomes.append([str(violation) for violation in outcome.violations])
         if outcome.violations:
             failures += 1

@@ -3,7 +3,9 @@ package of them is listed.
 
 ``strategies/broken`` holds broken strategies, ``strategies/broken_stores`` broken stores. Every module
 of either declares ``BREAKS = "<contract ID>"`` (and ``KIT_GAP = "why"`` while the kit misses it) and
-defines one class; its docstring's first paragraph is the defect.
+defines one class; its docstring's first paragraph is the defect. ``ALSO_BREAKS = ("T9",)`` names
+contracts that must catch the same defect too (a broken store whose defect shows in any history of its
+clients is caught by its own contract and by T9 history).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class Specimen:
     kind: str
     defect: str
     kit_gap: str = ""  # why the kit misses this defect today (module-level ``KIT_GAP``), else ""
+    also_breaks: tuple[str, ...] = ()  # further contracts that must catch it (module-level ``ALSO_BREAKS``)
 
 
 def _the_class(module: ModuleType, is_specimen: Callable[[type], bool]) -> type:
@@ -69,6 +72,7 @@ def collect(
                 kind=kind_of(cls),
                 defect=" ".join(doc.split("\n\n", 1)[0].split()),
                 kit_gap=str(getattr(module, "KIT_GAP", "")),
+                also_breaks=tuple(getattr(module, "ALSO_BREAKS", ())),
             )
         )
     return found

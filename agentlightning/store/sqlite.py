@@ -441,7 +441,14 @@ class SqliteLightningStore(InMemoryLightningStore):
                 data,
                 inp,
                 metadata,
-                self._default_config if config is None else _build(RolloutConfig, config, _CONFIG_FIELDS),
+                # Frozen and shared with every reader: its retry_condition must be a tuple, as validated.
+                self._default_config
+                if config is None
+                else _build(
+                    RolloutConfig,
+                    {**config, "retry_condition": tuple(config["retry_condition"])},
+                    _CONFIG_FIELDS,
+                ),
             )
             record.order = rank
             self._rollouts[rid] = record

@@ -309,7 +309,7 @@ async def _exactly_once_claim(run: StoreRun) -> None:
         for index in range(_CLAIM_ROLLOUTS)
     ]
     where = run.spread(_CLAIM_THREADS + (_CLAIM_PROCESSES if run.in_processes else 0))
-    clients = [Client(_claim_until_done, (ids, run.bound(5.0)), w) for w in where]  # type: ignore[arg-type]
+    clients = [Client(_claim_until_done, (ids, run.bound(5.0)), w) for w in where]
     run.step(f"{len(clients)} clients dequeueing concurrently")
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # threads switch as often as possible: claims really interleave
@@ -694,7 +694,7 @@ async def _wait(run: StoreRun) -> None:
     # for each in turn. A lost wake-up shows as a wait that runs to its timeout.
     where = run.spread(1)[0]
     completer = asyncio.ensure_future(
-        run.clients([Client(_complete_on_schedule, (work, 0.15, _WAKE_INTERVAL), where)])  # type: ignore[arg-type]
+        run.clients([Client(_complete_on_schedule, (work, 0.15, _WAKE_INTERVAL), where)])
     )
     woke: list[float] = []
     lost: list[str] = []
@@ -1084,8 +1084,8 @@ async def _resources(run: StoreRun) -> None:
 
     run.step(f"{_WRITERS} writers and a reader at once")
     where = run.spread(_WRITERS + 1)
-    clients = [Client(_add_snapshots, (writer, _WRITES), where[writer]) for writer in range(_WRITERS)]  # type: ignore[arg-type]
-    clients.append(Client(_read_latest, (_READS,), where[_WRITERS]))  # type: ignore[arg-type]
+    clients = [Client(_add_snapshots, (writer, _WRITES), where[writer]) for writer in range(_WRITERS)]
+    clients.append(Client(_read_latest, (_READS,), where[_WRITERS]))
     outcomes = await run.clients(clients)
     errors = [f"client {o.index} ({o.where}): {_error_text(o.error)}" for o in outcomes if o.error]
     if errors:
@@ -1213,7 +1213,7 @@ async def _spans(run: StoreRun) -> None:
 
     run.step(f"{_SPAN_WRITERS} clients adding spans to one attempt at once")
     where = run.spread(_SPAN_WRITERS)
-    clients = [Client(_add_spans, (rid, second_a, w, _SPANS_EACH), where[w]) for w in range(_SPAN_WRITERS)]  # type: ignore[arg-type]
+    clients = [Client(_add_spans, (rid, second_a, w, _SPANS_EACH), where[w]) for w in range(_SPAN_WRITERS)]
     outcomes = await run.clients(clients)
     errors = [f"client {o.index} ({o.where}): {_error_text(o.error)}" for o in outcomes if o.error]
     if errors:

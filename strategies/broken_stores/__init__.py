@@ -3,7 +3,8 @@
 Every module ``<id>_<defect>.py`` defines one store (the reference ``InMemoryLightningStore``, or for T8
 the durable ``SqliteLightningStore``, with one method overridden) and a module-level
 ``BREAKS = "<contract ID>"``; its docstring says what the defect is and why someone would write it.
-Watch one fail for the right contract::
+A store whose defect shows in the history of any client that meets it also declares
+``ALSO_BREAKS = ("T9",)``: T9 history must catch it too. Watch one fail for the right contract::
 
     pytest --store=strategies.broken_stores.t2_check_then_claim.CheckThenClaimStore -k T2-
 

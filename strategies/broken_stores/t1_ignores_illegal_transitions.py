@@ -14,9 +14,10 @@ from agentlightning.store.base import UNSET, Unset
 from agentlightning.store.memory import InMemoryLightningStore
 from agentlightning.types import Attempt, AttemptStatus
 
-__all__ = ["BREAKS", "IgnoresIllegalTransitionsStore"]
+__all__ = ["ALSO_BREAKS", "BREAKS", "IgnoresIllegalTransitionsStore"]
 
 BREAKS = "T1"
+ALSO_BREAKS = ("T9",)  # the defect shows in the history of any client that meets it
 
 
 class IgnoresIllegalTransitionsStore(InMemoryLightningStore):

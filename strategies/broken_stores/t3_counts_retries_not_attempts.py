@@ -12,9 +12,10 @@ from typing import Any
 from agentlightning.store.memory import InMemoryLightningStore
 from agentlightning.types import Rollout, RolloutConfig, RolloutMode, TaskInput
 
-__all__ = ["BREAKS", "CountsRetriesNotAttemptsStore"]
+__all__ = ["ALSO_BREAKS", "BREAKS", "CountsRetriesNotAttemptsStore"]
 
 BREAKS = "T3"
+ALSO_BREAKS = ("T9",)  # the defect shows in the history of any client that meets it
 
 
 class CountsRetriesNotAttemptsStore(InMemoryLightningStore):

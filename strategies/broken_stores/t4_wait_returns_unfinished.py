@@ -10,9 +10,10 @@ from __future__ import annotations
 from agentlightning.store.memory import InMemoryLightningStore
 from agentlightning.types import Rollout
 
-__all__ = ["BREAKS", "WaitReturnsUnfinishedStore"]
+__all__ = ["ALSO_BREAKS", "BREAKS", "WaitReturnsUnfinishedStore"]
 
 BREAKS = "T4"
+ALSO_BREAKS = ("T9",)  # the defect shows in the history of any client that meets it
 
 
 class WaitReturnsUnfinishedStore(InMemoryLightningStore):

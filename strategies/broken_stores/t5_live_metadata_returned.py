@@ -9,9 +9,10 @@ from __future__ import annotations
 from agentlightning.store.memory import InMemoryLightningStore, _rollout_out
 from agentlightning.types import Rollout
 
-__all__ = ["BREAKS", "LiveMetadataReturnedStore"]
+__all__ = ["ALSO_BREAKS", "BREAKS", "LiveMetadataReturnedStore"]
 
 BREAKS = "T5"
+ALSO_BREAKS = ("T9",)  # the defect shows in the history of any client that meets it
 
 
 class LiveMetadataReturnedStore(InMemoryLightningStore):

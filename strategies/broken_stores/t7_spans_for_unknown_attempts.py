@@ -10,9 +10,10 @@ from __future__ import annotations
 from agentlightning.store.memory import InMemoryLightningStore
 from agentlightning.types import Span
 
-__all__ = ["BREAKS", "SpansForUnknownAttemptsStore"]
+__all__ = ["ALSO_BREAKS", "BREAKS", "SpansForUnknownAttemptsStore"]
 
 BREAKS = "T7"
+ALSO_BREAKS = ("T9",)  # the defect shows in the history of any client that meets it
 
 
 class SpansForUnknownAttemptsStore(InMemoryLightningStore):

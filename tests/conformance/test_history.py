@@ -428,6 +428,12 @@ def test_t6_a_read_concurrent_with_a_new_version_may_return_the_previous_one() -
     assert rules(h) == set()
 
 
+def test_t6_resources_a_new_snapshot_answered_with_an_old_version() -> None:
+    h = History().publish("c0", "rs1", at=0).publish("c1", "rs1", at=1)
+    violation = next(v for v in check_history(h.events) if "every snapshot published is a new" in v.message)
+    assert violation.rule == "T6 resources" and violation.operations == ("c0#0", "c1#0")
+
+
 def test_t6_a_snapshot_read_back_with_other_content() -> None:
     h = History().publish("c0", "rs1", at=0)
     h.op(

@@ -60,3 +60,22 @@ def test_synchronous_code_in_a_thread_can_run_clients_through_the_path() -> None
     with pytest.raises(ContractFailed) as reported:  # the probe reports what it saw as its "finding"
         run_store_check(_ctx("http"), clients_from_a_thread, process_clients=2)
     assert reported.value.observed == "['process', 'process', 'thread'] True"
+
+
+def test_t9_explores_through_a_path_shrinks_and_names_the_replay_command() -> None:
+    from conformance.contracts.store_history import PROCESS_CLIENTS, _history
+
+    broken = Target(
+        "", store_factory="strategies.broken_stores.t4_wait_returns_unfinished:WaitReturnsUnfinishedStore"
+    )
+    ctx = CheckContext("T9", "ipc", broken, dict(STORE_CAPABILITY_DEFAULTS), seed=3)
+    with pytest.raises(ContractFailed) as failed:
+        run_store_check(ctx, _history, process_clients=PROCESS_CLIENTS)
+    assert failed.value.observed.startswith("the minimal workload's history breaks T4: T4 wait:")
+    assert "workload(s) of the conformance-ci profile, shrunk in" in failed.value.figure
+    details = failed.value.details
+    assert "minimal workload:" in details and "its history (! = named above)" in details
+    command = details.split("replay:\n", 1)[1].strip()
+    replay = f"pytest --store={broken.store_factory} --conformance-only --conformance-replay b64:"
+    assert command.startswith(replay)
+    assert command.endswith("-k 'T9 and ipc'")

@@ -3,7 +3,8 @@
 Each broken store of ``strategies/broken_stores`` goes through the kit as a user would run it
 (``python -m conformance --store FACTORY``, in a subprocess), on its own contract only and stopping at
 the first failing access path; ``python -m conformance.selfcheck`` runs the whole section for each and
-shows the collateral failures.
+shows the collateral failures. A specimen that declares ``ALSO_BREAKS = ("T9",)`` is run on T9 history
+too, which must catch it from its clients' history alone.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ def test_store_zoo_is_large_and_covers_t1_to_t8() -> None:
     assert len([specimen for specimen in _ZOO if specimen.breaks == "T8"]) >= 3
     assert {specimen.kind for specimen in _ZOO} == {"store"}
     assert all(specimen.defect for specimen in _ZOO)
+    assert all(set(specimen.also_breaks) <= {"T9"} for specimen in _ZOO)
+    assert len([specimen for specimen in _ZOO if specimen.also_breaks]) >= 5
 
 
 def test_selfcheck_runs_broken_and_reference_stores_with_store() -> None:
@@ -57,3 +60,29 @@ def test_broken_store_fails_its_contract(specimen: Specimen) -> None:
         f"{specimen.breaks} is {row.verdicts.get(specimen.breaks)!r}, "
         f"expected 'fail' (defect: {specimen.defect})"
     )
+
+
+_HISTORY_ZOO = [specimen for specimen in _ZOO if "T9" in specimen.also_breaks]
+
+
+@pytest.mark.parametrize("specimen", _HISTORY_ZOO, ids=[specimen.name for specimen in _HISTORY_ZOO])
+def test_broken_store_with_a_history_anomaly_fails_t9(specimen: Specimen) -> None:
+    row = run_one(
+        Row(
+            name=specimen.name,
+            spec=specimen.spec,
+            role="broken",
+            subject="store",
+            breaks="T9",
+            selection="T9-",
+            # A fixed seed and number of workloads: what is explored does not depend on the machine's speed.
+            extra=("-x", "--conformance-seed", "0", "--conformance-examples", "150"),
+        ),
+        timeout=240.0,
+    )
+    assert not row.error, row.error
+    assert row.verdicts.get("T9") == "fail", (
+        f"T9 history missed {specimen.name}: T9 is {row.verdicts.get('T9')!r} (defect: {specimen.defect})"
+    )
+    reason = next(text for item, text in row.reasons.items() if item.startswith("T9-"))
+    assert "the minimal workload's history breaks" in reason, reason

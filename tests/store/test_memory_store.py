@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from fakes import FakeClock, run
+from pydantic import ValidationError
 
 from agentlightning.store.base import UNSET
 from agentlightning.store.memory import InMemoryLightningStore
@@ -602,15 +603,40 @@ def test_T5_returned_models_of_one_rollout_are_independent_of_each_other() -> No
         first.status = "cancelled"
         first.input["q"] = 2
         first.metadata["k"] = "v"
-        first.config.max_attempts = 9
-        first.config.retry_condition.append("failed")
+        with pytest.raises(ValidationError, match="frozen"):
+            first.config.max_attempts = 9  # a config is a frozen value: shared, never changed in place
+        assert isinstance(first.config.retry_condition, tuple)
+        first.config = RolloutConfig(max_attempts=9, retry_condition=["failed"])
         assert first.model_copy(update={"mode": "val"}).mode == "val"
         assert second.model_dump() == untouched
         reread = await store.get_rollout_by_id(rollout_id)
         assert reread is not None and reread.model_dump() == untouched
-        for model in (first, second, reread):
+        for model in (second, reread):
             assert model.model_fields_set == set(type(model).model_fields)
             assert model.config.model_fields_set == set(RolloutConfig.model_fields)
+
+    run(scenario())
+
+
+def test_T5_a_config_is_shared_only_when_nothing_in_it_can_change() -> None:
+    """The store keeps one config per rollout (frozen, hashable) and hands that one instance to every
+    reader; one built without validation (a list inside) is replaced by a validated copy."""
+
+    async def scenario() -> None:
+        store = InMemoryLightningStore()
+        config = RolloutConfig(max_attempts=2, retry_condition=["failed"])
+        assert config.retry_condition == ("failed",) and hash(config) == hash(config.model_copy())
+        rollout_id = (await store.enqueue_rollout({"q": 1}, config=config)).rollout_id
+        first, second = await store.get_rollout_by_id(rollout_id), await store.get_rollout_by_id(rollout_id)
+        assert first is not None and second is not None and first is not second
+        assert first.config is second.config and first.config == config
+        raw = RolloutConfig.model_construct(max_attempts=2, retry_condition=["failed"])
+        updated = await store.update_rollout(rollout_id, config=raw)
+        assert updated.config == config and updated.config is not raw
+        assert updated.config.retry_condition == ("failed",)
+        raw.retry_condition.append("timeout")  # the caller's list: the store kept none of it
+        reread = await store.get_rollout_by_id(rollout_id)
+        assert reread is not None and reread.config.retry_condition == ("failed",)
 
     run(scenario())
 

@@ -87,6 +87,10 @@ def test_everything_reads_back_the_same_after_reopening(tmp_path: Path) -> None:
 
         reopened = SqliteLightningStore(path)
         assert await everything(reopened) == before
+        # A restored config is the frozen value every reader shares: its retry_condition a tuple.
+        restored = await reopened.get_rollout_by_id(second.rollout_id)
+        assert restored is not None and restored.config == retry
+        assert restored.config.retry_condition == ("failed",)
         # The queue resumes in its order: third was queued before second was requeued.
         order = [(await reopened.dequeue_rollout()) for _ in range(3)]
         assert [a.rollout_id if a else None for a in order] == [third.rollout_id, second.rollout_id, None]
