@@ -35,7 +35,7 @@ from conformance.target import (
     validate_store_target,
     validate_target,
 )
-from conformance.verdicts import ContractFailed, DeclaredLimitation, NotApplicable
+from conformance.verdicts import ContractFailed, DeclaredLimitation, NotApplicable, SetupError
 from conformance.waivers import WaiverError, Waivers, load_waivers
 
 __all__ = ["ConformanceCollector", "ConformanceSession", "ContractItem", "UnderTest"]
@@ -659,6 +659,10 @@ class ContractItem(pytest.Item):
         except DeclaredLimitation as limited:
             self._record("limitation", f"{limited.capability}: {limited.reason}")
             pytest.skip(str(limited))
+        except SetupError as error:
+            # The kit could not drive the target: the cause is named, and no contract verdict is given.
+            self._record("error", f"set-up: {' '.join(str(error).split())}")
+            raise
         except Exception as error:
             # A check that breaks (or a sandbox error) is a failed item with its traceback, never a pass.
             self._record("fail", f"check error: {type(error).__name__}: {error}")

@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 # Worst first: a contract's verdict is the worst of its situations.
-_SEVERITY = ("missing", "fail", "waived", "limitation", "pass", "n/a")
+_SEVERITY = ("missing", "error", "fail", "waived", "limitation", "pass", "n/a")
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ class ConformanceReport:
     @property
     def ok(self) -> bool:
         """No failure and nothing missing (waived, n/a and limitations are reported, not failures)."""
-        return not self.missing and all(result.verdict != "fail" for result in self.results)
+        return not self.missing and all(result.verdict not in ("fail", "error") for result in self.results)
 
 
 def contract_verdict(verdicts: list[str]) -> str:

@@ -62,6 +62,7 @@ from conformance.scenarios import (
     ScenarioResult,
     Target,
 )
+from conformance.verdicts import SetupError
 
 __all__ = ["CallResult", "SandboxError", "run_call", "run_scenario", "shutdown_sandboxes"]
 
@@ -75,7 +76,7 @@ _F4_WATCH = 5.0  # seconds (scaled) the observer watches workers after their par
 _STDERR_KEEP = 64 * 1024
 
 
-class SandboxError(RuntimeError):
+class SandboxError(SetupError):
     """The sandbox itself failed (zygote died, target could not be built): not a strategy verdict."""
 
 
@@ -795,6 +796,9 @@ def _observe(
     journal = tuple(read_journal(journal_path))
     if "setup_error" in result_data:
         raise SandboxError(f"cannot set up the scenario {scenario.name!r}:\n{result_data['setup_error']}")
+    incompatible = next((record for record in journal if record.kind == "kit-incompatible"), None)
+    if incompatible is not None:
+        raise SetupError(f"the kit cannot drive this target in {scenario.name!r}: {incompatible.detail}")
     leak_report: LeakReport = result_data.get("leaks", LeakReport())
     leak_report = _merge_stderr(leak_report, stderr, survivors)
     measurements.update(result_data.get("measurements", {}))

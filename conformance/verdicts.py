@@ -2,7 +2,10 @@
 
 A check returns normally for ``pass``; it raises ``ContractFailed`` (with expected vs observed, the figure
 against its bound and the journal timeline), ``NotApplicable`` (naming the capability that excludes the
-contract) or ``DeclaredLimitation`` (a limitation the strategy declared, which is reported, not passed).
+contract) or ``DeclaredLimitation`` (a limitation the strategy declared, which is reported, not passed). A
+``SetupError`` (the kit could not drive the target: a missing store method, a value the installed types
+refuse, a target the sandbox cannot build) is the verdict ``error``, naming the cause: never a contract
+failure.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ __all__ = [
     "ContractFailed",
     "DeclaredLimitation",
     "NotApplicable",
+    "SetupError",
     "Verdict",
 ]
 
-VERDICTS = ("pass", "fail", "n/a", "limitation", "waived")
+VERDICTS = ("pass", "fail", "n/a", "limitation", "waived", "error")
 
 
 @dataclass(frozen=True)
@@ -86,3 +90,7 @@ class DeclaredLimitation(Exception):
         self.capability = capability
         self.reason = reason
         super().__init__(f"limitation (declared: {capability}): {reason}")
+
+
+class SetupError(RuntimeError):
+    """The kit could not drive the target (its own incompatibility or the sandbox's): no contract verdict."""
