@@ -113,6 +113,48 @@ def package(session: nox.Session) -> None:
             session.run(python, "-m", "pytest", "--strategy=shm", "-k", "L2", "-p", "no:cacheprovider")
 
 
+UPSTREAM_VERDICTS = "packaging/conformance/upstream-verdicts.toml"
+_SHM = "agentlightning.execution.shared_memory.SharedMemoryExecutionStrategy"
+UPSTREAM_STRATEGIES = {
+    "shm-algorithm": (_SHM, 'main_thread="algorithm"'),
+    "shm-runner": (_SHM, 'main_thread="runner"'),
+    "cs": ("agentlightning.execution.client_server.ClientServerExecutionStrategy", None),
+}
+
+
+@nox.session(python="3.11", default=False)
+@nox.parametrize("version", ["0.2.2", "0.3.0"])
+def upstream(session: nox.Session, version: str) -> None:
+    """The kit distribution alone beside upstream agentlightning from the package index, on its shm (both
+    main_thread settings) and cs strategies; fails on any verdict other than the pinned ones."""
+    import json
+    import pathlib
+    import tempfile
+
+    import tomllib
+
+    pinned = tomllib.loads(pathlib.Path(UPSTREAM_VERDICTS).read_text(encoding="utf-8"))
+    session.install(f"agentlightning=={version}", "./packaging/conformance")
+    work = pathlib.Path(tempfile.mkdtemp(prefix="agl-upstream-"))  # outside the checkout: upstream's package
+    env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True"}  # upstream imports litellm, which would fetch a price list
+    changed: list[str] = []
+    for name, (strategy, option) in UPSTREAM_STRATEGIES.items():
+        report = work / f"{version}-{name}"
+        options = ["--strategy-option", option] if option else []
+        with session.chdir(work):
+            session.run(
+                "python", "-m", "conformance", strategy, *options, "-p", "no:cacheprovider",
+                f"--conformance-report={report}.json", env=env, success_codes=[0, 1],
+            )  # fmt: skip
+        observed = json.loads(pathlib.Path(f"{report}.json").read_text(encoding="utf-8"))["contracts"]
+        expected = pinned["verdicts"].get(version, {}).get(name, {})  # unpinned: every verdict is a change
+        for cid in sorted(set(observed) | set(expected)):
+            if observed.get(cid) != expected.get(cid):
+                changed.append(f"{version} {name} {cid}: pinned {expected.get(cid)}, now {observed.get(cid)}")
+    if changed:
+        session.error("verdicts changed against " + UPSTREAM_VERDICTS + ":\n" + "\n".join(changed))
+
+
 @nox.session(python="3.11", default=False)
 def bench(session: nox.Session) -> None:
     """Every benchmark workload; regenerates docs/benchmarks.md and its plots."""

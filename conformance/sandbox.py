@@ -498,7 +498,7 @@ def _write_result(directory: str, result: dict[str, Any]) -> None:
 
 
 class _Zygote:
-    def __init__(self) -> None:
+    def __init__(self, timeout_scale: float = 1.0) -> None:
         self.owner = os.getpid()
         self.root = tempfile.mkdtemp(prefix=f"cfk{os.getpid()}-")
         self.counter = 0
@@ -519,7 +519,9 @@ class _Zygote:
         self.from_zygote = self.process.stdout.fileno()
         self.exits: dict[int, int] = {}
         _send(self.to_zygote, {"sys_path": list(sys.path), "cwd": os.getcwd(), "root": self.root})
-        message = self.receive(_ZYGOTE_START_TIMEOUT)
+        # Scaled like every other bound: importing a heavy target (upstream pulls litellm) on a loaded
+        # machine takes longer, and a zygote that is merely slow is not a broken one.
+        message = self.receive(_ZYGOTE_START_TIMEOUT * max(1.0, timeout_scale))
         if message is None or message[0] != "ready":
             self.stop()
             raise SandboxError(f"the sandbox zygote did not start: {message!r}; see {self.root}/zygote.log")
@@ -568,14 +570,14 @@ _lock = threading.Lock()
 _zygote: _Zygote | None = None
 
 
-def _get_zygote() -> _Zygote:
+def _get_zygote(timeout_scale: float = 1.0) -> _Zygote:
     global _zygote
     if _zygote is not None and (_zygote.owner != os.getpid() or not _zygote.alive()):
         if _zygote.owner == os.getpid():
             _zygote.stop()
         _zygote = None  # a forked copy of another process's handle is not ours to use
     if _zygote is None:
-        _zygote = _Zygote()
+        _zygote = _Zygote(timeout_scale)
     return _zygote
 
 
@@ -605,7 +607,7 @@ def run_scenario(
         raise ValueError(f"timeout_scale must be > 0, got {timeout_scale!r}")
     FaultDriver(scenario, journal_path="", gate_dir="", scenario_pid=0)  # validates the gates up front
     with _lock:
-        zygote = _get_zygote()
+        zygote = _get_zygote(timeout_scale)
         zygote.counter += 1
         # Short on purpose: strategies put AF_UNIX sockets (108-byte paths) under the private TMPDIR.
         directory = tempfile.mkdtemp(prefix=f"{zygote.counter:04d}-", dir=zygote.root)
@@ -638,7 +640,7 @@ def run_call(
     if timeout_scale <= 0:
         raise ValueError(f"timeout_scale must be > 0, got {timeout_scale!r}")
     with _lock:
-        zygote = _get_zygote()
+        zygote = _get_zygote(timeout_scale)
         zygote.counter += 1
         directory = tempfile.mkdtemp(prefix=f"{zygote.counter:04d}-", dir=zygote.root)
         try:
