@@ -410,7 +410,16 @@ class _Run:
             rollouts = await store.query_rollouts()
             self.journal("queried", f"{len(rollouts)} rollouts", {"statuses": [r.status for r in rollouts]})
         elif op == "add_resources":
-            update = await store.add_resources(dict(args.get("resources", {"by": self.name})))
+            resources = dict(args.get("resources", {"by": self.name}))
+            try:
+                update = await store.add_resources(resources)
+            except Exception as error:
+                if type(error).__name__ != "ValidationError":  # pydantic's: the installed types refuse it
+                    raise
+                refusal = " ".join(str(error).split())
+                raise KitIncompatible(
+                    f"the store's types refuse the kit's resources {resources!r}: {refusal}"
+                ) from None
             self.journal("resources", update.resources_id)
         elif op == "get_latest_resources":
             update = await store.get_latest_resources()

@@ -104,3 +104,18 @@ def test_a_missing_store_method_is_named() -> None:
     assert require_method(store, "add_span") == store.add_span
     with pytest.raises(KitIncompatible, match=r"_Store has no method 'dequeue_rollout'"):
         require_method(store, "dequeue_rollout")
+
+
+def test_g1_names_a_build_component_of_another_signature() -> None:
+    from conformance.contracts.configuration import _signature_mismatch
+
+    def ours(spec: Any, *, expected_type: type, registry: Any, optional_kwargs: Any, name: str) -> Any:
+        return spec
+
+    def upstream(spec: Any, *, expected_type: type, spec_name: str, default_factory: Any, registry: Any) -> Any:
+        return spec
+
+    assert _signature_mismatch(ours) == ""
+    assert _signature_mismatch(upstream) == (
+        "no parameter name, optional_kwargs; requires default_factory, spec_name"
+    )
