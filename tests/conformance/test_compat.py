@@ -112,7 +112,9 @@ def test_g1_names_a_build_component_of_another_signature() -> None:
     def ours(spec: Any, *, expected_type: type, registry: Any, optional_kwargs: Any, name: str) -> Any:
         return spec
 
-    def upstream(spec: Any, *, expected_type: type, spec_name: str, default_factory: Any, registry: Any) -> Any:
+    def upstream(
+        spec: Any, *, expected_type: type, spec_name: str, default_factory: Any, registry: Any
+    ) -> Any:
         return spec
 
     assert _signature_mismatch(ours) == ""
