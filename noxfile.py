@@ -11,6 +11,9 @@ import nox
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 STRATEGIES = ["shm", "ipc", "cs"]
+# The kit is its own distribution (packaging/conformance) that the runtime depends on by name: installed
+# from the checkout first, in the same pip call, so the dependency resolves to the working copy.
+KIT = ("-e", "./packaging/conformance")
 
 nox.options.sessions = ["tests", "conformance", "store", "lint", "types", "coverage", "package"]
 nox.options.error_on_missing_interpreters = True
@@ -20,7 +23,7 @@ nox.options.reuse_existing_virtualenvs = True
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """Unit and meta tests on each supported Python."""
-    session.install("-e", ".[test,bench]")
+    session.install(*KIT, "-e", ".[test,bench]")
     session.run("python", "-m", "pytest", "-n", "2", "-p", "no:cacheprovider", *session.posargs)
 
 
@@ -28,7 +31,7 @@ def tests(session: nox.Session) -> None:
 @nox.parametrize("strategy", STRATEGIES)
 def conformance(session: nox.Session, strategy: str) -> None:
     """The conformance kit against one reference strategy."""
-    session.install("-e", ".[test]")
+    session.install(*KIT, "-e", ".[test]")
     session.run(
         "python", "-m", "conformance", strategy, "-n", "2", "-p", "no:cacheprovider",
         f"--conformance-report=conformance-report-{strategy}", *session.posargs,
@@ -38,7 +41,7 @@ def conformance(session: nox.Session, strategy: str) -> None:
 @nox.session(python="3.11")
 def store(session: nox.Session) -> None:
     """The store suite (section T) against the reference store, through every access path."""
-    session.install("-e", ".[test]")
+    session.install(*KIT, "-e", ".[test]")
     session.run(
         "python", "-m", "conformance", "--store", "agentlightning.store.memory.InMemoryLightningStore",
         "-n", "2", "-p", "no:cacheprovider", "--conformance-report=conformance-report-store",
@@ -57,14 +60,14 @@ def lint(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def types(session: nox.Session) -> None:
     """mypy, strict on agentlightning/, conformance/, strategies/ and bench/ (pyproject.toml)."""
-    session.install("-e", ".[test,bench]", "mypy>=1.10")
+    session.install(*KIT, "-e", ".[test,bench]", "mypy>=1.10")
     session.run("mypy")
 
 
 @nox.session(python="3.11")
 def coverage(session: nox.Session) -> None:
     """Line coverage across threads and child processes, combined; at least 90% enforced."""
-    session.install("-e", ".[test,bench]")
+    session.install(*KIT, "-e", ".[test,bench]")
     session.run("coverage", "erase")
     session.run("coverage", "run", "-m", "pytest", "-n", "2", "-p", "no:cacheprovider", *session.posargs)
     session.run("coverage", "combine")
@@ -73,29 +76,87 @@ def coverage(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def package(session: nox.Session) -> None:
-    """Build the wheel and sdist, install each in a fresh venv, and use what they expose."""
+    """Build both distributions (the kit, the runtime), install each in a fresh venv, use what it exposes.
+
+    The kit alone must not bring any agentlightning; the runtime alone pulls the kit by name (found among
+    the freshly built artefacts) and its plugin is declared once.
+    """
     import pathlib
     import tempfile
 
     session.install("build>=1.2")
-    dist = pathlib.Path(tempfile.mkdtemp(prefix="agl-dist-"))
-    session.run("python", "-m", "build", "--outdir", str(dist))
+    work = pathlib.Path(tempfile.mkdtemp(prefix="agl-dist-"))
+    dist = work / "dist"
+    session.run("python", "-m", "build", "--outdir", str(dist), "packaging/conformance")
+    session.run("python", "-m", "build", "--outdir", str(dist), ".")
     empty = tempfile.mkdtemp(prefix="agl-empty-")  # no conftest, no tests: only the installed plugin
+    plugin_once = (
+        "from importlib.metadata import entry_points; "
+        "found = [e for e in entry_points(group='pytest11') if e.value == 'conformance.plugin']; "
+        "assert len(found) == 1, found"
+    )
     for artefact in sorted(dist.iterdir()):
-        session.install("--force-reinstall", str(artefact))
+        venv = work / f"venv-{artefact.name}"
+        session.run("python", "-m", "venv", str(venv))
+        python = str(venv / "bin" / "python")
+        session.run(python, "-m", "pip", "install", "-q", "--find-links", str(dist), str(artefact))
         with session.chdir(empty):
+            session.run(python, "-c", plugin_once)
+            if artefact.name.startswith("agentlightning_conformance"):
+                session.run(
+                    python, "-c",
+                    "import importlib.util, conformance.plugin; "
+                    "assert importlib.util.find_spec('agentlightning') is None, 'the kit brought a runtime'",
+                )  # fmt: skip
+                continue
+            session.run(python, "-m", "conformance", "shm", "-k", "L1 or K1", "-p", "no:cacheprovider")
+            session.run(python, "-m", "pytest", "--strategy=shm", "-k", "L2", "-p", "no:cacheprovider")
+
+
+UPSTREAM_VERDICTS = "packaging/conformance/upstream-verdicts.toml"
+_SHM = "agentlightning.execution.shared_memory.SharedMemoryExecutionStrategy"
+UPSTREAM_STRATEGIES = {
+    "shm-algorithm": (_SHM, 'main_thread="algorithm"'),
+    "shm-runner": (_SHM, 'main_thread="runner"'),
+    "cs": ("agentlightning.execution.client_server.ClientServerExecutionStrategy", None),
+}
+
+
+@nox.session(python="3.11", default=False)
+@nox.parametrize("version", ["0.2.2", "0.3.0"])
+def upstream(session: nox.Session, version: str) -> None:
+    """The kit distribution alone beside upstream agentlightning from the package index, on its shm (both
+    main_thread settings) and cs strategies; fails on any verdict other than the pinned ones."""
+    import json
+    import pathlib
+    import tempfile
+
+    import tomllib
+
+    pinned = tomllib.loads(pathlib.Path(UPSTREAM_VERDICTS).read_text(encoding="utf-8"))
+    session.install(f"agentlightning=={version}", "./packaging/conformance")
+    work = pathlib.Path(tempfile.mkdtemp(prefix="agl-upstream-"))  # outside the checkout: upstream's package
+    env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True"}  # upstream imports litellm, which would fetch a price list
+    changed: list[str] = []
+    for name, (strategy, option) in UPSTREAM_STRATEGIES.items():
+        report = work / f"{version}-{name}"
+        options = ["--strategy-option", option] if option else []
+        with session.chdir(work):
             session.run(
-                "python", "-c",
-                "from importlib.metadata import entry_points, version; "
-                "assert any(e.value == 'conformance.plugin' for e in entry_points(group='pytest11')); "
-                "print(version('agentlightning-execution'))",
+                "python", "-m", "conformance", strategy, *options, "-p", "no:cacheprovider",
+                f"--conformance-report={report}.json", env=env, success_codes=[0, 1],
             )  # fmt: skip
-            session.run("python", "-m", "conformance", "shm", "-k", "L1 or K1", "-p", "no:cacheprovider")
-            session.run("python", "-m", "pytest", "--strategy=shm", "-k", "L2", "-p", "no:cacheprovider")
+        observed = json.loads(pathlib.Path(f"{report}.json").read_text(encoding="utf-8"))["contracts"]
+        expected = pinned["verdicts"].get(version, {}).get(name, {})  # unpinned: every verdict is a change
+        for cid in sorted(set(observed) | set(expected)):
+            if observed.get(cid) != expected.get(cid):
+                changed.append(f"{version} {name} {cid}: pinned {expected.get(cid)}, now {observed.get(cid)}")
+    if changed:
+        session.error("verdicts changed against " + UPSTREAM_VERDICTS + ":\n" + "\n".join(changed))
 
 
 @nox.session(python="3.11", default=False)
 def bench(session: nox.Session) -> None:
     """Every benchmark workload; regenerates docs/benchmarks.md and its plots."""
-    session.install("-e", ".[dev]")
+    session.install(*KIT, "-e", ".[dev]")
     session.run("python", "-m", "bench", *session.posargs)

@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from conformance.compat import KitIncompatible, build_span, require_method
 from conformance.faults import gate_is_open
 from conformance.journal import write_record
 from conformance.scenarios import Script, Step, StoreFault
@@ -57,6 +58,19 @@ __all__ = [
 
 _POLL_INTERVAL = 0.01  # event polling period of "poll"/"gate"/"work": 50x finer than L4's 0.5 s bound
 _IDLE_INTERVAL = 0.005  # "work" loop back-off while the queue is empty
+# The store methods each store op calls (checked before the op, so a missing one is named as such).
+_STORE_OP_METHODS: dict[str, tuple[str, ...]] = {
+    "enqueue": ("enqueue_rollout",),
+    "wait_all": ("wait_for_rollouts",),
+    "work": ("dequeue_rollout", "add_span", "update_attempt"),
+    "dequeue": ("dequeue_rollout",),
+    "start_rollout": ("start_rollout",),
+    "add_span": ("start_rollout", "add_span"),
+    "complete": ("update_attempt",),
+    "query": ("query_rollouts",),
+    "add_resources": ("add_resources",),
+    "get_latest_resources": ("get_latest_resources",),
+}
 
 _stack_dump: tuple[int, TextIO] | None = None  # (pid, file) of this process's SIGUSR1 registration
 
@@ -353,6 +367,8 @@ class _Run:
     async def _store_op(self, args: dict[str, Any]) -> bool:
         op = str(args.get("op", ""))
         store = self.store
+        for method in _STORE_OP_METHODS.get(op, (str(args.get("method", "")),) if op == "call" else ()):
+            require_method(store, method)
         if op == "enqueue":
             count = int(args.get("count", 1))
             config = _rollout_config(args.get("config"))
@@ -396,7 +412,16 @@ class _Run:
             rollouts = await store.query_rollouts()
             self.journal("queried", f"{len(rollouts)} rollouts", {"statuses": [r.status for r in rollouts]})
         elif op == "add_resources":
-            update = await store.add_resources(dict(args.get("resources", {"by": self.name})))
+            resources = dict(args.get("resources", {"by": self.name}))
+            try:
+                update = await store.add_resources(resources)
+            except Exception as error:
+                if type(error).__name__ != "ValidationError":  # pydantic's: the installed types refuse it
+                    raise
+                refusal = " ".join(str(error).split())
+                raise KitIncompatible(
+                    f"the store's types refuse the kit's resources {resources!r}: {refusal}"
+                ) from None
             self.journal("resources", update.resources_id)
         elif op == "get_latest_resources":
             update = await store.get_latest_resources()
@@ -436,18 +461,8 @@ class _Run:
     async def _add_span(self, attempted: Any) -> None:
         self.spans += 1
         span_id = f"{self.name.replace(' ', '-')}-{os.getpid()}-{self.spans}"
-        fields = {
-            "rollout_id": attempted.rollout_id,
-            "attempt_id": attempted.attempt.attempt_id,
-            "span_id": span_id,
-            "name": "conformance",
-        }
-        try:
-            from agentlightning.types import Span
-        except ImportError:  # a foreign store: hand it the fields as a mapping
-            await self.store.add_span(fields)
-        else:
-            await self.store.add_span(Span(**fields))
+        span = build_span(attempted.rollout_id, attempted.attempt.attempt_id, span_id, "conformance")
+        await self.store.add_span(span)
 
 
 def _rollout_config(fields: Any) -> Any:
@@ -510,6 +525,10 @@ class _ScriptedBundle:
         except asyncio.CancelledError:
             outcome = "cancelled"
             run.journal("cancelled")
+            raise
+        except KitIncompatible as exc:  # the kit's own step cannot run here: a set-up error, named
+            outcome = "kit-incompatible"
+            run.journal("kit-incompatible", str(exc))
             raise
         except BaseException as exc:
             outcome = f"raised {_qualname(exc)}"

@@ -912,6 +912,10 @@ class ContractItem(pytest.Item):
                 pytest.xfail(f"waived: {waiver.reason}")
             self._record("fail", outcome.summary, outcome)
             raise outcome.contract_failed()
+        if outcome.verdict == "setup-error":
+            # The kit could not drive the target: the cause is named, and no contract verdict is given.
+            self._record("error", outcome.summary, outcome)
+            pytest.fail(f"{outcome.summary}\n{outcome.error}", pytrace=False)
         if outcome.verdict == "error":
             # A check that breaks (or a sandbox error) is a failed item with its traceback, never a pass.
             self._record("fail", outcome.summary, outcome)

@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 # Worst first: a contract's verdict is the worst of its situations.
-_SEVERITY = ("missing", "fail", "blocked", "flaky", "waived", "limitation", "pass", "n/a")
+_SEVERITY = ("missing", "error", "fail", "blocked", "flaky", "waived", "limitation", "pass", "n/a")
 
 
 @dataclass(frozen=True)
@@ -169,9 +169,9 @@ class ConformanceReport:
 
     @property
     def ok(self) -> bool:
-        """No failure, nothing blocked or missing, no flaky item when the profile fails on one (waived, n/a
-        and limitations are reported, not failures)."""
-        failing = ("fail", "blocked", "flaky") if self.flaky_fails else ("fail", "blocked")
+        """No failure or set-up error, nothing blocked or missing, no flaky item when the profile fails on
+        one (waived, n/a and limitations are reported, not failures)."""
+        failing = ("error", "fail", "blocked", "flaky") if self.flaky_fails else ("error", "fail", "blocked")
         return not self.missing and all(result.verdict not in failing for result in self.results)
 
 

@@ -63,6 +63,7 @@ from conformance.scenarios import (
     ScenarioResult,
     Target,
 )
+from conformance.verdicts import SetupError
 
 __all__ = ["CallResult", "SandboxError", "run_call", "run_scenario", "shutdown_sandboxes"]
 
@@ -76,7 +77,7 @@ _F4_WATCH = 5.0  # seconds (scaled) the observer watches workers after their par
 _STDERR_KEEP = 64 * 1024
 
 
-class SandboxError(RuntimeError):
+class SandboxError(SetupError):
     """The sandbox itself failed (zygote died, target could not be built): not a strategy verdict."""
 
 
@@ -505,7 +506,7 @@ def _write_result(directory: str, result: dict[str, Any]) -> None:
 
 
 class _Zygote:
-    def __init__(self) -> None:
+    def __init__(self, timeout_scale: float = 1.0) -> None:
         self.owner = os.getpid()
         self.root = tempfile.mkdtemp(prefix=f"cfk{os.getpid()}-")
         self.counter = 0
@@ -526,7 +527,9 @@ class _Zygote:
         self.from_zygote = self.process.stdout.fileno()
         self.exits: dict[int, int] = {}
         _send(self.to_zygote, {"sys_path": list(sys.path), "cwd": os.getcwd(), "root": self.root})
-        message = self.receive(_ZYGOTE_START_TIMEOUT)
+        # Scaled like every other bound: importing a heavy target (upstream pulls litellm) on a loaded
+        # machine takes longer, and a zygote that is merely slow is not a broken one.
+        message = self.receive(_ZYGOTE_START_TIMEOUT * max(1.0, timeout_scale))
         if message is None or message[0] != "ready":
             self.stop()
             raise SandboxError(f"the sandbox zygote did not start: {message!r}; see {self.root}/zygote.log")
@@ -575,14 +578,14 @@ _lock = threading.Lock()
 _zygote: _Zygote | None = None
 
 
-def _get_zygote() -> _Zygote:
+def _get_zygote(timeout_scale: float = 1.0) -> _Zygote:
     global _zygote
     if _zygote is not None and (_zygote.owner != os.getpid() or not _zygote.alive()):
         if _zygote.owner == os.getpid():
             _zygote.stop()
         _zygote = None  # a forked copy of another process's handle is not ours to use
     if _zygote is None:
-        _zygote = _Zygote()
+        _zygote = _Zygote(timeout_scale)
     return _zygote
 
 
@@ -612,7 +615,7 @@ def run_scenario(
         raise ValueError(f"timeout_scale must be > 0, got {timeout_scale!r}")
     FaultDriver(scenario, journal_path="", gate_dir="", scenario_pid=0)  # validates the gates up front
     with _lock:
-        zygote = _get_zygote()
+        zygote = _get_zygote(timeout_scale)
         zygote.counter += 1
         # Short on purpose: strategies put AF_UNIX sockets (108-byte paths) under the private TMPDIR.
         directory = tempfile.mkdtemp(prefix=f"{zygote.counter:04d}-", dir=zygote.root)
@@ -645,7 +648,7 @@ def run_call(
     if timeout_scale <= 0:
         raise ValueError(f"timeout_scale must be > 0, got {timeout_scale!r}")
     with _lock:
-        zygote = _get_zygote()
+        zygote = _get_zygote(timeout_scale)
         zygote.counter += 1
         directory = tempfile.mkdtemp(prefix=f"{zygote.counter:04d}-", dir=zygote.root)
         try:
@@ -803,6 +806,9 @@ def _observe(
     journal = tuple(read_journal(journal_path))
     if "setup_error" in result_data:
         raise SandboxError(f"cannot set up the scenario {scenario.name!r}:\n{result_data['setup_error']}")
+    incompatible = next((record for record in journal if record.kind == "kit-incompatible"), None)
+    if incompatible is not None:
+        raise SetupError(f"the kit cannot drive this target in {scenario.name!r}: {incompatible.detail}")
     leak_report: LeakReport = result_data.get("leaks", LeakReport())
     leak_report = _merge_stderr(leak_report, stderr, survivors)
     measurements.update(result_data.get("measurements", {}))

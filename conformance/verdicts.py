@@ -5,6 +5,9 @@ against its bound and the journal timeline), ``NotApplicable`` (naming the capab
 contract) or ``DeclaredLimitation`` (a limitation the strategy declared, which is reported, not passed).
 ``CheckOutcome`` is what one run of a check concluded, as plain data: it can be written down (a
 prerequisite's outcome is shared between the processes of a run) and raised again where it is reported.
+A ``SetupError`` (the kit could not drive the target: a missing store method, a value the installed types
+refuse, a target the sandbox cannot build) is the verdict ``error``, naming the cause: never a contract
+failure.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ __all__ = [
     "ContractFailed",
     "DeclaredLimitation",
     "NotApplicable",
+    "SetupError",
     "Verdict",
 ]
 
-VERDICTS = ("pass", "fail", "blocked", "flaky", "n/a", "limitation", "waived")
-"""``blocked``: not run, a prerequisite contract failed; ``flaky``: passed and failed across repeats."""
+VERDICTS = ("pass", "fail", "blocked", "flaky", "n/a", "limitation", "waived", "error")
+"""``blocked``: not run, a prerequisite contract failed; ``flaky``: passed and failed across repeats;
+``error``: the kit could not drive the target (set-up), no contract verdict."""
 
 
 @dataclass(frozen=True)
@@ -95,10 +100,15 @@ class DeclaredLimitation(Exception):
         super().__init__(f"limitation (declared: {capability}): {reason}")
 
 
+class SetupError(RuntimeError):
+    """The kit could not drive the target (its own incompatibility or the sandbox's): no contract verdict."""
+
+
 @dataclass(frozen=True)
 class CheckOutcome:
-    """What one run of a check concluded: ``pass``, ``fail``, ``n/a``, ``limitation`` or ``error`` (the
-    check itself broke, reported as a failed item with ``error``, its traceback).
+    """What one run of a check concluded: ``pass``, ``fail``, ``n/a``, ``limitation``, ``error`` (the
+    check itself broke, reported as a failed item with ``error``, its traceback) or ``setup-error`` (the
+    kit could not drive the target: reported as the verdict ``error``, naming the cause).
 
     ``failure`` holds a ``ContractFailed``'s fields; ``reraise`` raises the same verdict again, so an
     outcome settled in another process is reported exactly as if the check had run here.
@@ -126,13 +136,15 @@ class CheckOutcome:
             return cls("n/a", excluded.capability, excluded.reason)
         except DeclaredLimitation as limited:
             return cls("limitation", limited.capability, limited.reason)
+        except SetupError as error:
+            return cls("setup-error", reason=" ".join(str(error).split()), error=traceback.format_exc())
         except Exception as error:
             return cls("error", reason=f"{type(error).__name__}: {error}", error=traceback.format_exc())
         return cls("pass")
 
     @property
     def failed(self) -> bool:
-        return self.verdict in ("fail", "error")
+        return self.verdict in ("fail", "error", "setup-error")
 
     @property
     def summary(self) -> str:
@@ -143,6 +155,8 @@ class CheckOutcome:
             return f"observed {observed}; expected {self.failure.get('expected', '')}{figure}"
         if self.verdict == "error":
             return f"check error: {self.reason}"
+        if self.verdict == "setup-error":
+            return f"set-up: {self.reason}"
         return f"{self.capability}: {self.reason}" if self.capability else self.reason
 
     def contract_failed(self) -> ContractFailed:

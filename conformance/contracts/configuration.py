@@ -64,7 +64,37 @@ def _registry_tools(ctx: CheckContext) -> tuple[Mapping[str, Any], Callable[...,
             "agentlightning",
             f"the registry and build_component are not importable ({error}): nothing to build through",
         )
+    mismatch = _signature_mismatch(build_component)
+    if mismatch:
+        ctx.not_applicable(
+            "agentlightning",
+            f"the installed build_component takes another signature ({mismatch}): the kit cannot call it",
+        )
     return registry, build_component
+
+
+_BUILD_KEYWORDS = frozenset({"expected_type", "registry", "optional_kwargs", "name"})
+
+
+def _signature_mismatch(build_component: Callable[..., Any]) -> str:
+    """What keeps the kit from calling ``build_component(spec, <_BUILD_KEYWORDS>)``; empty when nothing."""
+    try:
+        parameters = inspect.signature(build_component).parameters
+    except (TypeError, ValueError):
+        return ""  # not introspectable: call it and let the check report what happens
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return ""
+    missing = sorted(_BUILD_KEYWORDS - set(parameters))
+    required = sorted(
+        name
+        for name, p in list(parameters.items())[1:]
+        if p.default is inspect.Parameter.empty
+        and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        and name not in _BUILD_KEYWORDS
+    )
+    parts = [f"no parameter {', '.join(missing)}"] if missing else []
+    parts += [f"requires {', '.join(required)}"] if required else []
+    return "; ".join(parts)
 
 
 def _aliases_of(cls: type, registry: Mapping[str, Any]) -> list[str]:

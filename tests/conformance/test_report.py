@@ -82,6 +82,7 @@ def test_totals_and_ok() -> None:
         "n/a": 1,
         "limitation": 1,
         "waived": 0,
+        "error": 0,
         "missing": 1,
     }
     assert not report.ok
