@@ -122,6 +122,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="P1 thorough profile: run N hypothesis-drawn scenarios (default: the CI profile, about 60 s)",
     )
     group.addoption(
+        "--conformance-perturb",
+        dest="conformance_perturb",
+        choices=("off", "p1"),
+        default="off",
+        help="P1: draw a seeded scheduling perturbation with each scenario (small delays at thread and "
+        "process start, event set()/wait(), socket sends, and a random switch interval); default off",
+    )
+    group.addoption(
         "--conformance-replay",
         dest="conformance_replay",
         metavar="SCENARIO",
@@ -560,6 +568,8 @@ def _p1_options(config: pytest.Config) -> dict[str, Any]:
                 f"--conformance-examples {examples!r} must be a positive number of scenarios"
             )
         options["examples"] = examples
+    if config.getoption("conformance_perturb", "off") == "p1":
+        options["perturb"] = True
     replay = config.getoption("conformance_replay")
     if replay:
         from conformance.schedules import scenario_from_json

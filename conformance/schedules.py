@@ -32,6 +32,7 @@ replay and pasteable forms printed on failure.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -40,6 +41,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from conformance.exploration import replay_text
+from conformance.perturbation import Perturbation
 from conformance.scenarios import Fault, Scenario, Script, Step, StoreFault
 
 __all__ = [
@@ -83,6 +85,7 @@ class ScheduleBounds:
     max_turns: int = 4
     long_tails: bool = True  # long non-cooperation (costs the strategy's grace period per scenario)
     timeout_scale: float = 1.0
+    perturb: bool = False  # draw a scheduling perturbation (``conformance.perturbation``) with each one
 
     def __post_init__(self) -> None:
         if self.max_runners < 1:
@@ -202,7 +205,22 @@ def _schedule(draw: st.DrawFn, caps: Mapping[str, Any], bounds: ScheduleBounds) 
         st.sampled_from(("all started", "algorithm started", "last runner started", "algorithm started"))
     )
     before_start = draw(st.sampled_from((None,) * 18 + ("sigint-main", "sigint-group")))
-    return _compile(n_runners, raw, tails, start, before_start, final_enqueue, caps, bounds)
+    scenario = _compile(n_runners, raw, tails, start, before_start, final_enqueue, caps, bounds)
+    if bounds.perturb:
+        scenario = dataclasses.replace(scenario, perturbation=draw(_perturbations()))
+    return scenario
+
+
+def _perturbations() -> st.SearchStrategy[Perturbation | None]:
+    """A seeded perturbation, or none (what shrinking goes to: the smallest scenario is unperturbed)."""
+    drawn = st.builds(
+        Perturbation,
+        seed=st.integers(0, 2**16 - 1),
+        rate=st.sampled_from((0.1, 0.3, 0.6)),
+        max_delay=st.sampled_from((0.002, 0.01, 0.03)),
+        switch_interval=st.sampled_from((1e-6, 1e-4, 0.005, 0.05)),
+    )
+    return st.one_of(st.none(), drawn)
 
 
 def scenarios(
@@ -418,6 +436,7 @@ def scenario_from_json(text: str) -> Scenario:
             hang_bound=float(data.get("hang_bound", 30.0)),
             settle=float(data.get("settle", 2.0)),
             inspect_caller_store=bool(data.get("inspect_caller_store", False)),
+            perturbation=None if data.get("perturbation") is None else Perturbation(**data["perturbation"]),
         )
     except (ValueError, KeyError, TypeError) as error:
         shown = text if len(text) <= 80 else text[:77] + "..."
@@ -457,6 +476,7 @@ def _record_source(value: Any) -> str:
 def scenario_source(scenario: Scenario) -> str:
     """The scenario as pasteable Python: the ``Scenario(...)`` constructor, one step per line."""
     lines = [
+        "from conformance.perturbation import Perturbation",
         "from conformance.scenarios import Fault, Scenario, Script, Step, StoreFault",
         "",
         "scenario = Scenario(",
@@ -475,6 +495,8 @@ def scenario_source(scenario: Scenario) -> str:
         lines.append("    store_faults=(")
         lines += [f"        {_record_source(fault)}," for fault in scenario.store_faults]
         lines.append("    ),")
+    if scenario.perturbation is not None:
+        lines.append(f"    perturbation={scenario.perturbation!r},")
     lines.append(f"    hang_bound={scenario.hang_bound!r},")
     lines.append(")")
     return "\n".join(lines)

@@ -214,6 +214,7 @@ def check_random_schedules(ctx: CheckContext) -> None:
             _report(ctx, finding, None)
         return
     examples = options.get("examples")
-    exploration = explore(ctx, examples=examples, budget=None if examples else CI_BUDGET)
+    bounds = ScheduleBounds(timeout_scale=ctx.timeout_scale, perturb=bool(options.get("perturb")))
+    exploration = explore(ctx, examples=examples, budget=None if examples else CI_BUDGET, bounds=bounds)
     if exploration.finding is not None:
         _report(ctx, exploration.finding, exploration)
