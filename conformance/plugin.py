@@ -155,6 +155,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "(T9) (default: what the profile says; T9: its CI budget)",
     )
     group.addoption(
+        "--conformance-perturb",
+        dest="conformance_perturb",
+        choices=("off", "p1"),
+        default="off",
+        help="P1: draw a seeded scheduling perturbation with each scenario (small delays at thread and "
+        "process start, event set()/wait(), socket sends, and a random switch interval); default off",
+    )
+    group.addoption(
         "--conformance-replay",
         dest="conformance_replay",
         metavar="SCENARIO",
@@ -707,6 +715,8 @@ def _kit_options(config: pytest.Config, kind: Subject) -> dict[str, Any]:
                 + ("scenarios" if kind == "strategy" else "workloads")
             )
         options["examples"] = examples
+    if config.getoption("conformance_perturb", "off") == "p1":
+        options["perturb"] = True
     replay = config.getoption("conformance_replay")
     if replay:
         from conformance.schedules import scenario_from_json

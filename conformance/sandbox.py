@@ -54,6 +54,7 @@ from conformance import leaks
 from conformance.bundles import ScriptedAlgorithm, ScriptedRunner, register_stack_dump
 from conformance.faults import BEFORE_START_GATE, FaultDriver
 from conformance.journal import held_open, read_journal, write_record
+from conformance.perturbation import installed
 from conformance.remote_resources import RemoteProbe, probe_of, remote_leftovers
 from conformance.scenarios import (
     ExceptionInfo,
@@ -397,6 +398,10 @@ def _scenario_main(request: dict[str, Any]) -> int:
     returned_value: str | None = None
     late_signals = 0
     state_after: dict[str, Any] = {}
+    perturbed = installed(scenario.perturbation)
+    perturbation = perturbed.__enter__()  # left once every run has ended, before the leak snapshots
+    if scenario.perturbation is not None:
+        write_record(journal_path, "kit", "perturbation", repr(scenario.perturbation))
     for index in range(max(1, scenario.repeat)):
         write_record(journal_path, "kit", "execute-start", f"run {index + 1}/{scenario.repeat}")
         started = time.monotonic()
@@ -431,6 +436,9 @@ def _scenario_main(request: dict[str, Any]) -> int:
             break
         if scenario.repeat > 1:
             repeat_counts.append(_settle_counts(before, _REPEAT_SETTLE * scale, probe_of(strategy)))
+    perturbed.__exit__(None, None, None)  # every patched racing point is the original again
+    if perturbation is not None:
+        write_record(journal_path, "kit", "perturbation-removed", f"{perturbation.delays} delays")
     while not state_after:
         try:
             state_after = leaks.caller_state()

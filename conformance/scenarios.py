@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from conformance.perturbation import Perturbation
+
 __all__ = [
     "STEP_KINDS",
     "ExceptionInfo",
@@ -123,6 +125,8 @@ class Scenario:
     # object it passed to execute() with ``conformance.store_snapshot.describe_caller_store(store)`` and
     # puts the dict in ``ScenarioResult.caller_store`` (its type, id, pid and every rollout it holds).
     inspect_caller_store: bool = False
+    # P1: the seeded scheduling perturbation installed in the scenario process while execute() runs
+    perturbation: Perturbation | None = None
 
     def runner_script(self, worker_id: int) -> Script:
         if not self.runners:

@@ -4,7 +4,8 @@ A schedule is a runner count, a sequence of *turns* and a *tail* per runner, com
 ``Scenario`` model (``scenarios.py``) with gates, so the order of what the bundles do comes from the
 drawn data and never from timing:
 
-- Turn ``k`` is owned by one bundle (or, for failures that happen together, by a group of 2-3 bundles).
+- Turn ``k`` is owned by one bundle (or, for failures that happen together, by a group of 2-3 bundles,
+  which wait at its gate blind to the event, so each acts even when another member's failure came first).
   Its owner waits at gate ``turn-k`` (watching the event), performs one action, and, when the action does
   not stop the run, waits at its marker gate ``done-k``; the kit opens ``done-k`` and ``turn-(k+1)`` as
   soon as the marker is reached (a signal turn delivers its signal at that moment instead, its owner
@@ -31,6 +32,7 @@ replay and pasteable forms printed on failure.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -39,6 +41,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from conformance.exploration import replay_text
+from conformance.perturbation import Perturbation
 from conformance.scenarios import Fault, Scenario, Script, Step, StoreFault
 
 __all__ = [
@@ -82,6 +85,7 @@ class ScheduleBounds:
     max_turns: int = 4
     long_tails: bool = True  # long non-cooperation (costs the strategy's grace period per scenario)
     timeout_scale: float = 1.0
+    perturb: bool = False  # draw a scheduling perturbation (``conformance.perturbation``) with each one
 
     def __post_init__(self) -> None:
         if self.max_runners < 1:
@@ -135,28 +139,43 @@ def _stopping() -> st.SearchStrategy[tuple[Any, ...]]:
     )
 
 
+def _members(max_runners: int) -> st.SearchStrategy[tuple[int, list[int]]]:
+    """A group's size (2-3) and a permutation of every bundle index up to ``max_runners``; ``_compile``
+    keeps the first ``size`` indices within the drawn runner count. Drawn apart from the runner count, so
+    shrinking the count leaves the rest of the schedule as it was; always 2 distinct bundles or more."""
+    return st.tuples(st.integers(2, 3), st.permutations(range(max_runners + 1)))
+
+
+def _weighted(*choices: tuple[int, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
+    """One of ``choices``, each drawn with its weight (``st.one_of`` drops repeated branches, so it cannot
+    weight by repetition); shrinks towards the first choice."""
+    indices = tuple(index for index, (weight, _) in enumerate(choices) for _ in range(weight))
+    return st.sampled_from(indices).flatmap(lambda index: choices[index][1])
+
+
 def _raw_turns(caps: Mapping[str, Any], bounds: ScheduleBounds) -> st.SearchStrategy[Any]:
     """Calm turns (none stops the run), then at most one turn that stops it (``None``: none does).
 
-    The algorithm owns about half the turns (it drives a run); the rest go to any bundle.
+    Owners are bundle indices (0 the algorithm, ``i`` runner ``i - 1``, modulo the drawn count): the
+    algorithm owns about half the turns (it drives a run); the rest go to any bundle. A group (2-3
+    distinct bundles of the schedule failing together) ends a third of the schedules, its members
+    mostly doing the same thing: near-simultaneous failures are where error reporting races.
     """
     owner = st.one_of(st.just(0), st.integers(0, bounds.max_runners))
     faults = ["sigint-main", "sigint-group"]
     if caps.get("uses_processes", True):
-        faults.append("sigkill-worker")
+        faults += ["sigkill-worker", "sigkill-worker"]  # a worker death reaches F1 and the claims (T3)
     calm = st.tuples(st.just("act"), owner, _non_stopping())
-    stop = st.one_of(
-        st.none(),
-        st.tuples(st.just("act"), owner, _stopping()),
-        st.none(),
-        st.tuples(
-            st.just("group"),
-            st.lists(owner, min_size=2, max_size=3, unique=True),
-            _stopping(),
-            # None: the same action as the first member's (two bundles failing alike is drawn often)
-            st.lists(st.one_of(st.just(None), _stopping()), min_size=2, max_size=2),
-        ),
-        st.tuples(st.just("fault"), owner, st.sampled_from(tuple(faults))),
+    # None: the same action as the first member's (two bundles failing alike is drawn three times in four)
+    other = _weighted((3, st.none()), (1, _stopping()))
+    group = st.tuples(
+        st.just("group"), _members(bounds.max_runners), _stopping(), st.lists(other, min_size=2, max_size=2)
+    )
+    stop = _weighted(
+        (3, st.none()),
+        (2, st.tuples(st.just("act"), owner, _stopping())),
+        (3, group),
+        (1, st.tuples(st.just("fault"), owner, st.sampled_from(tuple(faults)))),
     )
     # The count first (uniform), then the turns: a plain list strategy mostly draws empty schedules.
     calms = st.integers(0, bounds.max_turns).flatmap(
@@ -186,7 +205,22 @@ def _schedule(draw: st.DrawFn, caps: Mapping[str, Any], bounds: ScheduleBounds) 
         st.sampled_from(("all started", "algorithm started", "last runner started", "algorithm started"))
     )
     before_start = draw(st.sampled_from((None,) * 18 + ("sigint-main", "sigint-group")))
-    return _compile(n_runners, raw, tails, start, before_start, final_enqueue, caps, bounds)
+    scenario = _compile(n_runners, raw, tails, start, before_start, final_enqueue, caps, bounds)
+    if bounds.perturb:
+        scenario = dataclasses.replace(scenario, perturbation=draw(_perturbations()))
+    return scenario
+
+
+def _perturbations() -> st.SearchStrategy[Perturbation | None]:
+    """A seeded perturbation, or none (what shrinking goes to: the smallest scenario is unperturbed)."""
+    drawn = st.builds(
+        Perturbation,
+        seed=st.integers(0, 2**16 - 1),
+        rate=st.sampled_from((0.1, 0.3, 0.6)),
+        max_delay=st.sampled_from((0.002, 0.01, 0.03)),
+        switch_interval=st.sampled_from((1e-6, 1e-4, 0.005, 0.05)),
+    )
+    return st.one_of(st.none(), drawn)
 
 
 def scenarios(
@@ -309,18 +343,18 @@ def _compile(
             break
         build.faults.append(Fault("open-gate", opener, open_gate=turn_gate(turn)))
         if entry[0] == "group":
-            owners = list(dict.fromkeys(_bundle(i, n_runners) for i in entry[1]))
+            size, order = entry[1]
+            owners = [_bundle(i, n_runners) for i in order if i <= n_runners][:size]
             actions = [entry[2], *(entry[2] if other is None else other for other in entry[3])]
-            if len(owners) >= 2:
-                for owner, action in zip(owners, actions[: len(owners)], strict=True):
-                    build.steps[owner] += [gate, *build.action_steps(owner, turn, action)]
-                stopped = True
-                break
-            single = ("act", entry[1][0], entry[2])
-        else:
-            single = entry
-        owner = _bundle(single[1], n_runners)
-        action = single[2]
+            # Members act together even when another member's failure has already set the event: each
+            # passes the gate blind to it (a bundle busy in its own work does not look at the event).
+            together = Step("gate", args={"name": turn_gate(turn), "ignore_event": True})
+            for owner, action in zip(owners, actions[: len(owners)], strict=True):
+                build.steps[owner] += [together, *build.action_steps(owner, turn, action)]
+            stopped = True
+            break
+        owner = _bundle(entry[1], n_runners)
+        action = entry[2]
         build.steps[owner] += [gate, *build.action_steps(owner, turn, action)]
         if action[0] in _STOPPING_KINDS:
             stopped = True
@@ -402,6 +436,7 @@ def scenario_from_json(text: str) -> Scenario:
             hang_bound=float(data.get("hang_bound", 30.0)),
             settle=float(data.get("settle", 2.0)),
             inspect_caller_store=bool(data.get("inspect_caller_store", False)),
+            perturbation=None if data.get("perturbation") is None else Perturbation(**data["perturbation"]),
         )
     except (ValueError, KeyError, TypeError) as error:
         shown = text if len(text) <= 80 else text[:77] + "..."
@@ -441,6 +476,7 @@ def _record_source(value: Any) -> str:
 def scenario_source(scenario: Scenario) -> str:
     """The scenario as pasteable Python: the ``Scenario(...)`` constructor, one step per line."""
     lines = [
+        "from conformance.perturbation import Perturbation",
         "from conformance.scenarios import Fault, Scenario, Script, Step, StoreFault",
         "",
         "scenario = Scenario(",
@@ -459,6 +495,8 @@ def scenario_source(scenario: Scenario) -> str:
         lines.append("    store_faults=(")
         lines += [f"        {_record_source(fault)}," for fault in scenario.store_faults]
         lines.append("    ),")
+    if scenario.perturbation is not None:
+        lines.append(f"    perturbation={scenario.perturbation!r},")
     lines.append(f"    hang_bound={scenario.hang_bound!r},")
     lines.append(")")
     return "\n".join(lines)

@@ -216,13 +216,15 @@ def check_random_schedules(ctx: CheckContext) -> None:
             _report(ctx, finding, None)
         return
     examples = options.get("examples")
+    bounds = ScheduleBounds(timeout_scale=ctx.timeout_scale, perturb=bool(options.get("perturb")))
     if examples:
-        exploration = explore(ctx, examples=examples, budget=None)
+        exploration = explore(ctx, examples=examples, budget=None, bounds=bounds)
     else:  # the run's profile may give P1 its own budget (conformance.profiles)
         exploration = explore(
             ctx,
             budget=float(options.get("budget", CI_BUDGET)),
             max_examples=int(options.get("max_examples", CI_EXAMPLES)),
+            bounds=bounds,
         )
     if exploration.finding is not None:
         _report(ctx, exploration.finding, exploration)

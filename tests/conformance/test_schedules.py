@@ -68,7 +68,7 @@ def test_processes_get_worker_kills_and_long_blocks_somewhere() -> None:
         )
 
     collect()
-    assert {"sigkill-worker", "sigint-main", "sigint-group", "long block"} <= kinds
+    assert {"sigkill-worker", "sigint-main", "sigint-group", "long block"} <= kinds, kinds
 
 
 def _draw(seed_value: int, count: int = 25) -> list[str]:
@@ -134,3 +134,33 @@ def test_turn_gates_follow_the_naming_the_oracle_reads() -> None:
         assert gates and gates[-1].startswith(TURN_PREFIX)  # the algorithm always ends at its final gate
 
     check()
+
+
+def _twins(scenario: Scenario) -> bool:
+    """Two bundles or more fail with the same exception at the same turn gate (blind to the event)."""
+    failures: dict[str, list[tuple[str, str]]] = {}
+    for script in (scenario.algorithm, *scenario.runners):
+        for gate, action in zip(script.steps, script.steps[1:], strict=False):
+            if gate.kind == "gate" and gate.args.get("ignore_event") and action.kind != "store":
+                failures.setdefault(str(gate.args["name"]), []).append(
+                    (action.kind, str(action.args.get("type", "")))
+                )
+    return any(len(found) > len(set(found)) for found in failures.values())
+
+
+def test_near_simultaneous_twin_failures_are_drawn_often_within_the_runner_count() -> None:
+    drawn: list[Scenario] = []
+
+    @settings(max_examples=100, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+    @seed(0)
+    @given(scenarios(_THREADS))
+    def collect(scenario: Scenario) -> None:
+        drawn.append(scenario)
+
+    collect()
+    twins = [scenario for scenario in drawn if _twins(scenario)]
+    assert len(twins) >= 10, f"{len(twins)} twin-failure shapes in {len(drawn)} scenarios"
+    for scenario in drawn:  # a group's members are distinct bundles of the scenario, each once per gate
+        for script in (scenario.algorithm, *scenario.runners):
+            names = [step.args["name"] for step in script.steps if step.kind == "gate"]
+            assert len(names) == len(set(names))
