@@ -105,7 +105,7 @@ def test_unknown_alias_names_it_and_lists_the_known_ones() -> None:
     message = str(error.value)
     assert "unknown strategy 'shmm'" in message
     assert "did you mean 'shm'?" in message
-    assert "known aliases: cs, ipc, shm" in message
+    assert "known aliases: cs, ipc, ray, shm" in message
 
 
 @pytest.mark.skipif(not HAS_REGISTRY, reason="agentlightning's registry is not importable")
