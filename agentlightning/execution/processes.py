@@ -60,7 +60,7 @@ from typing import Any, Literal
 
 from agentlightning.execution.events import MultiprocessingEvent
 from agentlightning.execution.remote_errors import dump_exception, load_exception
-from agentlightning.execution.threads import claim_signal_wakeup, release_signal_wakeup
+from agentlightning.execution.threads import claim_signal_wakeup, release_signal_wakeup, sigint_deferred
 
 __all__ = [
     "START_METHODS",
@@ -582,15 +582,21 @@ class _SignalWakeup:
     def __enter__(self) -> _SignalWakeup:
         if threading.current_thread() is not threading.main_thread():
             return self
-        reader, writer = os.pipe()
-        os.set_blocking(reader, False)
-        os.set_blocking(writer, False)
-        if not claim_signal_wakeup(writer):
-            os.close(reader)
-            os.close(writer)
-            return self
-        self._fds = (reader, writer)
-        self.handles = (reader,)
+        try:
+            with sigint_deferred():  # a Ctrl+C here must not leave the pipe half made (K5)
+                reader, writer = os.pipe()
+                self._fds = (reader, writer)
+                os.set_blocking(reader, False)
+                os.set_blocking(writer, False)
+                if claim_signal_wakeup(writer):
+                    self.handles = (reader,)
+                else:
+                    self._fds = None
+                    os.close(reader)
+                    os.close(writer)
+        except BaseException:  # the held-back Ctrl+C, raised once the pipe is whole: undo it
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def drain(self) -> None:
@@ -602,11 +608,12 @@ class _SignalWakeup:
     def __exit__(self, *exc_info: object) -> None:
         if self._fds is None:
             return
-        reader, writer = self._fds
-        self._fds, self.handles = None, ()
-        release_signal_wakeup(writer)
-        os.close(reader)
-        os.close(writer)
+        with sigint_deferred():
+            reader, writer = self._fds
+            self._fds, self.handles = None, ()
+            release_signal_wakeup(writer)
+            os.close(reader)
+            os.close(writer)
 
 
 def _block_sigint_in_the_forkserver() -> None:

@@ -29,7 +29,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -45,6 +45,7 @@ __all__ = [
     "close_loop",
     "release_signal_wakeup",
     "run_on_private_loop",
+    "sigint_deferred",
 ]
 
 # Marked as ours: a Ctrl+C that arrives in this module's frames is deferred to bundle code (see threads).
@@ -380,6 +381,31 @@ def _interrupts_bundle_code(frame: FrameType | None) -> bool:
             outermost_user = current
         current = current.f_back
     return False
+
+
+@contextlib.contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold a Ctrl+C back while the block runs on the main thread, then hand it to the handler it was for.
+
+    For blocks that make or free a pair of descriptors: Python runs a signal handler between any two
+    bytecodes, so a ``KeyboardInterrupt`` landing just after ``os.pipe()`` returned, before its result is
+    stored, leaks both ends. The handler that was installed runs once the block is done (for Python's
+    default one: ``KeyboardInterrupt`` raised there), so the interrupt is late, never lost.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[FrameType | None] = []
+    previous = signal.signal(signal.SIGINT, lambda _signum, frame: pending.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if pending:
+            if callable(previous):
+                previous(signal.SIGINT, pending[0])
+            elif previous == signal.SIG_DFL:
+                signal.raise_signal(signal.SIGINT)
 
 
 def claim_signal_wakeup(fd: int) -> bool:
