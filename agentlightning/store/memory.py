@@ -57,12 +57,13 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel
 
 from agentlightning.store.base import UNSET, LightningStore, Unset
+from agentlightning.store.collection import collection_paused
 from agentlightning.store.values import DEFAULT_LIMITS, ValueLimits, check_json, check_span, check_text
 from agentlightning.types import (
     ACTIVE_ATTEMPT_STATUSES,
@@ -206,25 +207,26 @@ def _rollout_out(record: _RolloutRecord) -> Rollout:
     return _build(Rollout, _rollout_values_out(record), _ROLLOUT_FIELDS)
 
 
-def _rollouts_out(records: Iterable[_RolloutRecord]) -> list[Rollout]:
+def _rollouts_out(records: Collection[_RolloutRecord]) -> list[Rollout]:
     """``_rollout_out`` of each record, inlined: a bulk read (a 100k-id wait) pays per rollout only for
-    the copies and the model, not for three calls."""
+    the copies and the model, not for three calls, and not for collections while the result is built."""
     atoms, clone, new, fields = _ATOMS, _clone, _new, _ROLLOUT_FIELDS
     out: list[Rollout] = []
     append = out.append
-    for record in records:
-        values = record.data.copy()
-        data = record.input
-        values["input"] = data if type(data) in atoms else clone(data)
-        metadata = record.metadata
-        values["metadata"] = clone(metadata) if metadata else {}
-        values["config"] = record.config
-        model = new(Rollout)
-        _set_dict(model, values)
-        _set_fields_set(model, fields)
-        _set_extra(model, None)
-        _set_private(model, None)
-        append(model)
+    with collection_paused(len(records)):
+        for record in records:
+            values = record.data.copy()
+            data = record.input
+            values["input"] = data if type(data) in atoms else clone(data)
+            metadata = record.metadata
+            values["metadata"] = clone(metadata) if metadata else {}
+            values["config"] = record.config
+            model = new(Rollout)
+            _set_dict(model, values)
+            _set_fields_set(model, fields)
+            _set_extra(model, None)
+            _set_private(model, None)
+            append(model)
     return out
 
 
@@ -826,7 +828,7 @@ class InMemoryLightningStore(LightningStore):
 
     @staticmethod
     def _terminal_out(records: list[_RolloutRecord]) -> list[Rollout]:
-        return _rollouts_out(rec for rec in records if rec.data["status"] in TERMINAL_ROLLOUT_STATUSES)
+        return _rollouts_out([rec for rec in records if rec.data["status"] in TERMINAL_ROLLOUT_STATUSES])
 
     def _new_id(self, prefix: str) -> str:
         # A per-store random salt plus a counter: unique, and far cheaper than a uuid per call.
