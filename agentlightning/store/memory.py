@@ -567,6 +567,7 @@ class InMemoryLightningStore(LightningStore):
             data.update(changes)
             for name, value in containers.items():
                 setattr(record, name, value)
+            self._rollout_changed(record)
             if "config" in containers:
                 active = self._active_attempt(record)
                 if active is not None:
@@ -736,6 +737,8 @@ class InMemoryLightningStore(LightningStore):
                 data.update(changes)
             if new_metadata is not UNSET:
                 arec.metadata = new_metadata
+            if changes or new_metadata is not UNSET:
+                self._rollout_changed(arec.owner)
             heartbeat = "last_heartbeat_time" in changes
             if old_status in ACTIVE_ATTEMPT_STATUSES and (new_status or heartbeat):
                 arec.last_activity = now
@@ -772,6 +775,7 @@ class InMemoryLightningStore(LightningStore):
                 arec.data["last_heartbeat_time"] = now
                 if arec.data["status"] == "preparing":
                     self._set_attempt_running(arec)
+            self._span_added(arec, stored)
             return _span_out(stored)
 
     async def query_spans(
@@ -808,6 +812,7 @@ class InMemoryLightningStore(LightningStore):
             )
             self._resources[update.resources_id] = update
             self._latest_resources = update
+            self._resources_added(update)
             return _resources_out(update)
 
     async def get_latest_resources(self) -> ResourcesUpdate | None:
@@ -877,6 +882,18 @@ class InMemoryLightningStore(LightningStore):
             # Configs are frozen, so rollouts without one share the default.
             self._default_config if checked_config is None else _own_config(checked_config),
         )
+
+    # Change hooks: no-ops here. A store that keeps a copy of its state elsewhere (``sqlite.py``) overrides
+    # them; with the other internals they see every change, in the order the lock serialised it.
+
+    def _rollout_changed(self, record: _RolloutRecord) -> None:
+        """A caller set fields, input, metadata or config of ``record`` or of one of its attempts."""
+
+    def _span_added(self, arec: _AttemptRecord, span: dict[str, Any]) -> None:
+        """``span`` (as stored) was added to ``arec``."""
+
+    def _resources_added(self, update: ResourcesUpdate) -> None:
+        """``update`` became the latest resources."""
 
     def _add_rollout(self, record: _RolloutRecord, now: float) -> None:
         data = record.data

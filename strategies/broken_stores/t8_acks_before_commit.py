@@ -7,8 +7,6 @@ nothing is lost while the process lives, but when it is killed the last acknowle
 
 from __future__ import annotations
 
-from typing import Any
-
 from agentlightning.store.sqlite import SqliteLightningStore
 
 __all__ = ["BREAKS", "AcksBeforeCommitStore"]
@@ -19,9 +17,9 @@ BREAKS = "T8"
 class AcksBeforeCommitStore(SqliteLightningStore):
     """The SQLite store, committing each write one call late."""
 
-    def _persist(self, rollout_id: str | None = None, extra: Any = None) -> None:
+    def _persist(self) -> None:
         with self._lock:
             ready = self._assigned  # what earlier calls left pending: committed now
-            self._snapshot(rollout_id, extra)  # this call's change: left for the next call
+            self._snapshot()  # this call's change: left for the next call
         if self._committed < ready:
             self._commit_through(ready)

@@ -8,8 +8,6 @@ fifteen acknowledged writes.
 
 from __future__ import annotations
 
-from typing import Any
-
 from agentlightning.store.sqlite import SqliteLightningStore
 
 __all__ = ["BREAKS", "LosesLastBatchStore"]
@@ -22,9 +20,9 @@ _BATCH = 16
 class LosesLastBatchStore(SqliteLightningStore):
     """The SQLite store, committing only full batches (and on close)."""
 
-    def _persist(self, rollout_id: str | None = None, extra: Any = None) -> None:
+    def _persist(self) -> None:
         with self._lock:
-            target = self._snapshot(rollout_id, extra)
+            target = self._snapshot()
             full = len(self._pending) >= _BATCH or self._closed
         if full and self._committed < target:
             self._commit_through(target)

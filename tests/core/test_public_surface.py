@@ -36,6 +36,11 @@ def test_all_is_exactly_the_public_surface() -> None:
     assert len(agentlightning.__all__) == len(_PUBLIC), "a name is listed twice"
 
 
+def test_all_and_the_lazy_export_table_name_the_same_things() -> None:
+    """A name added to one but not the other would be listed yet unimportable, or importable unlisted."""
+    assert set(agentlightning.__all__) == set(agentlightning._EXPORTS) | {"__version__"}
+
+
 def test_every_public_name_resolves_to_its_defining_object() -> None:
     for name in agentlightning.__all__:
         value = getattr(agentlightning, name)

@@ -182,6 +182,57 @@ def test_concurrent_writers_from_threads_are_all_committed(tmp_path: Path) -> No
     run(reopened.close())
 
 
+class _PauseAfterRelease:
+    """The store's lock, made to hold thread ``first`` just after its first release once armed: the
+    moment between a change made in memory and whatever a caller does after the lock."""
+
+    def __init__(self, lock: Any) -> None:
+        self._lock = lock
+        self.armed = False
+        self.reached = threading.Event()
+        self.resume = threading.Event()
+
+    def __enter__(self) -> None:
+        self._lock.__enter__()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._lock.__exit__(*exc_info)
+        if self.armed and threading.current_thread().name == "first":
+            self.armed = False
+            self.reached.set()
+            assert self.resume.wait(10.0)
+
+
+def test_the_latest_resources_stay_the_latest_after_reopening(tmp_path: Path) -> None:
+    """Two writers race: the one whose resources the store made latest in memory is the latest read
+    back from the file, however their journal writes interleave."""
+    path = tmp_path / "store.db"
+    store = SqliteLightningStore(path)
+    lock = store._lock = _PauseAfterRelease(store._lock)  # type: ignore[assignment]
+    ids: dict[str, str] = {}
+
+    def add(name: str) -> None:
+        if name == "first":
+            lock.armed = True
+        ids[name] = run(store.add_resources({"by": name})).resources_id
+
+    first = threading.Thread(target=add, args=("first",), name="first")
+    first.start()
+    try:
+        assert lock.reached.wait(10.0)  # first's resources are in memory, its call not returned
+        add("second")  # made latest after first's, and journaled while first is held
+    finally:
+        lock.resume.set()
+        first.join(10.0)
+    latest = run(store.get_latest_resources())
+    assert latest is not None and latest.resources_id == ids["second"]
+    run(store.close())
+    reopened = SqliteLightningStore(path)
+    reread = run(reopened.get_latest_resources())
+    run(reopened.close())
+    assert reread is not None and reread.resources_id == ids["second"]
+
+
 def test_a_temporary_store_removes_its_directory_on_close() -> None:
     store = SqliteLightningStore()
     directory = os.path.dirname(store.path)
