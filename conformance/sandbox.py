@@ -75,6 +75,10 @@ _EXIT_WAIT = 10.0  # after SIGKILL of a group, how long the zygote may take to r
 _STACK_WAIT = 2.0  # how long hung processes get to write their stack dumps
 _REPEAT_SETTLE = 1.0  # per-repeat settle (R6) before the counts are recorded
 _F4_WATCH = 5.0  # seconds (scaled) the observer watches workers after their parent was killed
+# The stdlib's forkserver and resource tracker exit on their own once the scenario process is gone, but
+# a forkserver that preloaded a large module spends its interpreter shutdown freeing it: on a loaded
+# machine that alone took over two seconds. A hang bound, not a settle window: the wait ends when they do.
+_HELPER_EXIT_WAIT = 15.0
 _STDERR_KEEP = 64 * 1024
 
 
@@ -806,7 +810,7 @@ def _observe(
     result_data = _load_result(directory)
     helper_pids = result_data.get("helper_pids", [])
     cleanup_started = time.monotonic()
-    _await_helpers(helper_pids, scenario.settle * scale)
+    _await_helpers(helper_pids, max(scenario.settle, _HELPER_EXIT_WAIT) * scale)
     survivors = _survivors(zygote)
     _kill_everything(zygote, pid)
     measurements["cleanup_seconds"] = time.monotonic() - cleanup_started
