@@ -17,9 +17,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from conformance.capabilities import satisfies
 from conformance.catalogue import CATALOGUE, Contract
 from conformance.checks import CheckSpec
 from conformance.profiles import Profile
+from conformance.target import aliases_of
 
 Subject = Literal["strategy", "store"]
 Status = Literal["run", "n/a", "limitation"]
@@ -91,13 +93,7 @@ def _registry_aliases(strategy_class: type | None) -> list[str] | None:
         return None
     if strategy_class is None:
         return []
-    path = f"{strategy_class.__module__}.{strategy_class.__qualname__}"
-    entries: Mapping[str, Any] = registry.ExecutionStrategyRegistry  # values: dotted paths (or classes)
-    return sorted(
-        alias
-        for alias, target in entries.items()
-        if target is strategy_class or (isinstance(target, str) and target.replace(":", ".") == path)
-    )
+    return aliases_of(strategy_class, registry.ExecutionStrategyRegistry)
 
 
 def _facts(strategy_class: type | None, subject: Subject) -> dict[str, bool]:
@@ -108,9 +104,16 @@ def _facts(strategy_class: type | None, subject: Subject) -> dict[str, bool]:
     return {"agentlightning": aliases is not None, "registered_alias": bool(aliases)}
 
 
-def _declared(subject: Subject, name: str, value: Any) -> str:
-    """``uses_processes=False`` as a strategy declares it, ``durable: False`` as a store does."""
-    return f"{name}={value!r}" if subject == "strategy" else f"{name}: {value!r}"
+def _declares(contract: Contract, subject: Subject, name: str, declared: Any, required: Any) -> str:
+    """Why ``declared`` excludes ``contract``: the declaration as the subject writes it (a strategy's
+    ``uses_processes=False``, a store's ``durable: False``), then what it means."""
+    listed = isinstance(declared, (list, tuple, set, frozenset))
+    shown = list(declared) if listed else declared
+    declaration = f"{name}={shown!r}" if subject == "strategy" else f"{name}: {shown!r}"
+    if listed:
+        return f"{required!r} is not in the declared {declaration}"
+    why = contract.why.get(name) or CAPABILITY_MEANINGS.get(name, "")
+    return f"the {subject} declares {declaration}" + (f" ({why})" if why else "")
 
 
 def _applicability(
@@ -128,32 +131,14 @@ def _applicability(
             if facts.get(name) != required:
                 return "n/a", name, _FACTS_MISSING[name]
             continue
-        declared = caps[name]
-        if isinstance(declared, (list, tuple, set, frozenset)) and not isinstance(required, (list, tuple)):
-            if required not in declared:
-                return (
-                    "n/a",
-                    name,
-                    f"{required!r} is not in the declared {_declared(subject, name, list(declared))}",
-                )
-            offers = _PLATFORM_OFFERS.get(name)
-            if offers is not None and required not in list(offers()):
-                return "n/a", name, f"{name} item {required!r} is declared but not available on this platform"
-        elif declared != required:
-            why = contract.why.get(name) or CAPABILITY_MEANINGS.get(name, "")
-            return (
-                "n/a",
-                name,
-                f"the {subject} declares {_declared(subject, name, declared)}" + (f" ({why})" if why else ""),
-            )
+        if not satisfies(caps[name], required):
+            return "n/a", name, _declares(contract, subject, name, caps[name], required)
+        offers = _PLATFORM_OFFERS.get(name)
+        if offers is not None and required not in list(offers()):
+            return "n/a", name, f"{name} item {required!r} is declared but not available on this platform"
     limited_by = contract.limitation_unless
     if limited_by and not caps[limited_by]:
-        why = contract.why.get(limited_by) or CAPABILITY_MEANINGS.get(limited_by, "")
-        return (
-            "limitation",
-            limited_by,
-            f"the {subject} declares {_declared(subject, limited_by, False)}" + (f" ({why})" if why else ""),
-        )
+        return "limitation", limited_by, _declares(contract, subject, limited_by, False, True)
     return "run", "", ""
 
 
