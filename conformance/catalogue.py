@@ -604,6 +604,10 @@ def catalogue_markdown() -> str:
         "`[situation]`; `agentlightning` and `registered_alias` are what the kit finds before the run (the",
         "registry is importable; an alias of it names the strategy class). Anything else declared plans the",
         "contract `n/a`, with that reason, before anything runs.",
+        "",
+        "Each contract is declared once, as an entry of `conformance/catalogue.py`: this page, the plan and",
+        "the checks' situations all come from it. Adding a contract is that entry plus its check (the",
+        "module's docstring says how).",
     ]
     section = ""
     for contract in data["contracts"]:
