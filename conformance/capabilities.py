@@ -24,6 +24,7 @@ __all__ = [
     "CapabilityError",
     "read_capabilities",
     "read_store_capabilities",
+    "satisfies",
     "validate_manifest",
 ]
 
@@ -132,6 +133,14 @@ def _check_value(key: str, value: Any, owner: str) -> Any:
             )
     # Keep the canonical order so reports and plans are stable whatever container was declared.
     return tuple(method for method in START_METHODS if method in methods)
+
+
+def satisfies(declared: Any, required: Any) -> bool:
+    """Whether a declared capability value meets what a contract requires: equal, or, for a list-valued
+    capability (``supports_start_methods``) and a single required value, one of its items."""
+    if isinstance(declared, (list, tuple, set, frozenset)) and not isinstance(required, (list, tuple)):
+        return required in declared
+    return bool(declared == required)
 
 
 def validate_manifest(

@@ -1,14 +1,35 @@
 """The machine-readable contract catalogue: every contract of ``CONTRACTS.md`` by its stable ID.
 
-Each entry carries the ID, the name, the section, the kit version it appeared in, the MUST sentence and
-the situations it is documented to run in. The plan, the report and the docs are generated from it; the
-checks registered in ``conformance/contracts/`` are matched to it by ID. IDs never change meaning.
+Each entry is the one declaration of a contract: its ID, name, section, the kit version it appeared in,
+the MUST sentence, the situations it runs in, and when it applies: the capabilities it ``requires``
+(contract-wide, and per situation in ``situation_requires``) and the capability whose absence makes it a
+declared limitation (``limitation_unless``). The plan (``plan.py``) reads those fields, as pytest reads
+skip marks, and plans ``n/a`` and ``limitation`` with their reason before anything runs; the report and
+``docs/contracts.md`` are generated from the same entries; the checks in ``conformance/contracts/`` are
+registered against them by ID and take their situations from them. IDs never change meaning.
+
+Adding a contract
+-----------------
+1. Add its ``Contract(...)`` entry below, in its section (ID, name, MUST sentence, situations, and
+   ``requires`` / ``situation_requires`` / ``limitation_unless`` when a capability decides whether it
+   applies; a new capability also needs its default in ``capabilities.py`` and, for a readable n/a
+   reason, its meaning in ``plan.py``'s ``CAPABILITY_MEANINGS``).
+2. Write its check in ``conformance/contracts/<section module>.py`` with ``@contract("ID")``: the check
+   gets the entry's situations and runs only where the entry applies, so it never restates either (it
+   may still end ``n/a`` for a reason only known at run time, saying so in a comment).
+3. Regenerate the reference: ``python -m conformance --catalogue-markdown > docs/contracts.md``.
+
+``tests/conformance/test_catalogue.py`` proves the three agree: every entry has a check for each of its
+situations (or says why not in ``unchecked``), every check matches an entry, and ``docs/contracts.md`` is
+exactly what ``catalogue_markdown()`` renders.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 __all__ = [
@@ -45,17 +66,62 @@ ACCESS_PATHS: tuple[str, ...] = ("in-process", "threaded", "http", "ipc")
 _RUNNERS = ("one-runner", "several-runners")
 _MOMENTS = ("before-start", "while-running", "during-shutdown", "event-set")
 _ENDINGS = ("after-return", "after-error", "after-keyboard-interrupt")
+_START_METHODS = ("fork", "spawn", "forkserver")
+_PROCESSES: Mapping[str, Any] = {"uses_processes": True}
+_MANY_HOSTS: Mapping[str, Any] = {"runs_on_many_hosts": True}
+
+
+def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(mapping))
 
 
 @dataclass(frozen=True)
 class Contract:
-    """One contract: ``L2 normal-completion``, its section, the version it appeared in, what it demands."""
+    """One contract: ``L2 normal-completion``, its section, the version it appeared in, what it demands,
+    the situations it runs in and when it applies.
+
+    ``requires`` maps a capability to the value the contract needs (for a list-valued capability such as
+    ``supports_start_methods``: an item the list must contain); any other declared value plans every
+    situation ``n/a``, in the order the requirements are written. ``situation_requires`` adds
+    requirements of one situation (F3's start method, G1's registered alias). Besides declared
+    capabilities a requirement may name a fact the kit observes before the run (``agentlightning``:
+    its registry is importable; ``registered_alias``: an alias names the strategy class; see
+    ``plan.py``). ``limitation_unless`` names a boolean capability: declared ``False``, the contract runs
+    and is reported as a declared limitation, never a pass. ``why`` says, per capability, what lacking it
+    means for this contract when that says more than the capability's general meaning. ``unchecked``
+    says why this kit build has no check for the contract, on purpose (empty: it has one).
+    """
 
     id: str
     name: str
     must: str
     situations: tuple[str, ...] = ("default",)
     since: str = "0.1.0"
+    requires: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    situation_requires: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
+    limitation_unless: str = ""
+    why: Mapping[str, str] = field(default_factory=dict, hash=False)
+    unchecked: str = ""
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.situation_requires) - set(self.situations))
+        if unknown:
+            raise ValueError(
+                f"contract {self.id}: situation_requires names {unknown}, not among its situations "
+                f"{list(self.situations)}"
+            )
+        # Read-only views: an entry is shared by the whole kit and must not be changed through one.
+        object.__setattr__(self, "requires", _frozen(self.requires))
+        object.__setattr__(
+            self,
+            "situation_requires",
+            _frozen({situation: _frozen(needs) for situation, needs in self.situation_requires.items()}),
+        )
+        object.__setattr__(self, "why", _frozen(self.why))
+
+    def requirements(self, situation: str) -> Mapping[str, Any]:
+        """Everything ``situation`` needs: the contract's ``requires``, then the situation's own."""
+        return {**self.requires, **self.situation_requires.get(situation, {})}
 
     @property
     def section(self) -> str:
@@ -80,6 +146,11 @@ class Contract:
             "since": self.since,
             "must": self.must,
             "situations": list(self.situations),
+            "requires": dict(self.requires),
+            "situation_requires": {k: dict(v) for k, v in self.situation_requires.items()},
+            "limitation_unless": self.limitation_unless,
+            "implemented": not self.unchecked,
+            "unchecked": self.unchecked,
         }
 
 
@@ -132,6 +203,7 @@ _ENTRIES: tuple[Contract, ...] = (
         "(SIGINT, then SIGTERM, then SIGKILL) and returns within its declared bounds; a thread strategy "
         "returns within its join bound, logs the straggler by name, and the kit reports it as a declared "
         "limitation, not a pass.",
+        limitation_unless="can_cancel_blocking_code",
     ),
     # -- K: KeyboardInterrupt -----------------------------------------------------------------------
     Contract(
@@ -276,6 +348,7 @@ _ENTRIES: tuple[Contract, ...] = (
         "Where the strategy declares shares_caller_store, the store object passed to execute() holds every "
         "write afterwards.",
         _RUNNERS,
+        requires={"shares_caller_store": True},
     ),
     Contract(
         "S4",
@@ -293,6 +366,7 @@ _ENTRIES: tuple[Contract, ...] = (
         "S6",
         "unmanaged-store",
         "With managed_store=False (where supported) bundles receive the caller's object.",
+        requires={"supports_unmanaged_store": True},
     ),
     # -- F: faults in process strategies ------------------------------------------------------------
     Contract(
@@ -301,23 +375,28 @@ _ENTRIES: tuple[Contract, ...] = (
         "A worker process killed with SIGKILL mid-run: execute() raises an error naming the worker and its "
         "exit status within 2 s; the others stop; nothing is left behind.",
         ("several-runners",),
+        requires=_PROCESSES,
     ),
     Contract(
         "F2",
         "port-in-use",
         "A listen address already taken gives a clear error naming host and port, before any worker is "
         "spawned, with nothing left behind.",
+        requires=_PROCESSES,
     ),
     Contract(
         "F3",
         "start-methods",
         "The strategy passes L1-L4 and E1 under fork, spawn and forkserver.",
-        ("fork", "spawn", "forkserver"),
+        _START_METHODS,
+        requires=_PROCESSES,
+        situation_requires={method: {"supports_start_methods": method} for method in _START_METHODS},
     ),
     Contract(
         "F4",
         "parent-death",
         "If the process calling execute() dies (SIGKILL), no worker outlives it by more than 2 s.",
+        requires=_PROCESSES,
     ),
     # -- G: configuration and registration ----------------------------------------------------------
     Contract(
@@ -326,6 +405,8 @@ _ENTRIES: tuple[Contract, ...] = (
         "The strategy can be built from its alias, a dotted path, a class, a dict {'type': alias, ...} and "
         "an instance, through the registry and build_component.",
         ("alias", "dotted-path", "class", "dict", "instance"),
+        requires={"agentlightning": True},
+        situation_requires={"alias": {"registered_alias": True}},
     ),
     Contract(
         "G2",
@@ -337,6 +418,8 @@ _ENTRIES: tuple[Contract, ...] = (
         "G3",
         "picklable",
         "A process strategy's instance and its bundles' wrappers survive pickling (spawn).",
+        requires=_PROCESSES,
+        why={"uses_processes": "nothing is pickled"},
     ),
     # -- D: distributed runners ----------------------------------------------------------------------
     Contract(
@@ -345,6 +428,8 @@ _ENTRIES: tuple[Contract, ...] = (
         "When the algorithm returns, raises or is interrupted, runner processes on other hosts see the stop "
         "and return within 2 s plus the strategy's declared grace; none keeps polling a store that is gone, "
         "and none is left running on any host.",
+        _ENDINGS,
+        requires=_MANY_HOSTS,
     ),
     Contract(
         "D2",
@@ -352,6 +437,8 @@ _ENTRIES: tuple[Contract, ...] = (
         "A runner host lost mid-run: within the strategy's declared detection bound the in-flight attempts "
         "of that host are marked failed or unresponsive and their rollouts requeued by the retry policy; "
         "execute() then follows its declared policy. Nothing is lost; nothing is completed twice.",
+        ("killed", "silent"),
+        requires=_MANY_HOSTS,
     ),
     Contract(
         "D3",
@@ -359,18 +446,22 @@ _ENTRIES: tuple[Contract, ...] = (
         "A partition between a runner host and the store shorter than the declared tolerance is survived "
         "with no write applied twice; a longer one makes the runner exit with an error naming the "
         "unreachable address, and the algorithm side sees D2.",
+        ("short", "long"),
+        requires=_MANY_HOSTS,
     ),
     Contract(
         "D4",
         "late-store",
         "Runners started before the store is reachable wait up to a declared bound, then fail with an error "
         "naming host and port; nothing is left running.",
+        requires=_MANY_HOSTS,
     ),
     Contract(
         "D5",
         "authenticated",
         "A store reachable beyond loopback refuses requests without the right credentials (401), never binds "
         "beyond loopback without them, and credentials never appear in logs, errors or reprs.",
+        requires=_MANY_HOSTS,
     ),
     # -- T: the store itself -------------------------------------------------------------------------
     Contract(
@@ -428,6 +519,8 @@ _ENTRIES: tuple[Contract, ...] = (
         "For stores that declare durable: True: after the owning process is SIGKILLed at any point, "
         "reopening the store yields every acknowledged write and no partial one; attempts in flight then "
         "follow T3.",
+        ACCESS_PATHS,
+        requires={"durable": True},
     ),
     Contract(
         "T9",
@@ -460,29 +553,33 @@ def get_contract(contract_id: str) -> Contract:
 
 
 def catalogue_json(*, indent: int | None = 2) -> str:
-    """The catalogue as JSON (for docs, badges and CI gates).
+    """The catalogue as JSON (for docs, badges and CI gates): every entry as ``Contract.to_dict()``.
 
-    Situations are those the registered checks run in when the check modules import, else the documented
-    ones: the code is the source of truth for what actually runs.
+    The entries are the single source: the registered checks take their situations from them, and
+    ``tests/conformance/test_catalogue.py`` proves every situation has its check.
     """
     from conformance import __version__
 
-    registered: dict[str, list[str]] = {}
-    try:
-        from conformance.checks import load_checks
-
-        for spec in load_checks():
-            registered.setdefault(spec.contract_id, []).append(spec.situation)
-    except ImportError:  # a check module failing to import must not hide the catalogue itself
-        registered = {}
-    contracts = []
-    for entry in CATALOGUE.values():
-        data = entry.to_dict()
-        if entry.id in registered:
-            data["situations"] = registered[entry.id]
-        data["implemented"] = entry.id in registered
-        contracts.append(data)
+    contracts = [entry.to_dict() for entry in CATALOGUE.values()]
     return json.dumps({"kit_version": __version__, "contracts": contracts}, indent=indent)
+
+
+def _requirement_text(name: str, value: Any) -> str:
+    if value is True:
+        return f"`{name}`"
+    if value is False:
+        return f"not `{name}`"
+    return f"`{name}` has `{value}`"
+
+
+def _applies_text(contract: Mapping[str, Any]) -> str:
+    """When a contract applies, for the reference table: its requirements, per situation where so."""
+    parts = [_requirement_text(name, value) for name, value in contract["requires"].items()]
+    for situation, needs in contract["situation_requires"].items():
+        parts += [f"[`{situation}`] {_requirement_text(name, value)}" for name, value in needs.items()]
+    if contract["limitation_unless"]:
+        parts.append(f"a declared limitation without `{contract['limitation_unless']}`")
+    return "; ".join(parts) or "always"
 
 
 def catalogue_markdown() -> str:
@@ -501,18 +598,32 @@ def catalogue_markdown() -> str:
         "kit's test ids are `<ID>-<name>[<situation>]`, so `pytest --strategy=SPEC -k K3` selects one.",
         "Section T checks a store (`pytest --store=SPEC`, no `--strategy`); its situations are the access",
         "paths the store is reached through.",
+        "",
+        "*Applies when* lists the capabilities a contract needs (see",
+        "[capabilities-and-waivers.md](capabilities-and-waivers.md)), for one situation where it says",
+        "`[situation]`; `agentlightning` and `registered_alias` are what the kit finds before the run (the",
+        "registry is importable; an alias of it names the strategy class). Anything else declared plans the",
+        "contract `n/a`, with that reason, before anything runs.",
+        "",
+        "Each contract is declared once, as an entry of `conformance/catalogue.py`: this page, the plan and",
+        "the checks' situations all come from it. Adding a contract is that entry plus its check (the",
+        "module's docstring says how).",
     ]
     section = ""
     for contract in data["contracts"]:
         if contract["section"] != section:
             section = contract["section"]
             lines += ["", f"## {section}: {contract['section_title']}", ""]
-            lines += ["| ID | name | since | situations | must |", "|---|---|---|---|---|"]
+            lines += [
+                "| ID | name | since | situations | applies when | must |",
+                "|---|---|---|---|---|---|",
+            ]
         situations = ", ".join(f"`{s}`" for s in contract["situations"])
         if not contract["implemented"]:
-            situations += " (not checked by this kit build)"
+            situations += f" (not checked by this kit build: {contract['unchecked']})"
         must = contract["must"].replace("|", "\\|").replace("\n", " ")
         lines.append(
-            f"| {contract['id']} | {contract['name']} | {contract['since']} | {situations} | {must} |"
+            f"| {contract['id']} | {contract['name']} | {contract['since']} | {situations} | "
+            f"{_applies_text(contract)} | {must} |"
         )
     return "\n".join(lines) + "\n"

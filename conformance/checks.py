@@ -1,9 +1,12 @@
 """The check registry and the context a contract check runs with.
 
-A check is a function ``check(ctx: CheckContext) -> None`` registered with ``@contract("L2", situations=...)``
-once per situation. It returns normally for ``pass`` and otherwise ends through ``ctx.fail`` (a
-``ContractFailed``), ``ctx.not_applicable`` / ``ctx.require`` (``NotApplicable``) or ``ctx.limitation``
-(``DeclaredLimitation``). The plugin turns every registered (contract, situation) into one pytest item.
+A check is a function ``check(ctx: CheckContext) -> None`` registered with ``@contract("L2")``, once per
+situation of its catalogue entry. It returns normally for ``pass`` and otherwise ends through ``ctx.fail``
+(a ``ContractFailed``), ``ctx.limitation`` / ``ctx.declare_limitation`` (``DeclaredLimitation``) or, for
+a reason only known at run time, ``ctx.not_applicable`` / ``ctx.require`` (``NotApplicable``). Whether
+the contract applies under the declared capabilities is the catalogue entry's to say (``requires``,
+``limitation_unless``): the plan decides it before anything runs, so a check never restates it. The
+plugin turns every registered (contract, situation) into one pytest item.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from conformance.capabilities import satisfies
 from conformance.catalogue import CATALOGUE, get_contract
 from conformance.scenarios import JournalRecord, Scenario, ScenarioResult, Target
 from conformance.verdicts import ContractFailed, DeclaredLimitation, NotApplicable
@@ -63,25 +67,31 @@ _REGISTRY: dict[str, dict[str, CheckSpec]] = {}
 
 
 def contract(
-    contract_id: str, *, situations: Iterable[str] = ("default",)
+    contract_id: str, *, situations: Iterable[str] | None = None
 ) -> Callable[[CheckFunction], CheckFunction]:
-    """Register ``function`` as the check of ``contract_id`` in each of ``situations``.
+    """Register ``function`` as the check of ``contract_id`` in each of its catalogue entry's situations.
 
-    The ID must be in the catalogue and each situation a lowercase slug (it becomes part of the stable
-    test id). Registering a different function for a (contract, situation) that already has one is an
+    ``situations`` narrows that to some of them, for a contract checked by more than one function; a
+    situation the entry does not declare is an error naming it (situations are declared once, in the
+    catalogue). Registering a different function for a (contract, situation) that already has one is an
     error; re-registering the same function (a module imported twice) is harmless.
     """
     entry = get_contract(contract_id)
-    situations = tuple(situations)
+    situations = entry.situations if situations is None else tuple(situations)
     if not situations:
         raise ValueError(f"contract {contract_id}: situations must not be empty")
+    if len(set(situations)) != len(situations):
+        raise ValueError(f"contract {contract_id}: duplicate situations in {situations!r}")
     for situation in situations:
         if not _SITUATION_RE.match(situation):
             raise ValueError(
                 f"contract {contract_id}: situation {situation!r} must be a lowercase slug (a-z, 0-9, '-')"
             )
-    if len(set(situations)) != len(situations):
-        raise ValueError(f"contract {contract_id}: duplicate situations in {situations!r}")
+        if situation not in entry.situations:
+            raise ValueError(
+                f"contract {contract_id}: situation {situation!r} is not in its catalogue entry "
+                f"{list(entry.situations)}; declare it there first"
+            )
 
     def register(function: CheckFunction) -> CheckFunction:
         slots = _REGISTRY.setdefault(entry.id, {})
@@ -251,20 +261,28 @@ class CheckContext:
         """End the check as ``limitation (declared)``: reported, never counted as a pass."""
         raise DeclaredLimitation(capability, reason)
 
+    @property
+    def limited(self) -> bool:
+        """Whether the capability the catalogue names in ``limitation_unless`` is declared ``False``: the
+        check then runs, and where the contract cannot be met it ends with ``declare_limitation``."""
+        capability = get_contract(self.contract_id).limitation_unless
+        return bool(capability) and not self.capabilities.get(capability, True)
+
+    def declare_limitation(self, reason: str) -> NoReturn:
+        """End the check as the limitation its catalogue entry declares (``limitation_unless``)."""
+        capability = get_contract(self.contract_id).limitation_unless
+        if not capability:
+            raise ValueError(f"contract {self.contract_id} declares no limitation_unless capability")
+        raise DeclaredLimitation(capability, reason)
+
     def require(self, capability_name: str, expected_value: Any, reason: str) -> None:
-        """``n/a`` unless the capability has ``expected_value``.
+        """``n/a`` unless the capability has ``expected_value``: for a check that decides applicability
+        from something only known at run time (what the catalogue entry requires, the plan decides).
 
         For a list-valued capability (``supports_start_methods``) a scalar ``expected_value`` must be one
         of its items.
         """
-        actual = self.capabilities.get(capability_name)
-        if isinstance(actual, (list, tuple, frozenset, set)) and not isinstance(
-            expected_value, (list, tuple)
-        ):
-            ok = expected_value in actual
-        else:
-            ok = actual == expected_value
-        if not ok:
+        if not satisfies(self.capabilities.get(capability_name), expected_value):
             raise NotApplicable(capability_name, reason)
 
 

@@ -43,6 +43,8 @@ def require_hosts(ctx: CheckContext) -> dict[str, Any]:
         ctx.fail(
             expected="a strategy that runs on many hosts declares how to place its sides", observed=str(error)
         )
+    # The plan made D n/a where the strategy declares one machine; whether this machine can make test
+    # hosts is only known by trying, here.
     availability = probe_namespaces()
     if not availability.available:
         ctx.not_applicable("runs_on_many_hosts", f"test hosts cannot be made here: {availability.reason}")

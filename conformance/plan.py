@@ -1,7 +1,10 @@
 """The plan: which (contract, situation) checks run, and which are ``n/a`` or a declared limitation, and why.
 
 Computed before anything runs, from the registered checks and the validated capabilities of what is under
-test (a strategy: every section but T; a store: section T), and printed in the report header. A contract
+test (a strategy: every section but T; a store: section T), and printed in the report header. Whether a
+contract applies is read from its catalogue entry (``requires``, ``situation_requires``,
+``limitation_unless``), the way pytest reads skip marks: nothing here names a contract, and a planned
+``n/a`` never reaches its check. A contract
 without a check in this kit build that the capabilities exclude anyway is planned ``n/a`` all the same
 (its reason is the capability, not the kit). After the run the plugin compares what ran with the plan (no
 silent shrinkage).
@@ -10,17 +13,26 @@ silent shrinkage).
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from conformance.catalogue import CATALOGUE
+from conformance.capabilities import satisfies
+from conformance.catalogue import CATALOGUE, Contract
 from conformance.checks import CheckSpec
 from conformance.profiles import Profile
+from conformance.target import aliases_of
 
 Subject = Literal["strategy", "store"]
+Status = Literal["run", "n/a", "limitation"]
 
-__all__ = ["PlanEntry", "compute_plan", "select_for_profile", "unimplemented_contracts"]
+__all__ = [
+    "CAPABILITY_MEANINGS",
+    "PlanEntry",
+    "compute_plan",
+    "select_for_profile",
+    "unimplemented_contracts",
+]
 
 
 @dataclass(frozen=True)
@@ -30,7 +42,7 @@ class PlanEntry:
     contract_id: str
     name: str
     situation: str
-    status: Literal["run", "n/a", "limitation"]
+    status: Status
     capability: str = ""
     reason: str = ""
 
@@ -50,6 +62,29 @@ class PlanEntry:
         }
 
 
+CAPABILITY_MEANINGS: Mapping[str, str] = {
+    "uses_processes": "no worker processes",
+    "runs_on_many_hosts": "its runners run on one machine",
+    "durable": "nothing survives its process",
+    "shares_caller_store": "the store passed to execute() does not receive its bundles' writes",
+    "supports_unmanaged_store": "it always hands its bundles a store it manages",
+    "can_cancel_blocking_code": "a blocked bundle is left as a straggler",
+}
+"""What declaring a capability the other way round means, in a few words: the tail of the n/a (or
+limitation) reason of every contract that requires it (``Contract.why`` may say more for one contract)."""
+
+_FACTS_MISSING: Mapping[str, str] = {
+    "agentlightning": "agentlightning's registry and build_component are not importable",
+    "registered_alias": "no alias of ExecutionStrategyRegistry names the strategy class",
+}
+"""Requirements that are no capability but what the kit finds before the run, and the reason when not."""
+
+_PLATFORM_OFFERS: Mapping[str, Callable[[], Iterable[Any]]] = {
+    "supports_start_methods": multiprocessing.get_all_start_methods,
+}
+"""List-valued capabilities the platform bounds: an item declared but not offered here is n/a too."""
+
+
 def _registry_aliases(strategy_class: type | None) -> list[str] | None:
     """Aliases naming ``strategy_class`` in the registry; ``None`` when the registry is not importable."""
     try:
@@ -58,58 +93,52 @@ def _registry_aliases(strategy_class: type | None) -> list[str] | None:
         return None
     if strategy_class is None:
         return []
-    path = f"{strategy_class.__module__}.{strategy_class.__qualname__}"
-    entries: Mapping[str, Any] = registry.ExecutionStrategyRegistry  # values: dotted paths (or classes)
-    return sorted(
-        alias
-        for alias, target in entries.items()
-        if target is strategy_class or (isinstance(target, str) and target.replace(":", ".") == path)
-    )
+    return aliases_of(strategy_class, registry.ExecutionStrategyRegistry)
+
+
+def _facts(strategy_class: type | None, subject: Subject) -> dict[str, bool]:
+    """What the kit finds before the run that a contract may require (see ``_FACTS_MISSING``)."""
+    if subject != "strategy":
+        return {}
+    aliases = _registry_aliases(strategy_class)
+    return {"agentlightning": aliases is not None, "registered_alias": bool(aliases)}
+
+
+def _declares(contract: Contract, subject: Subject, name: str, declared: Any, required: Any) -> str:
+    """Why ``declared`` excludes ``contract``: the declaration as the subject writes it (a strategy's
+    ``uses_processes=False``, a store's ``durable: False``), then what it means."""
+    listed = isinstance(declared, (list, tuple, set, frozenset))
+    shown = list(declared) if listed else declared
+    declaration = f"{name}={shown!r}" if subject == "strategy" else f"{name}: {shown!r}"
+    if listed:
+        return f"{required!r} is not in the declared {declaration}"
+    why = contract.why.get(name) or CAPABILITY_MEANINGS.get(name, "")
+    return f"the {subject} declares {declaration}" + (f" ({why})" if why else "")
 
 
 def _applicability(
-    cid: str, situation: str, caps: Mapping[str, Any], aliases: list[str] | None
-) -> tuple[str, str, str]:
-    """(status, capability, reason) for one (contract, situation) under the declared capabilities."""
-    if cid == "T8" and not caps["durable"]:
-        return "n/a", "durable", "the store declares durable: False (nothing survives its process)"
-    if cid == "G1" and aliases is None:
-        return "n/a", "agentlightning", "agentlightning's registry and build_component are not importable"
-    if cid == "G1" and situation == "alias" and not aliases:
-        return "n/a", "registered_alias", "no alias of ExecutionStrategyRegistry names the strategy class"
-    if cid.startswith("F") and not caps["uses_processes"]:
-        return "n/a", "uses_processes", "the strategy declares uses_processes=False (no worker processes)"
-    if cid == "F3":
-        if situation not in caps["supports_start_methods"]:
-            return (
-                "n/a",
-                "supports_start_methods",
-                f"start method {situation!r} is not in the declared {list(caps['supports_start_methods'])}",
-            )
-        if situation not in multiprocessing.get_all_start_methods():
-            return (
-                "n/a",
-                "supports_start_methods",
-                f"start method {situation!r} is not available on this platform",
-            )
-    if cid.startswith("D") and not caps["runs_on_many_hosts"]:
-        return (
-            "n/a",
-            "runs_on_many_hosts",
-            "the strategy declares runs_on_many_hosts=False (its runners run on one machine)",
-        )
-    if cid == "G3" and not caps["uses_processes"]:
-        return "n/a", "uses_processes", "the strategy declares uses_processes=False: nothing is pickled"
-    if cid == "S3" and not caps["shares_caller_store"]:
-        return "n/a", "shares_caller_store", "the strategy declares shares_caller_store=False"
-    if cid == "S6" and not caps["supports_unmanaged_store"]:
-        return "n/a", "supports_unmanaged_store", "the strategy declares supports_unmanaged_store=False"
-    if cid == "L7" and not caps["can_cancel_blocking_code"]:
-        return (
-            "limitation",
-            "can_cancel_blocking_code",
-            "the strategy declares can_cancel_blocking_code=False: a blocked bundle is left as a straggler",
-        )
+    contract: Contract,
+    situation: str,
+    caps: Mapping[str, Any],
+    facts: Mapping[str, bool],
+    subject: Subject = "strategy",
+) -> tuple[Status, str, str]:
+    """(status, capability, reason) for one (contract, situation) under the declared capabilities and
+    the facts found before the run, read from the catalogue entry: the first unmet requirement plans
+    ``n/a``; then ``limitation_unless`` declared ``False`` plans a limitation."""
+    for name, required in contract.requirements(situation).items():
+        if name in _FACTS_MISSING:
+            if facts.get(name) != required:
+                return "n/a", name, _FACTS_MISSING[name]
+            continue
+        if not satisfies(caps[name], required):
+            return "n/a", name, _declares(contract, subject, name, caps[name], required)
+        offers = _PLATFORM_OFFERS.get(name)
+        if offers is not None and required not in list(offers()):
+            return "n/a", name, f"{name} item {required!r} is declared but not available on this platform"
+    limited_by = contract.limitation_unless
+    if limited_by and not caps[limited_by]:
+        return "limitation", limited_by, _declares(contract, subject, limited_by, False, True)
     return "run", "", ""
 
 
@@ -127,7 +156,7 @@ def compute_plan(
     A contract of the subject with no check here is planned ``n/a`` (situation ``default``) when the
     capabilities exclude it, and otherwise left to ``unimplemented_contracts``.
     """
-    aliases = _registry_aliases(strategy_class) if subject == "strategy" else []
+    facts = _facts(strategy_class, subject)
     by_contract: dict[str, list[CheckSpec]] = {}
     for spec in checks:
         by_contract.setdefault(spec.contract_id, []).append(spec)
@@ -137,13 +166,15 @@ def compute_plan(
             continue
         specs = by_contract.get(cid)
         if not specs:
-            status, capability, reason = _applicability(cid, "default", capabilities, aliases)
+            status, capability, reason = _applicability(contract, "default", capabilities, facts, subject)
             if status == "n/a":
                 plan.append(PlanEntry(cid, contract.name, "default", "n/a", capability, reason))
             continue
         for spec in specs:
-            status, capability, reason = _applicability(cid, spec.situation, capabilities, aliases)
-            plan.append(PlanEntry(cid, spec.name, spec.situation, status, capability, reason))  # type: ignore[arg-type]
+            status, capability, reason = _applicability(
+                contract, spec.situation, capabilities, facts, subject
+            )
+            plan.append(PlanEntry(cid, spec.name, spec.situation, status, capability, reason))
     return plan
 
 

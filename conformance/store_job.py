@@ -1,13 +1,13 @@
 """One store check (section T) in its sandbox: the body that runs there, and the verdict it comes back as.
 
 A T check is a module-level ``async def body(run: StoreRun) -> None`` registered with
-``@store_contract("T2")``: one item per access path, each calling ``run_store_check(ctx, body)``. The body
-runs in a fresh sandbox process (``sandbox.run_call``) that forks the client processes the check asked
-for, builds the store with the user's factory, opens the situation's access path and awaits the body on
-its own event loop. The body calls the store through ``run.store`` and ``run.clients``, and ends through
-``run.fail`` (expected, observed, the figure against its bound) or by returning (pass). A store call
-that raises where the contract expects none is a failure too, naming what the check was doing. A hung
-body is killed with its whole process group and reported as a hang with every stack.
+``@store_contract("T2")``: one item per access path (the situations of its catalogue entry), each calling
+``run_store_check(ctx, body)``. The body runs in a fresh sandbox process (``sandbox.run_call``) that forks
+the client processes the check asked for, builds the store with the user's factory, opens the situation's
+access path and awaits the body on its own event loop. The body calls the store through ``run.store`` and
+``run.clients``, and ends through ``run.fail`` (expected, observed, the figure against its bound) or by
+returning (pass). A store call that raises where the contract expects none is a failure too, naming what the
+check was doing. A hung body is killed with its whole process group and reported as a hang with every stack.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NoReturn
 
-from conformance.catalogue import ACCESS_PATHS
 from conformance.checks import CheckContext, contract
 from conformance.journal import write_record
 from conformance.scenarios import Target
@@ -252,7 +251,8 @@ def run_store_check(ctx: CheckContext, body: StoreBody, *, process_clients: int 
 
 
 def store_contract(contract_id: str, *, process_clients: int = 0) -> Callable[[StoreBody], StoreBody]:
-    """Register ``body`` as the check of ``contract_id`` on every access path (one item each).
+    """Register ``body`` as the check of ``contract_id`` in each of its situations: the access paths
+    (``ACCESS_PATHS``) its catalogue entry declares, one item each.
 
     ``process_clients`` client processes are forked for it on the paths other processes can reach.
     The body is returned as it is: it stays module-level, so the sandbox can find it by name.
@@ -263,7 +263,7 @@ def store_contract(contract_id: str, *, process_clients: int = 0) -> Callable[[S
         def check(ctx: CheckContext) -> None:
             run_store_check(ctx, body, process_clients=process_clients)
 
-        contract(contract_id, situations=ACCESS_PATHS)(check)
+        contract(contract_id)(check)
         return body
 
     return register

@@ -26,6 +26,7 @@ __all__ = [
     "ResolvedStore",
     "ResolvedTarget",
     "TargetError",
+    "aliases_of",
     "build_store",
     "build_strategy",
     "known_aliases",
@@ -57,6 +58,16 @@ class ResolvedTarget:
     class_path: str  # "module.Class"
     version: str  # the strategy's package version, or "unknown"
     capabilities: dict[str, Any]
+
+
+def aliases_of(cls: type, registry: Mapping[str, Any]) -> list[str]:
+    """The aliases of ``registry`` (alias -> dotted path, ``module:Class`` or class) that name ``cls``."""
+    path = f"{cls.__module__}.{cls.__qualname__}"
+    return sorted(
+        alias
+        for alias, target in registry.items()
+        if target is cls or (isinstance(target, str) and target.replace(":", ".") == path)
+    )
 
 
 def known_aliases() -> dict[str, Any]:

@@ -27,7 +27,6 @@ __all__ = [
     "leak_lines",
     "once_all_started",
     "records",
-    "require_processes",
     "runners_stopped",
 ]
 
@@ -146,7 +145,3 @@ def leak_lines(report: LeakReport, fields: Iterable[str]) -> list[str]:
         entries: Any = getattr(report, name)
         lines.extend(f"{name}: {entry}" for entry in entries)
     return lines
-
-
-def require_processes(ctx: CheckContext) -> None:
-    ctx.require("uses_processes", True, "the strategy declares uses_processes=False (no worker processes)")

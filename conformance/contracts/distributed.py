@@ -67,7 +67,7 @@ _D1_ALGORITHM = {
 }
 
 
-@contract("D1", situations=tuple(_D1_ALGORITHM))
+@contract("D1")
 def check_remote_stop(ctx: CheckContext) -> None:
     """D1: the algorithm returns, raises or is interrupted: every runner-side process on every other host
     has exited within 2 s plus the declared grace, and none is left on any host."""
@@ -319,7 +319,7 @@ def _holder(host: int, hold: bool) -> Script:
 # -- D2 ---------------------------------------------------------------------------------------------------
 
 
-@contract("D2", situations=("killed", "silent"))
+@contract("D2")
 def check_host_loss(ctx: CheckContext) -> None:
     """D2: a runner host lost while a runner there holds a rollout (its processes killed, or first cut
     off and then killed: a machine that vanished): within the declared bound its attempt is given up
@@ -441,7 +441,7 @@ _ONE_AT_A_TIME = (
 _STEADY = Script((*(_ONE_AT_A_TIME * _SHORT_ROLLOUTS), Step("poll")))
 
 
-@contract("D3", situations=("short", "long"))
+@contract("D3")
 def check_partition(ctx: CheckContext) -> None:
     """D3: a runner host cut off for half the declared tolerance, mid-work, then healed: the run
     completes with no write applied twice (the store holds exactly the spans the runner wrote). Cut

@@ -73,14 +73,14 @@ def _message(ctx: CheckContext, what: str) -> str:
     return f"{ctx.contract_id} {what} failure #{ctx.random.randrange(10**6)}"
 
 
-@contract("E1", situations=("one-runner", "several-runners"))
+@contract("E1")
 def check_algorithm_error(ctx: CheckContext) -> None:
     """E1: an algorithm error stops the runners; execute() raises the same type and message, traceback on."""
     message = _message(ctx, "algorithm")
     verify_error(ctx, ctx.run(scenario_error(ctx, "algorithm", message)), "algorithm", message)
 
 
-@contract("E2", situations=("one-runner", "several-runners"))
+@contract("E2")
 def check_runner_error(ctx: CheckContext) -> None:
     """E2: the same for an error in a runner (the last one)."""
     message = _message(ctx, "runner")
@@ -88,7 +88,7 @@ def check_runner_error(ctx: CheckContext) -> None:
     verify_error(ctx, ctx.run(scenario_error(ctx, raiser, message)), raiser, message)
 
 
-@contract("E3", situations=("several-runners",))
+@contract("E3")
 def check_first_error_wins(ctx: CheckContext) -> None:
     """E3: with several failures the first is raised; later ones are logged or attached, never masking it."""
     first_message = _message(ctx, "first")
@@ -123,7 +123,7 @@ def check_first_error_wins(ctx: CheckContext) -> None:
             )
 
 
-@contract("E4", situations=("default",))
+@contract("E4")
 def check_cleanup_error_no_mask(ctx: CheckContext) -> None:
     """E4: an error raised during cleanup (a runner failing while it stops, after the original error)
     does not replace the original error."""
@@ -153,7 +153,7 @@ def _check_no_leaks(ctx: CheckContext, result: ScenarioResult, why: str) -> None
         )
 
 
-@contract("E5", situations=("algorithm", "runner"))
+@contract("E5")
 def check_startup_error(ctx: CheckContext) -> None:
     """E5: a bundle failing immediately, before the others started their work: no hang, no leak."""
     message = _message(ctx, "startup")
@@ -177,7 +177,7 @@ def check_startup_error(ctx: CheckContext) -> None:
     _check_no_leaks(ctx, result, "a start-up failure")
 
 
-@contract("E6", situations=("algorithm", "runner"))
+@contract("E6")
 def check_base_exceptions(ctx: CheckContext) -> None:
     """E6: SystemExit and other BaseExceptions from a bundle are raised by execute(), not swallowed."""
     raiser = "algorithm" if ctx.situation == "algorithm" else "runner 0"

@@ -92,13 +92,13 @@ def _check_ki_in_bundle(ctx: CheckContext, raiser: str) -> None:
             )
 
 
-@contract("K1", situations=("one-runner", "several-runners"))
+@contract("K1")
 def check_ki_in_algorithm(ctx: CheckContext) -> None:
     """K1: KeyboardInterrupt in the algorithm sets the event, stops all runners, is raised by execute()."""
     _check_ki_in_bundle(ctx, "algorithm")
 
 
-@contract("K2", situations=("one-runner", "several-runners"))
+@contract("K2")
 def check_ki_in_runner(ctx: CheckContext) -> None:
     """K2: the same when a runner (the last one) raises KeyboardInterrupt, in a thread or a process."""
     _check_ki_in_bundle(ctx, f"runner {ctx.n_runners - 1}")
@@ -185,22 +185,19 @@ def _check_sigint(ctx: CheckContext, action: str) -> None:
             )
 
 
-_MOMENTS = ("before-start", "while-running", "during-shutdown", "event-set")
-
-
-@contract("K3", situations=_MOMENTS)
+@contract("K3")
 def check_sigint_main(ctx: CheckContext) -> None:
     """K3: SIGINT to the main process at each moment: KeyboardInterrupt within 1 s, nothing left behind."""
     _check_sigint(ctx, "sigint-main")
 
 
-@contract("K4", situations=_MOMENTS)
+@contract("K4")
 def check_sigint_group(ctx: CheckContext) -> None:
     """K4: SIGINT to the whole process group (terminal Ctrl+C): as K3, and no child survives."""
     _check_sigint(ctx, "sigint-group")
 
 
-@contract("K5", situations=("default",))
+@contract("K5")
 def check_second_sigint(ctx: CheckContext) -> None:
     """K5: a second SIGINT during shutdown forces a faster shutdown (no grace wait), nothing left behind."""
     declared = grace(ctx)

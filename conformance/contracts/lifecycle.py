@@ -83,7 +83,7 @@ def verify_l1(ctx: CheckContext, result: ScenarioResult) -> None:
             )
 
 
-@contract("L1", situations=("one-runner", "several-runners"))
+@contract("L1")
 def check_bundles_called(ctx: CheckContext) -> None:
     """L1: algorithm once; each runner once with a distinct worker_id in 0..n-1; store and event given."""
     verify_l1(ctx, ctx.run(scenario_l1(ctx)))
@@ -139,7 +139,7 @@ def verify_l2(ctx: CheckContext, result: ScenarioResult) -> None:
         )
 
 
-@contract("L2", situations=("one-runner", "several-runners"))
+@contract("L2")
 def check_normal_completion(ctx: CheckContext) -> None:
     """L2: the algorithm's return sets the event, polling runners return, execute() returns None in 1 s."""
     verify_l2(ctx, ctx.run(scenario_l2(ctx)))
@@ -194,7 +194,7 @@ def verify_l3(ctx: CheckContext, result: ScenarioResult) -> None:
         )
 
 
-@contract("L3", situations=("several-runners",))
+@contract("L3")
 def check_runner_return_is_local(ctx: CheckContext) -> None:
     """L3: a runner returning normally does not set the event nor stop the algorithm or other runners."""
     verify_l3(ctx, ctx.run(scenario_l3(ctx)))
@@ -253,7 +253,7 @@ def verify_l4(ctx: CheckContext, result: ScenarioResult, setter: str) -> None:
         )
 
 
-@contract("L4", situations=("set-by-algorithm", "set-by-runner"))
+@contract("L4")
 def check_stop_propagates(ctx: CheckContext) -> None:
     """L4: a set() in any bundle is seen by every other bundle (is_set() and wait()) within 0.5 s."""
     setter = "algorithm" if ctx.situation == "set-by-algorithm" else "runner 0"
@@ -263,7 +263,7 @@ def check_stop_propagates(ctx: CheckContext) -> None:
 # -- L5 ------------------------------------------------------------------------------------------------
 
 
-@contract("L5", situations=("default",))
+@contract("L5")
 def check_event_protocol(ctx: CheckContext) -> None:
     """L5: wait(timeout) False on timeout and True once set; set() idempotent; clear() works; asyncio-safe."""
     scenario = Scenario(
@@ -294,7 +294,7 @@ def check_event_protocol(ctx: CheckContext) -> None:
 # -- L6 ------------------------------------------------------------------------------------------------
 
 
-@contract("L6", situations=("default",))
+@contract("L6")
 def check_cancel_after_grace(ctx: CheckContext) -> None:
     """L6: a bundle ignoring the event is cancelled after the grace period, its finally runs, execute()
     returns within grace + 2 s."""
@@ -349,14 +349,14 @@ def check_cancel_after_grace(ctx: CheckContext) -> None:
 # -- L7 ------------------------------------------------------------------------------------------------
 
 
-@contract("L7", situations=("default",))
+@contract("L7")
 def check_blocking_bundle(ctx: CheckContext) -> None:
     """L7: a bundle stuck in blocking code does not hang execute(): a process strategy escalates and
     returns within its bounds; a thread strategy returns within its join bound, names the straggler,
     and is reported as a declared limitation."""
     caps = ctx.capabilities
     declared = grace(ctx)
-    can_cancel = bool(caps.get("can_cancel_blocking_code", True))
+    can_cancel = not ctx.limited  # a strategy that cannot cancel blocking code has its own, looser bound
     join = float(caps.get("join_seconds", 5.0))
     terminate = float(caps.get("terminate_seconds", 2.0))
     stuck_for = ctx.bound(30.0) + declared + join + 2 * terminate
@@ -433,8 +433,7 @@ def check_blocking_bundle(ctx: CheckContext) -> None:
             details=f"  stderr of the sandbox:\n{result.stderr[-2000:]}",
             result=result,
         )
-    ctx.limitation(
-        "can_cancel_blocking_code",
+    ctx.declare_limitation(
         f"a bundle blocked in sync code cannot be stopped; execute() returned {took:.2f} s after the stop "
         f"(bound {bound:.2f} s) leaving thread {straggler!r} behind",
     )

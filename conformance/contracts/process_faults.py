@@ -24,7 +24,6 @@ from conformance.contracts._engine import (
     hang_bound,
     leak_lines,
     records,
-    require_processes,
     runners_stopped,
 )
 from conformance.scenarios import Fault, Scenario, Script, Step
@@ -34,11 +33,10 @@ __all__: list[str] = []
 _LEAKS = ("threads", "processes", "zombies", "fds", "sockets", "ipc", "temp_files")
 
 
-@contract("F1", situations=("several-runners",))
+@contract("F1")
 def check_worker_killed(ctx: CheckContext) -> None:
     """F1: a worker killed with SIGKILL mid-run: execute() raises an error naming the worker and its exit
     status within 2 s; the others stop; nothing is left behind."""
-    require_processes(ctx)
     victim = ctx.n_runners - 1
     scenario = Scenario(
         "F1",
@@ -105,15 +103,15 @@ def _listen_parameters(strategy_class: Any) -> tuple[str | None, str | None, str
     return host, port, address
 
 
-@contract("F2", situations=("default",))
+@contract("F2")
 def check_port_in_use(ctx: CheckContext) -> None:
     """F2: a listen address already taken gives a clear error naming host and port, before any worker is
     spawned, with nothing left behind."""
-    require_processes(ctx)
     from conformance.target import resolve_strategy_class
 
     host_param, port_param, address_param = _listen_parameters(resolve_strategy_class(ctx.target.strategy))
     if port_param is None and address_param is None:
+        # Known only once the constructor is inspected (no capability declares a listen address).
         ctx.not_applicable(
             "uses_processes",
             "the strategy takes no listen address (no port/host or address constructor parameter)",
@@ -179,18 +177,15 @@ def _accepts(strategy_class: Any, parameter: str) -> bool:
     return parameter in parameters
 
 
-@contract("F3", situations=("fork", "spawn", "forkserver"))
+@contract("F3")
 def check_start_methods(ctx: CheckContext) -> None:
-    """F3: L1-L4 and E1 pass under the start method of the situation (n/a when not supported).
+    """F3: L1-L4 and E1 pass under the start method of the situation (planned n/a where the strategy
+    does not declare it or the platform lacks it: the catalogue entry requires it per situation).
 
     L1 and L2 share one run (their scenarios are the same); L4 runs with a runner as the setter, the
     case where the stop has to cross from a worker to the others.
     """
-    require_processes(ctx)
     method = ctx.situation
-    ctx.require(
-        "supports_start_methods", method, f"the strategy does not support the {method!r} start method"
-    )
     from conformance.target import resolve_strategy_class
 
     options = dict(ctx.target.options)
@@ -215,10 +210,9 @@ def check_start_methods(ctx: CheckContext) -> None:
     exceptions.verify_error(ctx, ctx.run(scenario, target=target), "algorithm", message)
 
 
-@contract("F4", situations=("default",))
+@contract("F4")
 def check_parent_death(ctx: CheckContext) -> None:
     """F4: if the process calling execute() dies (SIGKILL), no worker outlives it by more than 2 s."""
-    require_processes(ctx)
     scenario = Scenario(
         "F4",
         n_runners=2,

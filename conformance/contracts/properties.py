@@ -198,7 +198,7 @@ def _report(ctx: CheckContext, finding: Finding, exploration: Exploration | None
     )
 
 
-@contract("P1", situations=("default",))
+@contract("P1")
 def check_random_schedules(ctx: CheckContext) -> None:
     """P1: hypothesis-drawn schedules each match the oracle and keep every L, R and S invariant."""
     options: dict[str, Any] = dict(getattr(ctx, "kit_options", {}) or {})

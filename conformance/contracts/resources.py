@@ -19,7 +19,6 @@ from conformance.scenarios import Fault, Scenario, ScenarioResult, Script, Step
 
 __all__: list[str] = []
 
-_ENDINGS = ("after-return", "after-error", "after-keyboard-interrupt")
 _ROLLOUTS = 4
 _REPEATS = 20
 _RSS_TOLERANCE = 32 * 1024 * 1024  # bytes of RSS growth over all repeats (allocator and import noise)
@@ -84,7 +83,7 @@ def _fail_with(ctx: CheckContext, result: ScenarioResult, expected: str, entries
         )
 
 
-@contract("R1", situations=_ENDINGS)
+@contract("R1")
 def check_no_thread_leak(ctx: CheckContext) -> None:
     """R1: no thread started during execute() is alive after it returns (no bundle here blocks in sync
     code, so L7's declared stragglers cannot occur: every leftover thread is a leak)."""
@@ -92,7 +91,7 @@ def check_no_thread_leak(ctx: CheckContext) -> None:
     _fail_with(ctx, result, "no thread started by execute() is still alive", list(result.leaks.threads))
 
 
-@contract("R2", situations=_ENDINGS)
+@contract("R2")
 def check_no_process_leak(ctx: CheckContext) -> None:
     """R2: no child process is alive and none is left a zombie."""
     result = _observe(ctx)
@@ -112,7 +111,7 @@ def _rebind(host: str, port: int) -> str | None:
     return None
 
 
-@contract("R3", situations=_ENDINGS)
+@contract("R3")
 def check_no_fd_or_socket_leak(ctx: CheckContext) -> None:
     """R3: fds and sockets back to baseline; ports listened on can be bound again; a second run works."""
     result = _observe(ctx)
@@ -134,7 +133,7 @@ def check_no_fd_or_socket_leak(ctx: CheckContext) -> None:
         )
 
 
-@contract("R4", situations=_ENDINGS)
+@contract("R4")
 def check_no_ipc_leak(ctx: CheckContext) -> None:
     """R4: no leaked semaphores or shared memory (no resource_tracker warnings), no temp files left."""
     result = _observe(ctx)
@@ -142,7 +141,7 @@ def check_no_ipc_leak(ctx: CheckContext) -> None:
     _fail_with(ctx, result, "no leaked semaphores, shared memory or temp files", entries)
 
 
-@contract("R5", situations=_ENDINGS)
+@contract("R5")
 def check_no_asyncio_leak(ctx: CheckContext) -> None:
     """R5: no pending-task-destroyed messages, never-awaited coroutines, ResourceWarnings, unraisables."""
     result = _observe(ctx)
@@ -150,7 +149,7 @@ def check_no_asyncio_leak(ctx: CheckContext) -> None:
     _fail_with(ctx, result, "no asyncio leftovers, ResourceWarnings or unraisable exceptions", entries)
 
 
-@contract("R7", situations=_ENDINGS)
+@contract("R7")
 def check_caller_state_restored(ctx: CheckContext) -> None:
     """R7: signal handlers, start method, current event loop and logging configuration as before."""
     result = _observe(ctx)
@@ -162,7 +161,7 @@ def check_caller_state_restored(ctx: CheckContext) -> None:
     )
 
 
-@contract("R6", situations=("default",))
+@contract("R6")
 def check_repeat_stable(ctx: CheckContext) -> None:
     """R6: 20 consecutive execute() calls in one process: no growth in threads, fds, children; RSS bounded."""
     scenario = Scenario(

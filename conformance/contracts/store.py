@@ -92,7 +92,7 @@ def _check_all_waited(ctx: CheckContext, result: ScenarioResult, count: int) -> 
         )
 
 
-@contract("S1", situations=("several-runners",))
+@contract("S1")
 def check_exactly_once(ctx: CheckContext) -> None:
     """S1: every enqueued rollout is completed exactly once, over all runners, under concurrency."""
     result = ctx.run(_producer_consumer(ctx, "S1"))
@@ -122,7 +122,7 @@ def check_exactly_once(ctx: CheckContext) -> None:
     _check_all_waited(ctx, result, _ROLLOUTS)
 
 
-@contract("S2", situations=("one-runner", "several-runners"))
+@contract("S2")
 def check_writes_visible(ctx: CheckContext) -> None:
     """S2: runners' status updates and spans are visible to the running algorithm (wait_for_rollouts)."""
     count = 8
@@ -139,10 +139,9 @@ def check_writes_visible(ctx: CheckContext) -> None:
         )
 
 
-@contract("S3", situations=("one-runner", "several-runners"))
+@contract("S3")
 def check_caller_store_updated(ctx: CheckContext) -> None:
     """S3: with ``shares_caller_store``, the store passed to execute() holds every write afterwards."""
-    ctx.require("shares_caller_store", True, "the strategy declares shares_caller_store=False")
     count = 6
     scenario = dataclasses.replace(
         _producer_consumer(ctx, "S3", count=count, then=(Step("store", args={"op": "add_resources"}),)),
@@ -190,7 +189,7 @@ def check_caller_store_updated(ctx: CheckContext) -> None:
 _FAULT_TYPE = "ConnectionError"
 
 
-@contract("S4", situations=("in-algorithm", "in-runner"))
+@contract("S4")
 def check_store_fault(ctx: CheckContext) -> None:
     """S4: a store call that raises in a bundle behaves as E1/E2: everything stops, the error is raised."""
     if ctx.situation == "in-algorithm":
@@ -239,7 +238,7 @@ def check_store_fault(ctx: CheckContext) -> None:
         )
 
 
-@contract("S5", situations=("several-runners",))
+@contract("S5")
 def check_slow_store(ctx: CheckContext) -> None:
     """S5: store latency (seeded, at chosen calls of every bundle) causes no deadlock; bounds still hold."""
     count = 12
@@ -276,11 +275,10 @@ def check_slow_store(ctx: CheckContext) -> None:
             )
 
 
-@contract("S6", situations=("default",))
+@contract("S6")
 def check_unmanaged_store(ctx: CheckContext) -> None:
     """S6: with ``managed_store=False`` bundles receive the caller's store object (the object itself in
     the caller's process, an object of the caller's store type elsewhere), not a wrapper."""
-    ctx.require("supports_unmanaged_store", True, "the strategy declares supports_unmanaged_store=False")
     options = {**ctx.target.options, "n_runners": ctx.n_runners, "managed_store": False}
     try:  # construction is side-effect free (G1 checks it); a refusal here is the contract's failure
         resolve_strategy_class(ctx.target.strategy)(**options)

@@ -1,4 +1,5 @@
-"""The catalogue covers every contract of CONTRACTS.md by ID and name, and exports as JSON."""
+"""The catalogue covers every contract of CONTRACTS.md by ID and name, agrees with the registered checks and
+the generated reference, and exports as JSON."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from conformance.catalogue import CATALOGUE, SECTIONS, catalogue_json, get_contract
+from conformance.capabilities import CAPABILITY_DEFAULTS, STORE_CAPABILITY_DEFAULTS, validate_manifest
+from conformance.catalogue import CATALOGUE, SECTIONS, catalogue_json, catalogue_markdown, get_contract
 from conformance.checks import load_checks
+from conformance.plan import compute_plan
 
 _CANDIDATES = (
     Path(__file__).resolve().parents[2] / "CONTRACTS.md",
@@ -57,6 +60,71 @@ def test_json_export_lists_every_contract() -> None:
     assert s1["name"] == "exactly-once" and s1["section"] == "S" and s1["since"] == "0.1.0"
     assert "exactly once" in s1["must"]
     assert s1["implemented"] is True
+
+
+def test_catalogue_checks_and_reference_agree() -> None:
+    """Each contract is declared once: every catalogue entry has a check in each of its situations (or
+    says in ``unchecked`` why this kit build has none), every registered check is a situation of an
+    entry, and docs/contracts.md is exactly what the catalogue renders."""
+    registered: dict[str, list[str]] = {}
+    for spec in load_checks():
+        registered.setdefault(spec.contract_id, []).append(spec.situation)
+    assert sorted(set(registered) - set(CATALOGUE)) == []
+    for cid, entry in CATALOGUE.items():
+        if entry.unchecked:
+            assert cid not in registered, f"{cid} says it is unchecked ({entry.unchecked}) but has a check"
+            continue
+        assert registered.get(cid) == list(entry.situations), (
+            f"{cid}: the catalogue declares situations {list(entry.situations)}, the registered checks "
+            f"cover {registered.get(cid, [])}"
+        )
+    committed = (Path(__file__).resolve().parents[2] / "docs" / "contracts.md").read_text(encoding="utf-8")
+    assert committed == catalogue_markdown(), (
+        "docs/contracts.md is stale: regenerate it with "
+        "`python -m conformance --catalogue-markdown > docs/contracts.md`"
+    )
+
+
+def test_applicability_names_known_capabilities_and_situations() -> None:
+    """What an entry requires is a capability its subject can declare (or a fact the plan finds), with
+    a value of that capability's type, so a typo in the catalogue cannot silently plan a contract n/a."""
+    facts = {"agentlightning", "registered_alias"}
+    for cid, entry in CATALOGUE.items():
+        known = STORE_CAPABILITY_DEFAULTS if entry.subject == "store" else CAPABILITY_DEFAULTS
+        needs = [entry.requires, *entry.situation_requires.values()]
+        for name, value in (pair for mapping in needs for pair in mapping.items()):
+            if name in facts:
+                assert value is True, cid
+                continue
+            assert name in known, f"{cid} requires unknown capability {name!r}"
+            default = known[name]
+            if isinstance(default, tuple):
+                assert value in default, f"{cid}: {value!r} is no item {name} can list"
+            else:
+                assert type(value) is type(default), f"{cid}: {name} is a {type(default).__name__}"
+        if entry.limitation_unless:
+            assert known.get(entry.limitation_unless) is True, cid  # a bool whose strict reading is True
+        assert set(entry.why) <= {*entry.requires, entry.limitation_unless}, cid
+        assert set(entry.situation_requires) <= set(entry.situations), cid
+
+
+def test_the_plan_reads_applicability_from_the_entry_alone() -> None:
+    """A contract becomes n/a or a limitation only through its entry: with every capability at its
+    strictest reading (and the registry facts present) the whole plan runs."""
+    strategy = compute_plan(load_checks(), validate_manifest({}), subject="strategy")
+    store = compute_plan(
+        load_checks(),
+        validate_manifest({"durable": True}, defaults=STORE_CAPABILITY_DEFAULTS),
+        subject="store",
+    )
+    for entry in [*strategy, *store]:
+        contract = CATALOGUE[entry.contract_id]
+        if entry.status == "run":
+            continue
+        assert entry.capability in {*contract.requirements(entry.situation), contract.limitation_unless}
+        # Only the registry facts (no strategy class given here) and a platform without a start method
+        # may exclude an item at the strictest reading.
+        assert entry.capability in {"agentlightning", "registered_alias", "supports_start_methods"}, entry
 
 
 def test_every_registered_check_belongs_to_the_catalogue_and_s_and_g_are_complete() -> None:

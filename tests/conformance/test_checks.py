@@ -8,6 +8,7 @@ import pytest
 
 from conformance import checks as checks_module
 from conformance.capabilities import validate_manifest
+from conformance.catalogue import CATALOGUE
 from conformance.checks import CheckContext, CheckSpec, contract, load_checks, runners_for_situation
 from conformance.plan import compute_plan, unimplemented_contracts
 from conformance.scenarios import JournalRecord, Scenario, ScenarioResult, Target
@@ -43,6 +44,14 @@ def test_contract_registers_one_spec_per_situation_in_catalogue_order() -> None:
 
 
 @pytest.mark.usefixtures("empty_registry")
+def test_a_check_takes_its_situations_from_the_catalogue() -> None:
+    @contract("K3")
+    def check_k3(ctx: CheckContext) -> None: ...
+
+    assert [spec.situation for spec in checks_module.registered_checks()] == list(CATALOGUE["K3"].situations)
+
+
+@pytest.mark.usefixtures("empty_registry")
 @pytest.mark.parametrize(
     ("contract_id", "situations", "named"),
     [
@@ -50,6 +59,11 @@ def test_contract_registers_one_spec_per_situation_in_catalogue_order() -> None:
         ("L2", (), "situations must not be empty"),
         ("L2", ("Bad Name",), "situation 'Bad Name' must be a lowercase slug"),
         ("L2", ("a", "a"), "duplicate situations"),
+        (
+            "L2",
+            ("default",),
+            r"situation 'default' is not in its catalogue entry \['one-runner', 'several-runners'\]",
+        ),
     ],
 )
 def test_bad_registrations_are_refused(contract_id: str, situations: tuple[str, ...], named: str) -> None:
@@ -96,6 +110,22 @@ def test_require_not_applicable_and_limitation() -> None:
         ctx.require("supports_start_methods", "spawn", "spawn not declared")
     with pytest.raises(DeclaredLimitation, match=r"limitation \(declared: can_cancel_blocking_code\): stuck"):
         ctx.limitation("can_cancel_blocking_code", "stuck")
+
+
+def test_the_declared_limitation_is_the_catalogue_entrys() -> None:
+    def l7(**caps: Any) -> CheckContext:
+        return CheckContext("L7", "default", Target("pkg.Strategy"), validate_manifest(caps))
+
+    assert l7(can_cancel_blocking_code=False).limited and not l7().limited
+    assert not _context(can_cancel_blocking_code=False).limited  # L2 declares no limitation
+    with pytest.raises(DeclaredLimitation) as limited:
+        l7(can_cancel_blocking_code=False).declare_limitation("left a thread behind")
+    assert (limited.value.capability, limited.value.reason) == (
+        "can_cancel_blocking_code",
+        "left a thread behind",
+    )
+    with pytest.raises(ValueError, match="L2 declares no limitation_unless capability"):
+        _context().declare_limitation("anything")
 
 
 def test_fail_renders_expected_observed_figure_and_timeline() -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from conformance.capabilities import CapabilityError, validate_manifest
+from conformance.catalogue import CATALOGUE
 from conformance.hosts import NamespaceHosts, probe_namespaces
 from conformance.journal import read_journal
 from conformance.placement import (
@@ -165,14 +166,15 @@ def test_the_manifest_reports_a_bad_placement_with_its_owner() -> None:
 
 def test_D_is_na_only_for_strategies_that_declare_one_machine() -> None:
     one_machine = validate_manifest({"runs_on_many_hosts": False})
-    assert _applicability("D1", "default", one_machine, []) == (
+    assert _applicability(CATALOGUE["D1"], "after-return", one_machine, {}) == (
         "n/a",
         "runs_on_many_hosts",
         "the strategy declares runs_on_many_hosts=False (its runners run on one machine)",
     )
     # Undeclared (strictest) or declared without a placement: D runs, and fails asking for host_sides.
-    assert _applicability("D1", "default", validate_manifest({}), [])[0] == "run"
-    assert _applicability("D1", "default", validate_manifest({"host_sides": CS_HOST_SIDES}), [])[0] == "run"
+    assert _applicability(CATALOGUE["D1"], "after-return", validate_manifest({}), {})[0] == "run"
+    declared = validate_manifest({"host_sides": CS_HOST_SIDES})
+    assert _applicability(CATALOGUE["D1"], "after-return", declared, {})[0] == "run"
 
 
 def test_single_machine_reference_strategies_declare_it() -> None:
