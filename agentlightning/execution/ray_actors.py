@@ -19,7 +19,8 @@ with a bound.
 Store. The caller's store is served over HTTP by the ``cs`` server (``store/http``) on a thread of the
 calling process, authenticated by a token made per run; each actor reaches it with an
 ``HttpLightningStore`` naming itself ``runner-<i>`` (so ``store.claims`` knows who holds what) and mirrors
-the server's stop event (the ``cs`` event bridge: a long-poll on ``/v1/event/wait``, L4 across nodes).
+the server's stop event (``event_bridge``, shared with ``cs``: a long-poll on ``/v1/event/wait``, L4
+across nodes).
 A Ray-native store (an actor owning it, calls as actor tasks) was not adopted: every store call would
 then be an actor task round trip through the owner's raylet, and the algorithm in the caller's process
 would lose direct access to its own store (S3, the caller's store holds every write). The HTTP path was
@@ -87,7 +88,7 @@ except ImportError as _missing:  # pragma: no cover - exercised by the test that
 
 from agentlightning.execution import threads
 from agentlightning.execution.base import AlgorithmBundle, ExecutionStrategy, RunnerBundle
-from agentlightning.execution.client_server import _EventBridge
+from agentlightning.execution.event_bridge import EventBridge
 from agentlightning.execution.events import ThreadingEvent
 from agentlightning.execution.failures import FailureCollector
 from agentlightning.execution.processes import WorkerDied, validate_timeout
@@ -296,7 +297,7 @@ class _RunnerHost:
         loop = asyncio.get_running_loop()
         event = ThreadingEvent()
         failures = FailureCollector(_log)
-        bridge = _EventBridge(HttpLightningStore(self.url, token=self.token), event)  # type: ignore[arg-type]
+        bridge = EventBridge(HttpLightningStore(self.url, token=self.token), event)
         store = ClaimTrackingStore(
             HttpLightningStore(self.url, token=self.token).named(self.name),
             client=self.name,
