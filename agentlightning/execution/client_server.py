@@ -54,7 +54,6 @@ address. A durable store, which would survive it, is planned but does not exist 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import threading
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -64,17 +63,21 @@ from agentlightning.env import (
     AGL_SERVER_PORT,
     managed_store_default,
 )
-from agentlightning.execution.base import AlgorithmBundle, ExecutionStrategy, RunnerBundle
+from agentlightning.execution.base import AlgorithmBundle, RunnerBundle
 from agentlightning.execution.event_bridge import EventBridge
-from agentlightning.execution.events import ExecutionEvent, MultiprocessingEvent
+from agentlightning.execution.events import ExecutionEvent
 from agentlightning.execution.processes import (
-    START_METHODS,
     WorkerDied,
     WorkerOutcome,
     validate_start_method,
     validate_timeout,
 )
-from agentlightning.execution.supervisor import Supervisor, WorkerSpec
+from agentlightning.execution.supervisor import (
+    WORKER_PROCESS_CAPABILITIES,
+    SupervisedStrategy,
+    Supervisor,
+    WorkerSpec,
+)
 from agentlightning.execution.threads import run_on_private_loop
 from agentlightning.store.base import LightningStore
 from agentlightning.store.claims import ClaimLedger, ClaimTrackingStore
@@ -133,7 +136,7 @@ class RunnerHostLost(WorkerDied):
         return (type(self), (self.address, self.side, self.workers, self.silent_seconds))
 
 
-class ClientServerExecutionStrategy(ExecutionStrategy):
+class ClientServerExecutionStrategy(SupervisedStrategy):
     """The store behind an HTTP server, runners in processes; see the module docstring for the stop model.
 
     ``role``: ``"algorithm"``, ``"runner"`` or ``"both"`` (``None``: ``AGL_CURRENT_ROLE``, default
@@ -161,13 +164,7 @@ class ClientServerExecutionStrategy(ExecutionStrategy):
 
     alias: ClassVar[str] = "cs"
     capability_manifest: ClassVar[dict[str, Any]] = {
-        "uses_processes": True,
-        "shares_caller_store": True,
-        "supports_unmanaged_store": False,
-        "can_cancel_blocking_code": True,
-        "supports_start_methods": tuple(
-            m for m in START_METHODS if m in multiprocessing.get_all_start_methods()
-        ),
+        **WORKER_PROCESS_CAPABILITIES,
         # Section D: the algorithm side serves the store on host 0; runner sides connect to it.
         "runs_on_many_hosts": True,
         "host_sides": {
@@ -279,9 +276,7 @@ class ClientServerExecutionStrategy(ExecutionStrategy):
     @property
     def capabilities(self) -> dict[str, Any]:
         return {
-            **self.capability_manifest,
-            "grace_seconds": self.graceful_timeout,
-            "terminate_seconds": self.terminate_timeout,
+            **super().capabilities,
             "late_store_seconds": self.connect_timeout,  # D4: a runner side waits this long for the store
             # D2: a silent side is given up once its last poll is host_loss_timeout old.
             "host_loss_seconds": self.host_loss_timeout + EventBridge.POLL_SECONDS,
@@ -362,31 +357,15 @@ async def _check_reachable(client: HttpLightningStore) -> None:
 # -- one execute() --------------------------------------------------------------------------------------
 
 
-class _Execution(Supervisor):
+class _Execution(Supervisor[ClientServerExecutionStrategy]):
     """One ``execute()`` on this machine: the store served over HTTP (or reached, on a runner side), the
     event bridged across machines, runner sides watched for host loss."""
 
     label = "cs"
-
-    def __init__(
-        self,
-        strategy: ClientServerExecutionStrategy,
-        algorithm: AlgorithmBundle,
-        runner: RunnerBundle,
-        store: LightningStore,
-    ) -> None:
-        super().__init__(
-            MultiprocessingEvent(multiprocessing.get_context(strategy.start_method)),
-            graceful_timeout=strategy.graceful_timeout,
-            terminate_timeout=strategy.terminate_timeout,
-            logger=_log,
-        )
-        self.s = strategy
-        self.algorithm, self.runner, self.store = algorithm, runner, store
-        self.server: LightningStoreServer | None = None
-        self.bridge: EventBridge | None = None
-        self.side_watch: threading.Thread | None = None
-        self.side_watch_stop = threading.Event()
+    server: LightningStoreServer | None = None
+    bridge: EventBridge | None = None
+    side_watch: threading.Thread | None = None
+    side_watch_stop: threading.Event
 
     # -- starting ---------------------------------------------------------------------------------------
 
@@ -421,6 +400,7 @@ class _Execution(Supervisor):
         )
         self.server.start()
         _log.info("cs: serving the store at %s (role %s)", self.server.url, s.role)
+        self.side_watch_stop = threading.Event()
         self.side_watch = threading.Thread(target=self._watch_sides, name="agl-cs-side-watch", daemon=True)
         self.side_watch.start()
         client = HttpLightningStore(

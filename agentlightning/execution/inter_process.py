@@ -38,20 +38,18 @@ preloads this package, so each runner starts in milliseconds after the first ``e
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 from typing import Any, ClassVar
 
-from agentlightning.execution.base import AlgorithmBundle, ExecutionStrategy, RunnerBundle
-from agentlightning.execution.events import MultiprocessingEvent
-from agentlightning.execution.processes import (
-    START_METHODS,
-    WorkerOutcome,
-    validate_start_method,
-    validate_timeout,
-)
+from agentlightning.execution.base import AlgorithmBundle, RunnerBundle
+from agentlightning.execution.processes import WorkerOutcome, validate_start_method, validate_timeout
 from agentlightning.execution.socket_dirs import SOCKET_NAME, make_socket_dir, remove_socket_dir
-from agentlightning.execution.supervisor import Supervisor, WorkerSpec
+from agentlightning.execution.supervisor import (
+    WORKER_PROCESS_CAPABILITIES,
+    SupervisedStrategy,
+    Supervisor,
+    WorkerSpec,
+)
 from agentlightning.store.base import LightningStore
 from agentlightning.store.claims import ClaimLedger, ClaimTrackingStore
 from agentlightning.store.ipc import IpcLightningStore, IpcStoreServer, peer_client
@@ -68,7 +66,7 @@ _log = logging.getLogger(__name__)
 _PRELOAD = ("agentlightning.execution.inter_process",)
 
 
-class InterProcessExecutionStrategy(ExecutionStrategy):
+class InterProcessExecutionStrategy(SupervisedStrategy):
     """Algorithm in the calling process, runners in worker processes; see the module's stop model.
 
     ``n_runners``: runner processes (>= 1). ``graceful_timeout``: seconds a bundle may take to return
@@ -80,14 +78,7 @@ class InterProcessExecutionStrategy(ExecutionStrategy):
 
     alias: ClassVar[str] = "ipc"
     capability_manifest: ClassVar[dict[str, Any]] = {
-        "uses_processes": True,
-        "shares_caller_store": True,
-        "can_cancel_blocking_code": True,
-        "supports_start_methods": tuple(
-            method for method in START_METHODS if method in multiprocessing.get_all_start_methods()
-        ),
-        # Runners live in other processes: they can never be handed the caller's object itself (S6).
-        "supports_unmanaged_store": False,
+        **WORKER_PROCESS_CAPABILITIES,
         "runs_on_many_hosts": False,  # a Unix socket: every runner is on this machine (D1-D5 are n/a)
     }
 
@@ -107,47 +98,23 @@ class InterProcessExecutionStrategy(ExecutionStrategy):
             raise ValueError("terminate_timeout must be > 0 seconds (processes need time to exit); got 0")
         self.start_method = validate_start_method(start_method)
 
-    @property
-    def capabilities(self) -> dict[str, Any]:
-        return {
-            **self.capability_manifest,
-            "grace_seconds": self.graceful_timeout,
-            "terminate_seconds": self.terminate_timeout,
-        }
-
-    def execute(self, algorithm: AlgorithmBundle, runner: RunnerBundle, store: LightningStore) -> None:
-        """Run the algorithm here and ``n_runners`` runner processes; raise as the stop model says."""
-        _Run(self, algorithm, runner, store).run()
-
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(n_runners={self.n_runners}, graceful_timeout={self.graceful_timeout}, "
             f"terminate_timeout={self.terminate_timeout}, start_method={self.start_method!r})"
         )
 
+    def execute(self, algorithm: AlgorithmBundle, runner: RunnerBundle, store: LightningStore) -> None:
+        """Run the algorithm here and ``n_runners`` runner processes; raise as the stop model says."""
+        _Run(self, algorithm, runner, store).run()
 
-class _Run(Supervisor):
+
+class _Run(Supervisor[InterProcessExecutionStrategy]):
     """One ``execute()``: the store served over a Unix socket in a private directory, runner processes."""
 
     label = "ipc"
-
-    def __init__(
-        self,
-        strategy: InterProcessExecutionStrategy,
-        algorithm: AlgorithmBundle,
-        runner: RunnerBundle,
-        store: LightningStore,
-    ) -> None:
-        super().__init__(
-            MultiprocessingEvent(multiprocessing.get_context(strategy.start_method)),
-            graceful_timeout=strategy.graceful_timeout,
-            terminate_timeout=strategy.terminate_timeout,
-            logger=_log,
-        )
-        self.s = strategy
-        self.algorithm, self.runner, self.store = algorithm, runner, store
-        self.tmpdir: str | None = None
-        self.server: IpcStoreServer | None = None
+    tmpdir: str | None = None
+    server: IpcStoreServer | None = None
 
     def start(self) -> None:
         s, event = self.s, self.event

@@ -43,19 +43,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, ClassVar, NamedTuple, Protocol
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar
 
+from agentlightning.execution.base import AlgorithmBundle, ExecutionStrategy, RunnerBundle
 from agentlightning.execution.ctrl_c import CtrlCLadder
-from agentlightning.execution.events import MultiprocessingEvent
+from agentlightning.execution.events import MultiprocessingEvent, ThreadingEvent
 from agentlightning.execution.failures import FailureCollector
-from agentlightning.execution.processes import WorkerOutcome, WorkerProcesses
+from agentlightning.execution.processes import START_METHODS, WorkerOutcome, WorkerProcesses
 from agentlightning.execution.threads import BundleRun, Inbox, SigintRelay, close_loop, run_on_private_loop
 from agentlightning.store.base import LightningStore
 from agentlightning.store.claims import ClaimLedger
 
-__all__ = ["Supervisor", "WorkerPool", "WorkerSpec", "ended"]
+__all__ = [
+    "SUPERVISED_CAPABILITIES",
+    "WORKER_PROCESS_CAPABILITIES",
+    "SupervisedStrategy",
+    "Supervisor",
+    "WorkerPool",
+    "WorkerSpec",
+]
 
 # Marked as ours: a Ctrl+C that arrives in this module's frames is deferred to bundle code (see threads).
 _KEYBOARD_INTERRUPT_PROTECTED = True
@@ -93,12 +102,46 @@ class WorkerSpec(NamedTuple):
     cleanup: Callable[[], Awaitable[Any]] | None = None
 
 
-def ended(outcome: WorkerOutcome) -> str:
+def _ended(outcome: WorkerOutcome) -> str:
     """How a worker ended, for the log line that gives up its claims."""
     return outcome.status + (f" ({outcome.error})" if outcome.error is not None else "")
 
 
-class Supervisor:
+SUPERVISED_CAPABILITIES: Mapping[str, Any] = {
+    "uses_processes": True,
+    "shares_caller_store": True,
+    # Runners live in other processes: they can never be handed the caller's object itself (S6).
+    "supports_unmanaged_store": False,
+    "can_cancel_blocking_code": True,  # runners can be signalled (or their actors cancelled and killed)
+}
+"""The capabilities every strategy run by a ``Supervisor`` shares; each adds its own."""
+
+WORKER_PROCESS_CAPABILITIES: Mapping[str, Any] = {
+    **SUPERVISED_CAPABILITIES,
+    "supports_start_methods": tuple(m for m in START_METHODS if m in multiprocessing.get_all_start_methods()),
+}
+"""Those of a strategy whose runners are ``processes.WorkerProcesses`` (every start method available here)."""
+
+
+class SupervisedStrategy(ExecutionStrategy):
+    """A strategy whose ``execute()`` a ``Supervisor`` runs: it states its escalation bounds."""
+
+    graceful_timeout: float
+    terminate_timeout: float
+
+    @property
+    def capabilities(self) -> dict[str, Any]:
+        return {
+            **self.capability_manifest,
+            "grace_seconds": self.graceful_timeout,
+            "terminate_seconds": self.terminate_timeout,
+        }
+
+
+_S = TypeVar("_S", bound=SupervisedStrategy)
+
+
+class Supervisor(Generic[_S]):
     """One ``execute()``: start, run the main bundle, watch the workers, stop; see the module's stop model.
 
     A strategy subclasses it and fills in ``start()`` (serve the store, start the workers with
@@ -113,17 +156,25 @@ class Supervisor:
 
     def __init__(
         self,
-        event: MultiprocessingEvent,
+        strategy: _S,
+        algorithm: AlgorithmBundle,
+        runner: RunnerBundle,
+        store: LightningStore,
         *,
-        graceful_timeout: float,
-        terminate_timeout: float,
+        event: MultiprocessingEvent | ThreadingEvent | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
-        self.log = logger or _log
+        """``event``: the run's stop event (default: a ``MultiprocessingEvent`` of the strategy's
+        ``start_method``, which worker processes share)."""
+        self.s = strategy
+        self.algorithm, self.runner, self.store = algorithm, runner, store
+        self.log = logger or logging.getLogger(type(self).__module__)  # the strategy's own logger
         self.failures = FailureCollector(self.log)
+        if event is None:
+            event = MultiprocessingEvent(multiprocessing.get_context(getattr(strategy, "start_method", None)))
         self.event = event
-        self.graceful_timeout = graceful_timeout
-        self.terminate_timeout = terminate_timeout
+        self.graceful_timeout = strategy.graceful_timeout
+        self.terminate_timeout = strategy.terminate_timeout
         self.inbox = Inbox()
         self.relay = SigintRelay(self.inbox)
         self.ladder = CtrlCLadder(
@@ -131,7 +182,7 @@ class Supervisor:
             stop=self.stop_here,
             force=self._force,
             abandon=self._abandon,
-            grace=graceful_timeout,
+            grace=self.graceful_timeout,
             logger=self.log,
         )
         self.workers: WorkerPool | None = None
@@ -172,7 +223,8 @@ class Supervisor:
                 except KeyboardInterrupt:
                     self.ladder.escaped()
         finally:
-            self.step("closing the stop event", self.event.close)
+            if isinstance(self.event, MultiprocessingEvent):
+                self.step("closing the stop event", self.event.close)
             self.step("closing the SIGINT inbox", self.inbox.close)
             self.release()
         self.failures.raise_first()
@@ -224,7 +276,7 @@ class Supervisor:
             if client is None:
                 continue
             try:
-                await claims.give_up(served, client, ended(outcome))
+                await claims.give_up(served, client, _ended(outcome))
             except Exception as exc:  # a store failure: the final sweep tries again; never masks a failure
                 self.failures.record_cleanup_error(
                     exc, f"marking the attempts of {outcome.name} unresponsive"
@@ -239,6 +291,8 @@ class Supervisor:
 
         ``specs`` is read lazily: nothing is made for a worker that is not started.
         """
+        if not isinstance(self.event, MultiprocessingEvent):
+            raise TypeError(f"worker processes need a MultiprocessingEvent; this run has {self.event!r}")
         workers = WorkerProcesses(
             self.event,
             start_method=start_method,
