@@ -29,7 +29,7 @@ _KEYBOARD_INTERRUPT_PROTECTED = True
 
 _log = logging.getLogger(__name__)
 
-STOP, FORCE, ABANDON = 1, 2, 3
+_STOP, _FORCE = 1, 2  # the rungs; every later Ctrl+C abandons
 
 
 class CtrlCLadder:
@@ -84,11 +84,11 @@ class CtrlCLadder:
         return max(0, self.handled + self.escaped_count - 1)
 
     def _climb(self, rung: int) -> None:
-        if rung == STOP:
+        if rung == _STOP:
             self._log.info("SIGINT: stopping every bundle (grace %.3gs)", self._grace)
             self._failures.record_interrupt("SIGINT")
             self._stop()
-        elif rung == FORCE:
+        elif rung == _FORCE:
             self._log.warning("second SIGINT: stopping every bundle now, without grace")
             self._stop()
             self._force()

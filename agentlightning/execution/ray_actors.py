@@ -37,26 +37,20 @@ of ``runner_resources`` per runner; ``strict_spread`` puts every runner on a dif
 the actor the runner runs under ``threads.BundleRun`` on a thread of its own, so the actor's loop stays
 free to hear ``ray.cancel`` even while the bundle blocks.
 
-Stop model:
+Stop model: ``supervisor.Supervisor``'s (L1-L7, E1-E6, F1, K1-K5, T3), the actors being its worker pool
+(``_Actors``). What differs from worker processes:
 
-- Algorithm returns: the event is set (L2); each actor sees it through its bridge; a runner still running
+- The stop's steps: each actor sees the event through its bridge, and a runner still running
   ``graceful_timeout`` later is cancelled inside its actor (``CancelledError``, ``finally`` runs: L6).
   Runners still running ``terminate_timeout`` after that get ``ray.cancel`` (the cancellation is
   repeated at once), and ``terminate_timeout`` later ``ray.kill`` (a bundle stuck in blocking code: L7).
   Then every actor is killed, the placement group removed, the server stopped, and ``execute()`` returns.
-- A runner returns: nothing else happens (L3). Any bundle sets the event: everyone stops as above (L4).
-- A bundle raises (any type): the event is set, everyone stops, and ``execute()`` raises the first
-  failure with its original type, message and the actor's traceback (``remote_errors``), with a note
-  naming the actor and its node (E1-E3, E6, K2). An actor that dies (its process killed, its node lost)
-  is ``ActorDied`` - a ``WorkerDied`` - naming the worker, its pid and its node (F1).
-- Ctrl+C: the first SIGINT sets the event, the stop above runs, and ``KeyboardInterrupt`` is raised once
-  every actor is gone (K3, K4); a second one skips the remaining grace and moves to the next step at once
-  (K5). Actors do not share the caller's process group (Ray starts them), so a terminal's Ctrl+C reaches
-  them only through this stop.
-
-Claims (T3): as soon as an actor is seen to end (however it ended), the attempts it still held are marked
-``unresponsive`` in the caller's store, so each rollout's ``RolloutConfig`` requeues or fails it while the
-algorithm runs (a lost node loses nothing); any claim left when the server stops is settled the same way.
+- A runner's error arrives with its type, message and the actor's traceback (``remote_errors``), with a
+  note naming the actor and its node. An actor that dies (its process killed, its node lost) is
+  ``ActorDied`` - a ``WorkerDied`` - naming the worker, its pid and its node (F1); the attempts it held
+  are given up at once, so a lost node loses nothing.
+- Ctrl+C: actors do not share the caller's process group (Ray starts them), so a terminal's Ctrl+C reaches
+  them only through this stop; each Ctrl+C after the first moves it to its next step at once (K5).
 """
 
 from __future__ import annotations

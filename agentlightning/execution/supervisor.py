@@ -1,7 +1,7 @@
 """The supervisor of one ``execute()`` of a process-based strategy: the run's state machine, written once.
 
-``ipc`` and ``cs`` (and any strategy whose runners live in other processes) share one stop model; only
-where the processes come from, how the store is served and what a lost machine means differ. A strategy
+``ipc``, ``cs`` and ``ray`` (and any strategy whose runners live in other processes) share one stop model;
+only where the processes come from, how the store is served and what a lost machine means differ. A strategy
 configures a ``Supervisor`` subclass with those (``start``, ``stop_services``, and the claims hooks);
 the supervisor owns the rest: the SIGINT relay and its inbox, the Ctrl+C ladder (``ctrl_c``), the failure
 collector (``failures``), the bundle on the calling thread (``threads.BundleRun``), the watch over the
