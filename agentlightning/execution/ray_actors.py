@@ -409,12 +409,7 @@ class _Cluster:
         self.connected = False
         thread = threading.Thread(target=_shutdown, args=(failures,), name="agl-ray-shutdown", daemon=True)
         thread.start()
-        deadline = time.monotonic() + _SHUTDOWN_SECONDS
-        while thread.is_alive() and time.monotonic() < deadline:
-            try:
-                thread.join(deadline - time.monotonic())
-            except KeyboardInterrupt:  # the shutdown goes on: a Ctrl+C is recorded, not a reason to leak it
-                failures.record_interrupt("SIGINT")
+        thread.join(_SHUTDOWN_SECONDS)
         if thread.is_alive():
             failures.record_cleanup_error(
                 TimeoutError(f"ray.shutdown() did not finish within {_SHUTDOWN_SECONDS:g} s"), "ray.shutdown"

@@ -45,7 +45,7 @@ import asyncio
 import logging
 import multiprocessing
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar
 
 from agentlightning.execution.base import AlgorithmBundle, ExecutionStrategy, RunnerBundle
@@ -53,7 +53,14 @@ from agentlightning.execution.ctrl_c import CtrlCLadder
 from agentlightning.execution.events import MultiprocessingEvent, ThreadingEvent
 from agentlightning.execution.failures import FailureCollector
 from agentlightning.execution.processes import START_METHODS, WorkerOutcome, WorkerProcesses
-from agentlightning.execution.threads import BundleRun, Inbox, SigintRelay, close_loop, run_on_private_loop
+from agentlightning.execution.threads import (
+    BundleRun,
+    Inbox,
+    SigintRelay,
+    close_loop,
+    run_on_private_loop,
+    sigint_deferred,
+)
 from agentlightning.store.base import LightningStore
 from agentlightning.store.claims import ClaimLedger
 
@@ -72,7 +79,6 @@ _KEYBOARD_INTERRUPT_PROTECTED = True
 _log = logging.getLogger(__name__)
 
 _STOP_ATTEMPTS = 3  # each step of the stop is idempotent: a Ctrl+C between them only hurries it
-_STEP_ATTEMPTS = 5  # a step interrupted by Ctrl+C is run again to its end
 
 
 class WorkerPool(Protocol):
@@ -238,17 +244,21 @@ class Supervisor(Generic[_S]):
         self.event.set()
 
     def step(self, what: str, step: Callable[[], object]) -> None:
-        """Run an idempotent cleanup step to its end even if Ctrl+C interrupts it (recorded, not lost);
-        what it raises otherwise is a cleanup error, which never masks a bundle's failure (E4)."""
-        for _ in range(_STEP_ATTEMPTS):
-            try:
-                step()
-                return
-            except KeyboardInterrupt:
-                self.ladder.escaped()
-            except BaseException as exc:
-                self.failures.record_cleanup_error(exc, what)
-                return
+        """Run one cleanup step to its end; what it raises is a cleanup error, which never masks a
+        bundle's failure (E4). A Ctrl+C meanwhile waits for the step's end (a step torn half-way would
+        leak what it was freeing), then is recorded and hurries the steps that follow."""
+        try:
+            with sigint_deferred():
+                try:
+                    step()
+                except BaseException as exc:
+                    self.failures.record_cleanup_error(exc, what)
+        except KeyboardInterrupt:  # held back until the step was done
+            self.ladder.escaped()
+
+    def settle(self, what: str, make: Callable[[], Coroutine[Any, Any, object]]) -> None:
+        """A short async step of the stop (the claims in the store), on a private loop, as a ``step``."""
+        self.step(what, lambda: run_on_private_loop(make()))
 
     # -- what a strategy configures -------------------------------------------------------------------
 
@@ -339,7 +349,7 @@ class Supervisor(Generic[_S]):
         if outcome.error is None or outcome.name in self.recorded:
             return
         self.recorded.add(outcome.name)
-        self.failures.record(outcome.error, f"worker process {outcome.name!r}", at=outcome.raised_at)
+        self.failures.record(outcome.error, f"worker {outcome.name!r}", at=outcome.raised_at)
         self.stop_here()
 
     def _attach(self, loop: asyncio.AbstractEventLoop | None) -> None:
@@ -404,18 +414,17 @@ class Supervisor(Generic[_S]):
         workers = self.workers
         if workers is not None:
             outcomes = self._stop_workers(workers)
-            self.step(
-                "marking the attempts of runners that ended unresponsive",
-                lambda: run_on_private_loop(self._give_up(outcomes)),
+            self.settle(
+                "marking the attempts of runners that ended unresponsive", lambda: self._give_up(outcomes)
             )
             self.step("closing the worker processes", workers.close)
         self.stop_services()
         claims, served = self.claims, self.served
         if claims is not None and served is not None:
             # Every request is answered now: claims still held belong to runners that are gone.
-            self.step(
+            self.settle(
                 "marking the attempts of runners that are gone unresponsive",
-                lambda: run_on_private_loop(claims.give_up_all(served, "has stopped")),
+                lambda: claims.give_up_all(served, "has stopped"),
             )
         if self.close_served is not None:
             self.step("closing the store wrapper", self.close_served)
