@@ -30,8 +30,10 @@ Stop model (the contracts' IDs in brackets):
   stop moves on to SIGTERM, then SIGKILL (K5). Third: the main bundle is abandoned.
 - Ctrl+C before every worker has started: nothing more is started; those still starting get SIGTERM at
   once instead of being waited for (there is nothing of theirs to stop cleanly; K3).
-- Each step of the stop runs to its end even if a Ctrl+C interrupts it (it is recorded and hurries what
-  follows); the calling process dying, even by SIGKILL, kills its worker processes within moments (F4).
+- Each step of the stop (closing, freeing, settling claims) runs to its end: a Ctrl+C meanwhile waits for
+  it, then is recorded and hurries what follows; only the waits for workers (and ``cs``'s runner sides)
+  are cut short by it. The calling process dying, even by SIGKILL, kills its worker processes within
+  moments (F4).
 
 Claims of a worker that is gone (T3): as soon as a worker is seen to end, however it ended, the
 attempts it still held are given up (``give_up``: marked ``unresponsive`` in the caller's store, so each
