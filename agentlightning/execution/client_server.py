@@ -7,30 +7,18 @@ on the main thread, against the caller's store, and starts ``n_runners`` runner 
 the algorithm in a process. ``"algorithm"``: serve the store and the stop event, run the algorithm, nothing
 else. ``"runner"``: connect to ``server_host:server_port`` and run ``n_runners`` runner processes. The
 caller's store holds every write afterwards (S3) on the serving side. Process machinery (start methods,
-escalation, reaping, worker death, parent death) is ``processes.py``; which failure is raised is
-``failures.py``; the main-thread bundle and Ctrl+C relay are ``threads.py``.
+escalation, reaping, worker death, parent death) is ``processes.py``; the run's state machine is
+``supervisor.py``.
 
-Stop model:
+Stop model: ``supervisor.Supervisor``'s (L1-L7, E1-E6, F1, F4, K1-K5), on each machine. What ``cs`` adds:
 
-- Algorithm returns: the event is set (L2); runner processes that watch it return; those still running
-  ``graceful_timeout`` later get SIGINT (``KeyboardInterrupt``: blocking code is interrupted, their tasks are
-  cancelled and ``finally`` blocks run, L6/L7), then SIGTERM and SIGKILL each ``terminate_timeout`` later.
-  Then the server stops and ``execute()`` returns ``None``.
-- A runner returns: nothing else happens (L3). Any bundle sets the event: the same stop (L4; on another
-  machine through the server's ``/v1/event`` routes).
-- A bundle raises (any type): the event is set, everyone stops as above, and ``execute()`` raises the first
-  failure with its original type and the remote traceback (E1-E3, E6). A worker killed by a signal is
-  ``WorkerDied`` naming it and its exit status (F1). Server-stop errors never mask a failure (E4).
-- Ctrl+C: the first SIGINT sets the event and is re-raised as ``KeyboardInterrupt`` once everything has
-  stopped (K1-K4; runner processes in the same process group stop on their own SIGINT). A second SIGINT
-  skips the remaining grace: the main bundle is cancelled at once and the workers' escalation jumps to its
-  next step (K5).
+- Any bundle sets the event: on another machine too, through the server's ``/v1/event`` routes (L4).
 - A taken port is a ``ServerBindError`` naming host and port before any process is started (F2). A runner
   role that cannot reach its server fails within ``connect_timeout`` with host and port in the message.
 - Across machines: a runner side relays its bundles' own ``event.set()`` to the server, but not its own
   end, failure or Ctrl+C (those stop that machine only); it stops when the server's event is set (its
-  bridge holds a 2 s long-poll on it, answered at once when it is set: D1). A server unreachable for
-  ``connect_timeout`` (link cut, algorithm machine down) fails the runner side with
+  ``event_bridge.EventBridge`` holds a 2 s long-poll on it, answered at once when it is set: D1). A server
+  unreachable for ``connect_timeout`` (link cut, algorithm machine down) fails the runner side with
   ``StoreServerUnreachable`` naming its address (D3). The algorithm side keeps serving, after its stop,
   until attached runner sides detach (at most ``graceful_timeout + 2 * terminate_timeout + 1`` seconds),
   so they finish their last writes.
@@ -46,19 +34,16 @@ sides; see ``agentlightning/store/http/security.py``). The token never appears i
 
 Claims of a runner that is gone (T3). Each runner's client names itself to the server (``runner-<i>``;
 on a runner machine ``<side>/runner-<i>``, ``side`` being that machine's ``execute()``), and the server
-records, per name, the attempts each runner claims (``store.claims``). As soon as a local runner process
-is seen to end, however it ended (returned, raised, killed: ``WorkerDied``), the attempts it still held
-are marked ``unresponsive`` in the caller's store, so each rollout's ``RolloutConfig`` requeues or fails
-it; once the server has stopped, any claim left is settled the same way, before ``execute()`` returns or
-raises. A runner machine reports the end of its own runner processes to the server
-(``POST /v1/claims/release``), which gives up their claims the same way. A runner machine lost
-altogether (host down, link cut) stops polling the stop event: once its last poll is
-``host_loss_timeout`` old (default ``connect_timeout + 5`` s), the serving side gives up the attempts its
-runners held and follows ``on_host_loss``: ``"raise"`` stops the run with ``RunnerHostLost`` naming the
-host and runners, ``"carry-on"`` goes on with the other machines (D2). ``host_loss_timeout`` exceeds
-``connect_timeout`` so that a runner side cut off for good has failed before its attempts are retried
-elsewhere. The store's unresponsive window (``RolloutConfig.unresponsive_seconds``) stays the backstop
-for a runner whose loop is stuck.
+records, per name, the attempts each runner claims (``store.claims``); the supervisor gives up those
+of a local runner process that ended, as its stop model says. A runner machine reports the end of its
+own runner processes to the server (``POST /v1/claims/release``), which gives up their claims the same
+way. A runner machine lost altogether (host down, link cut) stops polling the stop event: once its last
+poll is ``host_loss_timeout`` old (default ``connect_timeout + 5`` s), the serving side gives up the
+attempts its runners held and follows ``on_host_loss``: ``"raise"`` stops the run with
+``RunnerHostLost`` naming the host and runners, ``"carry-on"`` goes on with the other machines (D2).
+``host_loss_timeout`` exceeds ``connect_timeout`` so that a runner side cut off for good has failed
+before its attempts are retried elsewhere. The store's unresponsive window
+(``RolloutConfig.unresponsive_seconds``) stays the backstop for a runner whose loop is stuck.
 
 What is lost when the algorithm's process dies: with an in-memory store, everything - the queue, every
 rollout, attempt, span and resource lives in that process. Local runner processes die with it (F4);
@@ -68,15 +53,8 @@ address. A durable store, which would survive it, is planned but does not exist 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import multiprocessing
-import os
-import socket
 import threading
-import uuid
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from agentlightning.env import (
@@ -85,22 +63,25 @@ from agentlightning.env import (
     AGL_SERVER_PORT,
     managed_store_default,
 )
-from agentlightning.execution import threads
-from agentlightning.execution.base import AlgorithmBundle, ExecutionStrategy, RunnerBundle
-from agentlightning.execution.events import ExecutionEvent, MultiprocessingEvent, wait_async
-from agentlightning.execution.failures import FailureCollector
+from agentlightning.execution.base import AlgorithmBundle, RunnerBundle
+from agentlightning.execution.event_bridge import EventBridge
+from agentlightning.execution.events import ExecutionEvent
 from agentlightning.execution.processes import (
-    START_METHODS,
     WorkerDied,
     WorkerOutcome,
-    WorkerProcesses,
     validate_start_method,
     validate_timeout,
 )
-from agentlightning.execution.threads import BundleRun, SigintRelay, close_loop, run_on_private_loop
+from agentlightning.execution.supervisor import (
+    WORKER_PROCESS_CAPABILITIES,
+    SupervisedStrategy,
+    Supervisor,
+    WorkerSpec,
+)
+from agentlightning.execution.threads import run_on_private_loop
 from agentlightning.store.base import LightningStore
 from agentlightning.store.claims import ClaimLedger, ClaimTrackingStore
-from agentlightning.store.http.client import HttpLightningStore, RemoteStopEvent, StoreServerUnreachable
+from agentlightning.store.http.client import HttpLightningStore
 from agentlightning.store.http.security import (
     ServerTLS,
     generate_token,
@@ -124,7 +105,6 @@ _log = logging.getLogger(__name__)
 Role = Literal["algorithm", "runner", "both"]
 _ROLES: tuple[str, ...] = ("algorithm", "runner", "both")
 _MAIN_PROCESS: tuple[str, ...] = ("algorithm", "runner")
-_FAILED = ("raised", "died", "interrupted")
 _HOST_LOSS_POLICIES = ("raise", "carry-on")
 _SIDE_WATCH_SECONDS = 0.25  # how often the serving side looks for runner sides that fell silent
 # What every worker imports (HTTP client included): the forkserver imports it once, so workers start fast.
@@ -156,7 +136,7 @@ class RunnerHostLost(WorkerDied):
         return (type(self), (self.address, self.side, self.workers, self.silent_seconds))
 
 
-class ClientServerExecutionStrategy(ExecutionStrategy):
+class ClientServerExecutionStrategy(SupervisedStrategy):
     """The store behind an HTTP server, runners in processes; see the module docstring for the stop model.
 
     ``role``: ``"algorithm"``, ``"runner"`` or ``"both"`` (``None``: ``AGL_CURRENT_ROLE``, default
@@ -184,13 +164,7 @@ class ClientServerExecutionStrategy(ExecutionStrategy):
 
     alias: ClassVar[str] = "cs"
     capability_manifest: ClassVar[dict[str, Any]] = {
-        "uses_processes": True,
-        "shares_caller_store": True,
-        "supports_unmanaged_store": False,
-        "can_cancel_blocking_code": True,
-        "supports_start_methods": tuple(
-            m for m in START_METHODS if m in multiprocessing.get_all_start_methods()
-        ),
+        **WORKER_PROCESS_CAPABILITIES,
         # Section D: the algorithm side serves the store on host 0; runner sides connect to it.
         "runs_on_many_hosts": True,
         "host_sides": {
@@ -282,12 +256,12 @@ class ClientServerExecutionStrategy(ExecutionStrategy):
         self.start_method = validate_start_method(start_method)
         self.connect_timeout = connect
         if host_loss_timeout is None:
-            loss = connect + _EventBridge.POLL_SECONDS + 3.0
+            loss = connect + EventBridge.POLL_SECONDS + 3.0
         else:
             loss = validate_timeout(host_loss_timeout, "host_loss_timeout")
-        if loss <= connect + _EventBridge.POLL_SECONDS:
+        if loss <= connect + EventBridge.POLL_SECONDS:
             raise ValueError(
-                f"host_loss_timeout must be longer than connect_timeout + {_EventBridge.POLL_SECONDS:g} s "
+                f"host_loss_timeout must be longer than connect_timeout + {EventBridge.POLL_SECONDS:g} s "
                 f"(a runner side gives up an unreachable server before the server gives up the side); got "
                 f"host_loss_timeout={host_loss_timeout!r} with connect_timeout={connect_timeout!r}"
             )
@@ -302,12 +276,10 @@ class ClientServerExecutionStrategy(ExecutionStrategy):
     @property
     def capabilities(self) -> dict[str, Any]:
         return {
-            **self.capability_manifest,
-            "grace_seconds": self.graceful_timeout,
-            "terminate_seconds": self.terminate_timeout,
+            **super().capabilities,
             "late_store_seconds": self.connect_timeout,  # D4: a runner side waits this long for the store
             # D2: a silent side is given up once its last poll is host_loss_timeout old.
-            "host_loss_seconds": self.host_loss_timeout + _EventBridge.POLL_SECONDS,
+            "host_loss_seconds": self.host_loss_timeout + EventBridge.POLL_SECONDS,
             "host_loss_policy": self.on_host_loss,
             # D3: a cut shorter than this heals within TCP's retransmissions, well before either side's bound.
             "partition_seconds": self.connect_timeout / 2,
@@ -375,81 +347,39 @@ def _served_store(store: LightningStore) -> ThreadedLightningStore | None:
     return ThreadedLightningStore(store)
 
 
+async def _check_reachable(client: HttpLightningStore) -> None:
+    try:
+        await client.health()
+    finally:
+        await client.close()
+
+
 # -- one execute() --------------------------------------------------------------------------------------
 
 
-class _Execution:
-    """The state of one ``execute()`` on this machine: server, workers, main-thread bundle, failures."""
+class _Execution(Supervisor[ClientServerExecutionStrategy]):
+    """One ``execute()`` on this machine: the store served over HTTP (or reached, on a runner side), the
+    event bridged across machines, runner sides watched for host loss."""
 
-    def __init__(
-        self,
-        strategy: ClientServerExecutionStrategy,
-        algorithm: AlgorithmBundle,
-        runner: RunnerBundle,
-        store: LightningStore,
-    ) -> None:
-        self.s = strategy
-        self.algorithm, self.runner, self.store = algorithm, runner, store
-        self.failures = FailureCollector(_log)
-        self.event = MultiprocessingEvent(multiprocessing.get_context(strategy.start_method))
-        # The relay's inbox also carries its wakeup socket; only the relay's count is read here.
-        self.inbox = threads.Inbox()
-        self.relay = SigintRelay(self.inbox)
-        self.handled_sigints = 0
-        self.workers: WorkerProcesses | None = None
-        self.server: LightningStoreServer | None = None
-        self.bridge: _EventBridge | None = None
-        self.wrapper: ThreadedLightningStore | None = None
-        self.main_run: BundleRun | None = None
-        self.recorded: set[str] = set()
-        self.claims: ClaimLedger | None = None  # on the serving side: who claims what (T3)
-        self.served: LightningStore | None = None
-        self.given_up: set[str] = set()
-        self.side_watch: threading.Thread | None = None
-        self.side_watch_stop = threading.Event()
-
-    def run(self) -> None:
-        try:
-            try:
-                with self.relay:
-                    self._start()
-                    self._process_sigints()
-                    if self.main_run is not None and not self.failures.interrupted:
-                        self.main_run.run(on_loop=self._attach)
-                    self._process_sigints()
-                    self._wait_for_workers()
-                # A SIGINT the relay counted after the last look (it was still installed) is not lost.
-                self._process_sigints()
-            except BaseException as exc:  # our own machinery failed, or a Ctrl+C landed between steps
-                self._stop_here()
-                if isinstance(exc, KeyboardInterrupt):
-                    self.failures.record_interrupt("SIGINT")
-                else:
-                    self.failures.record(exc, "execute()")
-            for _ in range(3):  # each step of _stop() is idempotent: a Ctrl+C between them only hurries it
-                try:
-                    self._stop()
-                    break
-                except KeyboardInterrupt:
-                    self.failures.record_interrupt("SIGINT")
-        finally:
-            self.event.close()
-            self.inbox.close()
-        self.failures.raise_first()
+    label = "cs"
+    server: LightningStoreServer | None = None
+    bridge: EventBridge | None = None
+    side_watch: threading.Thread | None = None
+    side_watch_stop: threading.Event
 
     # -- starting ---------------------------------------------------------------------------------------
 
-    def _start(self) -> None:
+    def start(self) -> None:
         s = self.s
         if s.role == "runner":
             client = self._runner_side_client()
             self.bridge = self._make_bridge(client)
             self.bridge.start()
-            side = self.bridge.side
-            self._start_runners(client, f"{side}/", s.managed_store)
+            self._start_runners(client, f"{self.bridge.side}/", s.managed_store)
             return
-        self.wrapper = _served_store(self.store)
-        served = self.served = self.wrapper or self.store
+        wrapper = _served_store(self.store)
+        served = self.served = wrapper or self.store
+        self.close_served = None if wrapper is None else wrapper.close_sync
         self.claims = ClaimLedger()
         # Authentication is always on: a token of this run only, unless the runner sides share one.
         token = s.server_token if s.server_token is not None else generate_token()
@@ -470,6 +400,7 @@ class _Execution:
         )
         self.server.start()
         _log.info("cs: serving the store at %s (role %s)", self.server.url, s.role)
+        self.side_watch_stop = threading.Event()
         self.side_watch = threading.Thread(target=self._watch_sides, name="agl-cs-side-watch", daemon=True)
         self.side_watch.start()
         client = HttpLightningStore(
@@ -478,42 +409,45 @@ class _Execution:
             retry_seconds=s.connect_timeout,
             tls_ca=s.tls_ca if tls is not None else None,
         )
-        common: dict[str, Any] = {
-            "event": self.event,
-            "failures": self.failures,
-            "grace": s.graceful_timeout,
-            "teardown_timeout": max(s.terminate_timeout, 1.0),
-        }
+        teardown = max(s.terminate_timeout, 1.0)
+        event = self.event
         if s.role == "algorithm" or s.main_process == "algorithm":
             algorithm = self.algorithm
-            event = self.event
-            self.main_run = BundleRun(
-                "algorithm", lambda: algorithm(served, event), sets_event_on_return=True, **common
+            self.main_run = self.main_bundle(
+                "algorithm",
+                lambda: algorithm(served, event),
+                sets_event_on_return=True,
+                teardown_timeout=teardown,
             )
             if s.role == "both":
                 self._start_runners(client, "", managed=True)
         else:
             # Its claims go by the name a runner process's would; given up as soon as its bundle ends.
             own = ClaimTrackingStore(served, ledger=self.claims, client="runner-0", heartbeats=True)
-            self.main_run = BundleRun(
+            self.main_run = self.main_bundle(
                 "runner 0",
-                _call_runner(self.runner, own, 0, self.event),
+                _call_runner(self.runner, own, 0, event),
                 sets_event_on_return=False,
+                teardown_timeout=teardown,
                 after=own.give_up,
-                **common,
             )
-            self._start_workers([("algorithm", _run_algorithm, (self.algorithm, client, self.event))])
+            spec = WorkerSpec("algorithm", _run_algorithm, (self.algorithm, client, event))
+            self.start_workers([spec], start_method=s.start_method, preload=_PRELOAD)
 
-    def _make_bridge(self, client: HttpLightningStore) -> _EventBridge:
-        return _EventBridge(client, self.event)
+    def _make_bridge(self, client: HttpLightningStore) -> EventBridge:
+        return EventBridge(client, self.event)
 
     def _start_runners(self, client: HttpLightningStore, prefix: str, managed: bool) -> None:
         """Runner processes ``runner-<i>``, each with a store naming itself ``<prefix>runner-<i>``."""
-        specs: list[tuple[str, Callable[..., Awaitable[None]], tuple[Any, ...]]] = []
-        for i in range(self.s.n_runners):
-            store = _runner_store(client, f"{prefix}runner-{i}", managed)
-            specs.append((f"runner-{i}", _run_runner, (self.runner, store, i, self.event)))
-        self._start_workers(specs)
+        specs = (
+            WorkerSpec(
+                f"runner-{i}",
+                _run_runner,
+                (self.runner, _runner_store(client, f"{prefix}runner-{i}", managed), i, self.event),
+            )
+            for i in range(self.s.n_runners)
+        )
+        self.start_workers(specs, start_method=self.s.start_method, preload=_PRELOAD)
 
     def _runner_side_client(self) -> HttpLightningStore:
         s = self.s
@@ -533,115 +467,23 @@ class _Execution:
         run_on_private_loop(_check_reachable(client))
         return client
 
-    def _start_workers(
-        self, specs: list[tuple[str, Callable[..., Awaitable[None]], tuple[Any, ...]]]
-    ) -> None:
-        self.workers = WorkerProcesses(
-            self.event,
-            start_method=self.s.start_method,
-            preload=_PRELOAD,
-            graceful_timeout=self.s.graceful_timeout,
-            terminate_timeout=self.s.terminate_timeout,
-        )
-        for name, target, args in specs:
-            self._process_sigints()
-            if self.failures.interrupted:
-                return  # Ctrl+C during start-up: start nothing more (K3)
-            self.workers.start(name, target, *args)
-
     # -- supervising ------------------------------------------------------------------------------------
 
-    def _attach(self, loop: asyncio.AbstractEventLoop | None) -> None:
-        """Hooks for the main bundle's loop: the SIGINT relay, and a task watching the workers."""
-        if loop is None:
-            self.relay.detach()
-            return
-        self.relay.attach(loop, self._process_sigints)
-        self._process_sigints()  # a SIGINT that came before the attach
-        if self.workers is not None and self.workers.running:
-            # Beside the main bundle: also through its grace, so a runner that ends then has its claims
-            # given up while the algorithm can still see it (T3).
-            loop.create_task(self._watch_workers(until_stop=False), name="cs: watch worker processes")
+    async def give_up(self, outcomes: list[WorkerOutcome]) -> None:
+        """On the serving side through the ledger; a runner machine asks the server (best effort: a
+        release the server does not get is covered by its final sweep and the unresponsive window)."""
+        if self.bridge is None:
+            await super().give_up(outcomes)
+        else:
+            await self.bridge.release([f"{self.bridge.side}/{outcome.name}" for outcome in outcomes])
 
-    async def _watch_workers(self, until_stop: bool) -> None:
-        workers = self.workers
-        assert workers is not None
-        while workers.running and not (until_stop and self.event.is_set()):
-            for outcome in await workers.wait_async():
-                self._record(outcome)
-                await self._give_up_async([outcome.name], _ended(outcome))
-
-    async def _give_up_async(self, names: list[str], why: str) -> None:
-        """Runners of this machine have ended: the attempts they still held are marked unresponsive (T3).
-
-        On the serving side through the ledger; a runner machine asks the server (best effort: a release
-        the server does not get is covered by its final sweep and the unresponsive window).
-        """
-        names = [name for name in names if name not in self.given_up]
-        self.given_up.update(names)
-        if not names:
-            return
-        if self.bridge is not None:
-            await self.bridge.release([f"{self.bridge.side}/{name}" for name in names])
-            return
-        if self.claims is None or self.served is None:
-            return
-        for name in names:
-            try:
-                await self.claims.give_up(self.served, name, why)
-            except Exception as exc:  # never masks a failure; the final sweep tries again
-                self.failures.record_cleanup_error(exc, f"marking the attempts of {name} unresponsive")
-
-    def _give_up(self, names: list[str], why: str) -> None:
-        """``_give_up_async`` from plain code."""
-        run_on_private_loop(self._give_up_async(names, why))
-
-    def _wait_for_workers(self) -> None:
-        """After the main bundle (or without one): wait until the event is set or every worker ended."""
-        if self.workers is None or not self.workers.running or self.event.is_set():
-            return
-        loop = asyncio.new_event_loop()  # never made the thread's current loop (R7)
-        try:
-            self.relay.attach(loop, self._process_sigints)
-            self._process_sigints()  # a SIGINT that came before the attach
-            loop.run_until_complete(self._watch_workers(until_stop=True))
-        finally:
-            self.relay.detach()
-            close_loop(loop, 1.0, "cs supervisor", self.failures)
-
-    def _process_sigints(self) -> None:
-        while self.handled_sigints < self.relay.count:
-            self.handled_sigints += 1
-            if self.handled_sigints == 1:
-                _log.info("SIGINT: stopping every bundle (grace %.3gs)", self.s.graceful_timeout)
-                self.failures.record_interrupt("SIGINT")
-                self._stop_here()
-            else:
-                _log.warning("second SIGINT: stopping every bundle now, without grace")
-                self._stop_here()
-                if self.main_run is not None:
-                    self.main_run.cancel_now()
-                if self.workers is not None:
-                    self.workers.graceful_timeout = 0.0  # stop() escalates at once (K5)
-
-    def _record(self, outcome: WorkerOutcome) -> None:
-        if outcome.name in self.recorded:
-            return
-        self.recorded.add(outcome.name)
-        if outcome.status in _FAILED and outcome.error is not None:
-            # Ordered by when it was raised in the worker, not when its report arrived here (E3).
-            self.failures.record(outcome.error, f"worker process {outcome.name!r}", at=outcome.raised_at)
-            self._stop_here()
-
-    def _stop_here(self) -> None:
+    def stop_here(self) -> None:
         """Set the event for this machine's bundles only: on a runner side, a local failure, Ctrl+C or
         the end of our runners is not the algorithm's business (only a bundle's own ``set()`` is relayed).
         """
         if self.bridge is not None:
             self.bridge.mute()
         self.event.set()
-
-    # -- stopping ---------------------------------------------------------------------------------------
 
     def _watch_sides(self) -> None:
         """Serving side: a runner side silent for ``host_loss_timeout`` is lost (D2). The attempts its
@@ -667,32 +509,16 @@ class _Execution:
         error = RunnerHostLost(lost.address, lost.side, workers, lost.silent_seconds)
         if self.s.on_host_loss == "raise":
             self.failures.record(error, "runner host")
-            self._stop_here()
+            self.stop_here()
         else:
             _log.warning("cs: %s; carrying on with the other runners", error)
 
-    def _stop(self) -> None:
-        """Stop workers, bridge and server. SIGINT is Python's again here: a Ctrl+C hurries each step."""
-        self._stop_here()
-        if self.workers is not None:
-            try:
-                outcomes = self.workers.stop()
-            except KeyboardInterrupt:  # raised by stop() once every worker is reaped (K5)
-                self.failures.record_interrupt("SIGINT")
-                outcomes = self.workers.outcomes
-            except BaseException as exc:
-                self.failures.record_cleanup_error(exc, "stopping worker processes")
-                outcomes = self.workers.outcomes
-            for outcome in outcomes:
-                self._record(outcome)
-            if self.bridge is not None:  # while the bridge still reaches the server
-                names = [outcome.name for outcome in outcomes]
-                _retry_on_interrupt(
-                    lambda: self._give_up(names, "has stopped"), self.failures, "releasing runners' claims"
-                )
-            _retry_on_interrupt(self.workers.close, self.failures, "closing worker processes")
+    # -- stopping ---------------------------------------------------------------------------------------
+
+    def stop_services(self) -> None:
+        """The bridge, then (serving side) the runner sides' last writes, the side watch and the server."""
         if self.bridge is not None:
-            _retry_on_interrupt(self.bridge.stop, self.failures, "stopping the event bridge")
+            self.step("stopping the event bridge", self.bridge.stop)
             if self.bridge.lost is not None and "lost-server" not in self.recorded:
                 # The server is unreachable past connect_timeout: this runner side fails, naming it (D3).
                 self.recorded.add("lost-server")
@@ -704,7 +530,7 @@ class _Execution:
             try:
                 left = self.server.runner_sides.wait_detached(bound)
             except KeyboardInterrupt:
-                self.failures.record_interrupt("SIGINT")
+                self.ladder.escaped()
             else:
                 if left:
                     _log.warning(
@@ -712,166 +538,6 @@ class _Execution:
                     )
         if self.side_watch is not None:
             self.side_watch_stop.set()
-            _retry_on_interrupt(self.side_watch.join, self.failures, "stopping the runner-side watch")
+            self.step("stopping the runner-side watch", self.side_watch.join)
         if self.server is not None:
-            _retry_on_interrupt(self.server.stop, self.failures, "stopping the store server")
-        if self.claims is not None and self.served is not None:
-            # Every request is answered now: claims still held belong to runners that are gone.
-            claims, served = self.claims, self.served
-            _retry_on_interrupt(
-                lambda: run_on_private_loop(claims.give_up_all(served, "has stopped")),
-                self.failures,
-                "marking the attempts of runners that are gone unresponsive",
-            )
-        if self.wrapper is not None:
-            _retry_on_interrupt(self.wrapper.close_sync, self.failures, "closing the store wrapper")
-
-
-def _retry_on_interrupt(step: Callable[[], object], failures: FailureCollector, what: str) -> None:
-    """Run an idempotent cleanup step to its end even if Ctrl+C interrupts it (recorded, not lost)."""
-    for _ in range(5):
-        try:
-            step()
-            return
-        except KeyboardInterrupt:
-            failures.record_interrupt("SIGINT")
-        except BaseException as exc:
-            failures.record_cleanup_error(exc, what)
-            return
-
-
-def _ended(outcome: WorkerOutcome) -> str:
-    """How a runner process ended, for the log line that gives up its claims."""
-    return outcome.status + (f" ({outcome.error})" if outcome.error is not None else "")
-
-
-async def _check_reachable(client: HttpLightningStore) -> None:
-    try:
-        await client.health()
-    finally:
-        await client.close()
-
-
-class _EventBridge:
-    """Runner role: mirrors the server's stop event into this machine's event, and back (L4 across hosts).
-
-    A thread with its own loop holds a long-poll on ``/v1/event/wait``, naming this runner side so the
-    server keeps serving until it detaches. The server's event set (or the server gone: the algorithm side
-    has finished) sets the local event; a runner here setting the local event sets the server's, unless
-    the strategy muted the bridge first (its own stops stay local). ``stop()`` detaches (best effort,
-    bounded) and joins the thread.
-    """
-
-    POLL_SECONDS = 2.0  # each wait the server holds: its end is word from this side (host loss, D2)
-    _ANSWER_SECONDS = 3.0  # beyond the held wait: a wait on a dead link fails and is retried
-    _DETACH_SECONDS = 2.0
-
-    def __init__(self, client: HttpLightningStore, event: MultiprocessingEvent) -> None:
-        self.side = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        # Its own pool and a short request bound: retried within the client's retry_seconds
-        # (connect_timeout), then the server counts as lost.
-        self.client = client.named(f"{self.side}/event-bridge")
-        self.client.request_timeout = self._ANSWER_SECONDS
-        self.remote = RemoteStopEvent(self.client)
-        self.event = event
-        self.lost: Exception | None = None  # the error that said the server is unreachable
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._quit: asyncio.Event | None = None
-        self._muted = False
-        self._server_stopped = False  # the server's event was set, or the server is gone
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._main, name="agl-cs-event-bridge", daemon=True)
-
-    def mute(self) -> None:
-        """Do not relay the set the caller is about to make; one a bundle already made is still relayed."""
-        if not self.event.is_set():
-            self._muted = True
-
-    def start(self) -> None:
-        self._thread.start()
-        self._ready.wait()
-
-    async def release(self, clients: list[str]) -> None:
-        """Ask the server to give up the claims of these (ended) runners of ours; bounded, best effort.
-
-        Skipped once the server stopped us: the algorithm side then settles every claim itself.
-        """
-        loop = self._loop
-        if loop is None or self._server_stopped:
-            return
-        try:
-            future = asyncio.run_coroutine_threadsafe(self.client.release_claims(clients), loop)
-        except RuntimeError:
-            return  # the bridge's loop is closed: the server is gone
-        try:
-            await asyncio.wait_for(asyncio.wrap_future(future), self._DETACH_SECONDS)
-        except Exception as exc:
-            _log.warning("cs: could not release the claims of %s: %r", ", ".join(clients), exc)
-
-    def stop(self) -> None:
-        loop, quit_ = self._loop, self._quit
-        if loop is not None and quit_ is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is gone: the thread is ending anyway
-                loop.call_soon_threadsafe(quit_.set)
-        self._thread.join()
-
-    def _main(self) -> None:
-        loop = asyncio.new_event_loop()  # never made current: this thread only runs the bridge
-        try:
-            loop.run_until_complete(self._serve(loop))
-        except Exception:
-            _log.exception("cs event bridge failed; stopping this machine's runners")
-            self.event.set()
-        finally:
-            self._ready.set()
-            with contextlib.suppress(Exception):
-                loop.run_until_complete(self.client.close())
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    async def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._quit = asyncio.Event()
-        self._loop = loop
-        self._ready.set()
-        try:
-            await self._relay()
-            await self._quit.wait()
-        finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.remote.detach(self.side), self._DETACH_SECONDS)
-
-    async def _relay(self) -> None:
-        assert self._quit is not None
-        local = asyncio.ensure_future(wait_async(self.event))
-        quit_ = asyncio.ensure_future(self._quit.wait())
-        remote: asyncio.Future[bool] | None = None
-        try:
-            while True:
-                # The event itself, not the future: a set must be relayed even when quit came as quickly.
-                if self.event.is_set():
-                    if not self._muted:  # a runner here called event.set(): every bundle must see it (L4)
-                        with contextlib.suppress(Exception):
-                            await asyncio.wait_for(self.remote.set(), self._DETACH_SECONDS)
-                    return
-                if quit_.done():
-                    return
-                if remote is None or remote.done():
-                    remote = asyncio.ensure_future(self.remote.wait(self.POLL_SECONDS, self.side))
-                await asyncio.wait({local, quit_, remote}, return_when=asyncio.FIRST_COMPLETED)
-                if remote.done() and not remote.cancelled():
-                    error = remote.exception()
-                    if error is not None or remote.result():
-                        self._server_stopped = True
-                        if error is not None:
-                            _log.warning(
-                                "cs: lost the store server (%s); stopping this machine's runners", error
-                            )
-                            if isinstance(error, StoreServerUnreachable):
-                                self.lost = error
-                        self.event.set()
-                        return
-        finally:
-            futures = [f for f in (local, quit_, remote) if f is not None]
-            for future in futures:
-                future.cancel()
-            await asyncio.wait(futures)
+            self.step("stopping the store server", self.server.stop)

@@ -258,19 +258,25 @@ class WorkerProcesses:
         process = self._ctx.Process(target=_worker_main, args=(child, target, args), name=name)
         # Registered before it starts, so that an interrupt at any point leaves it in our books.
         self._workers[name] = _Worker(name, process, report_reader)
+        # Ours: a Ctrl+C waits until the child is in our books and our end of its pipe is closed (the
+        # handler runs on the main thread whichever thread the kernel gave the signal to, so only a
+        # deferred handler holds it back here). The child's: under fork and spawn it inherits this
+        # thread's signal mask, and SIGINT blocked there stays pending until it has installed its own
+        # handler (see the module docstring); the mask is for the child, not for us.
         block_sigint = self.start_method in ("fork", "spawn")
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if block_sigint else None
-        try:
-            process.start()
-        except BaseException:
-            if process.pid is None:  # never forked: forget it
-                del self._workers[name]
-                report_reader.close()
-            raise
-        finally:
-            report_writer.close()
-            if previous is not None:
-                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        with sigint_deferred():
+            previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if block_sigint else None
+            try:
+                process.start()
+            except BaseException:
+                if process.pid is None:  # never forked: forget it
+                    del self._workers[name]
+                    report_reader.close()
+                raise
+            finally:
+                report_writer.close()
+                if previous is not None:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
     # -- supervising ----------------------------------------------------------------------------------
 
@@ -369,23 +375,21 @@ class WorkerProcesses:
             # A Ctrl+C (the parent gets the group's SIGINT too) must not land between recv_bytes()
             # consuming a report and the report being stored: it would be lost, and the worker then
             # reported as having died. SIGINT is held back for that moment and delivered right after.
-            previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-            try:
-                if not worker.report.poll(0):
-                    return
-                kind, payload, raised_at = pickle.loads(worker.report.recv_bytes())
-            except (EOFError, OSError):
-                pass  # the child ended before reporting: its exit status tells why
-            except Exception as exc:  # a garbled report must not take the supervisor down
-                logger.error("worker %r sent an unreadable report: %r", worker.name, exc)
-            else:
-                if kind == "started":
-                    worker.started = True
-                    continue
-                worker.message = (kind, payload, raised_at)
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-            worker.report_done = True
+            with sigint_deferred():
+                try:
+                    if not worker.report.poll(0):
+                        return
+                    kind, payload, raised_at = pickle.loads(worker.report.recv_bytes())
+                except (EOFError, OSError):
+                    pass  # the child ended before reporting: its exit status tells why
+                except Exception as exc:  # a garbled report must not take the supervisor down
+                    logger.error("worker %r sent an unreadable report: %r", worker.name, exc)
+                else:
+                    if kind == "started":
+                        worker.started = True
+                        continue
+                    worker.message = (kind, payload, raised_at)
+                worker.report_done = True
 
     def _finish(self, worker: _Worker) -> WorkerOutcome:
         process = worker.process

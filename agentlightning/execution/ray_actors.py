@@ -19,7 +19,8 @@ with a bound.
 Store. The caller's store is served over HTTP by the ``cs`` server (``store/http``) on a thread of the
 calling process, authenticated by a token made per run; each actor reaches it with an
 ``HttpLightningStore`` naming itself ``runner-<i>`` (so ``store.claims`` knows who holds what) and mirrors
-the server's stop event (the ``cs`` event bridge: a long-poll on ``/v1/event/wait``, L4 across nodes).
+the server's stop event (``event_bridge``, shared with ``cs``: a long-poll on ``/v1/event/wait``, L4
+across nodes).
 A Ray-native store (an actor owning it, calls as actor tasks) was not adopted: every store call would
 then be an actor task round trip through the owner's raylet, and the algorithm in the caller's process
 would lose direct access to its own store (S3, the caller's store holds every write). The HTTP path was
@@ -36,26 +37,20 @@ of ``runner_resources`` per runner; ``strict_spread`` puts every runner on a dif
 the actor the runner runs under ``threads.BundleRun`` on a thread of its own, so the actor's loop stays
 free to hear ``ray.cancel`` even while the bundle blocks.
 
-Stop model:
+Stop model: ``supervisor.Supervisor``'s (L1-L7, E1-E6, F1, K1-K5, T3), the actors being its worker pool
+(``_Actors``). What differs from worker processes:
 
-- Algorithm returns: the event is set (L2); each actor sees it through its bridge; a runner still running
+- The stop's steps: each actor sees the event through its bridge, and a runner still running
   ``graceful_timeout`` later is cancelled inside its actor (``CancelledError``, ``finally`` runs: L6).
   Runners still running ``terminate_timeout`` after that get ``ray.cancel`` (the cancellation is
   repeated at once), and ``terminate_timeout`` later ``ray.kill`` (a bundle stuck in blocking code: L7).
   Then every actor is killed, the placement group removed, the server stopped, and ``execute()`` returns.
-- A runner returns: nothing else happens (L3). Any bundle sets the event: everyone stops as above (L4).
-- A bundle raises (any type): the event is set, everyone stops, and ``execute()`` raises the first
-  failure with its original type, message and the actor's traceback (``remote_errors``), with a note
-  naming the actor and its node (E1-E3, E6, K2). An actor that dies (its process killed, its node lost)
-  is ``ActorDied`` - a ``WorkerDied`` - naming the worker, its pid and its node (F1).
-- Ctrl+C: the first SIGINT sets the event, the stop above runs, and ``KeyboardInterrupt`` is raised once
-  every actor is gone (K3, K4); a second one skips the remaining grace and moves to the next step at once
-  (K5). Actors do not share the caller's process group (Ray starts them), so a terminal's Ctrl+C reaches
-  them only through this stop.
-
-Claims (T3): as soon as an actor is seen to end (however it ended), the attempts it still held are marked
-``unresponsive`` in the caller's store, so each rollout's ``RolloutConfig`` requeues or fails it while the
-algorithm runs (a lost node loses nothing); any claim left when the server stops is settled the same way.
+- A runner's error arrives with its type, message and the actor's traceback (``remote_errors``), with a
+  note naming the actor and its node. An actor that dies (its process killed, its node lost) is
+  ``ActorDied`` - a ``WorkerDied`` - naming the worker, its pid and its node (F1); the attempts it held
+  are given up at once, so a lost node loses nothing.
+- Ctrl+C: actors do not share the caller's process group (Ray starts them), so a terminal's Ctrl+C reaches
+  them only through this stop; each Ctrl+C after the first moves it to its next step at once (K5).
 """
 
 from __future__ import annotations
@@ -86,13 +81,14 @@ except ImportError as _missing:  # pragma: no cover - exercised by the test that
     ) from _missing
 
 from agentlightning.execution import threads
-from agentlightning.execution.base import AlgorithmBundle, ExecutionStrategy, RunnerBundle
-from agentlightning.execution.client_server import _EventBridge
-from agentlightning.execution.events import ThreadingEvent
+from agentlightning.execution.base import AlgorithmBundle, RunnerBundle
+from agentlightning.execution.event_bridge import EventBridge
+from agentlightning.execution.events import ThreadingEvent, wait_async
 from agentlightning.execution.failures import FailureCollector
-from agentlightning.execution.processes import WorkerDied, validate_timeout
+from agentlightning.execution.processes import WorkerDied, WorkerOutcome, WorkerStatus, validate_timeout
 from agentlightning.execution.remote_errors import dump_exception, load_exception
-from agentlightning.execution.threads import BundleRun, SigintRelay, run_on_private_loop
+from agentlightning.execution.supervisor import SUPERVISED_CAPABILITIES, SupervisedStrategy, Supervisor
+from agentlightning.execution.threads import BundleRun
 from agentlightning.store.base import LightningStore
 from agentlightning.store.claims import ClaimLedger, ClaimTrackingStore
 from agentlightning.store.http import HttpLightningStore, LightningStoreServer
@@ -127,7 +123,7 @@ class ActorDied(WorkerDied):
         return (type(self), (self.name, self.pid, self.node, self.cause))
 
 
-class RayExecutionStrategy(ExecutionStrategy):
+class RayExecutionStrategy(SupervisedStrategy):
     """Runners as Ray actors, the algorithm on the calling thread; see the module docstring.
 
     ``n_runners``: runner actors (>= 1). ``address``: the cluster to join (``None``: ``RAY_ADDRESS``, else
@@ -143,10 +139,7 @@ class RayExecutionStrategy(ExecutionStrategy):
 
     alias: ClassVar[str] = "ray"
     capability_manifest: ClassVar[dict[str, Any]] = {
-        "uses_processes": True,
-        "shares_caller_store": True,
-        "supports_unmanaged_store": False,
-        "can_cancel_blocking_code": True,
+        **SUPERVISED_CAPABILITIES,
         "supports_start_methods": (),
         "runs_on_many_hosts": False,
     }
@@ -202,14 +195,6 @@ class RayExecutionStrategy(ExecutionStrategy):
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_last_run": None}
-
-    @property
-    def capabilities(self) -> dict[str, Any]:
-        return {
-            **self.capability_manifest,
-            "grace_seconds": self.graceful_timeout,
-            "terminate_seconds": self.terminate_timeout,
-        }
 
     def execute(self, algorithm: AlgorithmBundle, runner: RunnerBundle, store: LightningStore) -> None:
         """Run the algorithm here and the runners as actors; raise as the module docstring says."""
@@ -296,7 +281,7 @@ class _RunnerHost:
         loop = asyncio.get_running_loop()
         event = ThreadingEvent()
         failures = FailureCollector(_log)
-        bridge = _EventBridge(HttpLightningStore(self.url, token=self.token), event)  # type: ignore[arg-type]
+        bridge = EventBridge(HttpLightningStore(self.url, token=self.token), event)
         store = ClaimTrackingStore(
             HttpLightningStore(self.url, token=self.token).named(self.name),
             client=self.name,
@@ -459,8 +444,160 @@ def _is_loopback(address: str) -> bool:
         return address == "localhost"
 
 
-class _Run:
-    """The state of one ``execute()``: cluster, server, actors, SIGINTs, failures; see the module doc."""
+class _Actors:
+    """The runner actors of one ``execute()`` as the supervisor's worker pool (``supervisor.WorkerPool``).
+
+    Each actor's end becomes a ``WorkerOutcome``: ``returned`` (the bundle returned), ``raised`` (its
+    error, with its type and the actor's traceback), ``died`` (``ActorDied``), or ``stopped`` (our own
+    ``ray.cancel`` / ``ray.kill``). ``stop()`` is the actors' escalation: ``graceful_timeout +
+    terminate_timeout`` after the stop began (each actor cancels its bundle after its grace), ``ray.cancel``;
+    ``terminate_timeout`` later ``ray.kill``; every Ctrl+C after the first skips one step (K5).
+    """
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        self.runners: list[_Runner] = []
+        self._outcomes: list[WorkerOutcome] = []
+
+    @property
+    def running(self) -> list[str]:
+        return [runner.name for runner in self.runners if not runner.settled]
+
+    @property
+    def outcomes(self) -> list[WorkerOutcome]:
+        return list(self._outcomes)
+
+    def collect(self) -> list[WorkerOutcome]:
+        """The outcomes of actors seen to end since the last call."""
+        newly = []
+        for runner in self.runners:
+            if not runner.settled and runner.future.done():
+                newly.append(self._settle(runner))
+        return newly
+
+    async def wait_async(self, timeout: float | None = None) -> list[WorkerOutcome]:
+        """Wait until an actor ends or the stop event is set (or ``timeout``); what ended meanwhile."""
+        newly = self.collect()
+        if newly or not self.running:
+            return newly
+        # Futures of their own: cancelling these must not touch the runners' futures.
+        waits = [asyncio.wrap_future(r.run_ref.future()) for r in self.runners if not r.settled]
+        if not self.run.event.is_set():  # once set, only the actors' ends are news
+            waits.append(asyncio.ensure_future(wait_async(self.run.event)))
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for future in waits:
+                future.cancel()
+            await asyncio.wait(waits)
+        return self.collect()
+
+    def stop(
+        self, *, since: float | None = None, urgency: int = 0, interrupted: bool = False
+    ) -> list[WorkerOutcome]:
+        """Escalate on actors still running (see the class doc), then return every outcome.
+
+        A ``KeyboardInterrupt`` meanwhile moves on to the next step at once and is raised once the last
+        step is done (as ``processes.WorkerProcesses.stop``). ``interrupted`` changes nothing here: actors
+        are not in the caller's process group, so a terminal's Ctrl+C never reached them.
+        """
+        s = self.run.s
+        actions: list[Callable[[], None]] = [self._cancel, self._kill]
+        waits = [s.graceful_timeout + s.terminate_timeout, s.terminate_timeout, s.terminate_timeout]
+        skip = min(urgency, len(actions))  # steps whose wait is skipped: their action runs at once
+        step, pending = 0, skip > 0
+        began = time.monotonic() if since is None else since
+        hurried = False
+        inbox = self.run.inbox
+        owns_wakeup = threading.current_thread() is threading.main_thread() and threads.claim_signal_wakeup(
+            inbox.wakeup_fd
+        )
+        try:
+            while True:
+                try:
+                    while pending:  # an action interrupted half-way runs again: each is idempotent
+                        actions[step]()
+                        step, began = step + 1, time.monotonic()
+                        pending = step < skip
+                    if not self._wait_until(began + waits[step]) or step >= len(actions):
+                        break
+                    pending = True
+                except KeyboardInterrupt:
+                    hurried = True
+                    if step >= len(actions):
+                        break
+                    pending = True
+        finally:
+            if owns_wakeup:
+                threads.release_signal_wakeup(inbox.wakeup_fd)
+        if hurried:
+            raise KeyboardInterrupt
+        return self.outcomes
+
+    def close(self) -> None:
+        self.run._remove_actors()
+
+    def _wait_until(self, deadline: float) -> bool:
+        """Collect ends until every actor ended (``False``) or ``deadline`` passed (``True``)."""
+        while True:
+            self.collect()
+            if not self.running:
+                return False
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            self.run.inbox.wait(left)
+
+    def _cancel(self) -> None:
+        for runner in self.runners:
+            if not runner.settled:
+                _log.info("ray: %s still running after its grace; ray.cancel", runner.name)
+                with threads.sigint_deferred():
+                    ray.cancel(runner.run_ref)
+
+    def _kill(self) -> None:
+        for runner in self.runners:
+            if not runner.settled:
+                _log.warning("ray: %s did not stop when cancelled; ray.kill", runner.name)
+                runner.killed = True
+                with threads.sigint_deferred():
+                    ray.kill(runner.handle, no_restart=True)
+
+    def _settle(self, runner: _Runner) -> WorkerOutcome:
+        """How a runner's actor ended (once): a bundle error, a death, our own stop, or a return."""
+        runner.settled = True
+        pid, node = runner.describe_node()
+        status: WorkerStatus = "raised"
+        error: BaseException | None = None
+        at: float | None = None
+        try:
+            result = runner.future.result()
+        except (ray.exceptions.TaskCancelledError, concurrent.futures.CancelledError, asyncio.CancelledError):
+            status = "stopped"  # our own ray.cancel: a stop, not a failure
+        except ray.exceptions.RayActorError as exc:
+            if runner.killed:
+                status = "stopped"  # our own ray.kill
+            else:
+                status, error = "died", ActorDied(runner.name, pid, node, _first_line(exc))
+        except ray.exceptions.RayTaskError as exc:  # the actor could not even start the bundle
+            error = exc.as_instanceof_cause()
+        except Exception as exc:
+            error = exc
+        else:
+            if result is None:
+                status = "returned"
+            else:
+                data, at = result
+                error = load_exception(data, origin=f"Ray actor {runner.name!r} (pid {pid}, node {node})")
+        outcome = WorkerOutcome(runner.name, pid, status, None, error, None, time.monotonic(), at)
+        self._outcomes.append(outcome)
+        return outcome
+
+
+class _Run(Supervisor[RayExecutionStrategy]):
+    """One ``execute()``: the cluster, the store served over HTTP, the runner actors."""
+
+    label = "ray"
 
     def __init__(
         self,
@@ -469,53 +606,28 @@ class _Run:
         runner: RunnerBundle,
         store: LightningStore,
     ) -> None:
-        self.s = strategy
-        self.algorithm, self.runner, self.store = algorithm, runner, store
-        self.failures = FailureCollector(_log)
-        self.event = ThreadingEvent()
-        self.inbox = threads.Inbox()
-        self.relay = SigintRelay(self.inbox)
-        self.sigints = 0
+        # No worker process of ours shares the event: the actors mirror it over HTTP (event_bridge).
+        super().__init__(strategy, algorithm, runner, store, event=ThreadingEvent())
         self.cluster = _Cluster(strategy)
-        self.claims = ClaimLedger()
-        self.wrapper: ThreadedLightningStore | None = None
-        self.served: LightningStore = store
-        self.server: LightningStoreServer | None = None
         self.group: Any = None  # placement group
-        self.runners: list[_Runner] = []
-        self.algorithm_run: BundleRun | None = None
+        self.actors = _Actors(self)
+        self.server: LightningStoreServer | None = None
 
-    def run(self) -> None:
-        try:
-            with self.relay:
-                try:
-                    self._start()
-                    self._on_sigint()
-                    if self.sigints == 0:
-                        self._run_algorithm()
-                    self._on_sigint()
-                except BaseException as exc:  # our own machinery failed, or a Ctrl+C between steps
-                    if isinstance(exc, KeyboardInterrupt):
-                        self.failures.record_interrupt("SIGINT")
-                    else:
-                        self.failures.record(exc, "execute()")
-                finally:
-                    self.event.set()
-                    self._stop()
-        finally:
-            self.inbox.close()
-        self.failures.raise_first()
+    @property
+    def runners(self) -> list[_Runner]:
+        return self.actors.runners
 
     # -- starting -------------------------------------------------------------------------------------
 
-    def _start(self) -> None:
+    def start(self) -> None:
         s = self.s
-        if not getattr(self.store, "thread_safe", False):
-            self.wrapper = ThreadedLightningStore(self.store)
-        served = self.served = self.wrapper or self.store
+        wrapper = None if getattr(self.store, "thread_safe", False) else ThreadedLightningStore(self.store)
+        served = self.served = wrapper or self.store
+        self.close_served = None if wrapper is None else wrapper.close_sync
+        self.claims = ClaimLedger()
         self.cluster.start()
-        self._on_sigint()
-        if self.sigints:
+        self.on_sigint()
+        if self.ladder.interrupted:
             return  # Ctrl+C during start-up: start nothing more (K3)
         nodes = self.cluster.nodes()
         token = generate_token()
@@ -535,9 +647,12 @@ class _Run:
             bundles = [dict(s.runner_resources) for _ in range(s.n_runners)]
             self.group = placement_group(bundles, strategy=_PG_STRATEGY[s.placement])
             self._wait_for([self.group.ready().future()], "the placement group of the runners")
+            if self.ladder.interrupted:
+                return  # Ctrl+C while the cluster made room: start nothing more (K3)
         elif s.placement == "spread":
             options["scheduling_strategy"] = "SPREAD"
         teardown = max(s.terminate_timeout, 0.1)
+        self.workers = self.actors
         for worker_id in range(s.n_runners):
             name = f"runner-{worker_id}"
             if self.group is not None:
@@ -553,6 +668,13 @@ class _Run:
             runner.future.add_done_callback(_post(self.inbox, "ended"))
             self.runners.append(runner)
         self._wait_for([r.where for r in self.runners], "the runner actors to start")
+        algorithm, event = self.algorithm, self.event
+        self.main_run = self.main_bundle(
+            "algorithm",
+            lambda: algorithm(served, event),
+            sets_event_on_return=True,
+            teardown_timeout=max(s.terminate_timeout, 1.0),
+        )
 
     def _wait_for(self, futures: list[concurrent.futures.Future[Any]], what: str) -> None:
         """Wait (bounded by ``start_timeout``) for start-up futures; a Ctrl+C or a failure cuts it short."""
@@ -560,9 +682,10 @@ class _Run:
         for future in futures:
             future.add_done_callback(_post(self.inbox, "started"))
         while not all(f.done() for f in futures):
-            self._on_sigint()
-            self._settle_ended()
-            if self.sigints or self.event.is_set():
+            self.on_sigint()
+            for outcome in self.actors.collect():
+                self.record(outcome)
+            if self.ladder.interrupted or self.event.is_set():
                 return
             left = deadline - time.monotonic()
             if left <= 0:
@@ -576,151 +699,26 @@ class _Run:
             if future.exception() is not None:
                 raise future.exception()  # type: ignore[misc]
 
-    # -- running --------------------------------------------------------------------------------------
-
-    def _run_algorithm(self) -> None:
-        algorithm, served, event = self.algorithm, self.served, self.event
-        self.algorithm_run = BundleRun(
-            "algorithm",
-            lambda: algorithm(served, event),
-            self.event,
-            self.failures,
-            grace=self.s.graceful_timeout,
-            teardown_timeout=max(self.s.terminate_timeout, 1.0),
-            sets_event_on_return=True,
-        )
-        self.algorithm_run.run(on_loop=self._on_loop)
-
-    def _on_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
-        if loop is None:
-            self.relay.detach()
-            return
-        self.relay.attach(loop, self._on_sigint)
-        self._on_sigint()
-        loop.create_task(self._watch(), name="ray: watch runner actors")
-
-    async def _watch(self) -> None:
-        """Turn actors' ends into failures and given-up claims while the algorithm runs (no polling)."""
-        # Futures of their own: cancelling these (the loop closes) must not touch the runners' futures.
-        pending = {asyncio.wrap_future(r.run_ref.future()): r for r in self.runners if not r.settled}
-        try:
-            while pending:
-                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for future in done:
-                    runner = pending.pop(future)
-                    self._settle(runner, future)
-                    await self._give_up(runner.name)
-        finally:
-            for future in pending:
-                future.cancel()
-
-    async def _give_up(self, name: str) -> None:
-        try:
-            await self.claims.give_up(self.served, name, "has ended")
-        except Exception as exc:  # the final sweep tries again; never masks a failure
-            self.failures.record_cleanup_error(exc, f"marking the attempts of {name} unresponsive")
-
-    def _settle_ended(self) -> None:
-        for runner in self.runners:
-            if runner.future.done():
-                self._settle(runner)
-
-    def _settle(self, runner: _Runner, result: Any = None) -> None:
-        """Record how a runner's actor ended (once): a bundle error, a death, or nothing.
-
-        ``result``: a done future of its ``run`` call (default: ``runner.future``).
-        """
-        if runner.settled:
-            return
-        runner.settled = True
-        pid, node = runner.describe_node()
-        try:
-            outcome = (runner.future if result is None else result).result()
-        except (ray.exceptions.TaskCancelledError, concurrent.futures.CancelledError, asyncio.CancelledError):
-            return  # our own ray.cancel: a stop, not a failure
-        except ray.exceptions.RayActorError as exc:
-            if runner.killed:
-                return  # our own ray.kill
-            error: BaseException = ActorDied(runner.name, pid, node, _first_line(exc))
-        except ray.exceptions.RayTaskError as exc:  # the actor could not even start the bundle
-            error = exc.as_instanceof_cause()
-        except Exception as exc:
-            error = exc
-        else:
-            if outcome is None:
-                return
-            data, at = outcome
-            error = load_exception(data, origin=f"Ray actor {runner.name!r} (pid {pid}, node {node})")
-            self.failures.record(error, runner.name, at=at)
-            self.event.set()
-            return
-        self.failures.record(error, runner.name)
-        self.event.set()
-
-    def _on_sigint(self) -> None:
-        """Act on SIGINTs the relay counted (called from our own code on the calling thread)."""
-        while self.sigints < self.relay.count:
-            self.sigints += 1
-            if self.sigints == 1:
-                _log.info("SIGINT: stopping every bundle (grace %.3gs)", self.s.graceful_timeout)
-                self.failures.record_interrupt("SIGINT")
-                self.event.set()
-            else:
-                _log.warning("SIGINT #%d: stopping without the remaining grace", self.sigints)
-                if self.algorithm_run is not None:
-                    self.algorithm_run.cancel_now()
-
     # -- stopping -------------------------------------------------------------------------------------
 
-    def _wait_runners(self, seconds: float, step: int) -> None:
-        """Wait up to ``seconds`` for every runner to end; a further SIGINT ends the wait at once (K5)."""
-        deadline = time.monotonic() + seconds
-        while True:
-            self._on_sigint()
-            self._settle_ended()
-            if all(r.settled for r in self.runners) or self.sigints > step:
-                return
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            self.inbox.wait(left)
-
-    def _stop(self) -> None:
-        """Stop every actor (cooperatively, ``ray.cancel``, ``ray.kill``), the server, the cluster."""
-        s = self.s
-        with self.failures.cleanup("stopping the runner actors"):
-            self._wait_runners(s.graceful_timeout + s.terminate_timeout, step=1)
-            for runner in self.runners:
-                if not runner.settled:
-                    _log.info("ray: %s still running after its grace; ray.cancel", runner.name)
-                    ray.cancel(runner.run_ref)
-            self._wait_runners(s.terminate_timeout, step=2)
-            for runner in self.runners:
-                if not runner.settled:
-                    _log.warning("ray: %s did not stop when cancelled; ray.kill", runner.name)
-                    runner.killed = True
-                    ray.kill(runner.handle, no_restart=True)
-            self._wait_runners(s.terminate_timeout, step=3)
-        with self.failures.cleanup("removing the runner actors"):
-            self._remove_actors()
+    def stop_services(self) -> None:
         if self.server is not None:
-            if self.server.runner_sides.attached:  # actors detach their bridges as they end
-                with self.failures.cleanup("waiting for the actors' event bridges"):
-                    self.server.runner_sides.wait_detached(s.terminate_timeout)
-            with self.failures.cleanup("stopping the store server"):
-                self.server.stop()
-        with self.failures.cleanup("marking the attempts of runners that are gone unresponsive"):
-            run_on_private_loop(self.claims.give_up_all(self.served, "has stopped"))
-        if self.wrapper is not None:
-            with self.failures.cleanup("closing the store wrapper"):
-                self.wrapper.close_sync()
-        self.cluster.stop(self.failures)
+            server = self.server
+            if server.runner_sides.attached:  # actors detach their bridges as they end
+                self.step(
+                    "waiting for the actors' event bridges",
+                    lambda: server.runner_sides.wait_detached(self.s.terminate_timeout),
+                )
+            self.step("stopping the store server", server.stop)
+
+    def release(self) -> None:
+        self.step("stopping the Ray connection", lambda: self.cluster.stop(self.failures))
 
     def _remove_actors(self) -> None:
         """Kill every actor and remove the placement group; wait (bounded) until Ray reports them dead."""
         gone: list[concurrent.futures.Future[Any]] = []
         for runner in self.runners:
-            self._settle_ended()
+            self.actors.collect()
             if not runner.settled:
                 _log.warning("ray: %s did not report how it ended; killed", runner.name)
             runner.killed = True

@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from types import FrameType
 from typing import Any, TypeVar
 
+from agentlightning.execution.ctrl_c import CtrlCLadder
 from agentlightning.execution.events import ThreadingEvent, wait_async
 from agentlightning.execution.failures import FailureCollector
 
@@ -511,10 +512,10 @@ class BundleGroup:
     - Return, error, event: a stop (the event set by anyone) starts each bundle's grace; threads still
       alive ``grace + join_timeout`` seconds after the stop are stragglers (stuck in blocking code, which a
       thread cannot be forced out of): each is logged by thread name and left as a daemon thread (L7).
-    - Ctrl+C (first SIGINT on the main thread): recorded as ``KeyboardInterrupt`` (raised by the caller
-      through ``failures``) and the event is set: the same stop with the same grace (K3).
-    - Second SIGINT: every bundle is cancelled now, grace skipped, threads get ``join_timeout`` (K5).
-    - Third SIGINT: nothing is waited for any more; live threads are reported as stragglers.
+    - Ctrl+C: the ladder of ``ctrl_c.CtrlCLadder``. First: recorded as ``KeyboardInterrupt`` (raised by
+      the caller through ``failures``) and the event is set: the same stop with the same grace (K3).
+      Second: every bundle is cancelled now, grace skipped, threads get ``join_timeout`` (K5). Third:
+      nothing is waited for any more; live threads are reported as stragglers.
     """
 
     def __init__(
@@ -535,7 +536,9 @@ class BundleGroup:
         self._join_timeout = join_timeout
         self._inbox = Inbox()
         self._relay = SigintRelay(self._inbox)
-        self._handled_sigints = 0
+        self._ladder = CtrlCLadder(
+            failures, stop=event.set, force=self._force, abandon=self._abandon, grace=grace, logger=_log
+        )
         self._stop_at: float | None = None
         self._deadline_cap: float | None = None  # set by escalation
         self._threads: dict[threading.Thread, BundleRun] = {}
@@ -565,7 +568,7 @@ class BundleGroup:
 
     def _attach_main_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
         self._relay.attach(loop, self._process_sigints)
-        if loop is not None and self._relay.count > self._handled_sigints:
+        if loop is not None and self._relay.count > self._ladder.handled:
             loop.call_soon(self._process_sigints)  # arrived just before the loop was attached
 
     def _start(self, run: BundleRun) -> None:
@@ -580,28 +583,18 @@ class BundleGroup:
             self._inbox.put("exited", threading.current_thread())
 
     def _process_sigints(self) -> None:
-        """Apply the escalation for SIGINTs not handled yet; protected code on the main thread only."""
-        while self._handled_sigints < self._relay.count:
-            self._handled_sigints += 1
-            self._escalate(self._handled_sigints)
+        """Climb the Ctrl+C ladder for SIGINTs not handled yet; protected code on the main thread only."""
+        self._ladder.catch_up(self._relay.count)
 
-    def _escalate(self, level: int) -> None:
-        if level == 1:
-            _log.info("SIGINT: stopping every bundle (grace %.3gs)", self._grace)
-            self._failures.record_interrupt("SIGINT")
-            self._event.set()
-        elif level == 2:
-            _log.warning("second SIGINT: cancelling every bundle now, without grace")
-            self._event.set()
-            for run in self._runs():
-                run.cancel_now()
-            self._cap_deadline(time.monotonic() + self._join_timeout)
-        else:
-            _log.warning("SIGINT #%d: no longer waiting for bundles", level)
-            for run in self._runs():
-                run.cancel_now()
-                run.abandon()
-            self._cap_deadline(time.monotonic())
+    def _force(self) -> None:
+        for run in self._runs():
+            run.cancel_now()
+        self._cap_deadline(time.monotonic() + self._join_timeout)
+
+    def _abandon(self) -> None:
+        for run in self._runs():
+            run.abandon()
+        self._cap_deadline(time.monotonic())
 
     def _runs(self) -> list[BundleRun]:
         return ([self._main] if self._main is not None else []) + self._others

@@ -10,11 +10,8 @@ them to detach and stopped its server, and the runner side has retried it for ``
 from __future__ import annotations
 
 from agentlightning.execution.base import AlgorithmBundle, RunnerBundle
-from agentlightning.execution.client_server import (
-    ClientServerExecutionStrategy,
-    _EventBridge,
-    _Execution,
-)
+from agentlightning.execution.client_server import ClientServerExecutionStrategy, _Execution
+from agentlightning.execution.event_bridge import EventBridge
 from agentlightning.store.base import LightningStore
 from agentlightning.store.http import HttpLightningStore
 from agentlightning.store.http.client import RemoteStopEvent
@@ -31,7 +28,7 @@ class _IgnoredStop(RemoteStopEvent):
 
 
 class _DeafExecution(_Execution):
-    def _make_bridge(self, client: HttpLightningStore) -> _EventBridge:
+    def _make_bridge(self, client: HttpLightningStore) -> EventBridge:
         bridge = super()._make_bridge(client)
         bridge.remote = _IgnoredStop(bridge.client)
         return bridge

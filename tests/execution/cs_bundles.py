@@ -102,6 +102,16 @@ async def _perform(
         raise SystemExit(step[1])
     elif kind == "sleep":  # awaits, ignoring the event (L6)
         await asyncio.sleep(step[1])
+    elif kind == "swallow_cancellation":  # ends only when nobody waits for it any more (K5's last rung)
+        deadline = time.monotonic() + step[1]
+        journal.write(who, "swallowing")
+        while time.monotonic() < deadline:
+            try:
+                await asyncio.sleep(deadline - time.monotonic())
+            except asyncio.CancelledError:
+                journal.write(who, "swallowed a cancellation")
+            except KeyboardInterrupt:  # a Ctrl+C that landed in this code: not a way out either
+                journal.write(who, "swallowed an interrupt")
     elif kind == "block":  # stuck in sync code, no await (L7)
         time.sleep(step[1])
     elif kind == "ignore_sigint":

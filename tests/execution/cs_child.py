@@ -134,6 +134,25 @@ def main() -> None:
             ScriptedRunner(journal, (("sleep", 60),)),
             store,
         )
+    elif scenario == "third_sigint":  # K5: the algorithm swallows every cancellation; the third abandons it
+        strategy = ClientServerExecutionStrategy(n_runners=n, graceful_timeout=30)
+        first = _LogGate("SIGINT: stopping every bundle")
+        logging.getLogger("agentlightning").addHandler(first)
+        waits = [
+            lambda: first.seen.wait(HANG),  # the first is handled: the stop with grace began
+            lambda: journal.wait_for_sync("algorithm", "swallowed a cancellation"),  # the second cancelled
+        ]
+
+        def next_wait() -> None:
+            waits.pop(0)()
+
+        _sigint_when(lambda: journal.wait_for_sync("algorithm", "swallowing"), times=3, between=next_wait)
+        report = _run(
+            strategy,
+            ScriptedAlgorithm(journal, (*wait_all, ("swallow_cancellation", HANG))),
+            ScriptedRunner(journal, (("sleep", 60),)),
+            store,
+        )
     elif scenario in ("group", "parent_death"):  # K4 / F4: the test signals us from outside
         strategy = ClientServerExecutionStrategy(n_runners=n, graceful_timeout=10)
 

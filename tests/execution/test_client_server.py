@@ -255,6 +255,14 @@ def test_K5_second_sigint_skips_the_grace(tmp_path: Path) -> None:
     assert report["threads"] == [] and report["children"] == []
 
 
+def test_K5_third_sigint_abandons_an_algorithm_that_swallows_cancellation(tmp_path: Path) -> None:
+    report = _report(_child("third_sigint", tmp_path))  # grace 30 s; the algorithm swallows for 60 s
+    assert report["outcome"] == "KeyboardInterrupt", report
+    assert report["seconds"] < 25, report
+    assert Journal(str(tmp_path)).has("algorithm", "swallowed a cancellation")
+    assert report["threads"] == [] and report["children"] == [], report
+
+
 # -- E: exceptions --------------------------------------------------------------------------------------
 
 
