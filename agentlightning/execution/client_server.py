@@ -97,10 +97,11 @@ from agentlightning.execution.processes import (
     validate_start_method,
     validate_timeout,
 )
+from agentlightning.execution.remote_stop import RemoteStopEvent, RunnerSides, SilentSide, stop_event_routes
 from agentlightning.execution.threads import BundleRun, SigintRelay, close_loop, run_on_private_loop
 from agentlightning.store.base import LightningStore
 from agentlightning.store.claims import ClaimLedger, ClaimTrackingStore
-from agentlightning.store.http.client import HttpLightningStore, RemoteStopEvent, StoreServerUnreachable
+from agentlightning.store.http.client import HttpLightningStore, StoreServerUnreachable
 from agentlightning.store.http.security import (
     ServerTLS,
     generate_token,
@@ -112,7 +113,7 @@ from agentlightning.store.http.security import (
 from agentlightning.store.threaded import ThreadedLightningStore
 
 if TYPE_CHECKING:  # the server (FastAPI, uvicorn) is imported where it is started: never in runner processes
-    from agentlightning.store.http.server import LightningStoreServer, SilentSide
+    from agentlightning.store.http.server import LightningStoreServer
 
 __all__ = ["ClientServerExecutionStrategy", "RunnerHostLost"]
 
@@ -398,6 +399,7 @@ class _Execution:
         self.handled_sigints = 0
         self.workers: WorkerProcesses | None = None
         self.server: LightningStoreServer | None = None
+        self.runner_sides = RunnerSides()  # remote runner sides attached to the server (D2)
         self.bridge: _EventBridge | None = None
         self.wrapper: ThreadedLightningStore | None = None
         self.main_run: BundleRun | None = None
@@ -465,7 +467,7 @@ class _Execution:
             token=token,
             tls_cert=tls.cert if tls is not None else None,
             tls_key=tls.key if tls is not None else None,
-            event=self.event,
+            routes=stop_event_routes(self.event, self.runner_sides),
             graceful_seconds=min(s.graceful_timeout, 1.0),
         )
         self.server.start()
@@ -651,7 +653,7 @@ class _Execution:
         server, claims, served = self.server, self.claims, self.served
         assert server is not None and claims is not None and served is not None
         while not self.side_watch_stop.wait(_SIDE_WATCH_SECONDS):
-            for lost in server.runner_sides.silent(self.s.host_loss_timeout):
+            for lost in self.runner_sides.silent(self.s.host_loss_timeout):
                 self._lost_side(lost, claims, served)
 
     def _lost_side(self, lost: SilentSide, claims: ClaimLedger, served: LightningStore) -> None:
@@ -697,12 +699,12 @@ class _Execution:
                 # The server is unreachable past connect_timeout: this runner side fails, naming it (D3).
                 self.recorded.add("lost-server")
                 self.failures.record(self.bridge.lost, "the runner side's event bridge")
-        if self.server is not None and self.server.runner_sides.attached:
+        if self.server is not None and self.runner_sides.attached:
             # Remote runner sides still use the store while they stop: serve them for as long as our own
             # runners would get (they detach when done), but not longer.
             bound = self.s.graceful_timeout + 2 * self.s.terminate_timeout + 1.0
             try:
-                left = self.server.runner_sides.wait_detached(bound)
+                left = self.runner_sides.wait_detached(bound)
             except KeyboardInterrupt:
                 self.failures.record_interrupt("SIGINT")
             else:

@@ -91,8 +91,9 @@ from agentlightning.execution.client_server import _EventBridge
 from agentlightning.execution.events import ThreadingEvent
 from agentlightning.execution.failures import FailureCollector
 from agentlightning.execution.processes import WorkerDied, validate_timeout
-from agentlightning.execution.remote_errors import dump_exception, load_exception
+from agentlightning.execution.remote_stop import RunnerSides, stop_event_routes
 from agentlightning.execution.threads import BundleRun, SigintRelay, run_on_private_loop
+from agentlightning.remote_errors import dump_exception, load_exception
 from agentlightning.store.base import LightningStore
 from agentlightning.store.claims import ClaimLedger, ClaimTrackingStore
 from agentlightning.store.http import HttpLightningStore, LightningStoreServer
@@ -481,6 +482,7 @@ class _Run:
         self.wrapper: ThreadedLightningStore | None = None
         self.served: LightningStore = store
         self.server: LightningStoreServer | None = None
+        self.runner_sides = RunnerSides()  # the actors' event bridges attached to the server
         self.group: Any = None  # placement group
         self.runners: list[_Runner] = []
         self.algorithm_run: BundleRun | None = None
@@ -525,7 +527,7 @@ class _Run:
             self.cluster.server_host(nodes),
             s.server_port,
             token=token,
-            event=self.event,
+            routes=stop_event_routes(self.event, self.runner_sides),
             graceful_seconds=min(s.graceful_timeout, 1.0),
         )
         self.server.start()
@@ -704,9 +706,9 @@ class _Run:
         with self.failures.cleanup("removing the runner actors"):
             self._remove_actors()
         if self.server is not None:
-            if self.server.runner_sides.attached:  # actors detach their bridges as they end
+            if self.runner_sides.attached:  # actors detach their bridges as they end
                 with self.failures.cleanup("waiting for the actors' event bridges"):
-                    self.server.runner_sides.wait_detached(s.terminate_timeout)
+                    self.runner_sides.wait_detached(s.terminate_timeout)
             with self.failures.cleanup("stopping the store server"):
                 self.server.stop()
         with self.failures.cleanup("marking the attempts of runners that are gone unresponsive"):

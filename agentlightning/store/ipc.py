@@ -77,7 +77,7 @@ from typing import Any, Literal
 
 import msgpack
 
-from agentlightning.execution.remote_errors import dump_exception, load_exception
+from agentlightning.remote_errors import dump_exception, load_exception
 from agentlightning.store.base import UNSET, LightningStore, Unset
 from agentlightning.store.claims import CURRENT_CLIENT
 from agentlightning.store.values import DEFAULT_LIMITS, ValueLimits, check_json, check_span, check_text

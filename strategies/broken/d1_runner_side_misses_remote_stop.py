@@ -15,9 +15,9 @@ from agentlightning.execution.client_server import (
     _EventBridge,
     _Execution,
 )
+from agentlightning.execution.remote_stop import RemoteStopEvent
 from agentlightning.store.base import LightningStore
 from agentlightning.store.http import HttpLightningStore
-from agentlightning.store.http.client import RemoteStopEvent
 
 __all__ = ["BREAKS", "RunnerSideMissesRemoteStopStrategy"]
 

@@ -224,7 +224,7 @@ def test_unknown_method_is_refused_by_name(served: tuple[InMemoryLightningStore,
     reply = _raw_call(server.path, _frame([1, "__class__", {}]))
     request_id, status, payload = msgpack.unpackb(reply)
     assert (request_id, status) == (1, 1)
-    from agentlightning.execution.remote_errors import load_exception
+    from agentlightning.remote_errors import load_exception
 
     error = load_exception(payload)
     assert isinstance(error, ValueError) and "'__class__'" in str(error)
@@ -654,7 +654,7 @@ def test_waits_over_the_limit_are_refused_by_name_and_the_connection_carries_on(
         sock.sendall(_frame([3, "get_latest_resources", {}]))
         refused, answered = _read_replies(sock, 2)
         assert refused[:2] == [2, 1] and answered == [3, 0, None]
-        from agentlightning.execution.remote_errors import load_exception
+        from agentlightning.remote_errors import load_exception
 
         error = load_exception(refused[2])
         assert isinstance(error, RuntimeError) and "2 waits pending" in str(error)
@@ -690,7 +690,7 @@ def _invalid_utf8(message: object) -> bytes:
 def test_T5_the_server_applies_the_value_rule_before_calling_the_store(tmp_path: Path) -> None:
     """Whatever store it serves: bytes, str that is not UTF-8, non-str keys and NaN are refused naming the
     field, the store is never called with them, and the connection carries on."""
-    from agentlightning.execution.remote_errors import load_exception
+    from agentlightning.remote_errors import load_exception
 
     store = _Recording()
     rollout = run(store.start_rollout, {})

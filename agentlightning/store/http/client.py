@@ -57,7 +57,7 @@ from agentlightning.types import (
     TaskInput,
 )
 
-__all__ = ["HttpLightningStore", "RemoteStopEvent", "StoreServerError", "StoreServerUnreachable"]
+__all__ = ["HttpLightningStore", "StoreServerError", "StoreServerUnreachable"]
 
 _API = "/v1/"
 # Below the server's keep-alive bound (limits.DEFAULT_KEEPALIVE_SECONDS, 5 s; a test keeps them in step),
@@ -67,9 +67,6 @@ _KEEPALIVE_SECONDS = 3.0
 # Calls that only read (or are idempotent): safe to send again whatever happened to an earlier try.
 _RETRY_SAFE = frozenset(
     {
-        "event/set",
-        "event/wait",
-        "event/detach",
         "claims/release",  # giving up a client twice is giving it up once
         "query_rollouts",
         "get_rollout_by_id",
@@ -193,10 +190,29 @@ class HttpLightningStore(LightningStore):
             self._sessions[loop] = session
         return session
 
-    async def _request(self, method: str, body: Any = None, extra_timeout: float = 0.0) -> bytes:
+    async def post(
+        self,
+        route: str,
+        body: dict[str, Any] | None = None,
+        *,
+        idempotent: bool = False,
+        extra_timeout: float = 0.0,
+    ) -> bytes:
+        """``POST /v1/<route>`` with ``body`` (checked by the value rule), under this client's token, pools
+        and retries; the answer's bytes. For the routes a user of the server adds (``extra_routes``):
+        ``idempotent`` says a retry is harmless as it is (otherwise each call carries one request id, so
+        the server applies it once however often it arrives); ``extra_timeout`` is how long the server
+        may hold it beyond ``request_timeout``. Errors are raised as for the store's methods."""
+        return await self._request(route, body, extra_timeout, idempotent=idempotent)
+
+    async def _request(
+        self, method: str, body: Any = None, extra_timeout: float = 0.0, *, idempotent: bool | None = None
+    ) -> bytes:
         session = self._session()
+        if idempotent is None:
+            idempotent = method in _RETRY_SAFE
         # A write keeps one id across its retries: the server applies it once whatever reaches it twice.
-        headers = None if method in _RETRY_SAFE else {REQUEST_ID_HEADER: uuid.uuid4().hex}
+        headers = None if idempotent else {REQUEST_ID_HEADER: uuid.uuid4().hex}
         deadline = time.monotonic() + self.retry_seconds
         delay = 0.05
         tries = 0
@@ -462,31 +478,6 @@ class HttpLightningStore(LightningStore):
 
     def __repr__(self) -> str:
         return f"HttpLightningStore({self.base_url!r})"
-
-
-class RemoteStopEvent:
-    """The stop event a server exposes (``create_app(event=...)``), seen from another machine.
-
-    Async only: ``set()`` sets it for everyone; ``wait(timeout)`` returns whether it is set, waking as
-    soon as it is (the server holds the request). Shares ``store``'s connection pools and retry rules.
-    """
-
-    def __init__(self, store: HttpLightningStore) -> None:
-        self.store = store
-
-    async def set(self) -> None:
-        await self.store._request("event/set")
-
-    async def wait(self, timeout: float, side: str | None = None) -> bool:
-        """Whether the event is set, waiting up to ``timeout``; ``side`` attaches this runner side."""
-        if timeout < 0:
-            raise ValueError(f"timeout must be >= 0, got {timeout!r}")
-        raw = await self.store._request("event/wait", {"timeout": timeout, "side": side}, timeout)
-        return bool(json.loads(raw)["is_set"])
-
-    async def detach(self, side: str) -> None:
-        """Tell the server this runner side has stopped (it no longer needs the store)."""
-        await self.store._request("event/detach", {"side": side})
 
 
 def _dump(value: Any) -> Any:

@@ -37,7 +37,6 @@ import logging
 import socket
 import sys
 import threading
-import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, MutableMapping
 from typing import Any, ClassVar, TypeVar
 
@@ -45,14 +44,14 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic.json_schema import SkipJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from agentlightning.execution.events import ExecutionEvent, wait_async
 from agentlightning.store.base import LightningStore
 from agentlightning.store.claims import CLIENT_HEADER, CURRENT_CLIENT, ClaimTrackingStore
 from agentlightning.store.http.errors import ERROR_RESPONSES, ApiError, internal_error
+from agentlightning.store.http.extra_routes import ExtraRoute, RequestBody, RouteCall
 from agentlightning.store.http.limits import (
     DEFAULT_MAX_BODY_BYTES,
     LimitedConfig,
@@ -86,9 +85,7 @@ __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_WAIT_SECONDS",
     "LightningStoreServer",
-    "RunnerSides",
     "ServerBindError",
-    "SilentSide",
     "create_app",
     "is_loopback",
 ]
@@ -112,8 +109,7 @@ class ServerBindError(OSError):
 # -- request bodies ---------------------------------------------------------------------------------------
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+_Body = RequestBody
 
 
 class _NotNull(_Body):
@@ -198,19 +194,6 @@ class ResourcesRequest(_Body):
 
 class ResourcesIdRequest(_Body):
     resources_id: str = Field(min_length=1)
-
-
-class EventWaitRequest(_Body):
-    timeout: float = Field(ge=0)
-    side: str | None = Field(default=None, min_length=1, max_length=200)
-
-
-class SideRequest(_Body):
-    side: str = Field(min_length=1, max_length=200)
-
-
-class EventState(BaseModel):
-    is_set: bool
 
 
 class Health(BaseModel):
@@ -589,6 +572,28 @@ class _StrictJsonRoute(APIRoute):
         return strict
 
 
+def _mount(app: FastAPI, route: ExtraRoute, max_wait_seconds: float) -> None:
+    """Serve ``route`` (``extra_routes``) as ``POST /v1/<name>``, validated and documented like the rest."""
+    handler, body = route.handler, route.body
+
+    async def endpoint(request: Request, **fields: Any) -> BaseModel:
+        call = RouteCall(request.client.host if request.client is not None else None, max_wait_seconds)
+        return await (handler(call) if body is None else handler(fields["body"], call))
+
+    parameters = [inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, annotation=Request)]
+    if body is not None:
+        parameters.append(inspect.Parameter("body", inspect.Parameter.KEYWORD_ONLY, annotation=body))
+    endpoint.__signature__ = inspect.Signature(parameters, return_annotation=route.answer)  # type: ignore[attr-defined]
+    app.add_api_route(
+        f"{API_PREFIX}/{route.name}",
+        endpoint,
+        methods=["POST"],
+        response_model=route.answer,
+        summary=route.summary or None,
+        name=route.name.replace("/", "_"),
+    )
+
+
 # FastAPI versions with built-in OpenTelemetry look up its providers on every request; the store server
 # exports no telemetry, so it opts out where the option exists.
 _NO_TELEMETRY: dict[str, Any] = (
@@ -604,18 +609,15 @@ def create_app(
     token: str | None = None,
     max_body_bytes: int | None = None,
     max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS,
-    event: ExecutionEvent | None = None,
-    sides: RunnerSides | None = None,
+    routes: Iterable[ExtraRoute] = (),
     limits: ServerLimits | None = None,
     value_limits: ValueLimits | None = None,
 ) -> FastAPI:
     """The FastAPI application serving ``store``: one ``POST /v1/<method>`` route per store method.
 
-    With ``event``, also ``POST /v1/event/set`` and ``POST /v1/event/wait`` (held until the event is set
-    or the timeout, at most ``max_wait_seconds``): the stop event of an ``execute()`` for runners on other
-    machines, which cannot share a process event. A runner side that names itself (``side``) while waiting
-    is recorded in ``sides`` until it calls ``POST /v1/event/detach``, so the algorithm side can keep
-    serving until its remote runners have stopped. ``token`` (checked as ``resolve_token`` does) and
+    ``routes`` are served beside them (``extra_routes.ExtraRoute``: what a user of the server adds, such
+    as the ``cs`` strategy's stop event); a handler that waits is told ``max_wait_seconds``. ``token``
+    (checked as ``resolve_token`` does) and
     ``limits`` (``max_body_bytes`` overrides its field) are enforced by the application itself; every
     decoded value passes the store's value rule with ``value_limits`` (default: the store's ``limits``
     when it has them, else ``values.DEFAULT_LIMITS``) before the store is called.
@@ -752,104 +754,10 @@ def create_app(
                 marked += len(gone)
             return ClaimsReleased(marked=marked)
 
-    if event is not None:
-        stop_event = event
-        registry = sides if sides is not None else RunnerSides()
-
-        @app.post(f"{API_PREFIX}/event/set")
-        async def set_event() -> EventState:
-            stop_event.set()
-            return EventState(is_set=True)
-
-        @app.post(f"{API_PREFIX}/event/wait")
-        async def wait_event(body: EventWaitRequest, request: Request) -> EventState:
-            timeout = min(body.timeout, max_wait_seconds)
-            if body.side is None:
-                return EventState(is_set=await wait_async(stop_event, timeout))
-            registry.attach(body.side, request.client.host if request.client is not None else None)
-            try:
-                return EventState(is_set=await wait_async(stop_event, timeout))
-            finally:
-                registry.seen(body.side)
-
-        @app.post(f"{API_PREFIX}/event/detach")
-        async def detach(body: SideRequest) -> EventState:
-            registry.detach(body.side)
-            return EventState(is_set=stop_event.is_set())
+    for route in routes:
+        _mount(app, route, max_wait_seconds)
 
     return app
-
-
-@dataclasses.dataclass(frozen=True)
-class SilentSide:
-    """A runner side that stopped polling: its name, the address it polled from, how long it is silent."""
-
-    side: str
-    address: str | None
-    silent_seconds: float
-
-
-class RunnerSides:
-    """Runner sides (``execute()`` calls with role ``"runner"``) attached to a server; thread-safe.
-
-    A side is attached by its first ``/v1/event/wait`` and stays attached until it detaches or falls
-    silent: each wait it holds, and the end of each, counts as word from it (``silent``).
-    """
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._attached: set[str] = set()
-        self._polling: dict[str, int] = {}
-        self._seen: dict[str, float] = {}
-        self._addresses: dict[str, str] = {}
-        self._changed = threading.Condition()
-
-    def attach(self, side: str, address: str | None = None) -> None:
-        """``side`` holds a wait (from ``address``): attached, and heard from now."""
-        with self._changed:
-            self._attached.add(side)
-            self._polling[side] = self._polling.get(side, 0) + 1
-            self._seen[side] = self._clock()
-            if address is not None:
-                self._addresses[side] = address
-
-    def seen(self, side: str) -> None:
-        """A wait of ``side`` has ended: heard from now."""
-        with self._changed:
-            self._polling[side] = max(0, self._polling.get(side, 0) - 1)
-            self._seen[side] = self._clock()
-
-    def detach(self, side: str) -> None:
-        with self._changed:
-            self._attached.discard(side)
-            self._changed.notify_all()
-
-    def silent(self, after: float) -> list[SilentSide]:
-        """Attached sides holding no wait and unheard from for more than ``after`` seconds: they are
-        detached (a side that comes back attaches anew) and returned."""
-        now = self._clock()
-        with self._changed:
-            gone = [
-                SilentSide(side, self._addresses.get(side), now - self._seen.get(side, now))
-                for side in sorted(self._attached)
-                if not self._polling.get(side) and now - self._seen.get(side, now) > after
-            ]
-            for found in gone:
-                self._attached.discard(found.side)
-            if gone:
-                self._changed.notify_all()
-            return gone
-
-    @property
-    def attached(self) -> list[str]:
-        with self._changed:
-            return sorted(self._attached)
-
-    def wait_detached(self, timeout: float) -> list[str]:
-        """Wait until every side has detached or ``timeout``; the sides still attached."""
-        with self._changed:
-            self._changed.wait_for(lambda: not self._attached, timeout)
-            return sorted(self._attached)
 
 
 # -- the server thread ------------------------------------------------------------------------------------
@@ -985,8 +893,8 @@ class LightningStoreServer:
     """Serves a store over HTTP from its own thread; ``start()`` binds, ``stop()`` leaves nothing behind.
 
     The store is called from the server's event loop: hand it a store that is safe to use from that
-    thread (the ``cs`` strategy wraps the caller's store for this). ``event``, when given, is exposed to
-    remote runners (see ``create_app``). ``host`` is honoured exactly. ``token`` (default:
+    thread (the ``cs`` strategy wraps the caller's store for this). ``routes`` are served beside the
+    store's (``extra_routes``; see ``create_app``). ``host`` is honoured exactly. ``token`` (default:
     ``AGL_SERVER_TOKEN``; at least ``MIN_TOKEN_LENGTH`` characters) must then be on every request as
     ``Authorization: Bearer <token>``; a non-loopback host requires one. ``tls_cert`` / ``tls_key``
     (default: ``AGL_SERVER_TLS_CERT`` / ``AGL_SERVER_TLS_KEY``) serve HTTPS. ``limits`` bound what each
@@ -1005,7 +913,7 @@ class LightningStoreServer:
         max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS,
         graceful_seconds: float = 1.0,
         backlog: int = 2048,
-        event: ExecutionEvent | None = None,
+        routes: Iterable[ExtraRoute] = (),
         limits: ServerLimits | None = None,
         tls_cert: str | None = None,
         tls_key: str | None = None,
@@ -1033,13 +941,11 @@ class LightningStoreServer:
         self.graceful_seconds = graceful_seconds
         self._requested_port = port
         self._backlog = backlog
-        self.runner_sides = RunnerSides()
         self._app = create_app(
             store,
             token=token,
             max_wait_seconds=max_wait_seconds,
-            event=event,
-            sides=self.runner_sides,
+            routes=routes,
             limits=self.limits,
             value_limits=self.value_limits,
         )
