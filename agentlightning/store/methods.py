@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model, mo
 from pydantic.json_schema import SkipJsonSchema
 
 from agentlightning.store.base import UNSET, LightningStore, Unset
+from agentlightning.store.values import ValueLimits, check_json
 
 __all__ = ["METHODS", "MethodRequest", "RequestBody", "StoreMethod"]
 
@@ -181,9 +182,27 @@ class StoreMethod:
         model.not_null = frozenset(not_null)
         return model
 
+    def arguments(self, fields: dict[str, Any], limits: ValueLimits) -> dict[str, Any]:
+        """The keywords to call the served store with, from the decoded ``fields`` of a request.
+
+        Every value passes the value rule first (``InvalidValueError`` naming its path; a model's fields
+        are named ``span.attributes...``), then ``request`` validates them (a pydantic
+        ``ValidationError``, also a ``ValueError``, naming the field) and builds the models. What the
+        servers of every wire do before the store sees anything.
+        """
+        checked = {}
+        for name, value in fields.items():
+            if type(value) is dict and name in self.models:
+                checked[name] = {
+                    key: check_json(f"{name}.{key}", item, limits) for key, item in value.items()
+                }
+            else:
+                checked[name] = check_json(name, value, limits)
+        return self.request.model_validate(checked).given()
+
     def encode(self, result: Any) -> bytes:
-        """The result as JSON."""
-        return self.result.dump_json(result)
+        """The result as JSON; a result that is not of the method's type raises (it would not decode)."""
+        return self.result.dump_json(result, warnings="error")
 
     def decode(self, raw: bytes | None) -> Any:
         """The result from its JSON (``None`` stands for JSON ``null``: the ipc wire's nil)."""

@@ -16,7 +16,6 @@ from agentlightning.execution.base import AlgorithmBundle, RunnerBundle
 from agentlightning.execution.client_server import ClientServerExecutionStrategy, _Execution
 from agentlightning.store.base import LightningStore
 from agentlightning.store.http import HttpLightningStore
-from agentlightning.store.http.client import _RETRY_SAFE
 
 __all__ = ["BREAKS", "RetryDoubleAppliesStrategy"]
 
@@ -29,10 +28,10 @@ class HedgingHttpStore(HttpLightningStore):
     """A client that sends a write again when its answer is late, without any request id."""
 
     async def _request(
-        self, method: str, body: Any = None, extra_timeout: float = 0.0, *, idempotent: bool | None = None
+        self, method: str, body: Any = None, extra_timeout: float = 0.0, *, idempotent: bool
     ) -> bytes:
         first = asyncio.ensure_future(super()._request(method, body, extra_timeout, idempotent=idempotent))
-        if idempotent or (idempotent is None and method in _RETRY_SAFE):
+        if idempotent:
             return await first
         done, _ = await asyncio.wait({first}, timeout=_HEDGE_AFTER)
         if done:

@@ -23,6 +23,8 @@ import pytest
 
 from agentlightning.store.ipc import IpcLightningStore, IpcStoreServer, StoreChannelError
 from agentlightning.store.memory import InMemoryLightningStore
+from agentlightning.store.methods import METHODS
+from agentlightning.store.remote import StoreServerError
 from agentlightning.store.threaded import ThreadedLightningStore
 from agentlightning.types import Rollout, RolloutConfig, Span
 
@@ -447,12 +449,23 @@ def test_S4_a_reply_that_cannot_be_packed_is_an_error_and_the_channel_survives(
     from agentlightning.store import ipc
 
     _, server = served
-    monkeypatch.setitem(ipc._RESULT_ENCODERS, "get_latest_resources", lambda value: {"not": object()})
+    encode = ipc._encode
+    monkeypatch.setattr(
+        ipc,
+        "_encode",
+        lambda method, result: (
+            {"not": object()} if method.name == "get_latest_resources" else encode(method, result)
+        ),
+    )
 
     async def scenario() -> None:
         client = IpcLightningStore(server.path)
-        with pytest.raises(TypeError, match="object"):
+        # Not a ValueError: raised as StoreServerError (the rule of every remote path), the cause kept.
+        with pytest.raises(
+            StoreServerError, match=r"failed get_latest_resources: TypeError: .*object"
+        ) as failed:
             await client.get_latest_resources()
+        assert isinstance(failed.value.__cause__, TypeError)
         rollout = await client.enqueue_rollout({"after": "the failed reply"})  # nothing half-packed is left
         assert (await client.get_rollout_by_id(rollout.rollout_id)) == rollout
         await client.close()
@@ -468,8 +481,10 @@ def test_S4_a_request_that_cannot_be_packed_raises_to_its_caller_and_the_channel
     async def scenario() -> None:
         client = IpcLightningStore(server.path)
         rollout = await client.enqueue_rollout({"i": 1})
-        with pytest.raises(TypeError):
-            await client.get_rollout_by_id(object())  # type: ignore[arg-type]  # msgpack cannot encode it
+        with pytest.raises(ValueError, match=r"rollout_id: object is not JSON-representable"):
+            await client.get_rollout_by_id(object())  # type: ignore[arg-type]  # refused before it is sent
+        with pytest.raises(TypeError):  # below the value rule: msgpack cannot encode it
+            await client._call(METHODS["get_rollout_by_id"], {"rollout_id": object()})
         with pytest.raises(ValueError, match=r"metadata\['not JSON'\]"):  # refused by the value rule
             await client.update_rollout(rollout.rollout_id, metadata={"not JSON": object()})
         big = {"blob": "z" * 2_000_000}  # larger than the socket takes at once: queued, then drained
