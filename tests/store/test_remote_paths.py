@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -65,17 +65,21 @@ def _served(path: str, store: LightningStore, tmp_path: Path) -> Iterator[Connec
             yield lambda: IpcLightningStore(ipc_server.path)
 
 
-@asynccontextmanager
-async def _client(connect: Connect) -> AsyncIterator[RemoteLightningStore]:
-    client = connect()
-    try:
-        yield client
-    finally:
-        await client.close()
+def _over(
+    path: str, tmp_path: Path, program: Callable[[RemoteLightningStore, _Failing], Awaitable[None]]
+) -> None:
+    """Run ``program(client, store)`` with a client of ``path`` to a served ``_Failing`` store."""
+    store = _Failing()
+    with _served(path, store, tmp_path) as connect:
 
+        async def scenario() -> None:
+            client = connect()
+            try:
+                await program(client, store)
+            finally:
+                await client.close()
 
-def _run(scenario: Callable[[], Any]) -> Any:
-    return asyncio.run(asyncio.wait_for(scenario(), HANG))
+        asyncio.run(asyncio.wait_for(scenario(), HANG))
 
 
 PATHS = ["http", "ipc"]
@@ -121,24 +125,17 @@ def test_the_table_says_which_methods_are_safe_to_retry_and_which_wait() -> None
 def test_a_store_value_error_reaches_the_caller_as_a_value_error_with_its_message(
     path: str, tmp_path: Path
 ) -> None:
-    store = _Failing()
-    with _served(path, store, tmp_path) as connect:
+    async def program(client: RemoteLightningStore, store: _Failing) -> None:
+        store.armed["enqueue_rollout"] = _Refused("the store refuses rollout 'ro-7' for its own reasons")
+        with pytest.raises(ValueError, match="refuses rollout 'ro-7' for its own reasons"):
+            await client.enqueue_rollout({"x": 1})
+        with pytest.raises(ValueError, match="ro-unknown"):  # the store's own refusal of an id
+            await client.update_rollout("ro-unknown", status="failed")
+        with pytest.raises(ValueError, match="rollout_id"):  # refused by the server's validation
+            await client._call(METHODS["get_rollout_by_id"], {"rollout_id": ""})
+        assert (await client.enqueue_rollout({"x": 2})).input == {"x": 2}  # the connection carries on
 
-        async def scenario() -> None:
-            async with _client(connect) as client:
-                store.armed["enqueue_rollout"] = _Refused(
-                    "the store refuses rollout 'ro-7' for its own reasons"
-                )
-                with pytest.raises(ValueError, match="refuses rollout 'ro-7' for its own reasons"):
-                    await client.enqueue_rollout({"x": 1})
-                with pytest.raises(ValueError, match="ro-unknown"):  # the store's own refusal of an id
-                    await client.update_rollout("ro-unknown", status="failed")
-                with pytest.raises(ValueError, match="rollout_id"):  # refused by the server's validation
-                    await client._call(METHODS["get_rollout_by_id"], {"rollout_id": ""})
-                # The connection carries on.
-                assert (await client.enqueue_rollout({"x": 2})).input == {"x": 2}
-
-        _run(scenario)
+    _over(path, tmp_path, program)
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -146,37 +143,29 @@ def test_a_store_value_error_reaches_the_caller_as_a_value_error_with_its_messag
 def test_any_other_store_error_reaches_the_caller_as_store_server_error_naming_the_method(
     path: str, error: Exception, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = _Failing()
-    with _served(path, store, tmp_path) as connect:
+    async def program(client: RemoteLightningStore, store: _Failing) -> None:
+        store.armed["get_latest_resources"] = error
+        with pytest.raises(StoreServerError, match="get_latest_resources") as failed:
+            await client.get_latest_resources()
+        assert not isinstance(failed.value, ValueError)
+        if path == "ipc":  # same machine: the original is kept as the cause
+            assert type(failed.value.__cause__) is type(error)
+            assert type(error).__name__ in str(failed.value)
+        else:  # across machines: its text stays in the server's log, under the request id
+            assert "request id" in str(failed.value)
+        assert await client.get_latest_resources() is None  # the connection carries on
 
-        async def scenario() -> None:
-            async with _client(connect) as client:
-                store.armed["get_latest_resources"] = error
-                with pytest.raises(StoreServerError, match="get_latest_resources") as failed:
-                    await client.get_latest_resources()
-                assert not isinstance(failed.value, ValueError)
-                if path == "ipc":  # same machine: the original is kept as the cause
-                    assert type(failed.value.__cause__) is type(error)
-                    assert type(error).__name__ in str(failed.value)
-                else:  # across machines: its text stays in the server's log, under the request id
-                    assert "request id" in str(failed.value)
-                assert await client.get_latest_resources() is None  # the connection carries on
-
-        with caplog.at_level(logging.ERROR):
-            _run(scenario)
+    with caplog.at_level(logging.ERROR):
+        _over(path, tmp_path, program)
 
 
 @pytest.mark.parametrize("path", PATHS)
 def test_a_value_the_rule_refuses_is_refused_before_it_is_sent_naming_its_field(
     path: str, tmp_path: Path
 ) -> None:
-    store = _Failing()
-    with _served(path, store, tmp_path) as connect:
+    async def program(client: RemoteLightningStore, store: _Failing) -> None:
+        with pytest.raises(InvalidValueError, match=r"metadata\['n'\]"):
+            await client.enqueue_rollout({}, metadata={"n": float("nan")})
+        assert await store.query_rollouts() == []
 
-        async def scenario() -> None:
-            async with _client(connect) as client:
-                with pytest.raises(InvalidValueError, match=r"metadata\['n'\]"):
-                    await client.enqueue_rollout({}, metadata={"n": float("nan")})
-                assert await store.query_rollouts() == []
-
-        _run(scenario)
+    _over(path, tmp_path, program)

@@ -1,8 +1,10 @@
 """Serve a ``LightningStore`` over HTTP: the FastAPI application and the thread that runs it (uvicorn).
 
-Every store method is one route, ``POST /v1/<method>``, whose JSON body holds the method's keywords and whose
-response is the pydantic model the method returns (FastAPI publishes the schema at ``/openapi.json``; it
-describes every answer, errors included). Ids travel in bodies, never in paths, so any id string is safe.
+Every store method is one route, ``POST /v1/<method>``, made from the method table (``store/methods.py``):
+its JSON body holds the method's keywords (validated by the method's request model) and its response is
+the model the method returns (FastAPI publishes the schema at ``/openapi.json``; it describes every answer,
+errors included). A user of the server may add routes of its own (``routes=``, ``extra_routes.py``). Ids
+travel in bodies, never in paths, so any id string is safe.
 Bad input never reaches the store and never takes the server down; every error answer has the shape
 ``{"error": code, "detail": message, ...}`` (``errors.ErrorBody``):
 
@@ -39,7 +41,7 @@ import socket
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, MutableMapping
-from typing import Any, TypeVar
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
@@ -69,9 +71,7 @@ from agentlightning.store.http.security import (
 )
 from agentlightning.store.methods import METHODS, StoreMethod
 from agentlightning.store.values import DEFAULT_LIMITS, InvalidValueError, ValueLimits, check_json
-from agentlightning.types import (
-    Span,
-)
+from agentlightning.types import Span
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -89,7 +89,6 @@ DEFAULT_MAX_WAIT_SECONDS = 30.0
 
 API_PREFIX = "/v1"
 
-_T = TypeVar("_T")
 _CLIENT_HEADER = CLIENT_HEADER.encode()
 _ASGIApp = Callable[[MutableMapping[str, Any], Any, Any], Awaitable[None]]
 
@@ -101,14 +100,11 @@ class ServerBindError(OSError):
 # -- request bodies ---------------------------------------------------------------------------------------
 
 
-_Body = RequestBody
-
-
 class Health(BaseModel):
     status: str
 
 
-class ClaimsReleaseRequest(_Body):
+class ClaimsReleaseRequest(RequestBody):
     """Clients (as they named themselves, ``CLIENT_HEADER``) that are gone."""
 
     clients: list[str] = Field(max_length=10_000)
