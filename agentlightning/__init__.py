@@ -18,9 +18,10 @@ if TYPE_CHECKING:  # what type checkers see; at run time the names below are imp
     )
     from agentlightning.execution.processes import WorkerDied
     from agentlightning.store.base import LightningStore
-    from agentlightning.store.http.client import StoreServerError, StoreServerUnreachable
+    from agentlightning.store.http.client import StoreServerUnreachable
     from agentlightning.store.ipc import StoreChannelError
     from agentlightning.store.memory import InMemoryLightningStore
+    from agentlightning.store.remote import StoreServerError
     from agentlightning.store.threaded import ThreadedLightningStore
     from agentlightning.store.values import InvalidValueError
     from agentlightning.trainer.init_utils import build_component
@@ -42,7 +43,7 @@ _EXPORTS: dict[str, str] = {
     "InMemoryLightningStore": "agentlightning.store.memory",
     "ThreadedLightningStore": "agentlightning.store.threaded",
     "InvalidValueError": "agentlightning.store.values",
-    "StoreServerError": "agentlightning.store.http.client",
+    "StoreServerError": "agentlightning.store.remote",
     "StoreServerUnreachable": "agentlightning.store.http.client",
     "StoreChannelError": "agentlightning.store.ipc",
     "ExecutionStrategyRegistry": "agentlightning.trainer.registry",

@@ -72,6 +72,7 @@ from agentlightning.execution.processes import (
     validate_start_method,
     validate_timeout,
 )
+from agentlightning.execution.remote_stop import RunnerSides, SilentSide, stop_event_routes
 from agentlightning.execution.supervisor import (
     WORKER_PROCESS_CAPABILITIES,
     SupervisedStrategy,
@@ -93,7 +94,7 @@ from agentlightning.store.http.security import (
 from agentlightning.store.threaded import ThreadedLightningStore
 
 if TYPE_CHECKING:  # the server (FastAPI, uvicorn) is imported where it is started: never in runner processes
-    from agentlightning.store.http.server import LightningStoreServer, SilentSide
+    from agentlightning.store.http.server import LightningStoreServer
 
 __all__ = ["ClientServerExecutionStrategy", "RunnerHostLost"]
 
@@ -366,6 +367,7 @@ class _Execution(Supervisor[ClientServerExecutionStrategy]):
     bridge: EventBridge | None = None
     side_watch: threading.Thread | None = None
     side_watch_stop: threading.Event
+    runner_sides: RunnerSides  # remote runner sides attached to the server (D2)
 
     # -- starting ---------------------------------------------------------------------------------------
 
@@ -386,6 +388,7 @@ class _Execution(Supervisor[ClientServerExecutionStrategy]):
         tls = s.tls
         from agentlightning.store.http.server import LightningStoreServer
 
+        self.runner_sides = RunnerSides()
         # Bound before anything is spawned: a taken port fails here, naming host and port (F2). Served
         # through the ledger: it records which runner (CLIENT_HEADER) claims what.
         self.server = LightningStoreServer(
@@ -395,7 +398,7 @@ class _Execution(Supervisor[ClientServerExecutionStrategy]):
             token=token,
             tls_cert=tls.cert if tls is not None else None,
             tls_key=tls.key if tls is not None else None,
-            event=self.event,
+            routes=stop_event_routes(self.event, self.runner_sides),
             graceful_seconds=min(s.graceful_timeout, 1.0),
         )
         self.server.start()
@@ -493,7 +496,7 @@ class _Execution(Supervisor[ClientServerExecutionStrategy]):
         server, claims, served = self.server, self.claims, self.served
         assert server is not None and claims is not None and served is not None
         while not self.side_watch_stop.wait(_SIDE_WATCH_SECONDS):
-            for lost in server.runner_sides.silent(self.s.host_loss_timeout):
+            for lost in self.runner_sides.silent(self.s.host_loss_timeout):
                 self._lost_side(lost, claims, served)
 
     def _lost_side(self, lost: SilentSide, claims: ClaimLedger, served: LightningStore) -> None:
@@ -523,12 +526,12 @@ class _Execution(Supervisor[ClientServerExecutionStrategy]):
                 # The server is unreachable past connect_timeout: this runner side fails, naming it (D3).
                 self.recorded.add("lost-server")
                 self.failures.record(self.bridge.lost, "the runner side's event bridge")
-        if self.server is not None and self.server.runner_sides.attached:
+        if self.server is not None and self.runner_sides.attached:
             # Remote runner sides still use the store while they stop: serve them for as long as our own
             # runners would get (they detach when done), but not longer.
             bound = self.s.graceful_timeout + 2 * self.s.terminate_timeout + 1.0
             try:
-                left = self.server.runner_sides.wait_detached(bound)
+                left = self.runner_sides.wait_detached(bound)
             except KeyboardInterrupt:
                 self.ladder.escaped()
             else:

@@ -17,7 +17,8 @@ import threading
 import uuid
 
 from agentlightning.execution.events import ExecutionEvent, wait_async
-from agentlightning.store.http.client import HttpLightningStore, RemoteStopEvent, StoreServerUnreachable
+from agentlightning.execution.remote_stop import RemoteStopEvent
+from agentlightning.store.http.client import HttpLightningStore, StoreServerUnreachable
 
 __all__ = ["EventBridge"]
 

@@ -59,8 +59,8 @@ from types import FrameType
 from typing import Any, Literal
 
 from agentlightning.execution.events import MultiprocessingEvent
-from agentlightning.execution.remote_errors import dump_exception, load_exception
 from agentlightning.execution.threads import claim_signal_wakeup, release_signal_wakeup, sigint_deferred
+from agentlightning.remote_errors import dump_exception, load_exception
 
 __all__ = [
     "START_METHODS",

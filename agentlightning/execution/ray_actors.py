@@ -86,9 +86,10 @@ from agentlightning.execution.event_bridge import EventBridge
 from agentlightning.execution.events import ThreadingEvent, wait_async
 from agentlightning.execution.failures import FailureCollector
 from agentlightning.execution.processes import WorkerDied, WorkerOutcome, WorkerStatus, validate_timeout
-from agentlightning.execution.remote_errors import dump_exception, load_exception
+from agentlightning.execution.remote_stop import RunnerSides, stop_event_routes
 from agentlightning.execution.supervisor import SUPERVISED_CAPABILITIES, SupervisedStrategy, Supervisor
 from agentlightning.execution.threads import BundleRun
+from agentlightning.remote_errors import dump_exception, load_exception
 from agentlightning.store.base import LightningStore
 from agentlightning.store.claims import ClaimLedger, ClaimTrackingStore
 from agentlightning.store.http import HttpLightningStore, LightningStoreServer
@@ -609,6 +610,7 @@ class _Run(Supervisor[RayExecutionStrategy]):
         # No worker process of ours shares the event: the actors mirror it over HTTP (event_bridge).
         super().__init__(strategy, algorithm, runner, store, event=ThreadingEvent())
         self.cluster = _Cluster(strategy)
+        self.runner_sides = RunnerSides()  # the actors' event bridges attached to the server
         self.group: Any = None  # placement group
         self.actors = _Actors(self)
         self.server: LightningStoreServer | None = None
@@ -637,7 +639,7 @@ class _Run(Supervisor[RayExecutionStrategy]):
             self.cluster.server_host(nodes),
             s.server_port,
             token=token,
-            event=self.event,
+            routes=stop_event_routes(self.event, self.runner_sides),
             graceful_seconds=min(s.graceful_timeout, 1.0),
         )
         self.server.start()
@@ -704,10 +706,10 @@ class _Run(Supervisor[RayExecutionStrategy]):
     def stop_services(self) -> None:
         if self.server is not None:
             server = self.server
-            if server.runner_sides.attached:  # actors detach their bridges as they end
+            if self.runner_sides.attached:  # actors detach their bridges as they end
                 self.step(
                     "waiting for the actors' event bridges",
-                    lambda: server.runner_sides.wait_detached(self.s.terminate_timeout),
+                    lambda: self.runner_sides.wait_detached(self.s.terminate_timeout),
                 )
             self.step("stopping the store server", server.stop)
 

@@ -7,13 +7,16 @@ the network. Pipes would need one pair per process and no connect step; shared m
 own locking and wake-ups for what the socket gives for free.
 
 Wire format: a stream of msgpack messages (self-delimiting; msgpack's streaming unpacker splits them).
-A request is ``[id, method, kwargs]``; a config travels as ``model_dump(mode="json")``, a span as its
-fields checked by the value rule, and both are rebuilt with ``model_validate``; results travel as the
-model's JSON bytes (pydantic writes and parses them in Rust, cheaper than building and walking Python
-dicts on both sides); ``UNSET`` keywords are simply omitted. A reply is ``[id, 0, result]`` or
-``[id, 1, error]``, where ``error`` is a store exception serialised by ``remote_errors`` so the client
-re-raises the store's own ``ValueError`` (the server never unpickles what clients send, only msgpack).
-A reply whose id is ``None`` is about the connection itself (a refused connection).
+A request is ``[id, method, kwargs]``, built from the method table (``methods.py``) by the methods of
+``remote.RemoteLightningStore``: a config travels as ``model_dump(mode="json")``, a span as its fields
+checked by the value rule, and the server validates the keywords with the method's request model (which
+rebuilds them); ``UNSET`` keywords are simply omitted. Results travel as their JSON bytes, written and
+read by the method's ``TypeAdapter`` (pydantic does it in Rust, cheaper than building and walking
+Python dicts on both sides), and a ``None`` result as nil. A reply is ``[id, 0, result]`` or
+``[id, 1, error]``, where ``error`` is the exception serialised by ``remote_errors``; the client raises
+it by the rule of every remote path (``remote.py``): a ``ValueError`` as itself, anything else as
+``StoreServerError`` whose cause is the original (the server never unpickles what clients send, only
+msgpack). A reply whose id is ``None`` is about the connection itself (a refused connection).
 
 Requests are multiplexed: one connection per client and event loop, many calls in flight
 (``wait_for_rollouts`` does not hold up the others). Latency is what bounds a runner that talks to
@@ -72,28 +75,17 @@ import struct
 import threading
 import time
 import types
-from collections.abc import Callable, Coroutine, Generator, Sequence
-from typing import Any, Literal
+from collections.abc import Coroutine, Generator
+from typing import Any
 
 import msgpack
 
-from agentlightning.execution.remote_errors import dump_exception, load_exception
-from agentlightning.store.base import UNSET, LightningStore, Unset
+from agentlightning.remote_errors import dump_exception, load_exception
+from agentlightning.store.base import LightningStore
 from agentlightning.store.claims import CURRENT_CLIENT
-from agentlightning.store.values import DEFAULT_LIMITS, ValueLimits, check_json, check_span, check_text
-from agentlightning.types import (
-    Attempt,
-    AttemptedRollout,
-    AttemptStatus,
-    NamedResources,
-    ResourcesUpdate,
-    Rollout,
-    RolloutConfig,
-    RolloutMode,
-    RolloutStatus,
-    Span,
-    TaskInput,
-)
+from agentlightning.store.methods import METHODS, StoreMethod
+from agentlightning.store.remote import RemoteLightningStore, StoreServerError
+from agentlightning.store.values import DEFAULT_LIMITS, ValueLimits
 
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
@@ -127,10 +119,6 @@ _FAST_REPLY_SECONDS = 0.002
 """How long a client call with nothing else in flight waits for its reply off the event loop."""
 _YIELD_EVERY_SECONDS = 0.001
 """A caller whose store calls never suspend yields to its loop at least this often."""
-_WAITING_METHODS = frozenset({"wait_for_rollouts"})
-"""Methods that wait on the server by design: always awaited on the loop."""
-_VALUE_KEYWORDS = frozenset({"input", "metadata", "resources"})
-"""Keywords whose values are stored as given: the value rule checks them whole (``check_json``)."""
 
 
 class StoreChannelError(ConnectionError):
@@ -256,72 +244,9 @@ def _peer_of(sock: socket.socket) -> str | None:
     return peer_client(pid) if pid > 0 else None
 
 
-def _model_or_none(value: Any) -> Any:
-    return None if value is None else value.__pydantic_serializer__.to_json(value)
-
-
-def _models(values: Sequence[Any]) -> list[Any]:
-    return [value.__pydantic_serializer__.to_json(value) for value in values]
-
-
-def _config(raw: Any, limits: ValueLimits) -> RolloutConfig:
-    return RolloutConfig.model_validate(raw)
-
-
-def _span(raw: Any, limits: ValueLimits) -> Span:
-    span = Span.model_validate(raw)
-    check_span(span, limits)  # the model checks types; the rule checks what the wire cannot carry
-    return span
-
-
-# How the server encodes each method's result, and which keywords arrive as models (and how to build them).
-_RESULT_ENCODERS: dict[str, Callable[[Any], Any]] = {
-    "start_rollout": _model_or_none,
-    "enqueue_rollout": _model_or_none,
-    "dequeue_rollout": _model_or_none,
-    "start_attempt": _model_or_none,
-    "update_rollout": _model_or_none,
-    "query_rollouts": _models,
-    "get_rollout_by_id": _model_or_none,
-    "wait_for_rollouts": _models,
-    "query_attempts": _models,
-    "get_latest_attempt": _model_or_none,
-    "update_attempt": _model_or_none,
-    "add_span": _model_or_none,
-    "query_spans": _models,
-    "add_resources": _model_or_none,
-    "get_latest_resources": _model_or_none,
-    "get_resources_by_id": _model_or_none,
-}
-_CONFIG: tuple[tuple[str, Callable[[Any, ValueLimits], Any]], ...] = (("config", _config),)
-_MODEL_KEYWORDS: dict[str, tuple[tuple[str, Callable[[Any, ValueLimits], Any]], ...]] = {
-    "start_rollout": _CONFIG,
-    "enqueue_rollout": _CONFIG,
-    "update_rollout": _CONFIG,
-    "add_span": (("span", _span),),
-}
-
-
-def _checked_keywords(method: str, kwargs: dict[str, Any], limits: ValueLimits) -> dict[str, Any]:
-    """``kwargs`` as decoded, checked by the value rule and with models built: what the store is given.
-
-    Values are replaced by the rule's checked copies; every other str (ids, statuses, modes), alone or
-    in a list, must be valid Unicode. ``InvalidValueError`` names the keyword and the path inside it.
-    """
-    for name, value in kwargs.items():
-        kind = type(value)
-        if name in _VALUE_KEYWORDS:
-            kwargs[name] = check_json(name, value, limits)
-        elif kind is str:
-            check_text(name, value)
-        elif kind is list:
-            for index, item in enumerate(value):
-                if type(item) is str:
-                    check_text(f"{name}[{index}]", item)
-    for name, build in _MODEL_KEYWORDS.get(method, ()):
-        if kwargs.get(name) is not None:
-            kwargs[name] = build(kwargs[name], limits)
-    return kwargs
+def _encode(method: StoreMethod, result: Any) -> bytes | None:
+    """A result as the wire carries it: its JSON, or nil for ``None``."""
+    return None if result is None else method.encode(result)
 
 
 class _ServedConnection:
@@ -437,20 +362,20 @@ class _ServedConnection:
         """Answer ``request`` (``size`` bytes on the wire): at once, or from a task if it suspends."""
         request_id: Any = None
         try:
-            request_id, method, kwargs = request
-            encode = _RESULT_ENCODERS.get(method) if isinstance(method, str) else None
-            if encode is None:
-                raise ValueError(f"unknown store method {method!r}")
+            request_id, name, kwargs = request
+            method = METHODS.get(name) if isinstance(name, str) else None
+            if method is None:
+                raise ValueError(f"unknown store method {name!r}")
             if not isinstance(kwargs, dict):
-                raise TypeError(f"keywords of {method} must be a map, got {type(kwargs).__name__}")
-            waits = method in _WAITING_METHODS
+                raise TypeError(f"keywords of {name} must be a map, got {type(kwargs).__name__}")
+            waits = method.waits
             if waits:
                 self._check_wait_room(size)
         except Exception as exc:
             self._reply([request_id, _ERROR, dump_exception(exc)])
             return
         # Run eagerly up to the first suspension (see the class docstring).
-        coro = self._answer(request_id, method, kwargs, encode)
+        coro = self._answer(request_id, method, kwargs)
         try:
             suspended_on = coro.send(None)
         except StopIteration:
@@ -484,11 +409,11 @@ class _ServedConnection:
             self._call_bytes -= size
         self._progress.set()
 
-    async def _answer(self, request_id: Any, method: str, kwargs: dict[str, Any], encode: Any) -> None:
+    async def _answer(self, request_id: Any, method: StoreMethod, kwargs: dict[str, Any]) -> None:
         try:
             server = self._server
-            kwargs = _checked_keywords(method, kwargs, server.limits)
-            reply = [request_id, _OK, encode(await getattr(server.store, method)(**kwargs))]
+            arguments = method.arguments(kwargs, server.limits)
+            reply = [request_id, _OK, _encode(method, await getattr(server.store, method.name)(**arguments))]
         except asyncio.CancelledError:
             raise  # the server is closing: the client sees the connection drop
         except Exception as exc:  # the store's error goes back to its caller; the server carries on
@@ -740,13 +665,23 @@ class _ClientConnection:
         self._poll.register(sock.fileno(), select.POLLIN)
         loop.add_reader(sock.fileno(), self._on_readable)
 
-    async def call(self, method: str, kwargs: dict[str, Any]) -> Any:
+    async def call(self, method: StoreMethod, kwargs: dict[str, Any]) -> Any:
+        """The result of one call, raised by the rule of ``remote.py`` when the server answers an error."""
+        try:
+            return await self._call(method, kwargs)
+        except _Failed as failed:
+            error = failed.error
+            raise StoreServerError(
+                f"the ipc store server at {self.path!r} failed {method.name}: {type(error).__name__}: {error}"
+            ) from error
+
+    async def _call(self, method: StoreMethod, kwargs: dict[str, Any]) -> Any:
         if self.lost is not None or self._sock is None:
             raise self.lost or StoreChannelError(f"not connected to the ipc store server at {self.path!r}")
         self._next_id += 1
         request_id = self._next_id
-        fast = not self.pending and method not in _WAITING_METHODS
-        self._send([request_id, method, kwargs])
+        fast = not self.pending and not method.waits
+        self._send([request_id, method.name, kwargs])
         if fast and not self._outbox:
             reply = self._wait_briefly(request_id)
             if reply is not None:
@@ -782,7 +717,10 @@ class _ClientConnection:
     def _result(self, reply: list[Any]) -> Any:
         if reply[1] == _OK:
             return reply[2]
-        raise load_exception(reply[2], origin=f"the ipc store server at {self.path!r}")
+        error = load_exception(reply[2], origin=f"the ipc store server at {self.path!r}")
+        if isinstance(error, ValueError):
+            raise error
+        raise _Failed(error)
 
     # -- reading ------------------------------------------------------------------------------------------
 
@@ -908,22 +846,15 @@ class _ClientConnection:
         sock.close()
 
 
-def _given(limits: ValueLimits, **fields: Any) -> dict[str, Any]:
-    """The keywords to send: values checked by the value rule (their checked copies), models dumped."""
-    kwargs = {}
-    for name, given in fields.items():
-        if given is UNSET:
-            continue
-        if name in _VALUE_KEYWORDS:
-            kwargs[name] = check_json(name, given, limits)
-        elif isinstance(given, RolloutConfig):
-            kwargs[name] = given.model_dump(mode="json")
-        else:
-            kwargs[name] = given
-    return kwargs
+class _Failed(Exception):
+    """The server answered an error that is no ``ValueError``: ``call`` raises it as ``StoreServerError``."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(error)
+        self.error = error
 
 
-class IpcLightningStore(LightningStore):
+class IpcLightningStore(RemoteLightningStore):
     """A ``LightningStore`` whose calls are answered by an ``IpcStoreServer`` at ``path``.
 
     Picklable (only the path travels), so it can be handed to a worker process under any start
@@ -952,7 +883,11 @@ class IpcLightningStore(LightningStore):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connecting: asyncio.Future[_ClientConnection] | None = None
 
-    async def _call(self, method: str, kwargs: dict[str, Any]) -> Any:
+    @property
+    def _outgoing_limits(self) -> ValueLimits:
+        return self.limits
+
+    async def _call(self, method: StoreMethod, kwargs: dict[str, Any]) -> Any:
         connection = self._connection
         if connection is None or connection.lost is not None or self._loop is not asyncio.get_running_loop():
             connection = await self._connect()
@@ -1007,146 +942,3 @@ class IpcLightningStore(LightningStore):
 
     def __repr__(self) -> str:
         return f"IpcLightningStore({self.path!r})"
-
-    # -- rollouts -------------------------------------------------------------------------------------
-
-    async def start_rollout(
-        self,
-        input: TaskInput,
-        mode: RolloutMode | None = None,
-        resources_id: str | None = None,
-        config: RolloutConfig | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> AttemptedRollout:
-        kwargs = _given(
-            self.limits, input=input, mode=mode, resources_id=resources_id, config=config, metadata=metadata
-        )
-        return AttemptedRollout.model_validate_json(await self._call("start_rollout", kwargs))
-
-    async def enqueue_rollout(
-        self,
-        input: TaskInput,
-        mode: RolloutMode | None = None,
-        resources_id: str | None = None,
-        config: RolloutConfig | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> Rollout:
-        kwargs = _given(
-            self.limits, input=input, mode=mode, resources_id=resources_id, config=config, metadata=metadata
-        )
-        return Rollout.model_validate_json(await self._call("enqueue_rollout", kwargs))
-
-    async def dequeue_rollout(self) -> AttemptedRollout | None:
-        result = await self._call("dequeue_rollout", {})
-        return None if result is None else AttemptedRollout.model_validate_json(result)
-
-    async def start_attempt(self, rollout_id: str) -> AttemptedRollout:
-        return AttemptedRollout.model_validate_json(
-            await self._call("start_attempt", {"rollout_id": rollout_id})
-        )
-
-    async def update_rollout(
-        self,
-        rollout_id: str,
-        input: TaskInput | Unset = UNSET,
-        mode: RolloutMode | Unset | None = UNSET,
-        resources_id: str | Unset | None = UNSET,
-        status: RolloutStatus | Unset = UNSET,
-        config: RolloutConfig | Unset = UNSET,
-        metadata: dict[str, Any] | Unset = UNSET,
-    ) -> Rollout:
-        kwargs = _given(
-            self.limits,
-            rollout_id=rollout_id,
-            input=input,
-            mode=mode,
-            resources_id=resources_id,
-            status=status,
-            config=config,
-            metadata=metadata,
-        )
-        return Rollout.model_validate_json(await self._call("update_rollout", kwargs))
-
-    async def query_rollouts(
-        self,
-        *,
-        status: Sequence[RolloutStatus] | None = None,
-        rollout_ids: Sequence[str] | None = None,
-    ) -> list[Rollout]:
-        kwargs = {
-            "status": None if status is None else list(status),
-            "rollout_ids": None if rollout_ids is None else list(rollout_ids),
-        }
-        return [Rollout.model_validate_json(item) for item in await self._call("query_rollouts", kwargs)]
-
-    async def get_rollout_by_id(self, rollout_id: str) -> Rollout | None:
-        result = await self._call("get_rollout_by_id", {"rollout_id": rollout_id})
-        return None if result is None else Rollout.model_validate_json(result)
-
-    async def wait_for_rollouts(
-        self, *, rollout_ids: list[str], timeout: float | None = None
-    ) -> list[Rollout]:
-        kwargs = {"rollout_ids": list(rollout_ids), "timeout": timeout}
-        return [Rollout.model_validate_json(item) for item in await self._call("wait_for_rollouts", kwargs)]
-
-    # -- attempts -------------------------------------------------------------------------------------
-
-    async def query_attempts(self, rollout_id: str) -> list[Attempt]:
-        return [
-            Attempt.model_validate_json(a)
-            for a in await self._call("query_attempts", {"rollout_id": rollout_id})
-        ]
-
-    async def get_latest_attempt(self, rollout_id: str) -> Attempt | None:
-        result = await self._call("get_latest_attempt", {"rollout_id": rollout_id})
-        return None if result is None else Attempt.model_validate_json(result)
-
-    async def update_attempt(
-        self,
-        rollout_id: str,
-        attempt_id: str | Literal["latest"],
-        status: AttemptStatus | Unset = UNSET,
-        worker_id: str | Unset | None = UNSET,
-        last_heartbeat_time: float | Unset = UNSET,
-        metadata: dict[str, Any] | Unset = UNSET,
-    ) -> Attempt:
-        kwargs = _given(
-            self.limits,
-            rollout_id=rollout_id,
-            attempt_id=attempt_id,
-            status=status,
-            worker_id=worker_id,
-            last_heartbeat_time=last_heartbeat_time,
-            metadata=metadata,
-        )
-        return Attempt.model_validate_json(await self._call("update_attempt", kwargs))
-
-    # -- spans ----------------------------------------------------------------------------------------
-
-    async def add_span(self, span: Span) -> Span:
-        if not isinstance(span, Span):
-            raise TypeError(f"span must be a Span, got {type(span).__name__} {span!r}")
-        # The checked fields are what the wire carries (all plain values); model_dump(mode="json") would
-        # turn bytes into str on the way instead of refusing them.
-        return Span.model_validate_json(await self._call("add_span", {"span": check_span(span, self.limits)}))
-
-    async def query_spans(
-        self, rollout_id: str, attempt_id: str | Literal["latest"] | None = None
-    ) -> list[Span]:
-        kwargs = {"rollout_id": rollout_id, "attempt_id": attempt_id}
-        return [Span.model_validate_json(item) for item in await self._call("query_spans", kwargs)]
-
-    # -- resources ------------------------------------------------------------------------------------
-
-    async def add_resources(self, resources: NamedResources) -> ResourcesUpdate:
-        return ResourcesUpdate.model_validate_json(
-            await self._call("add_resources", {"resources": check_json("resources", resources, self.limits)})
-        )
-
-    async def get_latest_resources(self) -> ResourcesUpdate | None:
-        result = await self._call("get_latest_resources", {})
-        return None if result is None else ResourcesUpdate.model_validate_json(result)
-
-    async def get_resources_by_id(self, resources_id: str) -> ResourcesUpdate | None:
-        result = await self._call("get_resources_by_id", {"resources_id": resources_id})
-        return None if result is None else ResourcesUpdate.model_validate_json(result)

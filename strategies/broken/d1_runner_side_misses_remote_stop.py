@@ -12,9 +12,9 @@ from __future__ import annotations
 from agentlightning.execution.base import AlgorithmBundle, RunnerBundle
 from agentlightning.execution.client_server import ClientServerExecutionStrategy, _Execution
 from agentlightning.execution.event_bridge import EventBridge
+from agentlightning.execution.remote_stop import RemoteStopEvent
 from agentlightning.store.base import LightningStore
 from agentlightning.store.http import HttpLightningStore
-from agentlightning.store.http.client import RemoteStopEvent
 
 __all__ = ["BREAKS", "RunnerSideMissesRemoteStopStrategy"]
 

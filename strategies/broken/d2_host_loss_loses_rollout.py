@@ -12,9 +12,9 @@ import logging
 
 from agentlightning.execution.base import AlgorithmBundle, RunnerBundle
 from agentlightning.execution.client_server import ClientServerExecutionStrategy, _Execution
+from agentlightning.execution.remote_stop import SilentSide
 from agentlightning.store.base import LightningStore
 from agentlightning.store.claims import ClaimLedger
-from agentlightning.store.http.server import SilentSide
 
 __all__ = ["BREAKS", "HostLossLosesRolloutStrategy"]
 

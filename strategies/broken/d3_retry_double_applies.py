@@ -16,7 +16,6 @@ from agentlightning.execution.base import AlgorithmBundle, RunnerBundle
 from agentlightning.execution.client_server import ClientServerExecutionStrategy, _Execution
 from agentlightning.store.base import LightningStore
 from agentlightning.store.http import HttpLightningStore
-from agentlightning.store.http.client import _RETRY_SAFE
 
 __all__ = ["BREAKS", "RetryDoubleAppliesStrategy"]
 
@@ -28,14 +27,16 @@ _HEDGE_AFTER = 1.0  # seconds
 class HedgingHttpStore(HttpLightningStore):
     """A client that sends a write again when its answer is late, without any request id."""
 
-    async def _request(self, method: str, body: Any = None, extra_timeout: float = 0.0) -> bytes:
-        first = asyncio.ensure_future(super()._request(method, body, extra_timeout))
-        if method in _RETRY_SAFE:
+    async def _request(
+        self, method: str, body: Any = None, extra_timeout: float = 0.0, *, idempotent: bool
+    ) -> bytes:
+        first = asyncio.ensure_future(super()._request(method, body, extra_timeout, idempotent=idempotent))
+        if idempotent:
             return await first
         done, _ = await asyncio.wait({first}, timeout=_HEDGE_AFTER)
         if done:
             return first.result()
-        second = asyncio.ensure_future(super()._request(method, body, extra_timeout))
+        second = asyncio.ensure_future(super()._request(method, body, extra_timeout, idempotent=idempotent))
         results = await asyncio.gather(first, second, return_exceptions=True)
         for result in results:
             if isinstance(result, bytes):

@@ -37,7 +37,7 @@ from agentlightning.execution.processes import (
     validate_start_method,
     validate_timeout,
 )
-from agentlightning.execution.remote_errors import RemoteError
+from agentlightning.remote_errors import RemoteError
 
 AVAILABLE = [m for m in START_METHODS if m in multiprocessing.get_all_start_methods()]
 HANG = 30.0

@@ -24,6 +24,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from agentlightning.execution.events import ThreadingEvent
+from agentlightning.execution.remote_stop import RunnerSides, stop_event_routes
 from agentlightning.store.http import LightningStoreServer
 from agentlightning.store.memory import InMemoryLightningStore
 
@@ -36,7 +37,8 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 def server() -> Iterator[LightningStoreServer]:
     store = InMemoryLightningStore()
     # A few rollouts, so that generated ids sometimes miss and the store's own answers are exercised too.
-    with LightningStoreServer(store, token=TOKEN, event=ThreadingEvent(), max_wait_seconds=0.05) as serving:
+    routes = stop_event_routes(ThreadingEvent(), RunnerSides())  # mounted routes are documented too
+    with LightningStoreServer(store, token=TOKEN, routes=routes, max_wait_seconds=0.05) as serving:
         yield serving
 
 

@@ -23,6 +23,8 @@ import pytest
 
 from agentlightning.store.ipc import IpcLightningStore, IpcStoreServer, StoreChannelError
 from agentlightning.store.memory import InMemoryLightningStore
+from agentlightning.store.methods import METHODS
+from agentlightning.store.remote import StoreServerError
 from agentlightning.store.threaded import ThreadedLightningStore
 from agentlightning.types import Rollout, RolloutConfig, Span
 
@@ -224,7 +226,7 @@ def test_unknown_method_is_refused_by_name(served: tuple[InMemoryLightningStore,
     reply = _raw_call(server.path, _frame([1, "__class__", {}]))
     request_id, status, payload = msgpack.unpackb(reply)
     assert (request_id, status) == (1, 1)
-    from agentlightning.execution.remote_errors import load_exception
+    from agentlightning.remote_errors import load_exception
 
     error = load_exception(payload)
     assert isinstance(error, ValueError) and "'__class__'" in str(error)
@@ -447,12 +449,23 @@ def test_S4_a_reply_that_cannot_be_packed_is_an_error_and_the_channel_survives(
     from agentlightning.store import ipc
 
     _, server = served
-    monkeypatch.setitem(ipc._RESULT_ENCODERS, "get_latest_resources", lambda value: {"not": object()})
+    encode = ipc._encode
+    monkeypatch.setattr(
+        ipc,
+        "_encode",
+        lambda method, result: (
+            {"not": object()} if method.name == "get_latest_resources" else encode(method, result)
+        ),
+    )
 
     async def scenario() -> None:
         client = IpcLightningStore(server.path)
-        with pytest.raises(TypeError, match="object"):
+        # Not a ValueError: raised as StoreServerError (the rule of every remote path), the cause kept.
+        with pytest.raises(
+            StoreServerError, match=r"failed get_latest_resources: TypeError: .*object"
+        ) as failed:
             await client.get_latest_resources()
+        assert isinstance(failed.value.__cause__, TypeError)
         rollout = await client.enqueue_rollout({"after": "the failed reply"})  # nothing half-packed is left
         assert (await client.get_rollout_by_id(rollout.rollout_id)) == rollout
         await client.close()
@@ -468,8 +481,10 @@ def test_S4_a_request_that_cannot_be_packed_raises_to_its_caller_and_the_channel
     async def scenario() -> None:
         client = IpcLightningStore(server.path)
         rollout = await client.enqueue_rollout({"i": 1})
-        with pytest.raises(TypeError):
-            await client.get_rollout_by_id(object())  # type: ignore[arg-type]  # msgpack cannot encode it
+        with pytest.raises(ValueError, match=r"rollout_id: object is not JSON-representable"):
+            await client.get_rollout_by_id(object())  # type: ignore[arg-type]  # refused before it is sent
+        with pytest.raises(TypeError):  # below the value rule: msgpack cannot encode it
+            await client._call(METHODS["get_rollout_by_id"], {"rollout_id": object()})
         with pytest.raises(ValueError, match=r"metadata\['not JSON'\]"):  # refused by the value rule
             await client.update_rollout(rollout.rollout_id, metadata={"not JSON": object()})
         big = {"blob": "z" * 2_000_000}  # larger than the socket takes at once: queued, then drained
@@ -654,7 +669,7 @@ def test_waits_over_the_limit_are_refused_by_name_and_the_connection_carries_on(
         sock.sendall(_frame([3, "get_latest_resources", {}]))
         refused, answered = _read_replies(sock, 2)
         assert refused[:2] == [2, 1] and answered == [3, 0, None]
-        from agentlightning.execution.remote_errors import load_exception
+        from agentlightning.remote_errors import load_exception
 
         error = load_exception(refused[2])
         assert isinstance(error, RuntimeError) and "2 waits pending" in str(error)
@@ -690,7 +705,7 @@ def _invalid_utf8(message: object) -> bytes:
 def test_T5_the_server_applies_the_value_rule_before_calling_the_store(tmp_path: Path) -> None:
     """Whatever store it serves: bytes, str that is not UTF-8, non-str keys and NaN are refused naming the
     field, the store is never called with them, and the connection carries on."""
-    from agentlightning.execution.remote_errors import load_exception
+    from agentlightning.remote_errors import load_exception
 
     store = _Recording()
     rollout = run(store.start_rollout, {})

@@ -1,11 +1,17 @@
 """``HttpLightningStore``: a ``LightningStore`` whose every method is a request to a ``LightningStoreServer``.
 
-Errors keep their meaning across the wire: the server's 400/404/409/422 answers re-raise as ``ValueError``
-with the server's message, 401 as ``PermissionError``, other failures as ``StoreServerError``. A server that
-cannot be reached raises ``StoreServerUnreachable`` (a ``ConnectionError``) naming host and port.
+The methods themselves are ``remote.RemoteLightningStore``'s (built from the method table, ``methods.py``);
+this module is the HTTP transport: each call is ``POST /v1/<method>`` with its keywords as the JSON body.
 
-Retries never do harm, within ``retry_seconds`` in total: reads (lookups, queries, ``wait_for_rollouts``)
-are retried on any transport failure, and so are writes, each of which carries one request id
+Errors follow the rule of every remote path (``remote.py``): the server's 400/404/409/413/422 answers
+re-raise as ``ValueError`` with the server's message, 401 as ``PermissionError``, other failures (a store
+error that is not a ``ValueError`` is a 500 whose text stays in the server's log) as ``StoreServerError``.
+A server that cannot be reached raises ``StoreServerUnreachable`` (a ``ConnectionError``) naming host and
+port.
+
+Retries never do harm, within ``retry_seconds`` in total: idempotent calls (the table's: lookups,
+queries, ``wait_for_rollouts``) are retried on any transport failure, and so are writes, each of which
+carries one request id
 (``x-agl-request-id``, ``replays.py``) across its retries: a write whose answer was lost (connection
 reset, partition) is sent again and the server answers it from its table of recent answers instead of
 applying it twice. A 503 ``busy`` answer (the server was at its connection cap and read nothing) is
@@ -32,79 +38,31 @@ import ssl
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-from pydantic import TypeAdapter
 
-from agentlightning.store.base import UNSET, LightningStore, Unset
 from agentlightning.store.claims import CLIENT_HEADER
 from agentlightning.store.http.replays import REQUEST_ID_HEADER
 from agentlightning.store.http.security import client_ssl_context, resolve_ca, resolve_token
-from agentlightning.store.values import DEFAULT_LIMITS, ValueLimits, check_json, check_span
-from agentlightning.types import (
-    Attempt,
-    AttemptedRollout,
-    AttemptStatus,
-    NamedResources,
-    ResourcesUpdate,
-    Rollout,
-    RolloutConfig,
-    RolloutMode,
-    RolloutStatus,
-    Span,
-    TaskInput,
-)
+from agentlightning.store.methods import StoreMethod
+from agentlightning.store.remote import RemoteLightningStore, StoreServerError
+from agentlightning.store.values import DEFAULT_LIMITS, ValueLimits, check_json
 
-__all__ = ["HttpLightningStore", "RemoteStopEvent", "StoreServerError", "StoreServerUnreachable"]
+__all__ = ["HttpLightningStore", "StoreServerError", "StoreServerUnreachable"]
 
 _API = "/v1/"
 # Below the server's keep-alive bound (limits.DEFAULT_KEEPALIVE_SECONDS, 5 s; a test keeps them in step),
 # written out so that a runner process never imports the server's framework (limits.py needs uvicorn).
 _KEEPALIVE_SECONDS = 3.0
 
-# Calls that only read (or are idempotent): safe to send again whatever happened to an earlier try.
-_RETRY_SAFE = frozenset(
-    {
-        "event/set",
-        "event/wait",
-        "event/detach",
-        "claims/release",  # giving up a client twice is giving it up once
-        "query_rollouts",
-        "get_rollout_by_id",
-        "wait_for_rollouts",
-        "query_attempts",
-        "get_latest_attempt",
-        "query_spans",
-        "get_latest_resources",
-        "get_resources_by_id",
-    }
-)
-
-_ROLLOUT = TypeAdapter(Rollout)
-_ROLLOUTS = TypeAdapter(list[Rollout])
-_ATTEMPTED = TypeAdapter(AttemptedRollout)
-_MAYBE_ATTEMPTED = TypeAdapter(AttemptedRollout | None)
-_MAYBE_ROLLOUT = TypeAdapter(Rollout | None)
-_ATTEMPT = TypeAdapter(Attempt)
-_ATTEMPTS = TypeAdapter(list[Attempt])
-_MAYBE_ATTEMPT = TypeAdapter(Attempt | None)
-_SPAN = TypeAdapter(Span)
-_SPANS = TypeAdapter(list[Span])
-_RESOURCES = TypeAdapter(ResourcesUpdate)
-_MAYBE_RESOURCES = TypeAdapter(ResourcesUpdate | None)
-
-
-class StoreServerError(RuntimeError):
-    """The server answered with an error that is not the caller's bad input (5xx, unexpected answer)."""
-
 
 class StoreServerUnreachable(ConnectionError):
     """The store server could not be reached (refused, timed out, connection lost) within the bound."""
 
 
-class HttpLightningStore(LightningStore):
+class HttpLightningStore(RemoteLightningStore):
     """A ``LightningStore`` served by a ``LightningStoreServer`` at ``base_url``.
 
     ``token`` (default ``AGL_SERVER_TOKEN``; at least ``MIN_TOKEN_LENGTH`` characters) is sent as a
@@ -193,15 +151,65 @@ class HttpLightningStore(LightningStore):
             self._sessions[loop] = session
         return session
 
-    async def _request(self, method: str, body: Any = None, extra_timeout: float = 0.0) -> bytes:
+    @property
+    def _outgoing_limits(self) -> ValueLimits:
+        return self.value_limits
+
+    async def _call(self, method: StoreMethod, arguments: dict[str, Any]) -> bytes:
+        if method.waits:
+            return await self._wait(method, arguments)
+        # A body that is one model argument (add_span's span) is that model's fields; no keywords, no body.
+        body = arguments[method.parameters[0].name] if method.body_model is not None else arguments
+        if not method.parameters:
+            body = None
+        return await self._request(method.name, body, idempotent=method.idempotent)
+
+    async def _wait(self, method: StoreMethod, arguments: dict[str, Any]) -> bytes:
+        """A waiting call in chunks of at most ``wait_chunk_seconds`` (the server bounds each request too),
+        until its result is final (``method.done``) or the caller's ``timeout`` has passed."""
+        timeout = arguments.get("timeout")
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be >= 0, got {timeout!r}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            chunk = self.wait_chunk_seconds if remaining is None else min(remaining, self.wait_chunk_seconds)
+            raw = await self._request(method.name, {**arguments, "timeout": chunk}, chunk, idempotent=True)
+            done = method.done is None or method.done(arguments, method.decode(raw))
+            if done or (deadline is not None and time.monotonic() >= deadline):
+                return raw
+
+    async def post(
+        self,
+        route: str,
+        body: dict[str, Any] | None = None,
+        *,
+        idempotent: bool = False,
+        extra_timeout: float = 0.0,
+    ) -> bytes:
+        """``POST /v1/<route>`` with ``body`` (checked by the value rule), under this client's token, pools
+        and retries; the answer's bytes. For the routes a user of the server adds (``extra_routes``):
+        ``idempotent`` says a retry is harmless as it is (otherwise each call carries one request id, so
+        the server applies it once however often it arrives); ``extra_timeout`` is how long the server
+        may hold it beyond ``request_timeout``. Errors are raised as for the store's methods."""
+        limits = self.value_limits
+        checked = (
+            None if body is None else {name: check_json(name, value, limits) for name, value in body.items()}
+        )
+        return await self._request(route, checked, extra_timeout, idempotent=idempotent)
+
+    async def _request(
+        self, method: str, body: Any = None, extra_timeout: float = 0.0, *, idempotent: bool
+    ) -> bytes:
+        """``POST /v1/<method>`` with ``body`` (checked already), retried as the module docstring says."""
         session = self._session()
         # A write keeps one id across its retries: the server applies it once whatever reaches it twice.
-        headers = None if method in _RETRY_SAFE else {REQUEST_ID_HEADER: uuid.uuid4().hex}
+        headers = None if idempotent else {REQUEST_ID_HEADER: uuid.uuid4().hex}
         deadline = time.monotonic() + self.retry_seconds
         delay = 0.05
         tries = 0
         timeout = aiohttp.ClientTimeout(total=self.request_timeout + extra_timeout)
-        data = b"" if body is None else self._encode(body)
+        data = b"" if body is None else json.dumps(body).encode()
         while True:
             tries += 1
             try:
@@ -231,12 +239,6 @@ class HttpLightningStore(LightningStore):
             await asyncio.sleep(min(delay, remaining))
             delay = min(delay * 2, 1.0)
 
-    def _encode(self, body: dict[str, Any]) -> bytes:
-        """The JSON of a request body, each field first checked by the store's value rule: a value the
-        server would refuse is a ``ValueError`` naming its field here, without a round trip."""
-        limits = self.value_limits
-        return json.dumps({name: check_json(name, value, limits) for name, value in body.items()}).encode()
-
     def _unverified(self, exc: aiohttp.ClientConnectorCertificateError) -> StoreServerUnreachable:
         return StoreServerUnreachable(
             f"the store server at {self.host}:{self.port} presented a certificate that does not verify "
@@ -264,166 +266,14 @@ class HttpLightningStore(LightningStore):
             f"store server at {self.host}:{self.port} failed {method} ({status}): {detail}"
         )
 
-    # -- rollouts -------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _create_body(
-        input: TaskInput,
-        mode: RolloutMode | None,
-        resources_id: str | None,
-        config: RolloutConfig | None,
-        metadata: dict[str, Any] | None,
-    ) -> dict[str, Any]:
-        return {
-            "input": input,
-            "mode": mode,
-            "resources_id": resources_id,
-            "config": _dump(config),
-            "metadata": metadata,
-        }
-
-    async def start_rollout(
-        self,
-        input: TaskInput,
-        mode: RolloutMode | None = None,
-        resources_id: str | None = None,
-        config: RolloutConfig | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> AttemptedRollout:
-        body = self._create_body(input, mode, resources_id, config, metadata)
-        return _ATTEMPTED.validate_json(await self._request("start_rollout", body))
-
-    async def enqueue_rollout(
-        self,
-        input: TaskInput,
-        mode: RolloutMode | None = None,
-        resources_id: str | None = None,
-        config: RolloutConfig | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> Rollout:
-        body = self._create_body(input, mode, resources_id, config, metadata)
-        return _ROLLOUT.validate_json(await self._request("enqueue_rollout", body))
-
-    async def dequeue_rollout(self) -> AttemptedRollout | None:
-        return _MAYBE_ATTEMPTED.validate_json(await self._request("dequeue_rollout"))
-
-    async def start_attempt(self, rollout_id: str) -> AttemptedRollout:
-        return _ATTEMPTED.validate_json(await self._request("start_attempt", {"rollout_id": rollout_id}))
-
-    async def update_rollout(
-        self,
-        rollout_id: str,
-        input: TaskInput | Unset = UNSET,
-        mode: RolloutMode | Unset | None = UNSET,
-        resources_id: str | Unset | None = UNSET,
-        status: RolloutStatus | Unset = UNSET,
-        config: RolloutConfig | Unset = UNSET,
-        metadata: dict[str, Any] | Unset = UNSET,
-    ) -> Rollout:
-        body = _given(
-            rollout_id=rollout_id,
-            input=input,
-            mode=mode,
-            resources_id=resources_id,
-            status=status,
-            config=config,
-            metadata=metadata,
-        )
-        return _ROLLOUT.validate_json(await self._request("update_rollout", body))
-
-    async def query_rollouts(
-        self,
-        *,
-        status: Sequence[RolloutStatus] | None = None,
-        rollout_ids: Sequence[str] | None = None,
-    ) -> list[Rollout]:
-        body = {
-            "status": None if status is None else list(status),
-            "rollout_ids": None if rollout_ids is None else list(rollout_ids),
-        }
-        return _ROLLOUTS.validate_json(await self._request("query_rollouts", body))
-
-    async def get_rollout_by_id(self, rollout_id: str) -> Rollout | None:
-        return _MAYBE_ROLLOUT.validate_json(
-            await self._request("get_rollout_by_id", {"rollout_id": rollout_id})
-        )
-
-    async def wait_for_rollouts(
-        self, *, rollout_ids: list[str], timeout: float | None = None
-    ) -> list[Rollout]:
-        """Waits in chunks of at most ``wait_chunk_seconds`` (the server bounds each request too)."""
-        if timeout is not None and timeout < 0:
-            raise ValueError(f"timeout must be >= 0, got {timeout!r}")
-        ids = list(rollout_ids)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            chunk = self.wait_chunk_seconds if remaining is None else min(remaining, self.wait_chunk_seconds)
-            raw = await self._request("wait_for_rollouts", {"rollout_ids": ids, "timeout": chunk}, chunk)
-            done = _ROLLOUTS.validate_json(raw)
-            if len(done) >= len(set(ids)) or (deadline is not None and time.monotonic() >= deadline):
-                return done
-
-    # -- attempts -------------------------------------------------------------------------------------
-
-    async def query_attempts(self, rollout_id: str) -> list[Attempt]:
-        return _ATTEMPTS.validate_json(await self._request("query_attempts", {"rollout_id": rollout_id}))
-
-    async def get_latest_attempt(self, rollout_id: str) -> Attempt | None:
-        raw = await self._request("get_latest_attempt", {"rollout_id": rollout_id})
-        return _MAYBE_ATTEMPT.validate_json(raw)
-
-    async def update_attempt(
-        self,
-        rollout_id: str,
-        attempt_id: str | Literal["latest"],
-        status: AttemptStatus | Unset = UNSET,
-        worker_id: str | Unset | None = UNSET,
-        last_heartbeat_time: float | Unset = UNSET,
-        metadata: dict[str, Any] | Unset = UNSET,
-    ) -> Attempt:
-        body = _given(
-            rollout_id=rollout_id,
-            attempt_id=attempt_id,
-            status=status,
-            worker_id=worker_id,
-            last_heartbeat_time=last_heartbeat_time,
-            metadata=metadata,
-        )
-        return _ATTEMPT.validate_json(await self._request("update_attempt", body))
-
-    # -- spans ----------------------------------------------------------------------------------------
-
-    async def add_span(self, span: Span) -> Span:
-        if not isinstance(span, Span):
-            raise ValueError(f"span must be a Span, got {type(span).__name__}")
-        check_span(span, self.value_limits)  # named as the store names them (span.attributes...)
-        return _SPAN.validate_json(await self._request("add_span", span.model_dump(mode="json")))
-
-    async def query_spans(
-        self, rollout_id: str, attempt_id: str | Literal["latest"] | None = None
-    ) -> list[Span]:
-        raw = await self._request("query_spans", {"rollout_id": rollout_id, "attempt_id": attempt_id})
-        return _SPANS.validate_json(raw)
-
-    # -- resources ------------------------------------------------------------------------------------
-
-    async def add_resources(self, resources: NamedResources) -> ResourcesUpdate:
-        return _RESOURCES.validate_json(await self._request("add_resources", {"resources": resources}))
-
-    async def get_latest_resources(self) -> ResourcesUpdate | None:
-        return _MAYBE_RESOURCES.validate_json(await self._request("get_latest_resources"))
-
-    async def get_resources_by_id(self, resources_id: str) -> ResourcesUpdate | None:
-        raw = await self._request("get_resources_by_id", {"resources_id": resources_id})
-        return _MAYBE_RESOURCES.validate_json(raw)
+    # -- beyond the store ------------------------------------------------------------------------------
 
     async def release_claims(self, client_names: Sequence[str]) -> int:
         """Tell the server these clients are gone: the attempts they hold are marked unresponsive.
 
         Answered by a server that tracks claims (``store.claims``); the number of attempts marked.
         """
-        raw = await self._request("claims/release", {"clients": list(client_names)})
+        raw = await self.post("claims/release", {"clients": list(client_names)}, idempotent=True)
         return int(json.loads(raw)["marked"])
 
     # -- lifecycle ------------------------------------------------------------------------------------
@@ -462,37 +312,3 @@ class HttpLightningStore(LightningStore):
 
     def __repr__(self) -> str:
         return f"HttpLightningStore({self.base_url!r})"
-
-
-class RemoteStopEvent:
-    """The stop event a server exposes (``create_app(event=...)``), seen from another machine.
-
-    Async only: ``set()`` sets it for everyone; ``wait(timeout)`` returns whether it is set, waking as
-    soon as it is (the server holds the request). Shares ``store``'s connection pools and retry rules.
-    """
-
-    def __init__(self, store: HttpLightningStore) -> None:
-        self.store = store
-
-    async def set(self) -> None:
-        await self.store._request("event/set")
-
-    async def wait(self, timeout: float, side: str | None = None) -> bool:
-        """Whether the event is set, waiting up to ``timeout``; ``side`` attaches this runner side."""
-        if timeout < 0:
-            raise ValueError(f"timeout must be >= 0, got {timeout!r}")
-        raw = await self.store._request("event/wait", {"timeout": timeout, "side": side}, timeout)
-        return bool(json.loads(raw)["is_set"])
-
-    async def detach(self, side: str) -> None:
-        """Tell the server this runner side has stopped (it no longer needs the store)."""
-        await self.store._request("event/detach", {"side": side})
-
-
-def _dump(value: Any) -> Any:
-    return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
-
-
-def _given(**fields: Any) -> dict[str, Any]:
-    """The keywords that are not ``UNSET``, ready for JSON (omitted ones stay unchanged on the server)."""
-    return {name: _dump(value) for name, value in fields.items() if value is not UNSET}

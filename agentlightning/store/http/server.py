@@ -1,8 +1,10 @@
 """Serve a ``LightningStore`` over HTTP: the FastAPI application and the thread that runs it (uvicorn).
 
-Every store method is one route, ``POST /v1/<method>``, whose JSON body holds the method's keywords and whose
-response is the pydantic model the method returns (FastAPI publishes the schema at ``/openapi.json``; it
-describes every answer, errors included). Ids travel in bodies, never in paths, so any id string is safe.
+Every store method is one route, ``POST /v1/<method>``, made from the method table (``store/methods.py``):
+its JSON body holds the method's keywords (validated by the method's request model) and its response is
+the model the method returns (FastAPI publishes the schema at ``/openapi.json``; it describes every answer,
+errors included). A user of the server may add routes of its own (``routes=``, ``extra_routes.py``). Ids
+travel in bodies, never in paths, so any id string is safe.
 Bad input never reaches the store and never takes the server down; every error answer has the shape
 ``{"error": code, "detail": message, ...}`` (``errors.ErrorBody``):
 
@@ -33,26 +35,25 @@ import dataclasses
 import errno
 import hmac
 import inspect
+import json
 import logging
 import socket
 import sys
 import threading
-import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, MutableMapping
-from typing import Any, ClassVar, TypeVar
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic.json_schema import SkipJsonSchema
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from agentlightning.execution.events import ExecutionEvent, wait_async
 from agentlightning.store.base import LightningStore
 from agentlightning.store.claims import CLIENT_HEADER, CURRENT_CLIENT, ClaimTrackingStore
 from agentlightning.store.http.errors import ERROR_RESPONSES, ApiError, internal_error
+from agentlightning.store.http.extra_routes import ExtraRoute, RequestBody, RouteCall
 from agentlightning.store.http.limits import (
     DEFAULT_MAX_BODY_BYTES,
     LimitedConfig,
@@ -68,27 +69,15 @@ from agentlightning.store.http.security import (
     resolve_server_tls,
     resolve_token,
 )
+from agentlightning.store.methods import METHODS, StoreMethod
 from agentlightning.store.values import DEFAULT_LIMITS, InvalidValueError, ValueLimits, check_json
-from agentlightning.types import (
-    Attempt,
-    AttemptedRollout,
-    AttemptStatus,
-    ResourcesUpdate,
-    Rollout,
-    RolloutConfig,
-    RolloutMode,
-    RolloutStatus,
-    Span,
-    TaskInput,
-)
+from agentlightning.types import Span
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_WAIT_SECONDS",
     "LightningStoreServer",
-    "RunnerSides",
     "ServerBindError",
-    "SilentSide",
     "create_app",
     "is_loopback",
 ]
@@ -100,7 +89,6 @@ DEFAULT_MAX_WAIT_SECONDS = 30.0
 
 API_PREFIX = "/v1"
 
-_T = TypeVar("_T")
 _CLIENT_HEADER = CLIENT_HEADER.encode()
 _ASGIApp = Callable[[MutableMapping[str, Any], Any, Any], Awaitable[None]]
 
@@ -112,112 +100,11 @@ class ServerBindError(OSError):
 # -- request bodies ---------------------------------------------------------------------------------------
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class _NotNull(_Body):
-    """Keywords whose ``None`` means nothing to the store: when given, they must carry a value.
-
-    Their schema says so (``SkipJsonSchema[None]``: ``null`` is not offered), and the validator refuses it.
-    """
-
-    _not_null: ClassVar[tuple[str, ...]] = ()
-
-    @model_validator(mode="after")
-    def _given_fields_are_not_null(self) -> _NotNull:
-        for name in self._not_null:
-            if name in self.model_fields_set and getattr(self, name) is None:
-                raise ValueError(f"{name} may be omitted but not null")
-        return self
-
-    def given(self, *exclude: str) -> dict[str, Any]:
-        """The keywords the client sent (omitted ones keep the store's ``UNSET`` default)."""
-        return {name: getattr(self, name) for name in self.model_fields_set if name not in exclude}
-
-
-class RolloutCreateRequest(_Body):
-    """Keywords of ``start_rollout`` and ``enqueue_rollout``."""
-
-    input: TaskInput
-    mode: RolloutMode | None = None
-    resources_id: str | None = None
-    config: RolloutConfig | None = None
-    metadata: dict[str, Any] | None = None
-
-
-class RolloutIdRequest(_Body):
-    rollout_id: str = Field(min_length=1)
-
-
-class RolloutUpdateRequest(_NotNull):
-    """Keywords of ``update_rollout``; omitted fields are left unchanged."""
-
-    _not_null: ClassVar[tuple[str, ...]] = ("status", "config", "metadata")
-
-    rollout_id: str = Field(min_length=1)
-    input: TaskInput = None
-    mode: RolloutMode | None = None
-    resources_id: str | None = None
-    status: RolloutStatus | SkipJsonSchema[None] = None
-    config: RolloutConfig | SkipJsonSchema[None] = None
-    metadata: dict[str, Any] | SkipJsonSchema[None] = None
-
-
-class RolloutQueryRequest(_Body):
-    status: list[RolloutStatus] | None = None
-    rollout_ids: list[str] | None = None
-
-
-class WaitRequest(_Body):
-    rollout_ids: list[str]
-    timeout: float | None = Field(default=None, ge=0)
-
-
-class AttemptUpdateRequest(_NotNull):
-    """Keywords of ``update_attempt``; omitted fields are left unchanged."""
-
-    _not_null: ClassVar[tuple[str, ...]] = ("status", "last_heartbeat_time", "metadata")
-
-    rollout_id: str = Field(min_length=1)
-    attempt_id: str = Field(min_length=1)
-    status: AttemptStatus | SkipJsonSchema[None] = None
-    worker_id: str | None = None
-    last_heartbeat_time: float | SkipJsonSchema[None] = None
-    metadata: dict[str, Any] | SkipJsonSchema[None] = None
-
-
-class SpanQueryRequest(_Body):
-    rollout_id: str = Field(min_length=1)
-    attempt_id: str | None = None
-
-
-class ResourcesRequest(_Body):
-    resources: dict[str, Any]
-
-
-class ResourcesIdRequest(_Body):
-    resources_id: str = Field(min_length=1)
-
-
-class EventWaitRequest(_Body):
-    timeout: float = Field(ge=0)
-    side: str | None = Field(default=None, min_length=1, max_length=200)
-
-
-class SideRequest(_Body):
-    side: str = Field(min_length=1, max_length=200)
-
-
-class EventState(BaseModel):
-    is_set: bool
-
-
 class Health(BaseModel):
     status: str
 
 
-class ClaimsReleaseRequest(_Body):
+class ClaimsReleaseRequest(RequestBody):
     """Clients (as they named themselves, ``CLIENT_HEADER``) that are gone."""
 
     clients: list[str] = Field(max_length=10_000)
@@ -250,17 +137,33 @@ async def _rejection(
     return ApiError(400, "bad_request", str(exc))
 
 
-async def _call(
-    store: LightningStore,
-    call: Awaitable[_T],
-    rollout_ids: list[str] | None = None,
-    attempt_id: str | None = None,
-) -> _T:
-    """Await a store call, turning its ``ValueError`` into the matching HTTP error (others are 500s)."""
+def _named_ids(arguments: dict[str, Any]) -> tuple[list[str], str | None]:
+    """The rollout ids and attempt id a call names (to tell an unknown id from a conflict)."""
+    span = arguments.get("span")
+    if isinstance(span, Span):
+        return [span.rollout_id], span.attempt_id
+    rollout_id = arguments.get("rollout_id")
+    ids = [rollout_id] if isinstance(rollout_id, str) else list(arguments.get("rollout_ids") or ())
+    return ids, arguments.get("attempt_id")
+
+
+async def _serve_method(
+    store: LightningStore, method: StoreMethod, arguments: dict[str, Any], max_wait_seconds: float
+) -> bytes:
+    """Call ``method`` of the served store with ``arguments`` (validated): its result's JSON.
+
+    A waiting method is held at most ``max_wait_seconds``. The store's ``ValueError`` becomes the matching
+    HTTP error (404 naming an unknown id, else 409); any other exception is a 500 for the caller's guard.
+    """
+    if method.waits:
+        timeout = arguments.get("timeout")
+        arguments["timeout"] = max_wait_seconds if timeout is None else min(timeout, max_wait_seconds)
     try:
-        return await call
+        result = await getattr(store, method.name)(**arguments)
     except ValueError as exc:
-        raise await _rejection(store, exc, rollout_ids or [], attempt_id) from exc
+        rollout_ids, attempt_id = _named_ids(arguments)
+        raise await _rejection(store, exc, rollout_ids, attempt_id) from exc
+    return method.encode(result)
 
 
 def _describe_validation(exc: RequestValidationError) -> ApiError:
@@ -432,28 +335,32 @@ async def _send_json(
 
 
 class _HotPath:
-    """ASGI front that answers the runners' per-rollout calls without the framework's routing layers.
+    """ASGI front that answers the store's methods without the framework's routing layers.
 
     ``dequeue_rollout`` and ``update_attempt`` are most of a busy server's requests, and FastAPI's
     middleware, dependency and serialisation layers cost more CPU than the store call itself (the server
     shares one GIL with the algorithm, so that CPU is the strategy's throughput). Only a request that is
     in every way ordinary is answered here: the token checks, the body has a declared length within the
-    limits, holds no ``NaN``/``Infinity`` and validates. Anything else (and every other route) goes to
-    the application with its body replayed, so error answers have one implementation. Store errors use
-    the same ``_call`` mapping; an unexpected one is a 500 with a request id, as in ``_Gate``.
+    limits, holds no ``NaN``/``Infinity``, and its fields pass the value rule and validate
+    (``StoreMethod.arguments``, what the application checks too). Anything else (and every other route)
+    goes to the application with its body replayed, so error answers have one implementation. Store
+    errors use the same ``_serve_method``; an unexpected one is a 500 with a request id, as in ``_Gate``.
 
     Being the server's front, it also names the caller of every request (the ``x-agl-client`` header its
     client sends, ``HttpLightningStore.named``) in ``claims.CURRENT_CLIENT`` for the store to read.
     """
 
     def __init__(
-        self, app: _ASGIApp, store: LightningStore, admission: _Admission, value_limits: ValueLimits
+        self,
+        app: _ASGIApp,
+        store: LightningStore,
+        admission: _Admission,
+        value_limits: ValueLimits,
+        max_wait_seconds: float,
     ) -> None:
         self.app, self.store, self.admission, self.value_limits = app, store, admission, value_limits
-        self._routes: dict[str, Callable[[bytes], Awaitable[bytes | None]]] = {
-            f"{API_PREFIX}/dequeue_rollout": self._dequeue_rollout,
-            f"{API_PREFIX}/update_attempt": self._update_attempt,
-        }
+        self.max_wait_seconds = max_wait_seconds
+        self._routes = {f"{API_PREFIX}/{name}": method for name, method in METHODS.items()}
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -466,8 +373,8 @@ class _HotPath:
             CURRENT_CLIENT.reset(named)
 
     async def _serve(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
-        handler = self._routes.get(scope.get("path", ""))
-        if handler is None or scope["method"] != "POST":
+        method = self._routes.get(scope.get("path", ""))
+        if method is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         refusal, declared = self.admission.check(scope.get("headers") or ())
@@ -493,33 +400,34 @@ class _HotPath:
             await self.app(scope, _replay(body), send)  # the application words the refusal
             return
         try:
-            answer = await handler(body)
+            arguments = self._arguments(method, body)
+            if arguments is None:
+                await self.app(scope, _replay(body), send)  # the application words the 400/422
+                return
+            answer = await _serve_method(self.store, method, arguments, self.max_wait_seconds)
         except ApiError as error:
             await _send_error(send, error)
             return
         except Exception as exc:
             await _send_error(send, internal_error(logger, f"POST {scope['path']}", exc))
             return
-        if answer is None:
-            await self.app(scope, _replay(body), send)
-            return
         await _send_json(send, 200, answer)
 
-    async def _dequeue_rollout(self, body: bytes) -> bytes | None:
-        attempted = await _call(self.store, self.store.dequeue_rollout())
-        return b"null" if attempted is None else attempted.__pydantic_serializer__.to_json(attempted)
-
-    async def _update_attempt(self, body: bytes) -> bytes | None:
+    def _arguments(self, method: StoreMethod, body: bytes) -> dict[str, Any] | None:
+        """The store keywords the body carries, or ``None`` when the application has to word a refusal."""
+        if not method.parameters:
+            return {} if not body.strip() else None
         try:
-            request = AttemptUpdateRequest.model_validate_json(body)
-        except ValidationError:
-            return None  # the application words the 400/422
-        fields = _check_fields(request.given(), self.value_limits)
-        rollout_id, attempt_id = fields.pop("rollout_id"), fields.pop("attempt_id")
-        attempt = await _call(
-            self.store, self.store.update_attempt(rollout_id, attempt_id, **fields), [rollout_id], attempt_id
-        )
-        return attempt.__pydantic_serializer__.to_json(attempt)
+            fields = json.loads(body)
+            if method.body_model is not None:
+                fields = {method.parameters[0].name: fields}
+            if type(fields) is not dict:
+                return None
+            return method.arguments(fields, self.value_limits)
+        except InvalidValueError as exc:
+            raise ApiError(422, "invalid_value", str(exc), field=exc.field) from None
+        except ValueError:  # malformed JSON, or fields that do not validate
+            return None
 
 
 def _client_of(scope: MutableMapping[str, Any]) -> str | None:
@@ -565,10 +473,6 @@ class _StrictJsonRequest(Request):
         return self._strict_json
 
 
-class _SpanRequest(_StrictJsonRequest):
-    field_prefix = "span."  # the body is a span: its fields are named as the store names them
-
-
 class _StrictJsonRoute(APIRoute):
     """A route that parses its body strictly before FastAPI validates it (FastAPI's documented way to
     customise request handling: a ``Request`` subclass handed in by the route class)."""
@@ -578,15 +482,75 @@ class _StrictJsonRoute(APIRoute):
         if self.body_field is None:
             return handler
 
-        kind = _SpanRequest if self.path.endswith("/add_span") else _StrictJsonRequest
+        # A body that is one model argument (add_span's span): its fields are named as the store names them.
+        method = METHODS.get(self.path.removeprefix(f"{API_PREFIX}/"))
+        prefix = f"{method.parameters[0].name}." if method is not None and method.body_model else ""
 
         async def strict(request: Request) -> Response:
-            request = kind(request.scope, request.receive)
+            request = _StrictJsonRequest(request.scope, request.receive)
+            request.field_prefix = prefix
             if await request.body():
                 await request.json()  # refusals raise here, outside FastAPI's own body handling
             return await handler(request)
 
         return strict
+
+
+def _post(
+    app: FastAPI,
+    name: str,
+    body: type[BaseModel] | None,
+    answer: Any,
+    serve: Callable[[Any, Request], Awaitable[Any]],
+    description: str | None,
+) -> None:
+    """Serve ``POST /v1/<name>``: ``serve(body, request)`` answers; ``body`` and ``answer`` document it."""
+
+    async def endpoint(request: Request, **fields: Any) -> Any:
+        return await serve(fields.get("body"), request)
+
+    parameters = [inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, annotation=Request)]
+    if body is not None:
+        parameters.append(inspect.Parameter("body", inspect.Parameter.KEYWORD_ONLY, annotation=body))
+    endpoint.__signature__ = inspect.Signature(parameters, return_annotation=answer)  # type: ignore[attr-defined]
+    app.add_api_route(
+        f"{API_PREFIX}/{name}",
+        endpoint,
+        methods=["POST"],
+        response_model=answer,
+        name=name.replace("/", "_"),
+        description=inspect.cleandoc(description) if description else None,
+    )
+
+
+def _serve_store_method(
+    app: FastAPI, store: LightningStore, method: StoreMethod, max_wait_seconds: float
+) -> None:
+    """The route of one store method (``methods.METHODS``), for requests the hot path left to the app."""
+    body = method.body_model or (method.request if method.parameters else None)
+
+    async def serve(given: Any, request: Request) -> Response:
+        if given is None:
+            arguments: dict[str, Any] = {}
+        elif method.body_model is not None:
+            arguments = {method.parameters[0].name: given}
+        else:
+            arguments = given.given()
+        answer = await _serve_method(store, method, arguments, max_wait_seconds)
+        return Response(answer, media_type="application/json")
+
+    _post(app, method.name, body, method.returns, serve, method.doc)
+
+
+def _serve_extra_route(app: FastAPI, route: ExtraRoute, max_wait_seconds: float) -> None:
+    """Serve ``route`` (``extra_routes``) as ``POST /v1/<name>``, validated and documented like the rest."""
+    handler = route.handler
+
+    async def serve(body: Any, request: Request) -> BaseModel:
+        call = RouteCall(request.client.host if request.client is not None else None, max_wait_seconds)
+        return await (handler(call) if route.body is None else handler(body, call))
+
+    _post(app, route.name, route.body, route.answer, serve, route.summary)
 
 
 # FastAPI versions with built-in OpenTelemetry look up its providers on every request; the store server
@@ -604,18 +568,15 @@ def create_app(
     token: str | None = None,
     max_body_bytes: int | None = None,
     max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS,
-    event: ExecutionEvent | None = None,
-    sides: RunnerSides | None = None,
+    routes: Iterable[ExtraRoute] = (),
     limits: ServerLimits | None = None,
     value_limits: ValueLimits | None = None,
 ) -> FastAPI:
     """The FastAPI application serving ``store``: one ``POST /v1/<method>`` route per store method.
 
-    With ``event``, also ``POST /v1/event/set`` and ``POST /v1/event/wait`` (held until the event is set
-    or the timeout, at most ``max_wait_seconds``): the stop event of an ``execute()`` for runners on other
-    machines, which cannot share a process event. A runner side that names itself (``side``) while waiting
-    is recorded in ``sides`` until it calls ``POST /v1/event/detach``, so the algorithm side can keep
-    serving until its remote runners have stopped. ``token`` (checked as ``resolve_token`` does) and
+    ``routes`` are served beside them (``extra_routes.ExtraRoute``: what a user of the server adds, such
+    as the ``cs`` strategy's stop event); a handler that waits is told ``max_wait_seconds``. ``token``
+    (checked as ``resolve_token`` does) and
     ``limits`` (``max_body_bytes`` overrides its field) are enforced by the application itself; every
     decoded value passes the store's value rule with ``value_limits`` (default: the store's ``limits``
     when it has them, else ``values.DEFAULT_LIMITS``) before the store is called.
@@ -655,90 +616,13 @@ def create_app(
         )
         return await _api_error(request, ApiError(exc.status_code, code, str(detail)))
 
-    # Routes are matched in order: the runners' hot path first.
-    @app.post(f"{API_PREFIX}/dequeue_rollout")
-    async def dequeue_rollout() -> AttemptedRollout | None:
-        return await _call(store, store.dequeue_rollout())
-
-    @app.post(f"{API_PREFIX}/update_attempt")
-    async def update_attempt(body: AttemptUpdateRequest) -> Attempt:
-        changes = body.given("rollout_id", "attempt_id")
-        return await _call(
-            store,
-            store.update_attempt(body.rollout_id, body.attempt_id, **changes),
-            [body.rollout_id],
-            body.attempt_id,
-        )
-
-    @app.post(f"{API_PREFIX}/add_span")
-    async def add_span(body: Span) -> Span:
-        return await _call(store, store.add_span(body), [body.rollout_id], body.attempt_id)
-
     @app.get(f"{API_PREFIX}/health")
     async def health() -> Health:
         """Readiness probe (also checks the token)."""
         return Health(status="ok")
 
-    @app.post(f"{API_PREFIX}/start_rollout")
-    async def start_rollout(body: RolloutCreateRequest) -> AttemptedRollout:
-        return await _call(
-            store, store.start_rollout(body.input, body.mode, body.resources_id, body.config, body.metadata)
-        )
-
-    @app.post(f"{API_PREFIX}/enqueue_rollout")
-    async def enqueue_rollout(body: RolloutCreateRequest) -> Rollout:
-        return await _call(
-            store, store.enqueue_rollout(body.input, body.mode, body.resources_id, body.config, body.metadata)
-        )
-
-    @app.post(f"{API_PREFIX}/start_attempt")
-    async def start_attempt(body: RolloutIdRequest) -> AttemptedRollout:
-        return await _call(store, store.start_attempt(body.rollout_id), [body.rollout_id])
-
-    @app.post(f"{API_PREFIX}/update_rollout")
-    async def update_rollout(body: RolloutUpdateRequest) -> Rollout:
-        changes = body.given("rollout_id")
-        return await _call(store, store.update_rollout(body.rollout_id, **changes), [body.rollout_id])
-
-    @app.post(f"{API_PREFIX}/query_rollouts")
-    async def query_rollouts(body: RolloutQueryRequest) -> list[Rollout]:
-        return await _call(store, store.query_rollouts(status=body.status, rollout_ids=body.rollout_ids))
-
-    @app.post(f"{API_PREFIX}/get_rollout_by_id")
-    async def get_rollout_by_id(body: RolloutIdRequest) -> Rollout | None:
-        return await _call(store, store.get_rollout_by_id(body.rollout_id))
-
-    @app.post(f"{API_PREFIX}/wait_for_rollouts")
-    async def wait_for_rollouts(body: WaitRequest) -> list[Rollout]:
-        """Held at most ``max_wait_seconds`` (async: other requests keep being served meanwhile)."""
-        timeout = max_wait_seconds if body.timeout is None else min(body.timeout, max_wait_seconds)
-        return await _call(
-            store, store.wait_for_rollouts(rollout_ids=body.rollout_ids, timeout=timeout), body.rollout_ids
-        )
-
-    @app.post(f"{API_PREFIX}/query_attempts")
-    async def query_attempts(body: RolloutIdRequest) -> list[Attempt]:
-        return await _call(store, store.query_attempts(body.rollout_id), [body.rollout_id])
-
-    @app.post(f"{API_PREFIX}/get_latest_attempt")
-    async def get_latest_attempt(body: RolloutIdRequest) -> Attempt | None:
-        return await _call(store, store.get_latest_attempt(body.rollout_id))
-
-    @app.post(f"{API_PREFIX}/query_spans")
-    async def query_spans(body: SpanQueryRequest) -> list[Span]:
-        return await _call(store, store.query_spans(body.rollout_id, body.attempt_id), [body.rollout_id])
-
-    @app.post(f"{API_PREFIX}/add_resources")
-    async def add_resources(body: ResourcesRequest) -> ResourcesUpdate:
-        return await _call(store, store.add_resources(body.resources))
-
-    @app.post(f"{API_PREFIX}/get_latest_resources")
-    async def get_latest_resources() -> ResourcesUpdate | None:
-        return await _call(store, store.get_latest_resources())
-
-    @app.post(f"{API_PREFIX}/get_resources_by_id")
-    async def get_resources_by_id(body: ResourcesIdRequest) -> ResourcesUpdate | None:
-        return await _call(store, store.get_resources_by_id(body.resources_id))
+    for method in METHODS.values():
+        _serve_store_method(app, store, method, max_wait_seconds)
 
     if isinstance(store, ClaimTrackingStore):
         tracked = store
@@ -752,104 +636,10 @@ def create_app(
                 marked += len(gone)
             return ClaimsReleased(marked=marked)
 
-    if event is not None:
-        stop_event = event
-        registry = sides if sides is not None else RunnerSides()
-
-        @app.post(f"{API_PREFIX}/event/set")
-        async def set_event() -> EventState:
-            stop_event.set()
-            return EventState(is_set=True)
-
-        @app.post(f"{API_PREFIX}/event/wait")
-        async def wait_event(body: EventWaitRequest, request: Request) -> EventState:
-            timeout = min(body.timeout, max_wait_seconds)
-            if body.side is None:
-                return EventState(is_set=await wait_async(stop_event, timeout))
-            registry.attach(body.side, request.client.host if request.client is not None else None)
-            try:
-                return EventState(is_set=await wait_async(stop_event, timeout))
-            finally:
-                registry.seen(body.side)
-
-        @app.post(f"{API_PREFIX}/event/detach")
-        async def detach(body: SideRequest) -> EventState:
-            registry.detach(body.side)
-            return EventState(is_set=stop_event.is_set())
+    for route in routes:
+        _serve_extra_route(app, route, max_wait_seconds)
 
     return app
-
-
-@dataclasses.dataclass(frozen=True)
-class SilentSide:
-    """A runner side that stopped polling: its name, the address it polled from, how long it is silent."""
-
-    side: str
-    address: str | None
-    silent_seconds: float
-
-
-class RunnerSides:
-    """Runner sides (``execute()`` calls with role ``"runner"``) attached to a server; thread-safe.
-
-    A side is attached by its first ``/v1/event/wait`` and stays attached until it detaches or falls
-    silent: each wait it holds, and the end of each, counts as word from it (``silent``).
-    """
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._attached: set[str] = set()
-        self._polling: dict[str, int] = {}
-        self._seen: dict[str, float] = {}
-        self._addresses: dict[str, str] = {}
-        self._changed = threading.Condition()
-
-    def attach(self, side: str, address: str | None = None) -> None:
-        """``side`` holds a wait (from ``address``): attached, and heard from now."""
-        with self._changed:
-            self._attached.add(side)
-            self._polling[side] = self._polling.get(side, 0) + 1
-            self._seen[side] = self._clock()
-            if address is not None:
-                self._addresses[side] = address
-
-    def seen(self, side: str) -> None:
-        """A wait of ``side`` has ended: heard from now."""
-        with self._changed:
-            self._polling[side] = max(0, self._polling.get(side, 0) - 1)
-            self._seen[side] = self._clock()
-
-    def detach(self, side: str) -> None:
-        with self._changed:
-            self._attached.discard(side)
-            self._changed.notify_all()
-
-    def silent(self, after: float) -> list[SilentSide]:
-        """Attached sides holding no wait and unheard from for more than ``after`` seconds: they are
-        detached (a side that comes back attaches anew) and returned."""
-        now = self._clock()
-        with self._changed:
-            gone = [
-                SilentSide(side, self._addresses.get(side), now - self._seen.get(side, now))
-                for side in sorted(self._attached)
-                if not self._polling.get(side) and now - self._seen.get(side, now) > after
-            ]
-            for found in gone:
-                self._attached.discard(found.side)
-            if gone:
-                self._changed.notify_all()
-            return gone
-
-    @property
-    def attached(self) -> list[str]:
-        with self._changed:
-            return sorted(self._attached)
-
-    def wait_detached(self, timeout: float) -> list[str]:
-        """Wait until every side has detached or ``timeout``; the sides still attached."""
-        with self._changed:
-            self._changed.wait_for(lambda: not self._attached, timeout)
-            return sorted(self._attached)
 
 
 # -- the server thread ------------------------------------------------------------------------------------
@@ -985,8 +775,8 @@ class LightningStoreServer:
     """Serves a store over HTTP from its own thread; ``start()`` binds, ``stop()`` leaves nothing behind.
 
     The store is called from the server's event loop: hand it a store that is safe to use from that
-    thread (the ``cs`` strategy wraps the caller's store for this). ``event``, when given, is exposed to
-    remote runners (see ``create_app``). ``host`` is honoured exactly. ``token`` (default:
+    thread (the ``cs`` strategy wraps the caller's store for this). ``routes`` are served beside the
+    store's (``extra_routes``; see ``create_app``). ``host`` is honoured exactly. ``token`` (default:
     ``AGL_SERVER_TOKEN``; at least ``MIN_TOKEN_LENGTH`` characters) must then be on every request as
     ``Authorization: Bearer <token>``; a non-loopback host requires one. ``tls_cert`` / ``tls_key``
     (default: ``AGL_SERVER_TLS_CERT`` / ``AGL_SERVER_TLS_KEY``) serve HTTPS. ``limits`` bound what each
@@ -1005,7 +795,7 @@ class LightningStoreServer:
         max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS,
         graceful_seconds: float = 1.0,
         backlog: int = 2048,
-        event: ExecutionEvent | None = None,
+        routes: Iterable[ExtraRoute] = (),
         limits: ServerLimits | None = None,
         tls_cert: str | None = None,
         tls_key: str | None = None,
@@ -1031,15 +821,14 @@ class LightningStoreServer:
         self.limits = _limits(limits, max_body_bytes)
         self.value_limits = _value_limits(store, value_limits)
         self.graceful_seconds = graceful_seconds
+        self.max_wait_seconds = max_wait_seconds
         self._requested_port = port
         self._backlog = backlog
-        self.runner_sides = RunnerSides()
         self._app = create_app(
             store,
             token=token,
             max_wait_seconds=max_wait_seconds,
-            event=event,
-            sides=self.runner_sides,
+            routes=routes,
             limits=self.limits,
             value_limits=self.value_limits,
         )
@@ -1075,7 +864,7 @@ class LightningStoreServer:
         if self.tls is not None:
             tls = {"ssl_certfile": self.tls.cert, "ssl_keyfile": self.tls.key, "ssl_ciphers": SERVER_CIPHERS}
         admission = _Admission(self.token, self.limits)
-        front = _HotPath(self._app, self.store, admission, self.value_limits)
+        front = _HotPath(self._app, self.store, admission, self.value_limits, self.max_wait_seconds)
         # A write sent again under the same request id is answered from the table, not applied again.
         config = LimitedConfig(
             Replays(front, lambda scope: admission.check(scope.get("headers") or ())[0] is None),

@@ -9,7 +9,7 @@ import types
 
 import pytest
 
-from agentlightning.execution.remote_errors import RemoteError, dump_exception, load_exception
+from agentlightning.remote_errors import RemoteError, dump_exception, load_exception
 
 
 class NeedsTwoArgs(Exception):

@@ -1,5 +1,8 @@
 """Exceptions that cross a process boundary with their type, message and traceback (E1, E2, E6).
 
+Shared mechanics of the package: the execution strategies carry workers' failures with it, and the store's
+``ipc`` channel its served store's errors, so it belongs to neither.
+
 A worker process calls ``dump_exception(exc)``; the parent calls ``load_exception(data, origin=...)``
 and gets the original type back, with the worker's frames in its ``__traceback__`` (pickled by
 ``tblib``), a note naming where it was raised, and its ``__cause__``/``__context__`` chain.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agentlightning.store.http.server import RunnerSides, SilentSide
+from agentlightning.execution.remote_stop import RunnerSides, SilentSide
 
 
 class _Clock:
