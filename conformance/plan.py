@@ -4,10 +4,9 @@ Computed before anything runs, from the registered checks and the validated capa
 test (a strategy: every section but T; a store: section T), and printed in the report header. Whether a
 contract applies is read from its catalogue entry (``requires``, ``situation_requires``,
 ``limitation_unless``), the way pytest reads skip marks: nothing here names a contract, and a planned
-``n/a`` never reaches its check. A contract
-without a check in this kit build that the capabilities exclude anyway is planned ``n/a`` all the same
-(its reason is the capability, not the kit). After the run the plugin compares what ran with the plan (no
-silent shrinkage).
+``n/a`` never reaches its check. A contract without a check in this kit build that the capabilities exclude
+anyway is planned ``n/a`` all the same (its reason is the capability, not the kit). After the run the plugin
+compares what ran with the plan (no silent shrinkage).
 """
 
 from __future__ import annotations
