@@ -216,7 +216,7 @@ def check_random_schedules(ctx: CheckContext) -> None:
             _report(ctx, finding, None)
         return
     examples = options.get("examples")
-    bounds = ScheduleBounds(timeout_scale=ctx.timeout_scale, perturb=bool(options.get("perturb")))
+    bounds = ScheduleBounds(timeout_scale=ctx.timeout_scale, perturb=options.get("perturb") in ("p1", "all"))
     if examples:
         exploration = explore(ctx, examples=examples, budget=None, bounds=bounds)
     else:  # the run's profile may give P1 its own budget (conformance.profiles)

@@ -27,12 +27,12 @@ def test_no_rate_means_no_delay() -> None:
 
 
 def test_hooks_and_the_switch_interval_are_in_place_only_inside_the_block() -> None:
-    before = {(owner, name): getattr(owner, name) for owner, name, _ in PATCHED}
+    before = {(owner, name): getattr(owner, name) for owner, name, _, _ in PATCHED}
     interval = sys.getswitchinterval()
     perturbation = Perturbation(seed=1, rate=1.0, max_delay=0.001, switch_interval=1e-4)
     with installed(perturbation) as delayer:
         assert delayer is not None
-        assert all(getattr(owner, name) is not before[(owner, name)] for owner, name, _ in PATCHED)
+        assert all(getattr(owner, name) is not before[(owner, name)] for owner, name, _, _ in PATCHED)
         assert sys.getswitchinterval() == pytest.approx(1e-4)
         event = threading.Event()
         thread = threading.Thread(target=event.set)
@@ -40,7 +40,7 @@ def test_hooks_and_the_switch_interval_are_in_place_only_inside_the_block() -> N
         assert event.wait(5.0)
         thread.join(5.0)
         assert delayer.delays >= 3  # rate 1.0: every racing point hit is delayed
-    assert {(owner, name): getattr(owner, name) for owner, name, _ in PATCHED} == before
+    assert {(owner, name): getattr(owner, name) for owner, name, _, _ in PATCHED} == before
     assert sys.getswitchinterval() == interval
 
 
