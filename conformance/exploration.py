@@ -70,6 +70,7 @@ class Search(Generic[_X, _R]):
     seconds: float = 0.0
     budget_hit: bool = False
     failing: tuple[_X, _R] | None = None
+    seconds_to_find: float | None = None  # from the start of the search to its first failing example
 
 
 @contextlib.contextmanager
@@ -145,6 +146,8 @@ def search(
                 on_example(example, cache[name])
         outcome = cache[name]
         if failed(outcome):
+            if not failing:
+                found.seconds_to_find = time.monotonic() - started
             failing.append((example, outcome))
             raise _Failed(name)
 

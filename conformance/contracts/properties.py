@@ -86,6 +86,7 @@ class Exploration:
     seconds: float = 0.0
     finding: Finding | None = None
     budget_hit: bool = False
+    seconds_to_find: float | None = None  # generation time until the first failing scenario
 
 
 def _run(ctx: CheckContext, scenario: Scenario) -> tuple[Expectation, ScenarioResult, list[str]]:
@@ -146,6 +147,7 @@ def explore(
         shrink_runs=found.shrink_runs,
         seconds=found.seconds,
         budget_hit=found.budget_hit,
+        seconds_to_find=found.seconds_to_find,
     )
     if found.failing is not None:
         scenario, (expectation, result, violations) = found.failing
@@ -176,6 +178,9 @@ def _report(ctx: CheckContext, finding: Finding, exploration: Exploration | None
     rate = f"{finding.reproduced}/{finding.reruns}"
     reproduction = describe_reproduction(finding.reproduced, finding.reruns)
     searched = ""
+    figure = f"reproduced {rate}"
+    if exploration is not None and exploration.seconds_to_find is not None:
+        figure += f"; found after {exploration.examples} scenario(s) in {exploration.seconds_to_find:.1f} s"
     if exploration is not None:
         searched = (
             f"  found after {exploration.examples} scenario(s) of the {exploration.profile} profile, "
@@ -192,7 +197,7 @@ def _report(ctx: CheckContext, finding: Finding, exploration: Exploration | None
     ctx.fail(
         expected=finding.expectation.describe() + "; every L, R and S invariant holds",
         observed="; ".join(finding.violations),
-        figure=f"reproduced {rate}",
+        figure=figure,
         result=finding.result,
         details=details,
     )
