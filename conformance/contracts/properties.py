@@ -140,6 +140,8 @@ def explore(
         shrink_runs=shrink_runs,
         shrink_budget=shrink_budget,
         on_example=None if on_example is None else lambda scenario, outcome: on_example(scenario, outcome[2]),
+        # A perturbed failure may be timing-dependent: shrink only to scenarios that fail twice.
+        confirm_shrinks=bounds.perturb,
     )
     exploration = Exploration(
         profile=profile,
