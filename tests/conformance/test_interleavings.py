@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from conformance.checks import CheckContext
+from conformance.scenarios import Scenario
 from conformance.selfcheck import _FOUND, _REPRODUCED, InterleavingRun, render_interleavings
 from strategies.broken import specimens
 
@@ -47,18 +49,15 @@ def test_the_table_counts_runs_and_medians_and_the_reproduction_rate() -> None:
 
 
 def test_the_selfcheck_reads_the_figure_p1_reports() -> None:
-    from conformance.checks import CheckContext
     from conformance.contracts.properties import Exploration, Finding, _report
     from conformance.oracle import expect
-    from conformance.scenarios import Scenario, ScenarioResult, Script, Step
-    from conformance.target import make_target, validate_target
+    from conformance.scenarios import ScenarioResult
     from conformance.verdicts import ContractFailed
 
-    resolved = validate_target(make_target("shm"))
-    ctx = CheckContext("P1", "default", resolved.target, resolved.capabilities)
-    scenario = Scenario(name="P1", algorithm=Script((Step("poll", 0.01),)))
+    ctx, scenario = _shaped("shm", "twins")
     observed = ScenarioResult(scenario=scenario, outcome="returned", duration=0.1)
-    finding = Finding(scenario, expect(scenario, ctx.capabilities), observed, ["L2: x"], reproduced=2, reruns=3)
+    expectation = expect(scenario, ctx.capabilities)
+    finding = Finding(scenario, expectation, observed, ["E3: x"], reproduced=2, reruns=3)
     exploration = Exploration("conformance-ci", examples=17, seconds=30.0, seconds_to_find=6.25)
     with pytest.raises(ContractFailed) as failed:
         _report(ctx, finding, exploration)
@@ -68,8 +67,7 @@ def test_the_selfcheck_reads_the_figure_p1_reports() -> None:
     assert found is not None and found.groups() == ("17", "6.2")
 
 
-def _shaped(spec: str, shape: str) -> tuple[object, object]:
-    from conformance.checks import CheckContext
+def _shaped(spec: str, shape: str) -> tuple[CheckContext, Scenario]:
     from conformance.schedules import ScheduleBounds, _compile
     from conformance.target import make_target, validate_target
 
@@ -111,7 +109,7 @@ def test_a_perturbation_at_the_racing_point_in_the_window_shows_the_defect(
     caught = []
     for seed in range(3):
         perturbation = Perturbation(seed=seed, rate=1.0, max_delay=0.05, points=points)
-        _, result, violations = _run(ctx, dataclasses.replace(scenario, perturbation=perturbation))  # type: ignore[arg-type]
+        _, _, violations = _run(ctx, dataclasses.replace(scenario, perturbation=perturbation))
         caught.append(bool(violations))
         if violations:
             break

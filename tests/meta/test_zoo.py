@@ -48,8 +48,8 @@ def test_broken_strategy_fails_its_contract(specimen: Specimen) -> None:
         # Not run here: a missed leak stays on the machine (python -m conformance.selfcheck still shows it).
         pytest.skip(f"known kit gap: {specimen.kit_gap}")
     if specimen.interleaving_only:
-        # Found by P1's perturbation within its budget, not on every seed by construction: measured over
-        # five seeds by python -m conformance.selfcheck --interleavings (tests/conformance/test_interleavings.py).
+        # Found by P1's perturbation within its budget, not on every seed by construction: measured
+        # over five seeds by python -m conformance.selfcheck --interleavings.
         pytest.skip("interleaving-only: see selfcheck --interleavings")
     row = run_one(
         Row(
