@@ -1,13 +1,14 @@
-"""P1 zoo: a runner misses an ``event.set()`` made while it is starting up.
+"""P1 zoo: a runner misses the event set while it is starting up.
 
 Found only by P1 with its scheduling perturbation: a runner's start-up (take the event's state, announce
-itself, subscribe to later sets) takes a few microseconds, and a set landing within them is rare unless
-the start-up is delayed. Built on the public API only (the ``shm`` strategy, subclassed;
-``ThreadingEvent``).
+itself, warm up, subscribe to later sets) takes a few hundred microseconds, and a stop landing within
+them is rare unless the start-up is delayed. Built on the public API only (the ``shm`` strategy,
+subclassed; ``ThreadingEvent``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
@@ -21,84 +22,93 @@ INTERLEAVING_ONLY = True
 
 
 class _Relay:
-    """Forwards a bundle's ``event.set()`` to the runners' own events, subscribed as each runner starts."""
+    """Forwards the strategy's event to the runners' own events, subscribed as each runner starts."""
 
-    def __init__(self, shared: Any) -> None:
-        self.shared = shared
+    def __init__(self) -> None:
         self.lock = threading.Lock()
         self.subscribers: list[ThreadingEvent] = []
-        self.set_by_a_bundle = False
-        self.up = threading.Event()  # some runner is up (what the strategy's monitor waits for)
+        self.stopped = False
+        self.shared: Any = None  # the strategy's event, once a bundle has been handed it
+        self.algorithm_started = threading.Event()
+        self.up = threading.Event()  # some runner is up
 
     def subscribe(self, own: ThreadingEvent) -> None:
         with self.lock:
             self.subscribers.append(own)
 
-    def set(self) -> None:
+    def forward(self) -> None:
         with self.lock:
-            self.set_by_a_bundle = True
+            self.stopped = True
             subscribers = list(self.subscribers)
-        self.shared.set()
         for own in subscribers:
             own.set()
 
+    def run(self, done: threading.Event) -> None:
+        """The relay thread: wait for the strategy's event, then forward it (until ``done``)."""
+        while not done.is_set():
+            if self.shared is None:
+                done.wait(0.005)
+            elif self.shared.wait(0.05):
+                self.forward()
+                return
 
-class _BundleEvent:
-    """What a bundle sees: ``set()`` goes through the relay; a runner's own event is made on first look."""
 
-    def __init__(self, relay: _Relay, runner: bool) -> None:
-        self._relay = relay
-        self._own: ThreadingEvent | None = None if runner else relay.shared
+class _RunnerEvent:
+    """What a runner sees: an event of its own, set by the relay (``set()`` stops everyone)."""
 
-    def _started(self) -> ThreadingEvent:
-        if self._own is None:  # the runner's start-up, on its first look at the event
-            own = ThreadingEvent()
-            if self._relay.set_by_a_bundle:
-                own.set()  # a runner starting after a set sees it at once
-            self._relay.up.set()
-            self._relay.subscribe(own)  # DEFECT: a set relayed since the state was taken is missed
-            self._own = own
-        return self._own
+    def __init__(self, shared: Any, own: ThreadingEvent) -> None:
+        self._shared = shared
+        self._own = own
 
     def set(self) -> None:
-        self._relay.set()
+        self._shared.set()
 
     def clear(self) -> None:
-        self._started().clear()
+        self._own.clear()
 
     def is_set(self) -> bool:
-        own = self._started()
-        # Failures, Ctrl+C and the algorithm's return set the strategy's event directly: seen as is.
-        return own.is_set() or (self._relay.shared.is_set() and not self._relay.set_by_a_bundle)
+        return self._own.is_set()
 
     def wait(self, timeout: float | None = None) -> bool:
-        return self._started().wait(timeout) or self.is_set()
+        return self._own.wait(timeout)
 
 
 class P1StartingRunnerMissesEvent(SharedMemoryExecutionStrategy):
-    """Broken for P1: an ``event.set()`` made while a runner is starting up never reaches it.
+    """Broken for P1: the event set while a runner is starting up never reaches it.
 
-    Defect: a bundle's ``event.set()`` is relayed to an event of each runner's own, subscribed when the
-    runner first looks at it: the runner takes the relay's state (a runner starting after a set sees it
-    at once), announces that it is up, and only then subscribes. A set relayed in between is missed, and
-    the runner polls until it is cancelled after the grace period (L2/L4 broken). Failures, Ctrl+C and
-    the algorithm's return reach every runner through the strategy's own event.
+    Defect: each runner gets an event of its own, which a relay thread sets once the strategy's event
+    is set. Runners begin once the algorithm has; a starting runner takes the relay's state (a runner
+    starting after the stop sees it at once), announces that it is up, warms up (the latest resources,
+    the queue) and only then subscribes to the relay: a stop forwarded in between is missed, and the
+    runner polls until it is cancelled after the grace period (L2/L4 broken).
     """
 
     def execute(self, algorithm: AlgorithmBundle, runner: RunnerBundle, store: LightningStore) -> None:
-        relays: list[_Relay] = []
-        lock = threading.Lock()
-
-        def relay_for(event: Any) -> _Relay:
-            with lock:
-                if not relays:
-                    relays.append(_Relay(event))
-                return relays[0]
+        relay = _Relay()
+        done = threading.Event()
 
         async def relayed_algorithm(store: Any, event: Any) -> None:
-            await algorithm(store, _BundleEvent(relay_for(event), runner=False))
+            relay.shared = event
+            relay.algorithm_started.set()
+            await algorithm(store, event)
 
         async def relayed_runner(store: Any, worker_id: int, event: Any) -> None:
-            await runner(store, worker_id, _BundleEvent(relay_for(event), runner=True))
+            relay.shared = event
+            while not (relay.algorithm_started.is_set() or event.is_set()):
+                await asyncio.sleep(0.001)
+            own = ThreadingEvent()
+            if relay.stopped:
+                own.set()
+            relay.up.set()
+            await store.get_latest_resources()  # warm up: the resources a runner starts with,
+            await store.query_rollouts()  # and the queue as it stands
+            relay.subscribe(own)  # DEFECT: a stop forwarded since relay.stopped was read is missed
+            await runner(store, worker_id, _RunnerEvent(event, own))
 
-        super().execute(relayed_algorithm, relayed_runner, store)
+        thread = threading.Thread(target=relay.run, args=(done,), name="p1-relay", daemon=True)
+        thread.start()
+        try:
+            super().execute(relayed_algorithm, relayed_runner, store)
+        finally:
+            done.set()
+            thread.join()
