@@ -165,8 +165,9 @@ def kit_command(
     return command
 
 
-def run_one(row: Row, *, timeout: float = 900.0) -> Row:
-    """Run the kit for ``row`` and fill in its verdicts (a fresh report file per run)."""
+def _run_kit(row: Row, timeout: float) -> tuple[dict[str, Any] | None, str, float]:
+    """Run the kit for ``row`` (a fresh report file per run): its report, or why there is none, and the
+    wall time."""
     with tempfile.TemporaryDirectory(prefix="selfcheck-") as scratch:
         report = os.path.join(scratch, "report.json")
         started = time.monotonic()
@@ -179,17 +180,21 @@ def run_one(row: Row, *, timeout: float = 900.0) -> Row:
                 check=False,
             )
         except subprocess.TimeoutExpired:
-            row.error = f"the kit did not finish within {timeout:g} s"
-            return row
-        finally:
-            row.seconds = time.monotonic() - started
+            return None, f"the kit did not finish within {timeout:g} s", time.monotonic() - started
+        seconds = time.monotonic() - started
         try:
             with open(report, encoding="utf-8") as handle:
-                data = json.load(handle)
+                return dict(json.load(handle)), "", seconds
         except (OSError, ValueError) as exc:
             tail = (completed.stdout + completed.stderr).strip().splitlines()[-12:]
-            row.error = f"no report ({exc}); exit {completed.returncode}: " + " | ".join(tail)
-            return row
+            return None, f"no report ({exc}); exit {completed.returncode}: " + " | ".join(tail), seconds
+
+
+def run_one(row: Row, *, timeout: float = 900.0) -> Row:
+    """Run the kit for ``row`` and fill in its verdicts (a fresh report file per run)."""
+    data, row.error, row.seconds = _run_kit(row, timeout)
+    if data is None:
+        return row
     row.verdicts = dict(data.get("contracts", {}))
     row.failed = [cid for cid, verdict in row.verdicts.items() if verdict == "fail"]
     row.blocked = [cid for cid, verdict in row.verdicts.items() if verdict == "blocked"]
@@ -378,29 +383,9 @@ def run_interleaving(
         extra += ["--conformance-perturb", perturb]
     row = Row(name=name, spec=spec, role="broken", breaks="P1", selection="P1-", extra=tuple(extra))
     run = InterleavingRun(name, spec, seed)
-    with tempfile.TemporaryDirectory(prefix="selfcheck-") as scratch:
-        report = os.path.join(scratch, "report.json")
-        started = time.monotonic()
-        try:
-            completed = subprocess.run(
-                kit_command(row.spec, row.selection, report, row.extra),
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            run.error = f"the kit did not finish within {timeout:g} s"
-            return run
-        finally:
-            run.seconds = time.monotonic() - started
-        try:
-            with open(report, encoding="utf-8") as handle:
-                data = json.load(handle)
-        except (OSError, ValueError) as exc:
-            tail = (completed.stdout + completed.stderr).strip().splitlines()[-12:]
-            run.error = f"no report ({exc}); exit {completed.returncode}: " + " | ".join(tail)
-            return run
+    data, run.error, run.seconds = _run_kit(row, timeout)
+    if data is None:
+        return run
     for result in data.get("results", []):
         if result.get("id") != "P1" or result.get("verdict") != "fail":
             continue
