@@ -66,8 +66,14 @@ class P1EarlyReturnSkipsUnstarted(SharedMemoryExecutionStrategy):
             # Runners begin once the algorithm has (or on a stop: nothing to wait for then).
             while not (algorithm_started.is_set() or event.is_set()):
                 await asyncio.sleep(0.001)
-            await store.get_latest_resources()  # warm up: the resources a runner starts with,
-            await store.query_rollouts()  # and the queue as it stands
+            await _warm_up(store)
             await runner(store, worker_id, _LazyRunnerEvent(event, broadcast))
 
         super().execute(algorithm_then_broadcast, subscribed_runner, store)
+
+
+async def _warm_up(store: Any) -> None:
+    """What a runner loads before it works: the latest resources, the queue, the rollouts it may resume."""
+    await store.get_latest_resources()
+    await store.query_rollouts(status=["queuing", "requeuing"])
+    await store.query_rollouts(status=["preparing", "running"])

@@ -14,6 +14,7 @@ from typing import Any
 
 from agentlightning import AlgorithmBundle, LightningStore, RunnerBundle, ThreadingEvent
 from agentlightning.execution.shared_memory import SharedMemoryExecutionStrategy
+from strategies.broken.p1_early_return_skips_unstarted import _warm_up
 
 __all__ = ["BREAKS", "INTERLEAVING_ONLY", "P1StartingRunnerMissesEvent"]
 
@@ -100,8 +101,7 @@ class P1StartingRunnerMissesEvent(SharedMemoryExecutionStrategy):
             if relay.stopped:
                 own.set()
             relay.up.set()
-            await store.get_latest_resources()  # warm up: the resources a runner starts with,
-            await store.query_rollouts()  # and the queue as it stands
+            await _warm_up(store)
             relay.subscribe(own)  # DEFECT: a stop forwarded since relay.stopped was read is missed
             await runner(store, worker_id, _RunnerEvent(event, own))
 
