@@ -1,17 +1,19 @@
-"""P1 zoo: a rollout claimed at the moment another runner returns is dropped, and stays claimed.
+"""P1 zoo: a rollout claimed at the moment another runner joins or returns is dropped, and stays claimed.
 
-Found only by P1 with its scheduling perturbation: booking a claim takes a few microseconds after the
-claim is made, and a runner returning within them is rare unless the booking is delayed. Built on the
-public API only (the ``shm`` strategy, subclassed; the store's method names).
+Found only by P1 with its scheduling perturbation: making and booking a claim takes a few microseconds,
+and a runner joining or returning within them is rare unless the claim or the other runner is delayed.
+Built on the public API only (the ``shm`` strategy, subclassed; the store's method names).
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any, ClassVar
 
 from agentlightning import AlgorithmBundle, LightningStore, RunnerBundle
 from agentlightning.execution.shared_memory import SharedMemoryExecutionStrategy
+from strategies.broken.p1_early_return_skips_unstarted import _warm_up
 
 __all__ = ["BREAKS", "INTERLEAVING_ONLY", "P1ClaimLostToReturningRunner"]
 
@@ -27,7 +29,8 @@ class _SlotTable:
         self.generation = 0
         self.claimed = threading.Event()  # wakes the slot keeper: a claim is being booked
 
-    def runner_returned(self) -> None:
+    def changed(self) -> None:
+        """A runner joined or returned: slots were handed out or recycled."""
         with self.lock:
             self.generation += 1
 
@@ -57,13 +60,13 @@ class _RunnerStore:
 
 
 class P1ClaimLostToReturningRunner(SharedMemoryExecutionStrategy):
-    """Broken for P1: a rollout claimed while another runner returns is dropped and never completed.
+    """Broken for P1: a rollout claimed while another runner joins or returns is dropped, never completed.
 
     Defect: each claim is booked to its runner's worker slot, against the slot table as it was when the
-    claim was asked for; a runner returning recycles its slot and changes the table. A claim whose
-    booking finds the table changed is given up as stale, but the rollout it claimed is neither
-    completed nor released (S1 broken: the algorithm waits for it in vain). Only a runner returning
-    while another's claim is being made shows it.
+    claim was asked for; a runner joining (once it has warmed up) or returning changes the table. A claim
+    whose booking finds the table changed is given up as stale, but the rollout it claimed is neither
+    completed nor released (S1 broken: the algorithm waits for it in vain). Only a runner joining or
+    returning while another's claim is being made shows it.
     """
 
     # Runners always get the slot-booking view of the store, never the caller's object (S6 is n/a).
@@ -74,11 +77,21 @@ class P1ClaimLostToReturningRunner(SharedMemoryExecutionStrategy):
 
     def execute(self, algorithm: AlgorithmBundle, runner: RunnerBundle, store: LightningStore) -> None:
         slots = _SlotTable()
+        algorithm_started = threading.Event()
+
+        async def started_algorithm(store: Any, event: Any) -> None:
+            algorithm_started.set()
+            await algorithm(store, event)
 
         async def booked_runner(store: Any, worker_id: int, event: Any) -> None:
+            # Runners begin once the algorithm has, and join the slot table once warmed up.
+            while not (algorithm_started.is_set() or event.is_set()):
+                await asyncio.sleep(0.001)
+            await _warm_up(store)
+            slots.changed()
             try:
                 await runner(_RunnerStore(store, slots), worker_id, event)  # type: ignore[arg-type]  # a stand-in store
             finally:
-                slots.runner_returned()
+                slots.changed()
 
-        super().execute(algorithm, booked_runner, store)
+        super().execute(started_algorithm, booked_runner, store)
