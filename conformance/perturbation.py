@@ -206,12 +206,15 @@ def _store_call(original: Callable[..., Any], delay: _Delayer, point: str) -> Ca
     async def perturbed(*args: Any, **kwargs: Any) -> Any:
         if _in_store_call.get():  # an inner store of a wrapper: the outermost call was delayed already
             return await original(*args, **kwargs)
+        await delay.asleep(point)
         token = _in_store_call.set(True)
         try:
-            await delay.asleep(point)
             return await original(*args, **kwargs)
         finally:
-            _in_store_call.reset(token)
+            try:
+                _in_store_call.reset(token)
+            except ValueError:  # resumed in another context (a coroutine handed to another loop's task)
+                _in_store_call.set(False)
 
     return perturbed
 

@@ -223,3 +223,25 @@ def test_the_fixed_catalogue_gets_a_low_rate_perturbation_only_under_all_and_nev
     assert drawn[4] == catalogue_perturbation("L2:default:0", 3)
     assert drawn[4] is not None and drawn[4].rate == CATALOGUE_RATE and drawn[4].max_delay <= 0.005
     assert catalogue_perturbation("L2:default:1", 3) != drawn[4]  # each scenario of an item its own
+
+
+def test_a_store_call_resumed_in_another_context_ends_cleanly() -> None:
+    """The ipc server runs a call eagerly up to its first suspension, then resumes it in a task of its own
+    (another context): the perturbed call must still end as the store's own would."""
+    import asyncio
+    import contextvars
+
+    from agentlightning.store.ipc import _resume
+    from agentlightning.store.memory import InMemoryLightningStore
+
+    store = InMemoryLightningStore()
+    rollout = asyncio.run(store.enqueue_rollout(input={"x": 1}))
+
+    async def drive() -> None:
+        coro = store.wait_for_rollouts(rollout_ids=[rollout.rollout_id], timeout=0.05)  # suspends in it
+        suspended = contextvars.copy_context().run(coro.send, None)  # eagerly, in a context of its own
+        await asyncio.get_running_loop().create_task(_resume(coro, suspended))  # type: ignore[arg-type]
+
+    with installed(Perturbation(seed=1, rate=1.0, max_delay=0.001, points=("store-call",))) as delayer:
+        asyncio.run(drive())
+        assert delayer is not None and delayer.counts["store-call"] == 1
