@@ -4,9 +4,10 @@ Each strategy runs the same derandomised sequence of P1 scenarios (seed 0, the t
 fixed number of examples, no time budget) through the sandbox and the oracle; a row gives the scenarios
 run, the wall time, scenarios per second and the median / 90th percentile sandbox wall time per
 scenario. The CI profile's time budget (``CI_BUDGET``) divided by the median says how many scenarios a
-CI run of P1 explores for that strategy. Each strategy is measured twice in the same run, on the same
-scenarios: without the scheduling perturbation (``perturbation: off``) and with it as the profiles draw
-it (``p1``: most scenarios perturbed, delays at every racing point), so the two rates sit side by side.
+CI run of P1 explores for that strategy. Each strategy is measured twice in the same run, from the same
+seed: without the scheduling perturbation (``perturbation: off``) and with it as the profiles draw it
+(``p1``: most scenarios perturbed); drawing the perturbation changes the scenarios drawn after the first,
+so the two rates compare P1 as each mode runs it, side by side.
 
 Usage: ``python -m bench.scenarios [--quick] [--json PATH]``; ``run(quick)`` returns the rows.
 """
