@@ -334,10 +334,20 @@ def _scenarios(rows: list[dict[str, Any]]) -> list[str]:
         "## P1 scenarios per second",
         "",
         *_table(
-            ("Strategy", "Scenarios", "Seconds", "Scenarios/s", "Median scenario (s)", "p90 (s)", "Failed"),
+            (
+                "Strategy",
+                "Perturbation",
+                "Scenarios",
+                "Seconds",
+                "Scenarios/s",
+                "Median scenario (s)",
+                "p90 (s)",
+                "Failed",
+            ),
             [
                 (
                     r["strategy"],
+                    r.get("perturbation", "off"),
                     r["scenarios"],
                     r["seconds"],
                     r["scenarios_per_second"],

@@ -4,7 +4,10 @@ Each strategy runs the same derandomised sequence of P1 scenarios (seed 0, the t
 fixed number of examples, no time budget) through the sandbox and the oracle; a row gives the scenarios
 run, the wall time, scenarios per second and the median / 90th percentile sandbox wall time per
 scenario. The CI profile's time budget (``CI_BUDGET``) divided by the median says how many scenarios a
-CI run of P1 explores for that strategy.
+CI run of P1 explores for that strategy. Each strategy is measured twice in the same run, from the same
+seed: without the scheduling perturbation (``perturbation: off``) and with it as the profiles draw it
+(``p1``: most scenarios perturbed); drawing the perturbation changes the scenarios drawn after the first,
+so the two rates compare P1 as each mode runs it, side by side.
 
 Usage: ``python -m bench.scenarios [--quick] [--json PATH]``; ``run(quick)`` returns the rows.
 """
@@ -24,20 +27,23 @@ _REPO = Path(__file__).resolve().parent.parent
 _STRATEGIES = ("shm", "ipc", "cs")
 
 
-def _measure(alias: str, examples: int) -> dict[str, Any]:
+def _measure(alias: str, examples: int, perturb: bool = False) -> dict[str, Any]:
     from conformance.checks import CheckContext
     from conformance.contracts.properties import CI_BUDGET, explore
+    from conformance.schedules import ScheduleBounds
     from conformance.target import make_target, validate_target
 
     resolved = validate_target(make_target(alias))
     ctx = CheckContext("P1", "default", resolved.target, resolved.capabilities, seed=0)
-    exploration = explore(ctx, examples=examples, budget=None, reruns=0, shrink_runs=0)
+    bounds = ScheduleBounds(perturb=perturb)
+    exploration = explore(ctx, examples=examples, budget=None, reruns=0, shrink_runs=0, bounds=bounds)
     walls = sorted(float(r.measurements.get("observer_wall", r.duration)) for r in ctx.results)
     median = statistics.median(walls) if walls else float("nan")
     p90 = walls[min(len(walls) - 1, int(0.9 * len(walls)))] if walls else float("nan")
     return {
         "bench": "p1-scenarios",
         "strategy": alias,
+        "perturbation": "p1" if perturb else "off",
         "scenarios": exploration.examples,
         "seconds": round(exploration.seconds, 2),
         "scenarios_per_second": round(exploration.examples / exploration.seconds, 2),
@@ -55,7 +61,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         sys.path.insert(0, str(_REPO))
     examples = 10 if quick else 40
     try:
-        return [_measure(alias, examples) for alias in _STRATEGIES]
+        return [_measure(alias, examples, perturb) for alias in _STRATEGIES for perturb in (False, True)]
     finally:
         from conformance.sandbox import shutdown_sandboxes
 

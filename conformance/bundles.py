@@ -45,6 +45,7 @@ from typing import Any, TextIO
 from conformance.compat import KitIncompatible, build_span, require_method
 from conformance.faults import gate_is_open
 from conformance.journal import write_record
+from conformance.perturbation import bundle_started
 from conformance.scenarios import Script, Step, StoreFault
 
 __all__ = [
@@ -518,6 +519,7 @@ class _ScriptedBundle:
                 while not gate_is_open(self.gate_dir, self.hold_gate):
                     await asyncio.sleep(_POLL_INTERVAL / 2)
             run.journal("start", "", _start_data(worker_id, store, event))
+            await bundle_started()  # the bundle's first await: a racing point when perturbed
             faults = [fault for fault in self.store_faults if fault.bundle == name]
             if faults:
                 run.store = _FaultyStore(store, faults, run.journal)

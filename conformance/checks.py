@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 
 from conformance.capabilities import satisfies
 from conformance.catalogue import CATALOGUE, get_contract
+from conformance.perturbation import catalogue_perturbation
 from conformance.scenarios import JournalRecord, Scenario, ScenarioResult, Target
 from conformance.verdicts import ContractFailed, DeclaredLimitation, NotApplicable
 
@@ -208,6 +209,14 @@ class CheckContext:
 
         base = target if target is not None else self.target
         options = {**base.options, "n_runners": scenario.n_runners}
+        # The fixed catalogue's low-rate perturbation (P1 draws its own, or none, with each scenario)
+        if (
+            self.kit_options.get("perturb") == "all"
+            and scenario.perturbation is None
+            and self.contract_id != "P1"
+        ):
+            key = f"{self.contract_id}:{self.situation}:{len(self.results)}"
+            scenario = dataclasses.replace(scenario, perturbation=catalogue_perturbation(key, self.seed))
         result = run_scenario(
             dataclasses.replace(base, options=options),
             scenario,

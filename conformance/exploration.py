@@ -70,6 +70,7 @@ class Search(Generic[_X, _R]):
     seconds: float = 0.0
     budget_hit: bool = False
     failing: tuple[_X, _R] | None = None
+    seconds_to_find: float | None = None  # from the start of the search to its first failing example
 
 
 @contextlib.contextmanager
@@ -112,12 +113,15 @@ def search(
     shrink_runs: int = 150,
     shrink_budget: float = 45.0,
     on_example: Callable[[_X, _R], None] | None = None,
+    confirm_shrinks: bool = False,
 ) -> Search[_X, _R]:
     """Run ``run`` on examples drawn from ``strategy`` until ``failed`` says one failed; shrink it.
 
     ``budget`` (seconds) stops generating new examples once spent; ``None`` runs ``max_examples``.
     Examples with the same ``key`` run once (hypothesis re-draws some while shrinking). Shrinking stops
     after ``shrink_runs`` runs or ``shrink_budget`` seconds, keeping the smallest failure found so far.
+    ``confirm_shrinks``: a smaller example counts as failing only when a second run fails too, so that a
+    timing-dependent failure does not shrink to an example that failed once by luck (and rarely again).
     """
     config = settings(settings.get_profile(profile), max_examples=max_examples)
     found: Search[_X, _R] = Search(profile=profile)
@@ -141,10 +145,17 @@ def search(
                     return  # shrinking budget spent: keep the smallest failure found so far
                 found.shrink_runs += 1
             cache[name] = run(example)
+            if failing and confirm_shrinks and failed(cache[name]) and found.shrink_runs < shrink_runs:
+                found.shrink_runs += 1
+                again = run(example)
+                if not failed(again):
+                    cache[name] = again
             if on_example is not None:
                 on_example(example, cache[name])
         outcome = cache[name]
         if failed(outcome):
+            if not failing:
+                found.seconds_to_find = time.monotonic() - started
             failing.append((example, outcome))
             raise _Failed(name)
 

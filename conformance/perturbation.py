@@ -1,16 +1,34 @@
 """Seeded scheduling perturbation inside the scenario process: small random delays where strategies race.
 
 A ``Perturbation`` is plain data drawn with a P1 scenario (so shrinking minimises it and the replay command
-reproduces it): a seed, the share of racing points that are delayed, the longest delay, and the
-interpreter's switch interval. ``installed(perturbation)`` patches the racing points of this process
-only (thread and process start, ``threading.Event.set()`` and the return of ``wait()``, socket sends)
-and sets ``sys.setswitchinterval``; everything is restored when the block ends. Which calls are delayed
-and by how much comes from ``delay_plan``: the same seed gives the same sequence of delays.
+reproduces it): a seed, the racing points it perturbs, the share of their hits that are delayed, the
+longest delay, and the interpreter's switch interval. ``installed(perturbation)`` patches the racing
+points of this process only and sets ``sys.setswitchinterval``; everything is restored when the block
+ends. The racing points (``POINTS``):
+
+- ``thread-start``, ``process-start``: before ``threading.Thread.start`` and ``BaseProcess.start``;
+- ``event-set``, ``event-wait``: after ``threading.Event.set()`` and ``wait()`` return;
+- ``socket-send``: before ``socket.send``/``sendall``;
+- ``store-call``: before every call of a ``LightningStore`` coroutine method (once per call: a call
+  that goes through wrappers, e.g. ``ThreadedLightningStore`` to ``InMemoryLightningStore``, is delayed
+  at the outermost one), as an ``await asyncio.sleep`` so the caller's loop runs its other tasks;
+- ``store-lock``: before a lock of the store wrapper (``ThreadedLightningStore``) is acquired, through
+  its one hook point ``agentlightning.store.threaded._new_lock``;
+- ``bundle-start``: the first await of a kit bundle, once it has journaled its start.
+
+Which hits are delayed and by how much comes from one seeded stream per racing point (``delay_plan``):
+the same seed gives every point the same sequence of delays, whatever the other points did. Nothing here
+runs unless installed: the runtime's code path is the unpatched one when perturbation is off.
+``catalogue_perturbation`` is the low-rate perturbation the fixed catalogue runs under when asked.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
+import functools
+import inspect
 import multiprocessing.process
 import random
 import socket
@@ -21,18 +39,46 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["PATCHED", "Perturbation", "delay_plan", "installed"]
+__all__ = [
+    "CATALOGUE_RATE",
+    "PATCHED",
+    "POINTS",
+    "Perturbation",
+    "active",
+    "bundle_started",
+    "catalogue_perturbation",
+    "delay_plan",
+    "installed",
+]
+
+POINTS: tuple[str, ...] = (
+    "thread-start",
+    "process-start",
+    "event-set",
+    "event-wait",
+    "socket-send",
+    "store-call",
+    "store-lock",
+    "bundle-start",
+)
+"""Every racing point a perturbation may delay, in the order a shrunk scenario lists them."""
+
+CATALOGUE_RATE = 0.05
+"""The share of racing-point hits delayed in the fixed catalogue's scenarios (low: a bound still holds)."""
+_CATALOGUE_MAX_DELAY = 0.005
 
 
 @dataclass(frozen=True)
 class Perturbation:
-    """How one scenario's process is perturbed: ``rate`` of racing points delayed by up to ``max_delay``
-    seconds (uniform), chosen by ``seed``; ``switch_interval`` seconds for ``sys.setswitchinterval``."""
+    """How one scenario's process is perturbed: ``rate`` of the hits of ``points`` delayed by up to
+    ``max_delay`` seconds (uniform), chosen by ``seed``; ``switch_interval`` seconds for
+    ``sys.setswitchinterval``."""
 
     seed: int = 0
     rate: float = 0.0
     max_delay: float = 0.0
     switch_interval: float = 0.005
+    points: tuple[str, ...] = POINTS
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.rate <= 1.0:
@@ -41,82 +87,238 @@ class Perturbation:
             raise ValueError(f"perturbation max_delay must be within [0, 1] s, got {self.max_delay!r}")
         if not self.switch_interval > 0:
             raise ValueError(f"perturbation switch_interval must be > 0, got {self.switch_interval!r}")
+        if isinstance(self.points, str):
+            raise ValueError(f"perturbation points must be a sequence of racing points, got {self.points!r}")
+        points = tuple(self.points)  # a JSON list from a replay becomes the tuple it was
+        unknown = [point for point in points if point not in POINTS]
+        if unknown:
+            raise ValueError(
+                f"perturbation points {unknown!r} are not racing points; known: {', '.join(POINTS)}"
+            )
+        object.__setattr__(self, "points", points)
 
 
-def delay_plan(perturbation: Perturbation, count: int) -> list[float]:
-    """The first ``count`` delays (0.0: not delayed) the racing points of a run get, in call order."""
-    rng = random.Random(perturbation.seed)
-    return [_next_delay(rng, perturbation) for _ in range(count)]
+def delay_plan(perturbation: Perturbation, count: int, point: str = "thread-start") -> list[float]:
+    """The first ``count`` delays (0.0: not delayed) the hits of racing ``point`` get, in call order."""
+    if point not in POINTS:
+        raise ValueError(f"{point!r} is not a racing point; known: {', '.join(POINTS)}")
+    rng = _stream(perturbation, point)
+    return [_next_delay(rng, perturbation, point) for _ in range(count)]
 
 
-def _next_delay(rng: random.Random, perturbation: Perturbation) -> float:
+def catalogue_perturbation(key: str, seed: int) -> Perturbation:
+    """The low-rate perturbation of one fixed-catalogue scenario: every racing point, ``CATALOGUE_RATE``
+    of their hits delayed by up to 5 ms, a switch interval drawn too; seeded by the run's ``seed`` and
+    ``key`` (the item and its scenario's index), so each scenario of a run is reproducible on its own."""
+    rng = random.Random(f"{seed}:{key}")
+    return Perturbation(
+        seed=rng.randrange(2**16),
+        rate=CATALOGUE_RATE,
+        max_delay=_CATALOGUE_MAX_DELAY,
+        switch_interval=rng.choice((0.005, 1e-4, 0.001)),
+    )
+
+
+def _stream(perturbation: Perturbation, point: str) -> random.Random:
+    # A str seed is hashed with SHA-512 by random.Random: stable across processes and PYTHONHASHSEED.
+    return random.Random(f"{perturbation.seed}:{point}")
+
+
+def _next_delay(rng: random.Random, perturbation: Perturbation, point: str) -> float:
     hit = rng.random() < perturbation.rate
     length = rng.uniform(0.0, perturbation.max_delay)
-    return length if hit else 0.0
+    return length if hit and point in perturbation.points else 0.0
 
 
 class _Delayer:
-    """Draws the next delay (thread-safe: racing points are hit from every thread) and sleeps it."""
+    """Draws the next delay of a racing point (thread-safe: points are hit from every thread) and counts
+    the delays made per point."""
 
     def __init__(self, perturbation: Perturbation) -> None:
-        self._perturbation = perturbation
-        self._rng = random.Random(perturbation.seed)
+        self.perturbation = perturbation
+        self._streams = {point: _stream(perturbation, point) for point in POINTS}
         self._lock = threading.Lock()
-        self.delays = 0
+        self.counts: dict[str, int] = dict.fromkeys(POINTS, 0)
 
-    def __call__(self) -> None:
+    @property
+    def delays(self) -> int:
+        return sum(self.counts.values())
+
+    def draw(self, point: str) -> float:
         with self._lock:
-            delay = _next_delay(self._rng, self._perturbation)
+            delay = _next_delay(self._streams[point], self.perturbation, point)
+            if delay > 0:
+                self.counts[point] += 1
+        return delay
+
+    def sleep(self, point: str) -> None:
+        delay = self.draw(point)
         if delay > 0:
-            self.delays += 1
             time.sleep(delay)
 
+    async def asleep(self, point: str) -> None:
+        delay = self.draw(point)
+        if delay > 0:
+            await asyncio.sleep(delay)
 
-def _before(original: Callable[..., Any], delay: _Delayer) -> Callable[..., Any]:
+    def summary(self) -> str:
+        shown = ", ".join(f"{point} {count}" for point, count in self.counts.items() if count)
+        return f"{self.delays} delays" + (f" ({shown})" if shown else "")
+
+
+_active: _Delayer | None = None
+_in_store_call: contextvars.ContextVar[bool] = contextvars.ContextVar("_in_store_call", default=False)
+
+
+def active() -> _Delayer | None:
+    """The perturbation installed in this process, if any (``None`` in a child process or when off)."""
+    return _active
+
+
+async def bundle_started() -> None:
+    """The ``bundle-start`` racing point: a kit bundle's first await (nothing when no perturbation)."""
+    delayer = _active
+    if delayer is not None:
+        await delayer.asleep("bundle-start")
+
+
+def _before(original: Callable[..., Any], delay: _Delayer, point: str) -> Callable[..., Any]:
+    @functools.wraps(original)
     def perturbed(*args: Any, **kwargs: Any) -> Any:
-        delay()
+        delay.sleep(point)
         return original(*args, **kwargs)
 
     return perturbed
 
 
-def _after(original: Callable[..., Any], delay: _Delayer) -> Callable[..., Any]:
+def _after(original: Callable[..., Any], delay: _Delayer, point: str) -> Callable[..., Any]:
+    @functools.wraps(original)
     def perturbed(*args: Any, **kwargs: Any) -> Any:
         value = original(*args, **kwargs)
-        delay()
+        delay.sleep(point)
         return value
 
     return perturbed
 
 
-PATCHED: tuple[tuple[Any, str, str], ...] = (
-    (threading.Thread, "start", "before"),
-    (multiprocessing.process.BaseProcess, "start", "before"),
-    (threading.Event, "set", "after"),
-    (threading.Event, "wait", "after"),
-    (socket.socket, "send", "before"),
-    (socket.socket, "sendall", "before"),
+def _store_call(original: Callable[..., Any], delay: _Delayer, point: str) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def perturbed(*args: Any, **kwargs: Any) -> Any:
+        if _in_store_call.get():  # an inner store of a wrapper: the outermost call was delayed already
+            return await original(*args, **kwargs)
+        await delay.asleep(point)
+        token = _in_store_call.set(True)
+        try:
+            return await original(*args, **kwargs)
+        finally:
+            try:
+                _in_store_call.reset(token)
+            except ValueError:  # resumed in another context (a coroutine handed to another loop's task)
+                _in_store_call.set(False)
+
+    return perturbed
+
+
+class _DelayedLock:
+    """A lock whose acquisition is a ``store-lock`` racing point (the rest is the real lock's)."""
+
+    def __init__(self, lock: Any, delay: _Delayer) -> None:
+        self._lock = lock
+        self._delay = delay
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        self._delay.sleep("store-lock")
+        return bool(self._lock.acquire(blocking, timeout))
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return bool(self._lock.locked())
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+PATCHED: tuple[tuple[Any, str, str, str], ...] = (
+    (threading.Thread, "start", "before", "thread-start"),
+    (multiprocessing.process.BaseProcess, "start", "before", "process-start"),
+    (threading.Event, "set", "after", "event-set"),
+    (threading.Event, "wait", "after", "event-wait"),
+    (socket.socket, "send", "before", "socket-send"),
+    (socket.socket, "sendall", "before", "socket-send"),
 )
-"""The racing points: (owner, attribute, whether the delay comes before the call or after it returns)."""
+"""The racing points patched on the standard library: (owner, attribute, whether the delay comes before
+the call or after it returns, the point)."""
+
+_WRAPS = {"before": _before, "after": _after, "store": _store_call}
+
+
+def _store_methods() -> list[tuple[Any, str, str, str]]:
+    """Every coroutine method of the ``LightningStore`` interface, on every store class loaded now that
+    defines it (the caller's store, the wrapper, the clients): the ``store-call`` racing points."""
+    try:
+        from agentlightning.store.base import LightningStore
+    except ImportError:  # the kit can gate a strategy without the reference store package
+        return []
+    api = [
+        name
+        for name, value in vars(LightningStore).items()
+        if not name.startswith("_") and inspect.iscoroutinefunction(value) and name != "close"
+    ]
+    found: list[tuple[Any, str, str, str]] = []
+    pending = list(LightningStore.__subclasses__())
+    seen: set[type] = set()
+    while pending:
+        cls = pending.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        pending.extend(cls.__subclasses__())
+        found += [
+            (cls, name, "store", "store-call")
+            for name in api
+            if inspect.iscoroutinefunction(cls.__dict__.get(name))
+        ]
+    return found
+
+
+def _lock_hook() -> list[tuple[Any, str, str, str]]:
+    """The store wrapper's lock factory (``agentlightning.store.threaded._new_lock``), when present."""
+    module = sys.modules.get("agentlightning.store.threaded")
+    if module is None:
+        with contextlib.suppress(ImportError):
+            import agentlightning.store.threaded as module
+    return [] if module is None or not hasattr(module, "_new_lock") else [(module, "_new_lock", "lock", "")]
 
 
 @contextlib.contextmanager
 def installed(perturbation: Perturbation | None) -> Iterator[_Delayer | None]:
     """Perturb this process while the block runs (nothing when ``perturbation`` is ``None``)."""
+    global _active
     if perturbation is None:
         yield None
         return
     delay = _Delayer(perturbation)
+    patched = [*PATCHED, *_store_methods(), *_lock_hook()]
     # (owner, name, its own attribute or None when inherited, e.g. socket.socket.send from _socket)
-    originals = [(owner, name, owner.__dict__.get(name)) for owner, name, _ in PATCHED]
+    originals = [(owner, name, vars(owner).get(name)) for owner, name, _, _ in patched]
     interval = sys.getswitchinterval()
     try:
-        for owner, name, where in PATCHED:
-            wrap = _before if where == "before" else _after
-            setattr(owner, name, wrap(getattr(owner, name), delay))
+        for owner, name, where, point in patched:
+            original = getattr(owner, name)
+            if where == "lock":
+                setattr(owner, name, lambda original=original: _DelayedLock(original(), delay))
+            else:
+                setattr(owner, name, _WRAPS[where](original, delay, point))
         sys.setswitchinterval(perturbation.switch_interval)
+        _active = delay
         yield delay
     finally:
+        _active = None
         sys.setswitchinterval(interval)
         for owner, name, original in originals:
             if original is None:

@@ -33,7 +33,7 @@ from conformance.checks import CheckContext, CheckSpec, load_checks
 from conformance.journal import render_side_by_side, render_timeline
 from conformance.plan import PlanEntry, Subject, compute_plan, select_for_profile, unimplemented_contracts
 from conformance.prerequisites import PREREQUISITES, PrerequisiteLedger, prerequisites_of
-from conformance.profiles import DEFAULT_PROFILE, PROFILES, Profile, get_profile
+from conformance.profiles import DEFAULT_PROFILE, PERTURB_MODES, PROFILES, Profile, get_profile, perturb_text
 from conformance.report import ConformanceReport, ItemResult, render_table, write_report
 from conformance.scenarios import Target
 from conformance.target import (
@@ -157,10 +157,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--conformance-perturb",
         dest="conformance_perturb",
-        choices=("off", "p1"),
-        default="off",
-        help="P1: draw a seeded scheduling perturbation with each scenario (small delays at thread and "
-        "process start, event set()/wait(), socket sends, and a random switch interval); default off",
+        choices=PERTURB_MODES,
+        default=None,
+        help="seeded scheduling perturbation (small delays at thread and process start, event set()/wait(), "
+        "socket sends, store calls, the store wrapper's locks, a bundle's first await, and a random switch "
+        "interval): p1 = drawn with each P1 scenario, all = also the fixed catalogue at a low rate, off = "
+        "none (default: what the profile says: p1, all for thorough and certify)",
     )
     group.addoption(
         "--conformance-replay",
@@ -374,6 +376,7 @@ class ConformanceSession:
         session = cls(config, under_test, checks, waivers, waivers_path, int(seed), scale, profile)
         session.repeat = repeat or profile.repeat
         session.kit_options = {**profile.p1_options(), **_kit_options(config, under_test.kind)}
+        session.kit_options["perturb"] = config.getoption("conformance_perturb") or profile.perturb
         if "examples" in session.kit_options:
             session.kit_options.pop("budget", None)
             session.kit_options.pop("max_examples", None)
@@ -437,6 +440,7 @@ class ConformanceSession:
             lines.append(f"conformance profile {self.profile.name}: {self.profile.description}{repeats}")
         if under_test.kind == "strategy":
             lines.append(_p1_header(self.kit_options, self.profile))
+            lines.append(f"conformance perturbation: {perturb_text(self.kit_options['perturb'])}")
         else:
             lines.append(_t9_header(self.kit_options))
         per_contract: dict[str, int] = {}
@@ -715,8 +719,6 @@ def _kit_options(config: pytest.Config, kind: Subject) -> dict[str, Any]:
                 + ("scenarios" if kind == "strategy" else "workloads")
             )
         options["examples"] = examples
-    if config.getoption("conformance_perturb", "off") == "p1":
-        options["perturb"] = True
     replay = config.getoption("conformance_replay")
     if replay:
         from conformance.schedules import scenario_from_json

@@ -13,7 +13,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["DEFAULT_PROFILE", "PROFILES", "Profile", "get_profile", "register_profile"]
+__all__ = [
+    "DEFAULT_PROFILE",
+    "PERTURB_MODES",
+    "PROFILES",
+    "Profile",
+    "get_profile",
+    "perturb_text",
+    "register_profile",
+]
+
+PERTURB_MODES = ("off", "p1", "all")
+"""Where the scheduling perturbation applies: nowhere, P1's drawn scenarios, or P1 and the fixed catalogue."""
+
+
+def perturb_text(mode: str) -> str:
+    """What a perturbation mode does, for the header of a run."""
+    from conformance.perturbation import CATALOGUE_RATE
+
+    if mode == "off":
+        return "off (the OS alone interleaves threads and processes)"
+    p1 = "P1 draws a seeded perturbation with each scenario (shrunk and replayed with it)"
+    if mode == "p1":
+        return f"{p1}; the fixed catalogue runs unperturbed"
+    return f"{p1}; the fixed catalogue runs under a low-rate one ({CATALOGUE_RATE:.0%} of racing points)"
 
 
 @dataclass(frozen=True)
@@ -25,6 +48,9 @@ class Profile:
     ``p1_examples``: P1 runs exactly that many scenarios (no time budget); ``None`` explores for
     ``p1_budget`` seconds, at most ``p1_max_examples`` scenarios. ``repeat``: runs of each item.
     ``flaky_fails``: an item that both passed and failed across its runs fails the gate.
+    ``perturb``: the seeded scheduling perturbation (``conformance.perturbation``): ``"p1"`` P1 draws one
+    with each scenario, ``"all"`` the fixed catalogue's scenarios also run under a low-rate one,
+    ``"off"`` none (``--conformance-perturb`` overrides it).
     """
 
     name: str
@@ -35,6 +61,7 @@ class Profile:
     p1_max_examples: int = 150
     repeat: int = 1
     flaky_fails: bool = False
+    perturb: Literal["off", "p1", "all"] = "p1"
 
     def __post_init__(self) -> None:
         if self.situations not in ("all", "first"):
@@ -45,6 +72,10 @@ class Profile:
             raise ValueError(f"profile {self.name!r}: p1_budget {self.p1_budget!r} must be > 0")
         if self.repeat < 1:
             raise ValueError(f"profile {self.name!r}: repeat {self.repeat!r} must be >= 1")
+        if self.perturb not in PERTURB_MODES:
+            raise ValueError(
+                f"profile {self.name!r}: perturb {self.perturb!r} is not one of {', '.join(PERTURB_MODES)}"
+            )
 
     def p1_options(self) -> dict[str, Any]:
         """P1's kit options under this profile (``examples``, or ``budget`` and ``max_examples``)."""
@@ -68,6 +99,7 @@ class Profile:
             "p1_max_examples": self.p1_max_examples,
             "repeat": self.repeat,
             "flaky_fails": self.flaky_fails,
+            "perturb": self.perturb,
         }
 
 
@@ -110,16 +142,19 @@ register_profile(
 register_profile(
     Profile(
         "thorough",
-        "every situation once, P1 runs a fixed, large number of scenarios",
+        "every situation once, P1 runs a fixed, large number of scenarios; the fixed catalogue perturbed",
         p1_examples=500,
+        perturb="all",
     )
 )
 register_profile(
     Profile(
         "certify",
-        "every situation, P1 thorough, each item three times; a flaky item fails the gate",
+        "every situation, P1 thorough, each item three times; a flaky item fails the gate; the fixed "
+        "catalogue perturbed",
         p1_examples=500,
         repeat=3,
         flaky_fails=True,
+        perturb="all",
     )
 )

@@ -442,7 +442,7 @@ def _scenario_main(request: dict[str, Any]) -> int:
             repeat_counts.append(_settle_counts(before, _REPEAT_SETTLE * scale, probe_of(strategy)))
     perturbed.__exit__(None, None, None)  # every patched racing point is the original again
     if perturbation is not None:
-        write_record(journal_path, "kit", "perturbation-removed", f"{perturbation.delays} delays")
+        write_record(journal_path, "kit", "perturbation-removed", perturbation.summary())
     while not state_after:
         try:
             state_after = leaks.caller_state()

@@ -41,7 +41,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from conformance.exploration import replay_text
-from conformance.perturbation import Perturbation
+from conformance.perturbation import POINTS, Perturbation
 from conformance.scenarios import Fault, Scenario, Script, Step, StoreFault
 
 __all__ = [
@@ -212,15 +212,27 @@ def _schedule(draw: st.DrawFn, caps: Mapping[str, Any], bounds: ScheduleBounds) 
 
 
 def _perturbations() -> st.SearchStrategy[Perturbation | None]:
-    """A seeded perturbation, or none (what shrinking goes to: the smallest scenario is unperturbed)."""
+    """A seeded perturbation in four scenarios of five, or none (what shrinking goes to: the smallest
+    scenario is unperturbed). Rates and delays are high enough that a race window a few microseconds wide
+    stretches to milliseconds, where the turns land; low rates are the fixed catalogue's."""
     drawn = st.builds(
         Perturbation,
         seed=st.integers(0, 2**16 - 1),
-        rate=st.sampled_from((0.1, 0.3, 0.6)),
-        max_delay=st.sampled_from((0.002, 0.01, 0.03)),
-        switch_interval=st.sampled_from((1e-6, 1e-4, 0.005, 0.05)),
+        rate=st.sampled_from((0.3, 0.6, 1.0)),
+        max_delay=st.sampled_from((0.005, 0.02, 0.05)),
+        switch_interval=st.sampled_from((0.005, 1e-4, 1e-6, 0.05)),  # shrinks to the default first
+        points=_points(),
     )
-    return st.one_of(st.none(), drawn)
+    return _weighted((1, st.none()), (4, drawn))
+
+
+def _points() -> st.SearchStrategy[tuple[str, ...]]:
+    """The racing points perturbed: every one in most draws (a race needs its own point), a few of them
+    otherwise; shrinking removes the points the failure does not need (towards one), in ``POINTS`` order."""
+    some = st.lists(st.sampled_from(POINTS), min_size=1, max_size=len(POINTS), unique=True)
+    return st.one_of(some, st.just(POINTS), st.just(POINTS)).map(
+        lambda chosen: tuple(point for point in POINTS if point in chosen)
+    )
 
 
 def scenarios(
@@ -476,7 +488,7 @@ def _record_source(value: Any) -> str:
 def scenario_source(scenario: Scenario) -> str:
     """The scenario as pasteable Python: the ``Scenario(...)`` constructor, one step per line."""
     lines = [
-        "from conformance.perturbation import Perturbation",
+        "from conformance.perturbation import POINTS, Perturbation",
         "from conformance.scenarios import Fault, Scenario, Script, Step, StoreFault",
         "",
         "scenario = Scenario(",

@@ -12,6 +12,12 @@ Scope per broken strategy: its whole section by default (e.g. every K contract f
 collateral failures within the section show); ``--quick`` runs only its own contract; ``--full`` runs
 the whole suite. Examples and references always run the whole suite (``--quick`` skips the references).
 Exit status 0 when every defect is caught and every example and reference passes.
+
+``--interleavings`` runs each interleaving-only specimen (``INTERLEAVING_ONLY = True``: a defect that
+shows only in a rare interleaving of the strategy's own threads) ``--runs`` times (5 by default) under
+the ``ci`` profile, each with another seed, P1 only, and prints how many runs caught it, the median time
+P1 took to find it and how often the minimal scenario reproduced on its re-runs. Exit status 0 when every
+run caught its specimen.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import concurrent.futures
 import dataclasses
 import json
 import os
+import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,10 +43,13 @@ __all__ = [
     "KIT_ISSUES",
     "REFERENCES",
     "REFERENCE_STORES",
+    "InterleavingRun",
     "Row",
     "example_args",
     "kit_command",
     "main",
+    "render_interleavings",
+    "run_interleaving",
     "run_one",
 ]
 
@@ -154,8 +165,9 @@ def kit_command(
     return command
 
 
-def run_one(row: Row, *, timeout: float = 900.0) -> Row:
-    """Run the kit for ``row`` and fill in its verdicts (a fresh report file per run)."""
+def _run_kit(row: Row, timeout: float) -> tuple[dict[str, Any] | None, str, float]:
+    """Run the kit for ``row`` (a fresh report file per run): its report, or why there is none, and the
+    wall time."""
     with tempfile.TemporaryDirectory(prefix="selfcheck-") as scratch:
         report = os.path.join(scratch, "report.json")
         started = time.monotonic()
@@ -168,17 +180,21 @@ def run_one(row: Row, *, timeout: float = 900.0) -> Row:
                 check=False,
             )
         except subprocess.TimeoutExpired:
-            row.error = f"the kit did not finish within {timeout:g} s"
-            return row
-        finally:
-            row.seconds = time.monotonic() - started
+            return None, f"the kit did not finish within {timeout:g} s", time.monotonic() - started
+        seconds = time.monotonic() - started
         try:
             with open(report, encoding="utf-8") as handle:
-                data = json.load(handle)
+                return dict(json.load(handle)), "", seconds
         except (OSError, ValueError) as exc:
             tail = (completed.stdout + completed.stderr).strip().splitlines()[-12:]
-            row.error = f"no report ({exc}); exit {completed.returncode}: " + " | ".join(tail)
-            return row
+            return None, f"no report ({exc}); exit {completed.returncode}: " + " | ".join(tail), seconds
+
+
+def run_one(row: Row, *, timeout: float = 900.0) -> Row:
+    """Run the kit for ``row`` and fill in its verdicts (a fresh report file per run)."""
+    data, row.error, row.seconds = _run_kit(row, timeout)
+    if data is None:
+        return row
     row.verdicts = dict(data.get("contracts", {}))
     row.failed = [cid for cid, verdict in row.verdicts.items() if verdict == "fail"]
     row.blocked = [cid for cid, verdict in row.verdicts.items() if verdict == "blocked"]
@@ -337,6 +353,136 @@ def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
     ]
 
 
+@dataclasses.dataclass
+class InterleavingRun:
+    """One P1 run of the kit on an interleaving-only specimen, with one seed."""
+
+    name: str
+    spec: str
+    seed: int
+    caught: bool = False
+    seconds: float = 0.0  # the kit's whole wall time
+    to_find: float | None = None  # P1's generation time until the first failing scenario
+    examples: int | None = None  # scenarios P1 ran until it found it
+    reproduced: int = 0  # re-runs of the minimal scenario that failed again
+    reruns: int = 0
+    error: str = ""
+
+
+_REPRODUCED = re.compile(r"reproduced (\d+)/(\d+)")
+_FOUND = re.compile(r"found after (\d+) scenario\(s\) in ([\d.]+) s")
+
+
+def run_interleaving(
+    name: str, spec: str, seed: int, *, profile: str = "ci", perturb: str = "", timeout: float = 900.0
+) -> InterleavingRun:
+    """Run the kit's P1 on ``spec`` with ``seed`` under ``profile`` and read what P1 found from its
+    report (``perturb``: a ``--conformance-perturb`` mode, else the profile's)."""
+    extra = ["--conformance-seed", str(seed), "--conformance-profile", profile]
+    if perturb:
+        extra += ["--conformance-perturb", perturb]
+    row = Row(name=name, spec=spec, role="broken", breaks="P1", selection="P1-", extra=tuple(extra))
+    run = InterleavingRun(name, spec, seed)
+    data, run.error, run.seconds = _run_kit(row, timeout)
+    if data is None:
+        return run
+    for result in data.get("results", []):
+        if result.get("id") != "P1" or result.get("verdict") != "fail":
+            continue
+        run.caught = True
+        figure = str(result.get("figure", ""))
+        reproduced = _REPRODUCED.search(figure)
+        if reproduced:
+            run.reproduced, run.reruns = int(reproduced.group(1)), int(reproduced.group(2))
+        found = _FOUND.search(figure)
+        if found:
+            run.examples, run.to_find = int(found.group(1)), float(found.group(2))
+    return run
+
+
+def render_interleavings(runs: Sequence[InterleavingRun]) -> str:
+    """The table: per specimen, runs caught, median time to find, reproduction of the minimal scenario."""
+    names = list(dict.fromkeys(run.name for run in runs))
+    body = []
+    for name in names:
+        mine = [run for run in runs if run.name == name]
+        caught = [run for run in mine if run.caught]
+        times = [run.to_find for run in caught if run.to_find is not None]
+        examples = [run.examples for run in caught if run.examples is not None]
+        reruns = sum(run.reruns for run in caught)
+        reproduced = sum(run.reproduced for run in caught)
+        body.append(
+            (
+                name,
+                f"{len(caught)}/{len(mine)}",
+                f"{statistics.median(times):.1f} s" if times else "-",
+                f"{statistics.median(examples):g}" if examples else "-",
+                f"{reproduced}/{reruns} ({100 * reproduced / reruns:.0f}%)" if reruns else "-",
+                " ".join(str(run.seed) for run in mine),
+            )
+        )
+    header = (
+        "specimen",
+        "runs caught",
+        "median time to find",
+        "median scenarios",
+        "minimal scenario reproduced",
+        "seeds",
+    )
+    lines = _table(header, body)
+    lines += [f"  {run.name} seed {run.seed}: {run.error}" for run in runs if run.error]
+    total = sum(run.caught for run in runs)
+    lines.append(f"interleaving-only specimens caught: {total}/{len(runs)} runs")
+    return "\n".join(lines)
+
+
+def _interleavings(args: argparse.Namespace) -> int:
+    from strategies.broken import specimens
+
+    chosen = [specimen for specimen in specimens() if specimen.interleaving_only]
+    if args.only:
+        chosen = [specimen for specimen in chosen if any(pattern in specimen.name for pattern in args.only)]
+    if not chosen:
+        raise SystemExit("--interleavings: no interleaving-only specimen matches")
+    seeds = [args.seed + index for index in range(args.runs)]
+    print(
+        f"selfcheck --interleavings: {len(chosen)} specimens x {len(seeds)} seeds "
+        f"({', '.join(map(str, seeds))}), profile {args.profile}, P1 only, {args.jobs} at a time",
+        flush=True,
+    )
+    jobs = [(specimen, seed) for specimen in chosen for seed in seeds]
+    runs: list[InterleavingRun] = []
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        futures = [
+            pool.submit(
+                run_interleaving,
+                specimen.name,
+                specimen.spec,
+                seed,
+                profile=args.profile,
+                perturb=args.perturb,
+            )
+            for specimen, seed in jobs
+        ]
+        for done in concurrent.futures.as_completed(futures):
+            run = done.result()
+            found = f", found in {run.to_find:.1f} s" if run.to_find is not None else ""
+            status = "caught" if run.caught else "MISSED"
+            print(
+                f"  {status:<7} {run.name} seed {run.seed} ({run.seconds:.0f} s{found})",
+                flush=True,
+            )
+            runs.append(run)
+    order = {(specimen.name, seed): index for index, (specimen, seed) in enumerate(jobs)}
+    runs.sort(key=lambda run: order[(run.name, run.seed)])
+    print()
+    print(render_interleavings(runs))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump({"runs": [dataclasses.asdict(run) for run in runs]}, handle, indent=2)
+    return 0 if all(run.caught for run in runs) else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m conformance.selfcheck",
@@ -359,9 +505,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--json", metavar="PATH", help="also write the rows and the score as JSON to PATH")
     parser.add_argument("--jobs", type=int, default=2, help="kit runs at a time (default 2)")
+    parser.add_argument(
+        "--interleavings",
+        action="store_true",
+        help="run P1 on each interleaving-only specimen --runs times with different seeds; print the table",
+    )
+    parser.add_argument("--runs", type=int, default=5, help="--interleavings: runs per specimen (default 5)")
+    parser.add_argument(
+        "--seed", type=int, default=1, help="--interleavings: the first run's seed (default 1)"
+    )
+    parser.add_argument("--profile", default="ci", help="--interleavings: the kit's profile (default ci)")
+    parser.add_argument(
+        "--perturb",
+        default="",
+        choices=("", "off", "p1", "all"),
+        help="--interleavings: --conformance-perturb for each run (default: the profile's)",
+    )
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    if args.runs < 1:
+        parser.error(f"--runs must be >= 1, got {args.runs}")
+    if args.interleavings:
+        return _interleavings(args)
     scope_name = "contract" if args.quick else "full" if args.full else "section"
     rows = plan_rows(scope=scope_name, only=args.only, with_references=not args.quick)
     print(f"selfcheck: {len(rows)} runs, scope {scope_name}, {args.jobs} at a time", flush=True)

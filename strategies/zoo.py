@@ -5,7 +5,9 @@ package of them is listed.
 of either declares ``BREAKS = "<contract ID>"`` (and ``KIT_GAP = "why"`` while the kit misses it) and
 defines one class; its docstring's first paragraph is the defect. ``ALSO_BREAKS = ("T9",)`` names
 contracts that must catch the same defect too (a broken store whose defect shows in any history of its
-clients is caught by its own contract and by T9 history).
+clients is caught by its own contract and by T9 history). ``INTERLEAVING_ONLY = True`` marks a defect
+that shows only in a rare interleaving of the strategy's own threads (P1 finds it with its scheduling
+perturbation; ``python -m conformance.selfcheck --interleavings`` runs each such specimen five times).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Specimen:
     defect: str
     kit_gap: str = ""  # why the kit misses this defect today (module-level ``KIT_GAP``), else ""
     also_breaks: tuple[str, ...] = ()  # further contracts that must catch it (module-level ``ALSO_BREAKS``)
+    interleaving_only: bool = False  # shows only in a rare interleaving (module-level ``INTERLEAVING_ONLY``)
 
 
 def _the_class(module: ModuleType, is_specimen: Callable[[type], bool]) -> type:
@@ -73,6 +76,7 @@ def collect(
                 defect=" ".join(doc.split("\n\n", 1)[0].split()),
                 kit_gap=str(getattr(module, "KIT_GAP", "")),
                 also_breaks=tuple(getattr(module, "ALSO_BREAKS", ())),
+                interleaving_only=getattr(module, "INTERLEAVING_ONLY", False) is True,
             )
         )
     return found

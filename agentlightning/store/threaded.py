@@ -42,6 +42,11 @@ _T = TypeVar("_T")
 
 OWNER_THREAD_NAME = "agl-store-owner"
 
+_new_lock: Callable[[], Any] = threading.Lock
+"""Makes every lock of the wrapper. The one hook point the conformance kit's scheduling perturbation
+(``conformance.perturbation``, racing point ``store-lock``) replaces while a scenario runs; private by
+convention, plain ``threading.Lock`` otherwise (no cost when nothing is perturbed)."""
+
 
 def _stop_loop(loop: asyncio.AbstractEventLoop) -> None:
     """Ask the owner loop to stop (from any thread); a no-op once it is closed."""
@@ -86,7 +91,7 @@ class _OwnerThread:
         self.stopping = False  # set before the loop is stopped: in-flight calls then fail, not "cancel"
         self.exited = threading.Event()
         self._exit_waiters: list[Callable[[], None]] = []
-        self._lock = threading.Lock()
+        self._lock = _new_lock()
         self.thread = threading.Thread(
             target=_run_owner_loop, args=(self.loop, self._on_exit), name=OWNER_THREAD_NAME, daemon=True
         )
@@ -139,7 +144,7 @@ class ThreadedLightningStore(LightningStore):
         self._close_inner = close_inner
         self._direct = getattr(store, "thread_safe", False) is True
         self._owner: _OwnerThread | None = None
-        self._owner_lock = threading.Lock()
+        self._owner_lock = _new_lock()
         self._closed = False
         self._finalizer: weakref.finalize[[asyncio.AbstractEventLoop], ThreadedLightningStore] | None = None
 

@@ -86,6 +86,7 @@ class Exploration:
     seconds: float = 0.0
     finding: Finding | None = None
     budget_hit: bool = False
+    seconds_to_find: float | None = None  # generation time until the first failing scenario
 
 
 def _run(ctx: CheckContext, scenario: Scenario) -> tuple[Expectation, ScenarioResult, list[str]]:
@@ -139,6 +140,8 @@ def explore(
         shrink_runs=shrink_runs,
         shrink_budget=shrink_budget,
         on_example=None if on_example is None else lambda scenario, outcome: on_example(scenario, outcome[2]),
+        # A perturbed failure may be timing-dependent: shrink only to scenarios that fail twice.
+        confirm_shrinks=bounds.perturb,
     )
     exploration = Exploration(
         profile=profile,
@@ -146,6 +149,7 @@ def explore(
         shrink_runs=found.shrink_runs,
         seconds=found.seconds,
         budget_hit=found.budget_hit,
+        seconds_to_find=found.seconds_to_find,
     )
     if found.failing is not None:
         scenario, (expectation, result, violations) = found.failing
@@ -176,6 +180,9 @@ def _report(ctx: CheckContext, finding: Finding, exploration: Exploration | None
     rate = f"{finding.reproduced}/{finding.reruns}"
     reproduction = describe_reproduction(finding.reproduced, finding.reruns)
     searched = ""
+    figure = f"reproduced {rate}"
+    if exploration is not None and exploration.seconds_to_find is not None:
+        figure += f"; found after {exploration.examples} scenario(s) in {exploration.seconds_to_find:.1f} s"
     if exploration is not None:
         searched = (
             f"  found after {exploration.examples} scenario(s) of the {exploration.profile} profile, "
@@ -192,7 +199,7 @@ def _report(ctx: CheckContext, finding: Finding, exploration: Exploration | None
     ctx.fail(
         expected=finding.expectation.describe() + "; every L, R and S invariant holds",
         observed="; ".join(finding.violations),
-        figure=f"reproduced {rate}",
+        figure=figure,
         result=finding.result,
         details=details,
     )
@@ -216,7 +223,7 @@ def check_random_schedules(ctx: CheckContext) -> None:
             _report(ctx, finding, None)
         return
     examples = options.get("examples")
-    bounds = ScheduleBounds(timeout_scale=ctx.timeout_scale, perturb=bool(options.get("perturb")))
+    bounds = ScheduleBounds(timeout_scale=ctx.timeout_scale, perturb=options.get("perturb") in ("p1", "all"))
     if examples:
         exploration = explore(ctx, examples=examples, budget=None, bounds=bounds)
     else:  # the run's profile may give P1 its own budget (conformance.profiles)

@@ -27,12 +27,12 @@ def test_no_rate_means_no_delay() -> None:
 
 
 def test_hooks_and_the_switch_interval_are_in_place_only_inside_the_block() -> None:
-    before = {(owner, name): getattr(owner, name) for owner, name, _ in PATCHED}
+    before = {(owner, name): getattr(owner, name) for owner, name, _, _ in PATCHED}
     interval = sys.getswitchinterval()
     perturbation = Perturbation(seed=1, rate=1.0, max_delay=0.001, switch_interval=1e-4)
     with installed(perturbation) as delayer:
         assert delayer is not None
-        assert all(getattr(owner, name) is not before[(owner, name)] for owner, name, _ in PATCHED)
+        assert all(getattr(owner, name) is not before[(owner, name)] for owner, name, _, _ in PATCHED)
         assert sys.getswitchinterval() == pytest.approx(1e-4)
         event = threading.Event()
         thread = threading.Thread(target=event.set)
@@ -40,7 +40,7 @@ def test_hooks_and_the_switch_interval_are_in_place_only_inside_the_block() -> N
         assert event.wait(5.0)
         thread.join(5.0)
         assert delayer.delays >= 3  # rate 1.0: every racing point hit is delayed
-    assert {(owner, name): getattr(owner, name) for owner, name, _ in PATCHED} == before
+    assert {(owner, name): getattr(owner, name) for owner, name, _, _ in PATCHED} == before
     assert sys.getswitchinterval() == interval
 
 
@@ -119,3 +119,129 @@ def test_a_perturbed_scenario_runs_in_the_sandbox_and_its_journal_says_so() -> N
     assert "perturbation" in kinds and "perturbation-removed" in kinds
     removed = next(record for record in kit if record.kind == "perturbation-removed")
     assert int(removed.detail.split()[0]) > 0  # racing points were hit and delayed
+
+
+def test_each_racing_point_draws_from_its_own_seeded_stream() -> None:
+    from conformance.perturbation import POINTS
+
+    perturbation = Perturbation(seed=11, rate=0.5, max_delay=0.01)
+    plans = {point: delay_plan(perturbation, 50, point) for point in POINTS}
+    assert plans == {point: delay_plan(perturbation, 50, point) for point in POINTS}
+    assert len({tuple(plan) for plan in plans.values()}) == len(POINTS)  # independent streams
+    only = Perturbation(seed=11, rate=0.5, max_delay=0.01, points=("store-call",))
+    assert delay_plan(only, 50, "store-call") == plans["store-call"]  # the other points change nothing
+    assert set(delay_plan(only, 50, "event-set")) == {0.0}  # a point left out is never delayed
+
+
+def test_unknown_racing_points_are_errors_naming_them() -> None:
+    with pytest.raises(ValueError, match=r"\['thread-join'\] are not racing points"):
+        Perturbation(points=("thread-start", "thread-join"))
+    with pytest.raises(ValueError, match="'bogus' is not a racing point"):
+        delay_plan(Perturbation(), 1, "bogus")
+
+
+def test_the_points_round_trip_and_a_replayed_scenario_draws_the_same_delays() -> None:
+    perturbation = Perturbation(seed=9, rate=0.6, max_delay=0.02, points=("event-set", "store-call"))
+    scenario = Scenario(name="P1", perturbation=perturbation)
+    replayed = scenario_from_json(scenario_json(scenario)).perturbation
+    assert (
+        replayed == perturbation and replayed is not None and replayed.points == ("event-set", "store-call")
+    )
+    for point in ("event-set", "store-call"):
+        assert delay_plan(replayed, 30, point) == delay_plan(perturbation, 30, point)
+
+
+def test_a_store_call_through_the_wrapper_is_delayed_once_and_its_locks_are_racing_points() -> None:
+    import asyncio
+
+    from agentlightning.store import threaded
+    from agentlightning.store.memory import InMemoryLightningStore
+    from agentlightning.store.threaded import ThreadedLightningStore
+
+    perturbation = Perturbation(seed=4, rate=1.0, max_delay=0.001, points=("store-call", "store-lock"))
+    original_lock = threaded._new_lock
+    original_call = InMemoryLightningStore.__dict__["enqueue_rollout"]
+    with installed(perturbation) as delayer:
+        assert delayer is not None
+        wrapper = ThreadedLightningStore(InMemoryLightningStore())
+        asyncio.run(wrapper.enqueue_rollout(input={"x": 1}))
+        assert delayer.counts["store-call"] == 1  # the wrapper's call, not again for the inner store's
+        assert threaded._new_lock is not original_lock
+        with wrapper._owner_lock:  # the wrapper's locks are made by the hook while perturbed
+            pass
+        assert delayer.counts["store-lock"] == 1
+        wrapper.close_sync()
+    assert threaded._new_lock is original_lock
+    assert InMemoryLightningStore.__dict__["enqueue_rollout"] is original_call
+
+
+def test_the_first_await_of_a_bundle_is_a_racing_point_only_while_installed() -> None:
+    import asyncio
+
+    from conformance.perturbation import active, bundle_started
+
+    asyncio.run(bundle_started())  # nothing installed: a no-op
+    with installed(Perturbation(seed=1, rate=1.0, max_delay=0.001, points=("bundle-start",))) as delayer:
+        assert active() is delayer and delayer is not None
+        asyncio.run(bundle_started())
+        assert delayer.counts == {**dict.fromkeys(delayer.counts, 0), "bundle-start": 1}
+        assert delayer.summary() == "1 delays (bundle-start 1)"
+    assert active() is None
+
+
+def test_the_fixed_catalogue_gets_a_low_rate_perturbation_only_under_all_and_never_in_p1(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from conformance import sandbox
+    from conformance.checks import CheckContext
+    from conformance.perturbation import CATALOGUE_RATE, catalogue_perturbation
+    from conformance.target import make_target, validate_target
+
+    ran: list[Scenario] = []
+
+    def fake_run(target: object, scenario: Scenario, **_: object) -> object:
+        ran.append(scenario)
+        from conformance.scenarios import ScenarioResult
+
+        return ScenarioResult(scenario=scenario, outcome="returned", duration=0.0)
+
+    monkeypatch.setattr(sandbox, "run_scenario", fake_run)
+    resolved = validate_target(make_target("shm"))
+    for mode in ("off", "p1", "all"):
+        for contract in ("L2", "P1"):
+            ctx = CheckContext(
+                contract,
+                "default",
+                resolved.target,
+                resolved.capabilities,
+                seed=3,
+                kit_options={"perturb": mode},
+            )
+            ctx.run(Scenario(name="x"))
+    drawn = [scenario.perturbation for scenario in ran]
+    assert drawn[:4] == [None] * 4 and drawn[5] is None  # off, p1, and P1 under all
+    assert drawn[4] == catalogue_perturbation("L2:default:0", 3)
+    assert drawn[4] is not None and drawn[4].rate == CATALOGUE_RATE and drawn[4].max_delay <= 0.005
+    assert catalogue_perturbation("L2:default:1", 3) != drawn[4]  # each scenario of an item its own
+
+
+def test_a_store_call_resumed_in_another_context_ends_cleanly() -> None:
+    """The ipc server runs a call eagerly up to its first suspension, then resumes it in a task of its own
+    (another context): the perturbed call must still end as the store's own would."""
+    import asyncio
+    import contextvars
+
+    from agentlightning.store.ipc import _resume
+    from agentlightning.store.memory import InMemoryLightningStore
+
+    store = InMemoryLightningStore()
+    rollout = asyncio.run(store.enqueue_rollout(input={"x": 1}))
+
+    async def drive() -> None:
+        coro = store.wait_for_rollouts(rollout_ids=[rollout.rollout_id], timeout=0.05)  # suspends in it
+        suspended = contextvars.copy_context().run(coro.send, None)  # eagerly, in a context of its own
+        await asyncio.get_running_loop().create_task(_resume(coro, suspended))  # type: ignore[arg-type]
+
+    with installed(Perturbation(seed=1, rate=1.0, max_delay=0.001, points=("store-call",))) as delayer:
+        asyncio.run(drive())
+        assert delayer is not None and delayer.counts["store-call"] == 1

@@ -27,11 +27,22 @@ def test_an_unknown_profile_names_itself_and_the_known_ones() -> None:
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("situations", "some"), ("p1_examples", 0), ("p1_budget", 0.0), ("repeat", 0)]
+    ("field", "value"),
+    [("situations", "some"), ("p1_examples", 0), ("p1_budget", 0.0), ("repeat", 0), ("perturb", "always")],
 )
 def test_a_bad_profile_setting_is_refused_by_name(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=f"profile 'x': {field}"):
         Profile("x", "bad", **{field: value})  # type: ignore[arg-type]
+
+
+def test_the_perturbation_is_p1s_in_ci_and_the_whole_catalogues_in_thorough_and_certify() -> None:
+    from conformance.profiles import perturb_text
+
+    assert get_profile("ci").perturb == "p1" and get_profile("quick").perturb == "p1"
+    assert get_profile("thorough").perturb == "all" and get_profile("certify").perturb == "all"
+    assert get_profile("certify").to_dict()["perturb"] == "all"
+    assert "fixed catalogue runs unperturbed" in perturb_text("p1")
+    assert "low-rate" in perturb_text("all") and perturb_text("off").startswith("off")
 
 
 def test_register_profile_adds_a_named_settings_object() -> None:

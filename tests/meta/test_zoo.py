@@ -47,6 +47,10 @@ def test_broken_strategy_fails_its_contract(specimen: Specimen) -> None:
     if specimen.kit_gap:
         # Not run here: a missed leak stays on the machine (python -m conformance.selfcheck still shows it).
         pytest.skip(f"known kit gap: {specimen.kit_gap}")
+    if specimen.interleaving_only:
+        # Found by P1's perturbation within its budget, not on every seed by construction: measured
+        # over five seeds by python -m conformance.selfcheck --interleavings.
+        pytest.skip("interleaving-only: see selfcheck --interleavings")
     row = run_one(
         Row(
             name=specimen.name,
