@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable
 from contextvars import ContextVar
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from agentlightning.store.base import UNSET, LightningStore, Unset
 from agentlightning.types import (
@@ -40,8 +41,6 @@ from agentlightning.types import (
     Attempt,
     AttemptedRollout,
     AttemptStatus,
-    NamedResources,
-    ResourcesUpdate,
     Rollout,
     RolloutConfig,
     RolloutMode,
@@ -267,6 +266,21 @@ class _Heartbeats:
                 await asyncio.wait_for(wake.wait(), timeout)
 
 
+_F = TypeVar("_F", bound=Callable[..., Coroutine[Any, Any, Any]])
+
+
+def _forwarded(abstract: _F) -> _F:
+    """The ``LightningStore`` method ``abstract``, forwarded to ``inner`` unchanged: nothing to record."""
+    name = abstract.__name__
+
+    @functools.wraps(abstract)
+    async def forward(self: ClaimTrackingStore, *args: Any, **kwargs: Any) -> Any:
+        return await getattr(self.inner, name)(*args, **kwargs)
+
+    forward.__isabstractmethod__ = False  # type: ignore[attr-defined]
+    return forward  # type: ignore[return-value]
+
+
 class ClaimTrackingStore(LightningStore):
     """``inner`` seen through one client (``client``) or a server's clients (``CURRENT_CLIENT``).
 
@@ -391,15 +405,7 @@ class ClaimTrackingStore(LightningStore):
         self._claimed(attempted)
         return attempted
 
-    async def enqueue_rollout(
-        self,
-        input: TaskInput,
-        mode: RolloutMode | None = None,
-        resources_id: str | None = None,
-        config: RolloutConfig | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> Rollout:
-        return await self.inner.enqueue_rollout(input, mode, resources_id, config, metadata)
+    enqueue_rollout = _forwarded(LightningStore.enqueue_rollout)
 
     async def dequeue_rollout(self) -> AttemptedRollout | None:
         attempted = await self.inner.dequeue_rollout()
@@ -438,27 +444,11 @@ class ClaimTrackingStore(LightningStore):
                 self.ledger.ended(client, rollout_id)
         return rollout
 
-    async def query_rollouts(
-        self,
-        *,
-        status: Sequence[RolloutStatus] | None = None,
-        rollout_ids: Sequence[str] | None = None,
-    ) -> list[Rollout]:
-        return await self.inner.query_rollouts(status=status, rollout_ids=rollout_ids)
-
-    async def get_rollout_by_id(self, rollout_id: str) -> Rollout | None:
-        return await self.inner.get_rollout_by_id(rollout_id)
-
-    async def wait_for_rollouts(
-        self, *, rollout_ids: list[str], timeout: float | None = None
-    ) -> list[Rollout]:
-        return await self.inner.wait_for_rollouts(rollout_ids=rollout_ids, timeout=timeout)
-
-    async def query_attempts(self, rollout_id: str) -> list[Attempt]:
-        return await self.inner.query_attempts(rollout_id)
-
-    async def get_latest_attempt(self, rollout_id: str) -> Attempt | None:
-        return await self.inner.get_latest_attempt(rollout_id)
+    query_rollouts = _forwarded(LightningStore.query_rollouts)
+    get_rollout_by_id = _forwarded(LightningStore.get_rollout_by_id)
+    wait_for_rollouts = _forwarded(LightningStore.wait_for_rollouts)
+    query_attempts = _forwarded(LightningStore.query_attempts)
+    get_latest_attempt = _forwarded(LightningStore.get_latest_attempt)
 
     async def update_attempt(
         self,
@@ -487,19 +477,10 @@ class ClaimTrackingStore(LightningStore):
             self.ledger.heard(self.client, stored.rollout_id, stored.attempt_id, self.clock())
         return stored
 
-    async def query_spans(
-        self, rollout_id: str, attempt_id: str | Literal["latest"] | None = None
-    ) -> list[Span]:
-        return await self.inner.query_spans(rollout_id, attempt_id)
-
-    async def add_resources(self, resources: NamedResources) -> ResourcesUpdate:
-        return await self.inner.add_resources(resources)
-
-    async def get_latest_resources(self) -> ResourcesUpdate | None:
-        return await self.inner.get_latest_resources()
-
-    async def get_resources_by_id(self, resources_id: str) -> ResourcesUpdate | None:
-        return await self.inner.get_resources_by_id(resources_id)
+    query_spans = _forwarded(LightningStore.query_spans)
+    add_resources = _forwarded(LightningStore.add_resources)
+    get_latest_resources = _forwarded(LightningStore.get_latest_resources)
+    get_resources_by_id = _forwarded(LightningStore.get_resources_by_id)
 
     # -- lifecycle ------------------------------------------------------------------------------------
 

@@ -16,25 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 import weakref
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, ClassVar, Literal, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, ClassVar, TypeVar
 
-from agentlightning.store.base import UNSET, LightningStore, Unset
-from agentlightning.types import (
-    Attempt,
-    AttemptedRollout,
-    AttemptStatus,
-    NamedResources,
-    ResourcesUpdate,
-    Rollout,
-    RolloutConfig,
-    RolloutMode,
-    RolloutStatus,
-    Span,
-    TaskInput,
-)
+from agentlightning.store.base import LightningStore
 
 __all__ = ["OWNER_THREAD_NAME", "ThreadedLightningStore"]
 
@@ -126,6 +114,24 @@ class _OwnerThread:
         await done
 
 
+_F = TypeVar("_F", bound=Callable[..., Coroutine[Any, Any, Any]])
+
+
+def _delegated(abstract: _F) -> _F:
+    """The ``LightningStore`` method ``abstract``, called on the wrapped store: directly when it is
+    thread-safe, else shipped to its owner loop."""
+    name = abstract.__name__
+
+    @functools.wraps(abstract)
+    async def delegate(self: ThreadedLightningStore, *args: Any, **kwargs: Any) -> Any:
+        if self._direct and not self._closed:
+            return await getattr(self._inner, name)(*args, **kwargs)
+        return await self._call(lambda: getattr(self._inner, name)(*args, **kwargs))
+
+    delegate.__isabstractmethod__ = False  # type: ignore[attr-defined]
+    return delegate  # type: ignore[return-value]
+
+
 class ThreadedLightningStore(LightningStore):
     """A ``LightningStore`` usable from any thread's event loop; ``inner`` is the wrapped store.
 
@@ -190,128 +196,22 @@ class ThreadedLightningStore(LightningStore):
 
     # -- the interface, delegated ---------------------------------------------------------------------
 
-    async def start_rollout(
-        self,
-        input: TaskInput,
-        mode: RolloutMode | None = None,
-        resources_id: str | None = None,
-        config: RolloutConfig | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> AttemptedRollout:
-        return await self._call(
-            lambda: self._inner.start_rollout(input, mode, resources_id, config, metadata)
-        )
-
-    async def enqueue_rollout(
-        self,
-        input: TaskInput,
-        mode: RolloutMode | None = None,
-        resources_id: str | None = None,
-        config: RolloutConfig | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> Rollout:
-        if self._direct and not self._closed:
-            return await self._inner.enqueue_rollout(input, mode, resources_id, config, metadata)
-        return await self._call(
-            lambda: self._inner.enqueue_rollout(input, mode, resources_id, config, metadata)
-        )
-
-    async def dequeue_rollout(self) -> AttemptedRollout | None:
-        if self._direct and not self._closed:
-            return await self._inner.dequeue_rollout()
-        return await self._call(self._inner.dequeue_rollout)
-
-    async def start_attempt(self, rollout_id: str) -> AttemptedRollout:
-        return await self._call(lambda: self._inner.start_attempt(rollout_id))
-
-    async def update_rollout(
-        self,
-        rollout_id: str,
-        input: TaskInput | Unset = UNSET,
-        mode: RolloutMode | Unset | None = UNSET,
-        resources_id: str | Unset | None = UNSET,
-        status: RolloutStatus | Unset = UNSET,
-        config: RolloutConfig | Unset = UNSET,
-        metadata: dict[str, Any] | Unset = UNSET,
-    ) -> Rollout:
-        return await self._call(
-            lambda: self._inner.update_rollout(
-                rollout_id,
-                input=input,
-                mode=mode,
-                resources_id=resources_id,
-                status=status,
-                config=config,
-                metadata=metadata,
-            )
-        )
-
-    async def query_rollouts(
-        self,
-        *,
-        status: Sequence[RolloutStatus] | None = None,
-        rollout_ids: Sequence[str] | None = None,
-    ) -> list[Rollout]:
-        return await self._call(lambda: self._inner.query_rollouts(status=status, rollout_ids=rollout_ids))
-
-    async def get_rollout_by_id(self, rollout_id: str) -> Rollout | None:
-        return await self._call(lambda: self._inner.get_rollout_by_id(rollout_id))
-
-    async def wait_for_rollouts(
-        self, *, rollout_ids: list[str], timeout: float | None = None
-    ) -> list[Rollout]:
-        if self._direct and not self._closed:
-            return await self._inner.wait_for_rollouts(rollout_ids=rollout_ids, timeout=timeout)
-        return await self._call(
-            lambda: self._inner.wait_for_rollouts(rollout_ids=rollout_ids, timeout=timeout)
-        )
-
-    async def query_attempts(self, rollout_id: str) -> list[Attempt]:
-        return await self._call(lambda: self._inner.query_attempts(rollout_id))
-
-    async def get_latest_attempt(self, rollout_id: str) -> Attempt | None:
-        return await self._call(lambda: self._inner.get_latest_attempt(rollout_id))
-
-    async def update_attempt(
-        self,
-        rollout_id: str,
-        attempt_id: str | Literal["latest"],
-        status: AttemptStatus | Unset = UNSET,
-        worker_id: str | Unset | None = UNSET,
-        last_heartbeat_time: float | Unset = UNSET,
-        metadata: dict[str, Any] | Unset = UNSET,
-    ) -> Attempt:
-        if self._direct and not self._closed:
-            return await self._inner.update_attempt(
-                rollout_id, attempt_id, status, worker_id, last_heartbeat_time, metadata
-            )
-        return await self._call(
-            lambda: self._inner.update_attempt(
-                rollout_id,
-                attempt_id,
-                status=status,
-                worker_id=worker_id,
-                last_heartbeat_time=last_heartbeat_time,
-                metadata=metadata,
-            )
-        )
-
-    async def add_span(self, span: Span) -> Span:
-        return await self._call(lambda: self._inner.add_span(span))
-
-    async def query_spans(
-        self, rollout_id: str, attempt_id: str | Literal["latest"] | None = None
-    ) -> list[Span]:
-        return await self._call(lambda: self._inner.query_spans(rollout_id, attempt_id))
-
-    async def add_resources(self, resources: NamedResources) -> ResourcesUpdate:
-        return await self._call(lambda: self._inner.add_resources(resources))
-
-    async def get_latest_resources(self) -> ResourcesUpdate | None:
-        return await self._call(self._inner.get_latest_resources)
-
-    async def get_resources_by_id(self, resources_id: str) -> ResourcesUpdate | None:
-        return await self._call(lambda: self._inner.get_resources_by_id(resources_id))
+    start_rollout = _delegated(LightningStore.start_rollout)
+    enqueue_rollout = _delegated(LightningStore.enqueue_rollout)
+    dequeue_rollout = _delegated(LightningStore.dequeue_rollout)
+    start_attempt = _delegated(LightningStore.start_attempt)
+    update_rollout = _delegated(LightningStore.update_rollout)
+    query_rollouts = _delegated(LightningStore.query_rollouts)
+    get_rollout_by_id = _delegated(LightningStore.get_rollout_by_id)
+    wait_for_rollouts = _delegated(LightningStore.wait_for_rollouts)
+    query_attempts = _delegated(LightningStore.query_attempts)
+    get_latest_attempt = _delegated(LightningStore.get_latest_attempt)
+    update_attempt = _delegated(LightningStore.update_attempt)
+    add_span = _delegated(LightningStore.add_span)
+    query_spans = _delegated(LightningStore.query_spans)
+    add_resources = _delegated(LightningStore.add_resources)
+    get_latest_resources = _delegated(LightningStore.get_latest_resources)
+    get_resources_by_id = _delegated(LightningStore.get_resources_by_id)
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
