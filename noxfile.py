@@ -134,7 +134,8 @@ def upstream(session: nox.Session, version: str) -> None:
     import tomllib
 
     pinned = tomllib.loads(pathlib.Path(UPSTREAM_VERDICTS).read_text(encoding="utf-8"))
-    session.install(f"agentlightning=={version}", "./packaging/conformance")
+    # Only upstream and the kit distribution (pytest-xdist runs the items on two workers, as measured).
+    session.install(f"agentlightning=={version}", "./packaging/conformance", "pytest-xdist")
     work = pathlib.Path(tempfile.mkdtemp(prefix="agl-upstream-"))  # outside the checkout: upstream's package
     env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True"}  # upstream imports litellm, which would fetch a price list
     changed: list[str] = []
@@ -143,7 +144,8 @@ def upstream(session: nox.Session, version: str) -> None:
         options = ["--strategy-option", option] if option else []
         with session.chdir(work):
             session.run(
-                "python", "-m", "conformance", strategy, *options, "-p", "no:cacheprovider",
+                "python", "-m", "conformance", strategy, *options, "-n", "2", "-p", "no:cacheprovider",
+                "--conformance-timeout-scale", "3",
                 f"--conformance-report={report}.json", env=env, success_codes=[0, 1],
             )  # fmt: skip
         observed = json.loads(pathlib.Path(f"{report}.json").read_text(encoding="utf-8"))["contracts"]

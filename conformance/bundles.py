@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from conformance.compat import KitIncompatible, build_span, require_method
+from conformance.compat import KitIncompatible, build_resources, build_span, require_method
 from conformance.faults import gate_is_open
 from conformance.journal import write_record
 from conformance.perturbation import bundle_started
@@ -413,7 +413,8 @@ class _Run:
             rollouts = await store.query_rollouts()
             self.journal("queried", f"{len(rollouts)} rollouts", {"statuses": [r.status for r in rollouts]})
         elif op == "add_resources":
-            resources = dict(args.get("resources", {"by": self.name}))
+            given = args.get("resources")
+            resources = dict(given) if given is not None else build_resources("by", self.name)
             try:
                 update = await store.add_resources(resources)
             except Exception as error:

@@ -23,7 +23,14 @@ from typing import Any
 
 from conformance.verdicts import SetupError
 
-__all__ = ["KitIncompatible", "build_model", "build_span", "require_method", "span_type"]
+__all__ = [
+    "KitIncompatible",
+    "build_model",
+    "build_resources",
+    "build_span",
+    "require_method",
+    "span_type",
+]
 
 
 class KitIncompatible(SetupError):
@@ -31,6 +38,7 @@ class KitIncompatible(SetupError):
 
 
 _SPAN_TYPE = ("agentlightning.types", "Span")
+_NAMED_RESOURCES = ("agentlightning.types", "NamedResources")
 _ZERO_TRACE_ID = "0" * 32  # OpenTelemetry's textual width of a trace id
 
 
@@ -82,6 +90,32 @@ def build_span(
     if cls is None:  # a foreign store without agentlightning: hand it the fields as a mapping
         return known
     return build_model(cls, known)
+
+
+def build_resources(key: str, value: str) -> dict[str, Any]:
+    """A resources value for ``store.add_resources``: one entry ``key``, shaped by the installed
+    ``agentlightning.types.NamedResources``.
+
+    Where its values are free (``Any``) the entry is the string ``value``; where they are typed (upstream
+    0.2.x/0.3.x: a discriminated union of resource models) the entry is the smallest valid value of the
+    value type, so the installed store accepts it. Without agentlightning the entry is ``value``.
+    """
+    module_name, name = _NAMED_RESOURCES
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return {key: value}
+    alias = getattr(module, name, None)
+    args = typing.get_args(alias)
+    if alias is None or typing.get_origin(alias) not in (dict, Mapping) or len(args) != 2:
+        raise KitIncompatible(
+            f"the installed {module_name}.{name} is {alias!r}, "
+            "not a mapping type the kit can build resources for"
+        )
+    value_type = args[1]
+    if value_type is Any:
+        return {key: value}
+    return {key: _smallest(value_type, f"{module_name}.{name}[{key!r}]")}
 
 
 def build_model(cls: type, known: Mapping[str, Any]) -> Any:

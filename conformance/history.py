@@ -41,14 +41,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
-from agentlightning.types import (
-    ACTIVE_ATTEMPT_STATUSES,
-    ATTEMPT_STATUSES,
-    ROLLOUT_STATUSES,
-    TERMINAL_ATTEMPT_STATUSES,
-    TERMINAL_ROLLOUT_STATUSES,
-)
-
 __all__ = [
     "EVENT_KINDS",
     "RULES",
@@ -65,6 +57,19 @@ __all__ = [
 ]
 
 EVENT_KINDS = ("invoke", "ok", "fail", "info")
+
+# The store contract's status vocabulary (CONTRACTS.md, T1), the kit's own: taken from no installed
+# agentlightning, so the kit imports beside any runtime that speaks the protocol (upstream 0.2.x/0.3.x
+# name the same statuses but export none of these sets).
+ROLLOUT_STATUSES: frozenset[str] = frozenset(
+    {"queuing", "preparing", "running", "succeeded", "failed", "cancelled", "requeuing"}
+)
+ATTEMPT_STATUSES: frozenset[str] = frozenset(
+    {"preparing", "running", "succeeded", "failed", "timeout", "unresponsive"}
+)
+TERMINAL_ROLLOUT_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+TERMINAL_ATTEMPT_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "timeout", "unresponsive"})
+ACTIVE_ATTEMPT_STATUSES: frozenset[str] = frozenset({"preparing", "running"})
 
 RULES: Mapping[str, str] = {
     "T1 transition": "statuses move only along the documented transitions, and results show where they went",

@@ -28,6 +28,7 @@ from conformance.hosts import HostProcess, NamespaceHosts, probe_namespaces
 from conformance.journal import read_journal
 from conformance.placement import PlacementValues, Side, require_host_sides, resolve_side
 from conformance.scenarios import JournalRecord, Script
+from conformance.verdicts import SetupError
 
 __all__ = ["HostRun", "require_hosts"]
 
@@ -36,13 +37,12 @@ _LOOK = 0.02  # between looks at the journals and the hosts' process lists
 
 def require_hosts(ctx: CheckContext) -> dict[str, Any]:
     """The strategy's validated ``host_sides``; n/a naming the reason where namespaces cannot be made,
-    a failure saying what to declare where the strategy runs on many hosts without ``host_sides``."""
+    a set-up error saying what to declare where the strategy runs on many hosts without ``host_sides``
+    (the kit cannot place its sides: no contract verdict, e.g. a strategy with no manifest at all)."""
     try:
         sides = require_host_sides(ctx.capabilities)
     except ValueError as error:
-        ctx.fail(
-            expected="a strategy that runs on many hosts declares how to place its sides", observed=str(error)
-        )
+        raise SetupError(f"the kit cannot place the strategy on test hosts: {error}") from None
     # The plan made D n/a where the strategy declares one machine; whether this machine can make test
     # hosts is only known by trying, here.
     availability = probe_namespaces()

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import json
+import socket
 import sys
 import types
 from collections.abc import Callable, Iterable, Mapping
@@ -235,9 +237,42 @@ def resolve_store_factory(spec: str) -> Callable[[], Any]:
 
 
 def build_strategy(target: Target) -> Any:
-    """A fresh strategy instance for ``target`` (used in each scenario process)."""
+    """A fresh strategy instance for ``target`` (used in each scenario process).
+
+    A strategy whose constructor takes a listen port (``port`` or ``*_port``) that the options do not
+    set, and that resolves it to one fixed port of its own (upstream's ``ClientServerExecutionStrategy``:
+    4747), would make concurrent scenarios (``-n 2``, other users of the machine) collide on that port
+    and fail for the kit's reason, not the target's: such a strategy is rebuilt with a free port.
+    """
     cls = resolve_strategy_class(target.strategy)
-    return cls(**target.options)
+    strategy = cls(**target.options)
+    port_param = _fixed_port_parameter(cls, target.options, strategy)
+    if port_param is None:
+        return strategy
+    return cls(**{**target.options, port_param: _free_port()})
+
+
+def _fixed_port_parameter(cls: type, options: Mapping[str, Any], strategy: Any) -> str | None:
+    """The constructor's listen-port parameter when the options leave it unset and the built strategy
+    holds a fixed non-zero port for it (an attribute of the same name); else ``None``."""
+    try:
+        names = list(inspect.signature(cls).parameters)
+    except (TypeError, ValueError):
+        return None
+    port = next((n for n in names if n == "port" or n.endswith("_port")), None)
+    if port is None or port in options:
+        return None
+    resolved = getattr(strategy, port, None)
+    if isinstance(resolved, bool) or not isinstance(resolved, int) or resolved == 0:
+        return None
+    return port
+
+
+def _free_port() -> int:
+    """A TCP port free on the loopback interface now (the kernel's pick)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def build_store(target: Target) -> Any:

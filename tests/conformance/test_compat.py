@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentlightning.types import Span
-from conformance.compat import KitIncompatible, build_model, build_span, require_method
+from conformance.compat import KitIncompatible, build_model, build_resources, build_span, require_method
 from conformance.verdicts import SetupError
 
 
@@ -121,3 +121,37 @@ def test_g1_names_a_build_component_of_another_signature() -> None:
     assert _signature_mismatch(upstream) == (
         "no parameter name, optional_kwargs; requires default_factory, spec_name"
     )
+
+
+def test_resources_for_free_named_resources_carry_the_kit_value() -> None:
+    assert build_resources("by", "algorithm") == {"by": "algorithm"}
+
+
+def test_resources_for_typed_named_resources_are_the_smallest_valid_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import agentlightning.types as installed
+
+    class _Prompt(BaseModel):
+        resource_type: Literal["prompt"] = "prompt"
+        template: str
+
+    monkeypatch.setattr(installed, "NamedResources", dict[str, _Prompt])
+    assert build_resources("by", "algorithm") == {"by": _Prompt(template="")}
+    monkeypatch.setattr(installed, "NamedResources", list[str])
+    with pytest.raises(KitIncompatible, match="NamedResources is list"):
+        build_resources("by", "algorithm")
+
+
+def test_the_kits_status_vocabulary_is_our_runtimes() -> None:
+    import agentlightning.types as ours
+    from conformance import history
+
+    for name in (
+        "ROLLOUT_STATUSES",
+        "ATTEMPT_STATUSES",
+        "TERMINAL_ROLLOUT_STATUSES",
+        "TERMINAL_ATTEMPT_STATUSES",
+        "ACTIVE_ATTEMPT_STATUSES",
+    ):
+        assert getattr(history, name) == getattr(ours, name), name

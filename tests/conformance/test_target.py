@@ -256,3 +256,28 @@ def test_validate_store_target_names_what_is_wrong(factory: str, options: list[s
     with pytest.raises(TargetError) as error:
         validate_store_target(make_target("", store_factory=factory, store_options=options))
     assert named in str(error.value)
+
+
+class _FixedPortStrategy:
+    """Resolves its listen port to one fixed number when none is given (as upstream's cs does)."""
+
+    def __init__(self, server_port: int | None = None) -> None:
+        self.server_port = 4747 if server_port is None else server_port
+
+
+class _EphemeralPortStrategy:
+    def __init__(self, server_port: int = 0) -> None:
+        self.server_port = server_port
+
+
+def test_a_strategy_with_a_fixed_default_port_gets_a_free_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(target_module, "resolve_strategy_class", lambda spec: _FixedPortStrategy)
+    built = target_module.build_strategy(Target(strategy="fixed", options={}))
+    assert built.server_port not in (0, 4747)
+    given = target_module.build_strategy(Target(strategy="fixed", options={"server_port": 5000}))
+    assert given.server_port == 5000
+
+
+def test_a_strategy_picking_its_port_at_run_time_is_built_as_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(target_module, "resolve_strategy_class", lambda spec: _EphemeralPortStrategy)
+    assert target_module.build_strategy(Target(strategy="ephemeral", options={})).server_port == 0
