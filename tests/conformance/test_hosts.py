@@ -204,7 +204,8 @@ def test_partition_for_D3_blocks_both_ways_and_restore_heals(hosts: NamespaceHos
 PROCESS_TREE = """
 import os, time
 def report(tag):
-    print(tag, os.getpid(), flush=True)
+    # One write of a few bytes: atomic on a pipe, so the four processes' lines never interleave.
+    os.write(1, f"{tag} {os.getpid()}\\n".encode())
 report("parent")
 if os.fork() == 0:
     report("child")
