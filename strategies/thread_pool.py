@@ -71,6 +71,8 @@ class Run:
         # (origin, error) in the order they happened: the first one wins.
         self.failures: list[tuple[str, BaseException]] = []
         self.interrupted = False
+        self.sigints = 0  # Ctrl+Cs received by the handler
+        self.sigints_handled = 0  # of which ``_on_sigint`` has run for
         self.cancelling = False
         self.supervisor: asyncio.AbstractEventLoop | None = None
         self.hurry: asyncio.Future[None] | None = None  # done: stop without grace
@@ -154,6 +156,8 @@ class ThreadPoolExecutionStrategy(ExecutionStrategy):
                 # Last: a Ctrl+C landing before this is recorded as a failure, not raised in the middle of
                 # the joins above (which would leave the pool's threads and the store's loop behind, K5).
                 restore_sigint()
+        while run.sigints_handled < run.sigints:  # Ctrl+Cs that came once the supervisor loop had ended
+            self._relay_sigint(run)
         self._raise_outcome(run)
 
     def _bundles(
@@ -192,13 +196,24 @@ class ThreadPoolExecutionStrategy(ExecutionStrategy):
         return wrapped, wrapped.close_sync
 
     def _install_sigint(self, run: Run) -> Callable[[], None]:
-        """Route Ctrl+C to ``_on_sigint``; returns how to put the caller's handler back."""
+        """Route Ctrl+C to ``_on_sigint``; returns how to put the caller's handler back.
+
+        The handler only counts the signal and hands it to the supervisor loop: Python runs it on the
+        main thread between any two bytecodes, possibly while that thread holds a lock ``_on_sigint``
+        takes (the event's own, as ``wait_async`` registers a waker), and taking it again there would
+        deadlock. ``call_soon_threadsafe`` takes no lock. A Ctrl+C that comes once the loop has ended is
+        handled after the teardown, before ``execute()`` raises.
+        """
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
         previous = signal.getsignal(signal.SIGINT)
 
         def handler(signum: int, frame: FrameType | None) -> None:
-            self._on_sigint(run)
+            run.sigints += 1
+            loop = run.supervisor
+            if loop is not None:
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: handled after it
+                    loop.call_soon_threadsafe(self._relay_sigint, run)
 
         signal.signal(signal.SIGINT, handler)
 
@@ -206,6 +221,11 @@ class ThreadPoolExecutionStrategy(ExecutionStrategy):
             signal.signal(signal.SIGINT, previous)
 
         return restore
+
+    def _relay_sigint(self, run: Run) -> None:
+        if run.sigints_handled < run.sigints:
+            run.sigints_handled += 1
+            self._on_sigint(run)
 
     def _on_sigint(self, run: Run) -> None:
         with run.lock:

@@ -51,3 +51,13 @@ def test_K5_a_second_sigint_in_the_teardown_leaves_nothing_behind(which: str) ->
     assert result["loops_open"] == 0, result
     assert result["threads_left"] == [], result
     assert result["handler_restored"] and result["wakeup_fd_restored"], result  # R7
+
+
+def test_K3_a_sigint_while_the_main_thread_holds_the_event_lock_is_not_a_deadlock() -> None:
+    # The SIGINT handler runs on the main thread between two bytecodes: here, while that thread holds the
+    # stop event's lock. A handler that sets the event itself takes that lock again and never returns.
+    result = run_child("thread-pool-event-lock")
+    assert result["sent"], result
+    assert result["raised"] == "KeyboardInterrupt", result
+    assert result["threads_left"] == [], result
+    assert result["handler_restored"], result
