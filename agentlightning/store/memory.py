@@ -345,13 +345,14 @@ class _RolloutRecord:
     ``data`` holds only atoms (containers are ``None`` placeholders there, kept in slots instead), so the
     garbage collector never tracks it: full collections stay cheap with many rollouts stored. For the same
     reason the attempts are the ``latest`` one plus a tuple of the ``earlier`` ones (shared and empty for
-    a rollout with at most one attempt) rather than a list per rollout.
+    a rollout with at most one attempt) rather than a list per rollout, and empty ``metadata`` (here and
+    on ``_AttemptRecord``) may be ``None``: readers test it for truth, and writers persist ``{}``.
     """
 
     __slots__ = ("config", "data", "earlier", "input", "latest", "metadata", "order", "queue_serial")
 
     def __init__(
-        self, data: dict[str, Any], input: Any, metadata: dict[str, Any], config: RolloutConfig
+        self, data: dict[str, Any], input: Any, metadata: dict[str, Any] | None, config: RolloutConfig
     ) -> None:
         self.data = data
         self.input = input
@@ -388,7 +389,7 @@ class _AttemptRecord:
 
     def __init__(self, data: dict[str, Any], owner: _RolloutRecord) -> None:
         self.data = data  # atoms only, like _RolloutRecord.data
-        self.metadata: dict[str, Any] = {}
+        self.metadata: dict[str, Any] | None = None  # None until set: one dict fewer per attempt
         self.owner = owner
         self.spans: list[dict[str, Any]] | None = None  # created with the first span
         self.next_sequence = 1
@@ -876,7 +877,7 @@ class InMemoryLightningStore(LightningStore):
         return _RolloutRecord(
             data,
             check_json("input", input, self.limits),
-            {}
+            None
             if metadata is None
             else check_json("metadata", _check_mapping("metadata", metadata), self.limits),
             # Configs are frozen, so rollouts without one share the default.
