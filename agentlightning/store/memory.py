@@ -8,14 +8,17 @@ its containers, turned into fresh pydantic models (containers deep-copied) on th
 and the atom-only dicts are never tracked by the garbage collector, so full collections stay cheap when
 hundreds of thousands of rollouts are kept.
 
-Allocation is what large batches pay for: CPython runs a full collection whenever the tracked objects
-that survived young collections grow by a quarter of those that survived the last full one, so over a
-burst each tracked survivor costs about five traversals, and a 100k-id wait spends most of its time
-collecting rather than copying. Hence a stored rollout with one attempt is two tracked objects (its
-record and its attempt's); a returned ``Rollout`` is two (the model and its ``__dict__``: the rollout's
-``RolloutConfig`` is frozen, so every reader shares the store's one instance, where a copy would be
-three more); the attempt-deadline heap holds atoms only (the attempt's id, not its record), which the
-collector untracks at its first pass; and a ``wait_for_rollouts`` call registers under each id the
+Allocation is what large batches pay for: CPython runs a full collection whenever the tracked objects that
+survived young collections grow by a quarter of those that survived the last full one, so over a burst each
+tracked survivor costs about five traversals, and a 100k-id wait spends most of its time collecting rather
+than copying. The collector's passes are also paced by allocations: every container made (tracked or not)
+counts toward the next young collection, and with the default thresholds at most every 121st young
+collection (about 85,000 containers) is a full one. Hence a stored rollout with one attempt is two tracked
+objects (its record and its attempt's), and empty metadata is kept as ``None`` rather than a dict (a 20k
+batch then runs two full passes, not three); a returned ``Rollout`` is two (the model and its ``__dict__``:
+the rollout's ``RolloutConfig`` is frozen, so every reader shares the store's one instance, where a copy
+would be three more); the attempt-deadline heap holds atoms only (the attempt's id, not its record), which
+the collector untracks at its first pass; and a ``wait_for_rollouts`` call registers under each id the
 waiter itself, not a set per id.
 
 One ``threading.Lock`` guards all state and is only ever held inside synchronous sections, never across
