@@ -26,27 +26,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
-from agentlightning.store.base import UNSET, LightningStore, Unset
+from agentlightning.store.base import UNSET, LightningStore
+from agentlightning.store.methods import METHODS
+from agentlightning.store.wrapping import wrapping_methods
 from agentlightning.types import (
     ACTIVE_ATTEMPT_STATUSES,
     TERMINAL_ATTEMPT_STATUSES,
-    Attempt,
     AttemptedRollout,
-    AttemptStatus,
-    Rollout,
-    RolloutConfig,
-    RolloutMode,
-    RolloutStatus,
-    Span,
-    TaskInput,
 )
 
 __all__ = [
@@ -266,19 +259,25 @@ class _Heartbeats:
                 await asyncio.wait_for(wake.wait(), timeout)
 
 
-_F = TypeVar("_F", bound=Callable[..., Coroutine[Any, Any, Any]])
+def _forward(
+    store: ClaimTrackingStore, method: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Awaitable[Any]:
+    """The call, forwarded to ``inner`` unchanged: nothing to record."""
+    return getattr(store.inner, method.__name__)(*args, **kwargs)  # type: ignore[no-any-return]
 
 
-def _forwarded(abstract: _F) -> _F:
-    """The ``LightningStore`` method ``abstract``, forwarded to ``inner`` unchanged: nothing to record."""
-    name = abstract.__name__
+async def _then_record(
+    store: ClaimTrackingStore, method: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """The call, forwarded to ``inner``; then what it answered recorded in the ledger."""
+    name = method.__name__
+    result = await getattr(store.inner, name)(*args, **kwargs)
+    store._record(name, args, kwargs, result)
+    return result
 
-    @functools.wraps(abstract)
-    async def forward(self: ClaimTrackingStore, *args: Any, **kwargs: Any) -> Any:
-        return await getattr(self.inner, name)(*args, **kwargs)
 
-    forward.__isabstractmethod__ = False  # type: ignore[attr-defined]
-    return forward  # type: ignore[return-value]
+_forwarded = wrapping_methods(_forward)
+_recorded = wrapping_methods(_then_record)
 
 
 class ClaimTrackingStore(LightningStore):
@@ -391,96 +390,55 @@ class ClaimTrackingStore(LightningStore):
             if attempt.status not in ACTIVE_ATTEMPT_STATUSES:
                 self.ledger.ended(client, claim.rollout_id, claim.attempt_id)
 
-    # -- the interface, forwarded ---------------------------------------------------------------------
+    # -- the interface: every call goes to ``inner``; those that claim, end or keep alive an attempt are
+    # recorded after it returns (``_record``) -------------------------------------------------------------
 
-    async def start_rollout(
-        self,
-        input: TaskInput,
-        mode: RolloutMode | None = None,
-        resources_id: str | None = None,
-        config: RolloutConfig | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> AttemptedRollout:
-        attempted = await self.inner.start_rollout(input, mode, resources_id, config, metadata)
-        self._claimed(attempted)
-        return attempted
-
+    start_rollout = _recorded(LightningStore.start_rollout)
     enqueue_rollout = _forwarded(LightningStore.enqueue_rollout)
-
-    async def dequeue_rollout(self) -> AttemptedRollout | None:
-        attempted = await self.inner.dequeue_rollout()
-        if attempted is not None:
-            self._claimed(attempted)
-        return attempted
-
-    async def start_attempt(self, rollout_id: str) -> AttemptedRollout:
-        attempted = await self.inner.start_attempt(rollout_id)
-        self._claimed(attempted)
-        return attempted
-
-    async def update_rollout(
-        self,
-        rollout_id: str,
-        input: TaskInput | Unset = UNSET,
-        mode: RolloutMode | Unset | None = UNSET,
-        resources_id: str | Unset | None = UNSET,
-        status: RolloutStatus | Unset = UNSET,
-        config: RolloutConfig | Unset = UNSET,
-        metadata: dict[str, Any] | Unset = UNSET,
-    ) -> Rollout:
-        rollout = await self.inner.update_rollout(
-            rollout_id,
-            input=input,
-            mode=mode,
-            resources_id=resources_id,
-            status=status,
-            config=config,
-            metadata=metadata,
-        )
-        if status is not UNSET and rollout.status not in ("preparing", "running"):
-            # Finished or requeued: whatever attempt the caller held on it has ended.
-            client = self.client if self.client is not None else CURRENT_CLIENT.get()
-            if client is not None:
-                self.ledger.ended(client, rollout_id)
-        return rollout
-
+    dequeue_rollout = _recorded(LightningStore.dequeue_rollout)
+    start_attempt = _recorded(LightningStore.start_attempt)
+    update_rollout = _recorded(LightningStore.update_rollout)
     query_rollouts = _forwarded(LightningStore.query_rollouts)
     get_rollout_by_id = _forwarded(LightningStore.get_rollout_by_id)
     wait_for_rollouts = _forwarded(LightningStore.wait_for_rollouts)
     query_attempts = _forwarded(LightningStore.query_attempts)
     get_latest_attempt = _forwarded(LightningStore.get_latest_attempt)
-
-    async def update_attempt(
-        self,
-        rollout_id: str,
-        attempt_id: str | Literal["latest"],
-        status: AttemptStatus | Unset = UNSET,
-        worker_id: str | Unset | None = UNSET,
-        last_heartbeat_time: float | Unset = UNSET,
-        metadata: dict[str, Any] | Unset = UNSET,
-    ) -> Attempt:
-        attempt = await self.inner.update_attempt(
-            rollout_id, attempt_id, status, worker_id, last_heartbeat_time, metadata
-        )
-        client = self.client if self.client is not None else CURRENT_CLIENT.get()
-        if client is not None:
-            if attempt.status in TERMINAL_ATTEMPT_STATUSES:
-                self.ledger.ended(client, rollout_id, attempt.attempt_id)
-            elif self._beats is not None and (status is not UNSET or last_heartbeat_time is not UNSET):
-                self.ledger.heard(client, rollout_id, attempt.attempt_id, self.clock())
-        return attempt
-
-    async def add_span(self, span: Span) -> Span:
-        stored = await self.inner.add_span(span)
-        if self._beats is not None:
-            assert self.client is not None
-            self.ledger.heard(self.client, stored.rollout_id, stored.attempt_id, self.clock())
-        return stored
-
+    update_attempt = _recorded(LightningStore.update_attempt)
+    add_span = _recorded(LightningStore.add_span)
     query_spans = _forwarded(LightningStore.query_spans)
     add_resources = _forwarded(LightningStore.add_resources)
     get_latest_resources = _forwarded(LightningStore.get_latest_resources)
     get_resources_by_id = _forwarded(LightningStore.get_resources_by_id)
+
+    def _record(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> None:
+        """What the call ``name(*args, **kwargs)``, answered ``result`` by ``inner``, does to the ledger."""
+        if name == "update_attempt":
+            client = self.client if self.client is not None else CURRENT_CLIENT.get()
+            if client is None:
+                return
+            if result.status in TERMINAL_ATTEMPT_STATUSES:
+                self.ledger.ended(client, result.rollout_id, result.attempt_id)
+            elif self._beats is not None:
+                arguments = METHODS[name].bind(args, kwargs)
+                if (
+                    arguments.get("status", UNSET) is not UNSET
+                    or arguments.get("last_heartbeat_time", UNSET) is not UNSET
+                ):
+                    self.ledger.heard(client, result.rollout_id, result.attempt_id, self.clock())
+        elif name == "update_rollout":
+            if result.status in ("preparing", "running"):
+                return
+            if METHODS[name].bind(args, kwargs).get("status", UNSET) is not UNSET:
+                # Finished or requeued: whatever attempt the caller held on it has ended.
+                client = self.client if self.client is not None else CURRENT_CLIENT.get()
+                if client is not None:
+                    self.ledger.ended(client, result.rollout_id)
+        elif name == "add_span":
+            if self._beats is not None:
+                assert self.client is not None
+                self.ledger.heard(self.client, result.rollout_id, result.attempt_id, self.clock())
+        else:  # start_rollout, dequeue_rollout, start_attempt: a claim (or None: the queue was empty)
+            self._claimed(result)
 
     # -- lifecycle ------------------------------------------------------------------------------------
 

@@ -8,14 +8,17 @@ its containers, turned into fresh pydantic models (containers deep-copied) on th
 and the atom-only dicts are never tracked by the garbage collector, so full collections stay cheap when
 hundreds of thousands of rollouts are kept.
 
-Allocation is what large batches pay for: CPython runs a full collection whenever the tracked objects
-that survived young collections grow by a quarter of those that survived the last full one, so over a
-burst each tracked survivor costs about five traversals, and a 100k-id wait spends most of its time
-collecting rather than copying. Hence a stored rollout with one attempt is two tracked objects (its
-record and its attempt's); a returned ``Rollout`` is two (the model and its ``__dict__``: the rollout's
-``RolloutConfig`` is frozen, so every reader shares the store's one instance, where a copy would be
-three more); the attempt-deadline heap holds atoms only (the attempt's id, not its record), which the
-collector untracks at its first pass; and a ``wait_for_rollouts`` call registers under each id the
+Allocation is what large batches pay for: CPython runs a full collection whenever the tracked objects that
+survived young collections grow by a quarter of those that survived the last full one, so over a burst each
+tracked survivor costs about five traversals, and a 100k-id wait spends most of its time collecting rather
+than copying. The collector's passes are also paced by allocations: every container made (tracked or not)
+counts toward the next young collection, and with the default thresholds at most every 121st young
+collection (about 85,000 containers) is a full one. Hence a stored rollout with one attempt is two tracked
+objects (its record and its attempt's), and empty metadata is kept as ``None`` rather than a dict (a 20k
+batch then runs two full passes, not three); a returned ``Rollout`` is two (the model and its ``__dict__``:
+the rollout's ``RolloutConfig`` is frozen, so every reader shares the store's one instance, where a copy
+would be three more); the attempt-deadline heap holds atoms only (the attempt's id, not its record), which
+the collector untracks at its first pass; and a ``wait_for_rollouts`` call registers under each id the
 waiter itself, not a set per id.
 
 One ``threading.Lock`` guards all state and is only ever held inside synchronous sections, never across
@@ -345,13 +348,14 @@ class _RolloutRecord:
     ``data`` holds only atoms (containers are ``None`` placeholders there, kept in slots instead), so the
     garbage collector never tracks it: full collections stay cheap with many rollouts stored. For the same
     reason the attempts are the ``latest`` one plus a tuple of the ``earlier`` ones (shared and empty for
-    a rollout with at most one attempt) rather than a list per rollout.
+    a rollout with at most one attempt) rather than a list per rollout, and empty ``metadata`` (here and
+    on ``_AttemptRecord``) may be ``None``: readers test it for truth, and writers persist ``{}``.
     """
 
     __slots__ = ("config", "data", "earlier", "input", "latest", "metadata", "order", "queue_serial")
 
     def __init__(
-        self, data: dict[str, Any], input: Any, metadata: dict[str, Any], config: RolloutConfig
+        self, data: dict[str, Any], input: Any, metadata: dict[str, Any] | None, config: RolloutConfig
     ) -> None:
         self.data = data
         self.input = input
@@ -388,7 +392,7 @@ class _AttemptRecord:
 
     def __init__(self, data: dict[str, Any], owner: _RolloutRecord) -> None:
         self.data = data  # atoms only, like _RolloutRecord.data
-        self.metadata: dict[str, Any] = {}
+        self.metadata: dict[str, Any] | None = None  # None until set: one dict fewer per attempt
         self.owner = owner
         self.spans: list[dict[str, Any]] | None = None  # created with the first span
         self.next_sequence = 1
@@ -876,7 +880,7 @@ class InMemoryLightningStore(LightningStore):
         return _RolloutRecord(
             data,
             check_json("input", input, self.limits),
-            {}
+            None
             if metadata is None
             else check_json("metadata", _check_mapping("metadata", metadata), self.limits),
             # Configs are frozen, so rollouts without one share the default.

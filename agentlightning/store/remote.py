@@ -23,7 +23,6 @@ Errors, one rule for every remote path (HTTP and ipc alike):
 
 from __future__ import annotations
 
-import functools
 from abc import abstractmethod
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -31,6 +30,7 @@ from typing import Any, TypeVar
 from agentlightning.store.base import UNSET, LightningStore
 from agentlightning.store.methods import METHODS, StoreMethod
 from agentlightning.store.values import ValueLimits, check_json, check_span
+from agentlightning.store.wrapping import wrapping_methods
 from agentlightning.types import Span
 
 __all__ = ["RemoteLightningStore", "StoreServerError"]
@@ -42,17 +42,19 @@ class StoreServerError(RuntimeError):
     """The served store, or its server, failed with an error that is not the caller's bad input."""
 
 
-def _remote(abstract: _F) -> _F:
-    """The ``LightningStore`` method ``abstract``, implemented over ``RemoteLightningStore._call``."""
-    method = METHODS[abstract.__name__]
+async def _send(
+    store: RemoteLightningStore,
+    declared: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """The call, implemented over ``RemoteLightningStore._call``."""
+    method = METHODS[declared.__name__]
+    arguments = store._outgoing(method, method.bind(args, kwargs))
+    return method.decode(await store._call(method, arguments))
 
-    @functools.wraps(abstract)
-    async def call(self: RemoteLightningStore, *args: Any, **kwargs: Any) -> Any:
-        arguments = self._outgoing(method, method.bind(args, kwargs))
-        return method.decode(await self._call(method, arguments))
 
-    call.__isabstractmethod__ = False  # type: ignore[attr-defined]
-    return call  # type: ignore[return-value]
+_remote = wrapping_methods(_send)
 
 
 class RemoteLightningStore(LightningStore):

@@ -56,7 +56,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import functools
 import itertools
 import json
 import os
@@ -67,7 +66,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, ClassVar, Final, Literal, TypeVar, cast
+from typing import Any, ClassVar, Final, Literal
 
 from pydantic_core import to_json
 
@@ -80,9 +79,9 @@ from agentlightning.store.memory import (
     _RolloutRecord,
 )
 from agentlightning.store.values import DEFAULT_LIMITS, ValueLimits
+from agentlightning.store.wrapping import wrapping_methods
 from agentlightning.types import (
     ACTIVE_ATTEMPT_STATUSES,
-    AttemptStatus,
     ResourcesUpdate,
     Rollout,
     RolloutConfig,
@@ -258,21 +257,21 @@ def _holder(lock_path: str) -> str:
     return text or "an unknown process"
 
 
-_Write = TypeVar("_Write", bound=Callable[..., Awaitable[Any]])
-
-
-def _journaled(write: _Write) -> _Write:
+async def _durably(
+    store: SqliteLightningStore,
+    write: Callable[..., Awaitable[Any]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
     """``write`` (an in-memory store method), made durable: refused once the store cannot write, and
     returning only after what it changed is committed."""
+    store._check_writable()
+    result = await write(store, *args, **kwargs)
+    store._persist()
+    return result
 
-    @functools.wraps(write)
-    async def durable(self: SqliteLightningStore, *args: Any, **kwargs: Any) -> Any:
-        self._check_writable()
-        result = await write(self, *args, **kwargs)
-        self._persist()
-        return result
 
-    return cast(_Write, durable)
+_journaled = wrapping_methods(_durably)
 
 
 class SqliteLightningStore(InMemoryLightningStore):
@@ -526,16 +525,8 @@ class SqliteLightningStore(InMemoryLightningStore):
         super()._set_attempt_running(arec)
         self._dirty[arec.owner] = None
 
-    def _end_attempt(
-        self,
-        arec: _AttemptRecord,
-        status: AttemptStatus,
-        now: float,
-        *,
-        by_store: bool,
-        propagate: bool = True,
-    ) -> None:
-        super()._end_attempt(arec, status, now, by_store=by_store, propagate=propagate)
+    def _end_attempt(self, arec: _AttemptRecord, *args: Any, **kwargs: Any) -> None:
+        super()._end_attempt(arec, *args, **kwargs)
         self._dirty[arec.owner] = None
 
     def _rollout_changed(self, record: _RolloutRecord) -> None:
@@ -570,10 +561,10 @@ class SqliteLightningStore(InMemoryLightningStore):
         data = record.data
         config = None if record.config is self._default_config else record.config.__dict__
         attempts = [
-            (arec.data, arec.metadata, arec.last_activity, arec.ended_by_store, arec.next_sequence)
+            (arec.data, arec.metadata or {}, arec.last_activity, arec.ended_by_store, arec.next_sequence)
             for arec in record.attempts()
         ]
-        document = _dumps((data, record.input, record.metadata, config, attempts))
+        document = _dumps((data, record.input, record.metadata or {}, config, attempts))
         return ("rollout", (record.order, data["rollout_id"], data["status"], record.queue_serial, document))
 
     def _snapshot(self) -> int:

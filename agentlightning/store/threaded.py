@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import threading
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ClassVar, TypeVar
 
 from agentlightning.store.base import LightningStore
+from agentlightning.store.wrapping import wrapping_methods
 
 __all__ = ["OWNER_THREAD_NAME", "ThreadedLightningStore"]
 
@@ -114,22 +114,20 @@ class _OwnerThread:
         await done
 
 
-_F = TypeVar("_F", bound=Callable[..., Coroutine[Any, Any, Any]])
+def _delegate(
+    store: ThreadedLightningStore,
+    method: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Awaitable[Any]:
+    """The call on the wrapped store: directly when it is thread-safe, else shipped to its owner loop."""
+    name = method.__name__
+    if store._direct and not store._closed:
+        return getattr(store._inner, name)(*args, **kwargs)  # type: ignore[no-any-return]
+    return store._call(lambda: getattr(store._inner, name)(*args, **kwargs))
 
 
-def _delegated(abstract: _F) -> _F:
-    """The ``LightningStore`` method ``abstract``, called on the wrapped store: directly when it is
-    thread-safe, else shipped to its owner loop."""
-    name = abstract.__name__
-
-    @functools.wraps(abstract)
-    async def delegate(self: ThreadedLightningStore, *args: Any, **kwargs: Any) -> Any:
-        if self._direct and not self._closed:
-            return await getattr(self._inner, name)(*args, **kwargs)
-        return await self._call(lambda: getattr(self._inner, name)(*args, **kwargs))
-
-    delegate.__isabstractmethod__ = False  # type: ignore[attr-defined]
-    return delegate  # type: ignore[return-value]
+_delegated = wrapping_methods(_delegate)
 
 
 class ThreadedLightningStore(LightningStore):

@@ -23,6 +23,8 @@ class LiveMetadataReturnedStore(InMemoryLightningStore):
             record = self._rollouts.get(rollout_id)
             if record is None:
                 return None
+            if record.metadata is None:  # the store keeps no dict for empty metadata: make the live one
+                record.metadata = {}
             rollout = _rollout_out(record)
             rollout.metadata = record.metadata
             return rollout

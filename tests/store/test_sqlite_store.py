@@ -204,8 +204,9 @@ class _PauseAfterRelease:
 
 
 def test_the_latest_resources_stay_the_latest_after_reopening(tmp_path: Path) -> None:
-    """Two writers race: the one whose resources the store made latest in memory is the latest read
-    back from the file, however their journal writes interleave."""
+    """T8 with T6: two writers race; the one whose resources the store made latest in memory (T6: the
+    latest is what ``get_latest_resources`` returns) is the latest read back from the file after
+    reopening (T8: every acknowledged write, in its order), however their journal writes interleave."""
     path = tmp_path / "store.db"
     store = SqliteLightningStore(path)
     lock = store._lock = _PauseAfterRelease(store._lock)  # type: ignore[assignment]
