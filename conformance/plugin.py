@@ -10,6 +10,7 @@ alone; after the run, what ran is compared with the plan computed up front (no s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -36,6 +37,7 @@ from conformance.prerequisites import PREREQUISITES, PrerequisiteLedger, prerequ
 from conformance.profiles import DEFAULT_PROFILE, PERTURB_MODES, PROFILES, Profile, get_profile, perturb_text
 from conformance.report import ConformanceReport, ItemResult, render_table, write_report
 from conformance.scenarios import Target
+from conformance.session_services import SessionService, SessionServiceError, service_of, started
 from conformance.target import (
     TargetError,
     make_target,
@@ -49,6 +51,7 @@ __all__ = ["ConformanceCollector", "ConformanceSession", "ContractItem", "UnderT
 
 VERDICT_PROPERTY = "conformance_verdict"
 _PLUGIN_NAME = "conformance-session"
+_SERVICES = pytest.StashKey[contextlib.ExitStack]()
 _COLLECTOR_NAME = "conformance"
 
 
@@ -203,9 +206,25 @@ def pytest_configure(config: pytest.Config) -> None:
     store = _setting(config, "conformance_store", "conformance_store")
     if not spec and not store:
         return
-    config.pluginmanager.register(ConformanceSession.from_config(config, str(spec or "")), _PLUGIN_NAME)
+    session = ConformanceSession.from_config(config, str(spec or ""))
+    config.pluginmanager.register(session, _PLUGIN_NAME)
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistBridge(), "conformance-xdist")
+    if not hasattr(config, "workerinput"):  # xdist workers inherit the controller's service environment
+        _start_session_service(config, session)
+
+
+def _start_session_service(config: pytest.Config, session: ConformanceSession) -> None:
+    """Start the strategy's session service, if it declares one (``conformance.session_services``)."""
+    try:
+        service = service_of(session.under_test.strategy_class)
+        if service is None:
+            return
+        stack = contextlib.ExitStack()
+        config.stash[_SERVICES] = stack
+        session.service = stack.enter_context(started(service))
+    except SessionServiceError as error:
+        raise pytest.UsageError(f"conformance: {error}") from None
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -214,6 +233,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     shutdown = getattr(sandbox, "shutdown_sandboxes", None)
     if shutdown is not None:
         shutdown()
+    services = config.stash.get(_SERVICES, None)
+    if services is not None:  # after the zygote: no scenario uses the service any more
+        del config.stash[_SERVICES]
+        services.close()
 
 
 class _XdistBridge:
@@ -303,6 +326,7 @@ class ConformanceSession:
         self.kit_options: dict[str, Any] = {}
         self.specs = {(spec.contract_id, spec.situation): spec for spec in self.checks}
         self.repeat = self.profile.repeat
+        self.service: SessionService | None = None  # the strategy's session service, once started
         # Prerequisite outcomes are shared by every process of the run: the controller (or the only
         # process) makes the directory, xdist workers get it through workerinput, the maker removes it.
         shared = getattr(config, "workerinput", {}).get("conformance_ledger")
@@ -424,6 +448,12 @@ class ConformanceSession:
                 f"conformance: store options {store_options}; access paths {', '.join(ACCESS_PATHS)}",
                 f"conformance: Python {platform.python_version()}, {replay}",
             ]
+        if self.service is not None:
+            exported = ", ".join(sorted(self.service.environment)) or "nothing (an existing one is used)"
+            lines.append(
+                f"conformance: session service {self.service.spec} ready in "
+                f"{self.service.start_seconds:.1f} s; exports {exported}"
+            )
         lines += [
             f"conformance: capabilities {json.dumps(under_test.capabilities, default=list)}",
             f"conformance plan: {len(self.plan)} items: {len(run)} run, {len(limited)} limitation expected, "

@@ -144,6 +144,8 @@ class RayExecutionStrategy(SupervisedStrategy):
         "supports_start_methods": (),
         "runs_on_many_hosts": False,
     }
+    # The conformance kit starts one cluster per session (or joins RAY_ADDRESS): see ray_cluster.
+    conformance_session_service: ClassVar[str] = "agentlightning.execution.ray_cluster:kit_session"
 
     def __init__(
         self,

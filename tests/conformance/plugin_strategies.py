@@ -5,13 +5,20 @@ in-process G1/G2 checks, which need no sandbox. ``Strict`` validates like a real
 accepts anything (G2 fails for it); ``Misspelled`` declares a capability with a typo. ``Loop`` really
 runs bundles (one event loop, one thread) and keeps the S contracts; ``PrivateStore`` breaks S3;
 ``OneRunner`` starts one runner whatever ``n_runners`` says (breaks L1, a prerequisite); ``Moody``
-validates ``n_runners=0`` every other time (G2 flaky across repeats).
+validates ``n_runners=0`` every other time (G2 flaky across repeats). ``WithService`` declares a session
+service (``service``: a real child process) and journals to ``$PLUGIN_SERVICE_LOG`` each build with the
+environment the service exports; ``WithFailingService`` declares one that fails to start.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import subprocess
+import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -143,3 +150,41 @@ class OneRunner(Loop):
             super().execute(algorithm, runner, store)
         finally:
             self.n_runners = asked
+
+
+@contextlib.contextmanager
+def service() -> Iterator[dict[str, str]]:
+    """A session service that is a real process: started once, stopped (and journaled) at the end."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    with open(os.environ["PLUGIN_SERVICE_LOG"], "a", encoding="utf-8") as log:
+        log.write(f"started {child.pid} by {os.getpid()}\n")
+    try:
+        yield {"PLUGIN_SERVICE_PID": str(child.pid)}
+    finally:
+        child.kill()
+        child.wait()
+        with open(os.environ["PLUGIN_SERVICE_LOG"], "a", encoding="utf-8") as log:
+            log.write(f"stopped {child.pid}\n")
+
+
+@contextlib.contextmanager
+def failing_service() -> Iterator[dict[str, str]]:
+    raise OSError("no cluster for you")
+    yield {}
+
+
+class WithService(Strict):
+    conformance_session_service = "plugin_strategies:service"
+
+    def __init__(self, n_runners: int = 1, grace_seconds: float = 1.0) -> None:
+        with open(os.environ["PLUGIN_SERVICE_LOG"], "a", encoding="utf-8") as log:
+            log.write(f"built by {os.getpid()} with {os.environ.get('PLUGIN_SERVICE_PID')}\n")
+        super().__init__(n_runners, grace_seconds)
+
+
+class WithFailingService(Strict):
+    conformance_session_service = "plugin_strategies:failing_service"
+
+
+class WithMalformedService(Strict):
+    conformance_session_service = "plugin_strategies.service"

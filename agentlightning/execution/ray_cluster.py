@@ -1,0 +1,214 @@
+"""A local Ray cluster started once and stopped with every one of its processes: for test sessions.
+
+Starting Ray takes tens of seconds on a small machine, so a test session (the conformance kit, the
+``ray`` strategy's own tests, a benchmark of start-up against a running cluster) starts one head node
+and lets every ``RayExecutionStrategy`` join it by ``RAY_ADDRESS``.
+
+``LocalRayCluster`` runs ``ray start --head --block`` in a process session of its own, with a private
+``--temp-dir``, token authentication (a token made per cluster, handed to its drivers through
+``RAY_AUTH_TOKEN``) and the head's port on 127.0.0.1 (Ray 2.60 still binds its servers on every
+interface and names the node by the machine's address; see docs/running-on-ray.md). ``stop()`` ends
+every process of that session (Ray's own, its raylet, its workers and actors: none leaves the
+session), SIGTERM first and SIGKILL after a bound, and waits until they are gone. Ray itself is never
+imported here: only its command line is run.
+
+``kit_session`` is the conformance kit's session service for the ``ray`` strategy
+(``conformance.session_services``): with ``RAY_ADDRESS`` set it joins that cluster and never stops it;
+otherwise it starts a ``LocalRayCluster`` for the session and stops it at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+
+import psutil
+
+__all__ = ["LocalRayCluster", "kit_session"]
+
+_READY_MARK = b"Ray runtime started"
+_POLL = 0.1
+_TERM_SECONDS = 10.0  # SIGTERM -> SIGKILL
+_KILL_SECONDS = 10.0  # SIGKILL -> gone
+_OBJECT_STORE_BYTES = 200 * 1024 * 1024
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ray_command() -> str:
+    """The ``ray`` command of this interpreter's environment."""
+    beside = Path(sys.executable).with_name("ray")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("ray")
+    if found is None:
+        raise FileNotFoundError(
+            "the 'ray' command is not installed beside this Python nor on PATH: "
+            "pip install 'agentlightning-execution[ray]'"
+        )
+    return found
+
+
+class LocalRayCluster:
+    """A single-node Ray cluster on this machine; see the module docstring.
+
+    ``num_cpus``: CPUs the head advertises (default: the machine's). ``start_timeout``: how long the
+    head may take to report it started before ``start()`` fails (and stops what it began).
+    """
+
+    def __init__(self, num_cpus: int | None = None, start_timeout: float = 180.0) -> None:
+        if num_cpus is not None and (
+            isinstance(num_cpus, bool) or not isinstance(num_cpus, int) or num_cpus < 1
+        ):
+            raise ValueError(f"num_cpus must be None or an int >= 1; got {num_cpus!r}")
+        if not start_timeout > 0:
+            raise ValueError(f"start_timeout must be > 0 seconds; got {start_timeout!r}")
+        self.num_cpus = num_cpus or os.cpu_count() or 1
+        self.start_timeout = float(start_timeout)
+        self.token = secrets.token_hex(32)
+        self.port = 0
+        self.session_id: int | None = None
+        self._head: subprocess.Popen[bytes] | None = None
+        self._directory: str | None = None
+
+    @property
+    def address(self) -> str:
+        if self._head is None:
+            raise RuntimeError("the local Ray cluster is not started")
+        return f"127.0.0.1:{self.port}"
+
+    def environment(self) -> dict[str, str]:
+        """What a driver needs to join this cluster: ``RAY_ADDRESS`` and the token."""
+        return {"RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
+
+    def start(self) -> str:
+        """Start the head node; return its address once Ray reports it started."""
+        if self._head is not None:
+            raise RuntimeError("the local Ray cluster is already started")
+        self._directory = tempfile.mkdtemp(prefix="agl-ray-")  # short: Ray puts AF_UNIX sockets under it
+        self.port = _free_port()
+        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token, RAY_USAGE_STATS_ENABLED="0")
+        command = [
+            _ray_command(),
+            "start",
+            "--head",
+            "--block",
+            f"--port={self.port}",
+            "--node-ip-address=127.0.0.1",
+            "--include-dashboard=false",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={_free_port()}",
+            f"--dashboard-agent-listen-port={_free_port()}",
+            f"--num-cpus={self.num_cpus}",
+            f"--object-store-memory={_OBJECT_STORE_BYTES}",
+            f"--temp-dir={self._directory}",
+            "--disable-usage-stats",
+        ]
+        log_path = os.path.join(self._directory, "head.log")
+        with open(log_path, "wb") as log:
+            self._head = subprocess.Popen(
+                command,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.session_id = self._head.pid  # the session leader's pid is the session id
+        try:
+            self._await_ready(log_path)
+        except BaseException:
+            self.stop()
+            raise
+        return self.address
+
+    def _await_ready(self, log_path: str) -> None:
+        assert self._head is not None
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            text = Path(log_path).read_bytes()
+            if _READY_MARK in text:
+                return
+            if self._head.poll() is not None:
+                raise RuntimeError(
+                    f"'ray start --head' exited with status {self._head.returncode} before the cluster "
+                    f"started:\n{text.decode(errors='replace')[-4000:]}"
+                )
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"the local Ray cluster did not start within {self.start_timeout:g} s:\n"
+                    f"{text.decode(errors='replace')[-4000:]}"
+                )
+            time.sleep(_POLL)
+
+    def processes(self) -> list[psutil.Process]:
+        """Every live process of the cluster's session (empty once stopped)."""
+        if self.session_id is None:
+            return []
+        found = []
+        for process in psutil.process_iter():
+            with contextlib.suppress(psutil.Error, OSError):
+                if os.getsid(process.pid) == self.session_id and process.status() != psutil.STATUS_ZOMBIE:
+                    found.append(process)
+        return found
+
+    def stop(self) -> None:
+        """End every process of the cluster (SIGTERM, then SIGKILL after a bound); idempotent."""
+        head, self._head = self._head, None
+        if head is not None:
+            for sig, bound in ((signal.SIGTERM, _TERM_SECONDS), (signal.SIGKILL, _KILL_SECONDS)):
+                alive = self.processes()
+                if not alive:
+                    break
+                for process in alive:
+                    with contextlib.suppress(psutil.Error):
+                        process.send_signal(sig)
+                _, left = psutil.wait_procs(alive, timeout=bound)
+                if not left and not self.processes():
+                    break
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                head.wait(timeout=_KILL_SECONDS)
+            left = self.processes()
+            if left:
+                raise RuntimeError(
+                    "processes of the local Ray cluster survived SIGKILL: "
+                    + ", ".join(f"{p.pid} ({p.name()})" for p in left)
+                )
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+            self._directory = None
+
+    def __enter__(self) -> LocalRayCluster:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def kit_session() -> Iterator[dict[str, str]]:
+    """The kit's session service for ``ray``: the cluster named by ``RAY_ADDRESS``, or one started here."""
+    if os.environ.get("RAY_ADDRESS"):
+        yield {}  # a cluster of the caller's: joined by every scenario, never stopped by the kit
+        return
+    with LocalRayCluster() as cluster:
+        yield cluster.environment()

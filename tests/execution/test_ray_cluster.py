@@ -1,0 +1,149 @@
+"""The kit's session cluster for ``ray`` (``ray_cluster.kit_session``, a ``conformance.session_services``
+service): ``pytest --strategy=ray`` starts one local cluster for the whole session and stops every one of its
+processes at the end; with ``RAY_ADDRESS`` given it starts nothing and never stops that cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+try:
+    import ray
+except ImportError:
+    ray = None
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        ray is None, reason="Ray is not installed: pip install 'agentlightning-execution[ray]'"
+    ),
+]
+
+# Records, as the session ends (before the kit stops its service), every process the pytest process started.
+_RECORDER = """
+import json, os, psutil
+
+def pytest_sessionfinish(session):
+    if hasattr(session.config, "workerinput"):
+        return
+    seen = [
+        {"pid": p.pid, "name": p.name(), "sid": os.getsid(p.pid), "created": p.create_time()}
+        for p in psutil.Process().children(recursive=True)
+    ]
+    with open(os.environ["RECORD_PATH"], "w") as out:
+        json.dump({"address": os.environ.get("RAY_ADDRESS"), "processes": seen}, out)
+"""
+
+
+def _alive(record: dict[str, object]) -> bool:
+    try:
+        process = psutil.Process(int(record["pid"]))  # type: ignore[call-overload]
+        return process.create_time() == record["created"] and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+class _Run:
+    def __init__(self, directory: Path, env: dict[str, str]) -> None:
+        self.directory = directory
+        self.env = env
+
+    def kit(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``pytest --strategy=ray`` on one scenario, in the project directory, bounded."""
+        command = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--strategy=ray",
+            "--conformance-only",
+            "-p",
+            "no:randomly",
+        ]
+        command += ["-p", "no:cacheprovider", "-k", "L1 and one-runner", *args]
+        return subprocess.run(
+            command,
+            cwd=self.directory,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+
+    def record(self) -> dict[str, Any]:
+        return dict(json.loads((self.directory / "record.json").read_text(encoding="utf-8")))
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> _Run:
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env["RECORD_PATH"] = str(tmp_path / "record.json")
+    (tmp_path / "conftest.py").write_text(_RECORDER, encoding="utf-8")
+    return _Run(tmp_path, env)
+
+
+def test_the_kit_starts_one_cluster_for_the_session_and_leaves_no_ray_process(project: _Run) -> None:
+    result = project.kit("-n", "2")
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert re.search(
+        r"conformance: session service agentlightning\.execution\.ray_cluster:kit_session "
+        r"ready in [0-9.]+ s; exports RAY_ADDRESS, RAY_AUTH_MODE, RAY_AUTH_TOKEN",
+        result.stdout,
+    ), result.stdout[:3000]
+    record = project.record()
+    assert record["address"].startswith("127.0.0.1:")
+    names = {p["name"] for p in record["processes"]}
+    assert {"gcs_server", "raylet"} <= names, names  # one head, started by the controller
+    assert sum(p["name"] == "gcs_server" for p in record["processes"]) == 1
+    left = [p for p in record["processes"] if _alive(p)]
+    assert left == [], left
+
+
+def test_with_ray_address_the_kit_joins_that_cluster_and_never_stops_it(project: _Run) -> None:
+    from agentlightning.execution.ray_cluster import LocalRayCluster
+
+    with LocalRayCluster(num_cpus=2) as cluster:
+        project.env.update(cluster.environment())
+        before = {p.pid for p in cluster.processes()}
+        result = project.kit()
+        assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+        assert "exports nothing (an existing one is used)" in result.stdout, result.stdout[:3000]
+        record = project.record()
+        assert record["address"] == cluster.address
+        assert not [p for p in record["processes"] if p["name"] in ("gcs_server", "raylet")]
+        assert before <= {p.pid for p in cluster.processes()}  # nothing of it was stopped
+        names = {p.name() for p in cluster.processes()}
+        assert {"gcs_server", "raylet"} <= names, names  # still running after the kit's session
+    assert cluster.processes() == []
+
+
+def test_kit_session_with_ray_address_starts_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentlightning.execution import ray_cluster
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a cluster was started although RAY_ADDRESS names one")
+
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    monkeypatch.setattr(ray_cluster, "LocalRayCluster", refuse)
+    with ray_cluster.kit_session() as exported:
+        assert exported == {}
+
+
+def test_invalid_options_name_the_value() -> None:
+    from agentlightning.execution.ray_cluster import LocalRayCluster
+
+    with pytest.raises(ValueError, match=r"num_cpus.*0"):
+        LocalRayCluster(num_cpus=0)
+    with pytest.raises(ValueError, match=r"start_timeout.*-1"):
+        LocalRayCluster(start_timeout=-1)
