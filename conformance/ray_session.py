@@ -9,6 +9,9 @@ user's ``~/.ray/auth_token``) and the current directory on the workers' ``PYTHON
 what the scenario's strategy is made of), and yields the environment a kit run needs. The holder stops the
 cluster when its stdin closes: when the block ends, or when the process that started it is gone.
 
+From a shell (CI): ``python -m conformance.ray_session COMMAND...`` runs one command against such a
+cluster (``python -m conformance.ray_session python -m conformance ray -n 2``) and exits with its status.
+
 Ray is imported only in the holder process.
 """
 
@@ -26,11 +29,12 @@ from collections.abc import Iterator
 
 import psutil
 
-__all__ = ["RAY_MISSING", "held_cluster", "ray_missing"]
+__all__ = ["RAY_MISSING", "held_cluster", "main", "ray_missing"]
 
 RAY_MISSING = "Ray is not installed: pip install 'agentlightning-execution[ray]'"
 """Why a Ray row cannot run without the extra."""
 
+_HOLD = "--hold"  # the holder process's own argument
 _START_SECONDS = 180.0  # a loaded 2-core machine took over 20 s to start one
 _STOP_SECONDS = 60.0
 
@@ -51,7 +55,7 @@ def held_cluster(num_cpus: int = 2) -> Iterator[dict[str, str]]:
     path = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
     env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "PYTHONPATH": path}
     holder = subprocess.Popen(
-        [sys.executable, "-m", "conformance.ray_session", str(num_cpus)],
+        [sys.executable, "-m", "conformance.ray_session", _HOLD, str(num_cpus)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -122,5 +126,20 @@ def _hold(num_cpus: int) -> int:
     return 0
 
 
+def main(argv: list[str]) -> int:
+    """``COMMAND...``: run it against a held cluster, return its exit status (``--hold N``: the holder)."""
+    if argv[:1] == [_HOLD]:
+        return _hold(int(argv[1]))
+    if not argv:
+        print("usage: python -m conformance.ray_session COMMAND [ARG...]", file=sys.stderr)
+        return 2
+    missing = ray_missing()
+    if missing:
+        print(f"conformance.ray_session: {missing}", file=sys.stderr)
+        return 2
+    with held_cluster() as env:
+        return subprocess.run(argv, env={**os.environ, **env}, check=False).returncode
+
+
 if __name__ == "__main__":
-    sys.exit(_hold(int(sys.argv[1]) if len(sys.argv) > 1 else 2))
+    sys.exit(main(sys.argv[1:]))
