@@ -82,6 +82,10 @@ def example_args(spec: str) -> tuple[str, ...]:
 REFERENCES = ("shm", "cs", "ipc")
 RAY_REFERENCE = "ray"
 """The good Ray strategy: run on the checks of the broken Ray specimens selected, beside them."""
+RAY_EXTRA = ("--conformance-timeout-scale", "3")
+"""Kit arguments of every Ray row, the good one's too: each Ray actor starts a worker process that imports
+Ray (seconds on a loaded 2-core machine, two at a time), so the default hang bounds, sized for processes
+that start in milliseconds, would report a slow start-up as a hang and block the contracts behind it."""
 REFERENCE_STORES = (
     "agentlightning.store.memory.InMemoryLightningStore",
     "agentlightning.store.sqlite.SqliteLightningStore",
@@ -247,6 +251,7 @@ def plan_rows(*, scope: str, only: Sequence[str], with_references: bool) -> list
                 subject="store" if specimen.kind == "store" else "strategy",
                 needs=specimen.needs,
                 skipped=specimen.unavailable,
+                extra=RAY_EXTRA if specimen.needs == "ray" else (),
             )
         )
     for spec in EXAMPLES:
@@ -282,6 +287,7 @@ def _ray_beside(rows: Sequence[Row], scope: str) -> list[Row]:
             selection=selection,
             needs="ray",
             skipped=ray_missing(),
+            extra=RAY_EXTRA,
         )
     ]
 
