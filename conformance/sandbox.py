@@ -7,9 +7,10 @@ is a child subreaper (orphans of a scenario are reparented to it and reaped, nev
 reports each scenario process's exit status.
 
 The scenario process makes itself a session leader, gets a private TMPDIR and default signal
-dispositions, builds the strategy and the store, snapshots its resources, runs ``execute()`` with the
-scripted bundles (``scenario.repeat`` times), captures the outcome, settles and snapshots again, writes
-its result file and leaves with ``os._exit``.
+dispositions, builds the strategy and the store, opens the cluster connection the strategy expects its
+caller to hold (``conformance.caller_connection``, if it declares one), snapshots its resources, runs
+``execute()`` with the scripted bundles (``scenario.repeat`` times), captures the outcome, settles and
+snapshots again, writes its result file and leaves with ``os._exit``.
 
 The observer (``run_scenario``, in the pytest process) tails the journal to deliver external faults at
 their gates, enforces the hang bound (dumping every thread's stack of every journaled process, then
