@@ -1,6 +1,7 @@
 """Nox sessions: the test matrix over Python 3.10-3.13, the kit against each reference strategy and the
-store suite against the reference store, lint, types, coverage across threads and child processes, and
-the benchmarks (not in the default set).
+store suite against the reference store, the ``ray`` strategy's tests and kit run on every Python Ray
+ships wheels for, lint, types, coverage across threads and child processes, and the benchmarks (not in
+the default set).
 
 A missing interpreter is an error, not a silent skip: a green matrix means all four versions ran.
 """
@@ -15,7 +16,7 @@ STRATEGIES = ["shm", "ipc", "cs"]
 # from the checkout first, in the same pip call, so the dependency resolves to the working copy.
 KIT = ("-e", "./packaging/conformance")
 
-nox.options.sessions = ["tests", "conformance", "store", "lint", "types", "coverage", "package"]
+nox.options.sessions = ["tests", "conformance", "ray", "store", "lint", "types", "coverage", "package"]
 nox.options.error_on_missing_interpreters = True
 nox.options.reuse_existing_virtualenvs = True
 
@@ -35,6 +36,32 @@ def conformance(session: nox.Session, strategy: str) -> None:
     session.run(
         "python", "-m", "conformance", strategy, "-n", "2", "-p", "no:cacheprovider",
         f"--conformance-report=conformance-report-{strategy}", *session.posargs,
+    )  # fmt: skip
+
+
+RAY_VERSION = "2.60.0"
+RAY_PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+"""Every supported Python that Ray ships Linux wheels for, checked per version with
+``pip download ray==2.60.0 --no-deps --only-binary=:all: --python-version 3.1X``: all four have them."""
+RAY_WITHOUT_WHEELS: dict[str, str] = {}
+"""Supported Pythons left out of the ``ray`` session, each with the reason (none today)."""
+
+
+@nox.session(python=[v for v in RAY_PYTHONS if v not in RAY_WITHOUT_WHEELS])
+def ray(session: nox.Session) -> None:
+    """The ``ray`` strategy's tests, then the kit on ``ray`` and on the zoo's broken Ray strategies (each
+    caught on its contract, the good ``ray`` beside them), against one local cluster held for the run."""
+    session.install(*KIT, "-e", ".[test,ray]", f"ray=={RAY_VERSION}")
+    session.run(
+        "python", "-m", "pytest", "-p", "no:cacheprovider", "-n", "0",
+        "tests/execution/test_ray_actors.py", "tests/execution/test_ray_multinode.py",
+        "tests/conformance/test_ray_session.py", *session.posargs,
+    )  # fmt: skip
+    session.run("python", "-m", "conformance.selfcheck", "--quick", "--only", "_ray_", "--jobs", "1")
+    session.run(
+        "python", "-m", "conformance.ray_session",
+        "python", "-m", "conformance", "ray", "-n", "2", "-p", "no:cacheprovider",
+        f"--conformance-report=conformance-report-ray-{session.python}",
     )  # fmt: skip
 
 

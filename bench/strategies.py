@@ -10,6 +10,11 @@ Workloads (each strategy, n_runners = 1, 2, 4, medians over repeated runs):
   terminal's Ctrl+C; a strategy that swallows the interrupt fails W3 whatever its latency).
 - W4 start-up latency: ``execute()`` called -> every runner running (ms).
 
+``ray`` (when the extra is installed) runs against one local Ray cluster started before its first
+measurement and stopped after its last (``conformance.ray_session``; or the cluster ``RAY_ADDRESS``
+names): this process connects to it once, as a training script's ``ray.init()`` does, so W1, W2 and W4
+are ``execute()`` on an already running cluster and an open connection; W3's child joins it by address.
+
 Bundles are module-level, picklable and report through files in a scratch directory with
 ``time.monotonic()`` stamps (one clock for every process on the machine), so the same workloads run
 unchanged against process strategies. A strategy joins the benchmark with one entry in ``STRATEGIES``.
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import json
 import os
@@ -30,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +73,7 @@ STRATEGIES: dict[str, BenchStrategy] = {
         BenchStrategy("shm", "agentlightning.execution.shared_memory.SharedMemoryExecutionStrategy"),
         BenchStrategy("cs", "agentlightning.execution.client_server.ClientServerExecutionStrategy"),
         BenchStrategy("ipc", "agentlightning.execution.inter_process.InterProcessExecutionStrategy"),
+        BenchStrategy("ray", "agentlightning.execution.ray_actors.RayExecutionStrategy"),
     )
 }
 """Every benchmarked strategy, by name. Add one line to benchmark another."""
@@ -75,11 +82,13 @@ TARGETS: dict[str, dict[str, tuple[str, float]]] = {
     "shm": {"W1": (">=", 8600.0), "W2": ("<=", 10.0), "W3": ("<=", 100.0), "W4": ("<=", 20.0)},
     "cs": {"W1": (">=", 1700.0), "W2": ("<=", 50.0), "W3": ("<=", 150.0)},
     "ipc": {"W2": ("<=", 20.0), "W3": ("<=", 100.0)},
+    "ray": {"W2": ("<=", 100.0), "W3": ("<=", 500.0), "W4": ("<=", 2000.0)},
 }
 """Absolute targets per strategy, with 2 runners and N = 1,000 (W1 in rollouts/s, the others in ms)."""
 
 RELATIVE_TARGETS: dict[str, dict[str, tuple[str, float, str]]] = {
     "ipc": {"W1": (">=", 3.0, "cs")},
+    "ray": {"W1": (">=", 1.0, "cs")},
 }
 """Targets as a ratio to another strategy's median measured in the same run (same runners, N = 1,000):
 ``(op, factor, baseline strategy)``; judged only when the baseline was measured too."""
@@ -360,10 +369,12 @@ def run(
     ``repeats`` overrides the number of runs per figure (default 3 with ``quick``, else 9);
     ``w1_repeats`` that of W1 alone (default: ``repeats``).
     """
-    names = list(strategies or STRATEGIES)
+    names = list(strategies or available(list(STRATEGIES))[0])
     unknown = [name for name in names if name not in STRATEGIES]
     if unknown:
         raise ValueError(f"unknown strategy {unknown[0]!r}; known: {', '.join(sorted(STRATEGIES))}")
+    for name, why in available(names)[1].items():
+        raise ValueError(f"cannot benchmark {name!r}: {why}")
     if repeats is None:
         repeats = 3 if quick else 9
     if w1_repeats is None:
@@ -372,29 +383,77 @@ def run(
         raise ValueError(f"repeats must be >= 1, got {min(repeats, w1_repeats)}")
     rows: list[dict[str, Any]] = []
     specs = [STRATEGIES[name] for name in names]
-    for n in runners:
-        for spec in specs:
-            measure_w1(spec, n, min(n_rollouts, 100))  # warm-up: imports, first loop, allocator
-        # W1 repeats go round the strategies in turn, so that a ratio between two of them compares runs
-        # made minutes apart at most once each, not one strategy's whole series against another's.
-        w1: dict[str, list[float]] = {spec.name: [] for spec in specs}
-        for _ in range(w1_repeats):
-            for spec in specs:
-                w1[spec.name].append(measure_w1(spec, n, n_rollouts))
-        for spec in specs:
-            w2, w4 = zip(*(measure_w2_w4(spec, n) for _ in range(repeats)), strict=True)
-            w3_runs = [measure_w3(spec, n) for _ in range(repeats)]
-            swallowed = [r["outcome"] for r in w3_runs if r["outcome"] != "KeyboardInterrupt"]
-            w3 = [r["latency_ms"] for r in w3_runs if r["latency_ms"] is not None]
-            rows.append(_summary(spec.name, "W1", n, w1[spec.name], n_rollouts))
-            rows.append(_summary(spec.name, "W2", n, list(w2), n_rollouts))
-            rows.append(
-                _summary(spec.name, "W3", n, w3, n_rollouts, w3_outcomes=swallowed or ["KeyboardInterrupt"])
-            )
-            rows.append(_summary(spec.name, "W4", n, list(w4), n_rollouts))
-            if swallowed:  # a swallowed interrupt fails W3 whatever the latency
-                rows[-2]["meets_target"] = False
+    with _cluster_for(names):
+        for n in runners:
+            rows += _measure(specs, n, n_rollouts, repeats, w1_repeats)
     apply_relative_targets(rows)
+    return rows
+
+
+def available(names: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """The strategies of ``names`` that can run here, and why each other one cannot (its extra)."""
+    from conformance.ray_session import ray_missing
+
+    missing = {name: ray_missing() for name in names if name == "ray" and ray_missing()}
+    return [name for name in names if name not in missing], missing
+
+
+@contextlib.contextmanager
+def _cluster_for(names: Sequence[str]) -> Iterator[None]:
+    """For ``ray``: a running cluster (``RAY_ADDRESS``'s, else one held for the block) that this process
+    is connected to, and ``RAY_ADDRESS`` set for W3's children; nothing for the other strategies."""
+    if "ray" not in names:
+        yield
+        return
+    import ray
+
+    from conformance.ray_session import held_cluster
+
+    with contextlib.ExitStack() as stack:
+        if not os.environ.get("RAY_ADDRESS"):
+            env = stack.enter_context(held_cluster())
+            saved = {key: os.environ.get(key) for key in env}
+            os.environ.update(env)
+            stack.callback(_restore, saved)
+        ray.init(address=os.environ["RAY_ADDRESS"], configure_logging=False, log_to_driver=False)
+        stack.callback(ray.shutdown)
+        yield
+
+
+def _restore(saved: dict[str, str | None]) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def _measure(
+    specs: Sequence[BenchStrategy], n: int, n_rollouts: int, repeats: int, w1_repeats: int
+) -> list[dict[str, Any]]:
+    """Every workload for each of ``specs`` with ``n`` runners."""
+    rows: list[dict[str, Any]] = []
+    for spec in specs:
+        measure_w1(spec, n, min(n_rollouts, 100))  # warm-up: imports, first loop, allocator
+    # W1 repeats go round the strategies in turn, so that a ratio between two of them compares runs
+    # made minutes apart at most once each, not one strategy's whole series against another's.
+    w1: dict[str, list[float]] = {spec.name: [] for spec in specs}
+    for _ in range(w1_repeats):
+        for spec in specs:
+            w1[spec.name].append(measure_w1(spec, n, n_rollouts))
+    for spec in specs:
+        w2, w4 = zip(*(measure_w2_w4(spec, n) for _ in range(repeats)), strict=True)
+        w3_runs = [measure_w3(spec, n) for _ in range(repeats)]
+        swallowed = [r["outcome"] for r in w3_runs if r["outcome"] != "KeyboardInterrupt"]
+        w3 = [r["latency_ms"] for r in w3_runs if r["latency_ms"] is not None]
+        rows.append(_summary(spec.name, "W1", n, w1[spec.name], n_rollouts))
+        rows.append(_summary(spec.name, "W2", n, list(w2), n_rollouts))
+        rows.append(
+            _summary(spec.name, "W3", n, w3, n_rollouts, w3_outcomes=swallowed or ["KeyboardInterrupt"])
+        )
+        rows.append(_summary(spec.name, "W4", n, list(w4), n_rollouts))
+        if swallowed:  # a swallowed interrupt fails W3 whatever the latency
+            rows[-2]["meets_target"] = False
     return rows
 
 

@@ -7,9 +7,10 @@ is a child subreaper (orphans of a scenario are reparented to it and reaped, nev
 reports each scenario process's exit status.
 
 The scenario process makes itself a session leader, gets a private TMPDIR and default signal
-dispositions, builds the strategy and the store, snapshots its resources, runs ``execute()`` with the
-scripted bundles (``scenario.repeat`` times), captures the outcome, settles and snapshots again, writes
-its result file and leaves with ``os._exit``.
+dispositions, builds the strategy and the store, opens the cluster connection the strategy expects its
+caller to hold (``conformance.caller_connection``, if it declares one), snapshots its resources, runs
+``execute()`` with the scripted bundles (``scenario.repeat`` times), captures the outcome, settles and
+snapshots again, writes its result file and leaves with ``os._exit``.
 
 The observer (``run_scenario``, in the pytest process) tails the journal to deliver external faults at
 their gates, enforces the hang bound (dumping every thread's stack of every journaled process, then
@@ -52,6 +53,7 @@ from typing import Any, Literal
 
 from conformance import leaks
 from conformance.bundles import ScriptedAlgorithm, ScriptedRunner, register_stack_dump
+from conformance.caller_connection import connection_state, open_caller_connection
 from conformance.faults import BEFORE_START_GATE, FaultDriver
 from conformance.journal import held_open, read_journal, write_record
 from conformance.perturbation import installed
@@ -372,6 +374,7 @@ def _scenario_main(request: dict[str, Any]) -> int:
         options.setdefault("n_runners", scenario.n_runners)
         strategy = build_strategy(dataclasses.replace(target, options=options))
         store = build_store(target)
+        connection = open_caller_connection(strategy)  # the caller's own cluster connection, if any (R7)
     except BaseException as exc:
         result["setup_error"] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         _write_result(directory, result)
@@ -391,7 +394,7 @@ def _scenario_main(request: dict[str, Any]) -> int:
 
     journal_held = held_open(journal_path)
     journal_held.__enter__()  # before the first leak snapshot; closed after the last one
-    state_before = leaks.caller_state()
+    state_before = {**leaks.caller_state(), **connection_state(connection)}
     collector = leaks.Collector()
     collector.__enter__()
     before = leaks.take_snapshot(tmpdir, loops=True)
@@ -445,7 +448,7 @@ def _scenario_main(request: dict[str, Any]) -> int:
         write_record(journal_path, "kit", "perturbation-removed", perturbation.summary())
     while not state_after:
         try:
-            state_after = leaks.caller_state()
+            state_after = {**leaks.caller_state(), **connection_state(connection)}
         except KeyboardInterrupt:
             late_signals += 1
     while True:

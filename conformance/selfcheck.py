@@ -13,6 +13,11 @@ collateral failures within the section show); ``--quick`` runs only its own cont
 the whole suite. Examples and references always run the whole suite (``--quick`` skips the references).
 Exit status 0 when every defect is caught and every example and reference passes.
 
+Specimens built on an optional extra (``NEEDS = "ray"``) run against one local Ray cluster the selfcheck
+holds for them (``conformance.ray_session``; or the one ``RAY_ADDRESS`` names), one at a time, after the
+others; the good ``ray`` strategy runs beside them on the same checks and must pass them. Without the extra
+each such row is reported as skipped, with the reason naming the extra: never dropped, never a failure.
+
 ``--interleavings`` runs each interleaving-only specimen (``INTERLEAVING_ONLY = True``: a defect that
 shows only in a rare interleaving of the strategy's own threads) ``--runs`` times (5 by default) under
 the ``ci`` profile, each with another seed, P1 only, and prints how many runs caught it, the median time
@@ -75,6 +80,12 @@ def example_args(spec: str) -> tuple[str, ...]:
 
 
 REFERENCES = ("shm", "cs", "ipc")
+RAY_REFERENCE = "ray"
+"""The good Ray strategy: run on the checks of the broken Ray specimens selected, beside them."""
+RAY_EXTRA = ("--conformance-timeout-scale", "3")
+"""Kit arguments of every Ray row, the good one's too: each Ray actor starts a worker process that imports
+Ray (seconds on a loaded 2-core machine, two at a time), so the default hang bounds, sized for processes
+that start in milliseconds, would report a slow start-up as a hang and block the contracts behind it."""
 REFERENCE_STORES = (
     "agentlightning.store.memory.InMemoryLightningStore",
     "agentlightning.store.sqlite.SqliteLightningStore",
@@ -100,6 +111,8 @@ class Row:
     verdicts: dict[str, str] = dataclasses.field(default_factory=dict)
     reasons: dict[str, str] = dataclasses.field(default_factory=dict)  # failing item -> what the kit saw
     error: str = ""  # the kit did not produce a report
+    needs: str = ""  # the optional extra the row is built on (a specimen's NEEDS; "ray" for the ray row)
+    skipped: str = ""  # why the row cannot run here (its extra is missing), else ""
     seconds: float = 0.0
 
     @property
@@ -109,6 +122,8 @@ class Row:
 
     @property
     def ok(self) -> bool:
+        if self.skipped:
+            return True  # not run, and said so (status, render): never counted as caught
         if self.error:
             return False
         if self.role == "broken":
@@ -118,6 +133,8 @@ class Row:
 
     @property
     def status(self) -> str:
+        if self.skipped:
+            return "SKIPPED"
         if self.error:
             return "ERROR"
         if self.role == "broken":
@@ -165,9 +182,11 @@ def kit_command(
     return command
 
 
-def _run_kit(row: Row, timeout: float) -> tuple[dict[str, Any] | None, str, float]:
-    """Run the kit for ``row`` (a fresh report file per run): its report, or why there is none, and the
-    wall time."""
+def _run_kit(
+    row: Row, timeout: float, env: dict[str, str] | None = None
+) -> tuple[dict[str, Any] | None, str, float]:
+    """Run the kit for ``row`` (a fresh report file per run; ``env``: variables to add, a Ray cluster's):
+    its report, or why there is none, and the wall time."""
     with tempfile.TemporaryDirectory(prefix="selfcheck-") as scratch:
         report = os.path.join(scratch, "report.json")
         started = time.monotonic()
@@ -178,6 +197,7 @@ def _run_kit(row: Row, timeout: float) -> tuple[dict[str, Any] | None, str, floa
                 text=True,
                 timeout=timeout,
                 check=False,
+                env=None if env is None else {**os.environ, **env},
             )
         except subprocess.TimeoutExpired:
             return None, f"the kit did not finish within {timeout:g} s", time.monotonic() - started
@@ -190,9 +210,11 @@ def _run_kit(row: Row, timeout: float) -> tuple[dict[str, Any] | None, str, floa
             return None, f"no report ({exc}); exit {completed.returncode}: " + " | ".join(tail), seconds
 
 
-def run_one(row: Row, *, timeout: float = 900.0) -> Row:
+def run_one(row: Row, *, timeout: float = 900.0, env: dict[str, str] | None = None) -> Row:
     """Run the kit for ``row`` and fill in its verdicts (a fresh report file per run)."""
-    data, row.error, row.seconds = _run_kit(row, timeout)
+    if row.skipped:
+        return row
+    data, row.error, row.seconds = _run_kit(row, timeout, env)
     if data is None:
         return row
     row.verdicts = dict(data.get("contracts", {}))
@@ -227,6 +249,9 @@ def plan_rows(*, scope: str, only: Sequence[str], with_references: bool) -> list
                 selection=selection,
                 kit_gap=specimen.kit_gap,
                 subject="store" if specimen.kind == "store" else "strategy",
+                needs=specimen.needs,
+                skipped=specimen.unavailable,
+                extra=RAY_EXTRA if specimen.needs == "ray" else (),
             )
         )
     for spec in EXAMPLES:
@@ -241,7 +266,30 @@ def plan_rows(*, scope: str, only: Sequence[str], with_references: bool) -> list
         rows = [row for row in rows if any(pattern in row.name or pattern == row.spec for pattern in only)]
         if not rows:
             raise SystemExit(f"--only {' '.join(only)}: matches no strategy or store")
+    rows += _ray_beside(rows, scope)
     return rows
+
+
+def _ray_beside(rows: Sequence[Row], scope: str) -> list[Row]:
+    """The good ``ray`` strategy on every check its broken Ray specimens in ``rows`` run (none: none)."""
+    ray_rows = [row for row in rows if row.role == "broken" and row.needs == "ray"]
+    if not ray_rows or any(row.spec == RAY_REFERENCE for row in rows):
+        return []
+    from conformance.ray_session import ray_missing
+
+    selections = list(dict.fromkeys(row.selection for row in ray_rows))
+    selection = "" if scope == "full" or "" in selections else " or ".join(selections)
+    return [
+        Row(
+            name=RAY_REFERENCE,
+            spec=RAY_REFERENCE,
+            role="reference",
+            selection=selection,
+            needs="ray",
+            skipped=ray_missing(),
+            extra=RAY_EXTRA,
+        )
+    ]
 
 
 def _good_seconds(rows: Sequence[Row]) -> float | None:
@@ -288,7 +336,9 @@ def render(rows: Sequence[Row]) -> str:
         ]
         lines += _table(header, table)
         for row in broken:
-            if row.error:
+            if row.skipped:
+                lines.append(f"  {row.name}: skipped: {row.skipped}")
+            elif row.error:
                 lines.append(f"  {row.name}: {row.error}")
             elif row.kit_gap and not row.ok:
                 lines.append(f"  {row.name}: known kit gap: {row.kit_gap}")
@@ -304,7 +354,9 @@ def render(rows: Sequence[Row]) -> str:
         ]
         lines += _table(other_header, other_table)
         for row in others:
-            if row.error:
+            if row.skipped:
+                lines.append(f"  {row.spec}: skipped: {row.skipped}")
+            elif row.error:
                 lines.append(f"  {row.spec}: {row.error}")
         for cid in sorted({cid for row in others for cid in row.kit_issues}):
             lines.append(f"  * {cid} failed: a known kit issue, not the strategy's: {KIT_ISSUES[cid]}")
@@ -317,6 +369,12 @@ def render(rows: Sequence[Row]) -> str:
             f"{slowest.seconds:.0f}s ({slowest.seconds / good:.2f}x); "
             f"{sum(row.seconds <= 2 * good for row in full)}/{len(full)} within 2x"
         )
+    skipped = [row for row in rows if row.skipped]
+    broken = [row for row in broken if not row.skipped]
+    others = [row for row in others if not row.skipped]
+    if skipped:
+        reasons = sorted({row.skipped for row in skipped})
+        lines.append(f"skipped (not run, not counted): {len(skipped)}: {'; '.join(reasons)}")
     if broken:
         caught = sum(row.ok for row in broken)
         sections = sorted({row.breaks.rstrip("0123456789") for row in broken})
@@ -483,6 +541,27 @@ def _interleavings(args: argparse.Namespace) -> int:
     return 0 if all(run.caught for run in runs) else 1
 
 
+def _print_done(row: Row) -> None:
+    failed = f" failed {','.join(row.failed)}" if row.failed else ""
+    print(f"  {row.status:<8} {row.name} ({row.seconds:.0f} s){failed}", flush=True)
+
+
+def _run_on_ray(rows: Sequence[Row]) -> None:
+    """Run ``rows`` one at a time (a Ray cluster takes every core there is) against one Ray cluster: the
+    one ``RAY_ADDRESS`` names, else a local one held for them."""
+    if os.environ.get("RAY_ADDRESS"):
+        print(f"selfcheck: {len(rows)} Ray runs on the cluster at {os.environ['RAY_ADDRESS']}", flush=True)
+        for row in rows:
+            _print_done(run_one(row))
+        return
+    from conformance.ray_session import held_cluster
+
+    print(f"selfcheck: starting a local Ray cluster for {len(rows)} Ray runs", flush=True)
+    with held_cluster() as env:
+        for row in rows:
+            _print_done(run_one(row, env=env))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m conformance.selfcheck",
@@ -533,11 +612,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"selfcheck: {len(rows)} runs, scope {scope_name}, {args.jobs} at a time", flush=True)
     # Longest first (whole-suite runs), so the pool does not end on one long straggler.
     order = sorted(rows, key=lambda row: row.selection != "")
+    on_ray = [row for row in order if row.needs == "ray" and not row.skipped]
+    for row in order:
+        if row.skipped:
+            print(f"  {row.status:<8} {row.name}: {row.skipped}", flush=True)
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-        for done in concurrent.futures.as_completed([pool.submit(run_one, row) for row in order]):
-            row = done.result()
-            failed = f" failed {','.join(row.failed)}" if row.failed else ""
-            print(f"  {row.status:<8} {row.name} ({row.seconds:.0f} s){failed}", flush=True)
+        others = [row for row in order if row not in on_ray and not row.skipped]
+        for done in concurrent.futures.as_completed([pool.submit(run_one, row) for row in others]):
+            _print_done(done.result())
+    if on_ray:
+        _run_on_ray(on_ray)
     print()
     print(render(rows))
     if args.json:

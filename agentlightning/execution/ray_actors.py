@@ -222,12 +222,32 @@ class RayExecutionStrategy(SupervisedStrategy):
             found.append(f"Ray placement group {run.group.id.hex()} of the runners not removed")
         return found
 
+    def caller_connection(self) -> _CallerConnection | None:
+        """Connect this process to ``address`` (or ``RAY_ADDRESS``) as a training script's ``ray.init()``
+        would (the conformance kit's ``caller_connection`` hook): ``execute()`` then runs against a
+        connection its caller holds, which it must leave as it found it. ``None`` without an address.
+        """
+        if self.address is None:
+            return None
+        if not ray.is_initialized():
+            ray.init(address=self.address, configure_logging=False)
+        return _CallerConnection()
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(n_runners={self.n_runners}, address={self.address!r}, "
             f"placement={self.placement!r}, runner_resources={self.runner_resources!r}, "
             f"graceful_timeout={self.graceful_timeout}, terminate_timeout={self.terminate_timeout})"
         )
+
+
+class _CallerConnection:
+    """The caller's Ray connection as Ray itself reports it (never from the strategy's bookkeeping)."""
+
+    def describe(self) -> str:
+        if not ray.is_initialized():
+            return "not connected to Ray (ray.is_initialized() is False)"
+        return f"Ray driver connected to the cluster at {ray.get_runtime_context().gcs_address}"
 
 
 def _validate_resources(value: Mapping[str, float] | None) -> dict[str, float]:

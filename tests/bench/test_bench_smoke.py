@@ -245,3 +245,26 @@ def test_cpu_bound_runners_spend_their_work_per_rollout() -> None:
 
     rate = cpu_bound.measure("shm", 1, 10, 20.0)
     assert 0 < rate <= 50.0
+
+
+def test_ray_targets_absolute_and_relative_to_cs_of_the_same_run() -> None:
+    rows = [
+        strategies._summary("cs", "W1", 2, [1800.0], 1000),
+        strategies._summary("ray", "W1", 2, [1700.0], 1000),
+        strategies._summary("ray", "W2", 2, [90.0], 1000),
+        strategies._summary("ray", "W3", 2, [600.0], 1000),
+        strategies._summary("ray", "W4", 2, [1500.0], 1000),
+    ]
+    strategies.apply_relative_targets(rows)
+    judged = {r["workload"]: r["meets_target"] for r in rows if r["strategy"] == "ray"}
+    assert judged == {"W1": False, "W2": True, "W3": False, "W4": True}  # W1 1,700 < cs's 1,800
+    assert rows[1]["target"] == ">= 1x cs (1,800)"
+
+
+def test_ray_without_its_extra_is_named_not_measured(monkeypatch: pytest.MonkeyPatch) -> None:
+    from conformance import ray_session
+
+    monkeypatch.setattr(ray_session.importlib.util, "find_spec", lambda name: None)
+    assert strategies.available(["cs", "ray"]) == (["cs"], {"ray": ray_session.RAY_MISSING})
+    with pytest.raises(ValueError, match=r"cannot benchmark 'ray': .*agentlightning-execution\[ray\]"):
+        strategies.run(["ray"], runners=(2,), repeats=1)

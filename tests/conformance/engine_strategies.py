@@ -211,3 +211,46 @@ def return_a_lock() -> Any:
     import threading
 
     return threading.Lock()
+
+
+class _FakeCluster:
+    """A cluster client library in miniature: one module-level connection per process, as Ray's."""
+
+    address: str | None = None
+
+
+class _FakeConnection:
+    def describe(self) -> str:
+        address = _FakeCluster.address
+        return f"connected to {address}" if address is not None else "not connected"
+
+
+class CallerConnectedStrategy(LoopStrategy):
+    """Runs against a cluster connection its caller opened (the kit's ``caller_connection`` hook)."""
+
+    def caller_connection(self) -> _FakeConnection:
+        _FakeCluster.address = "fake-cluster:6379"
+        return _FakeConnection()
+
+
+class ConnectionClosingStrategy(CallerConnectedStrategy):
+    """Closes the caller's cluster connection after its run (as a ``ray.shutdown()`` not its own)."""
+
+    def execute(self, algorithm: Any, runner: Any, store: Any) -> None:
+        try:
+            super().execute(algorithm, runner, store)
+        finally:
+            _FakeCluster.address = None
+
+
+class ConnectionFailsToDescribeStrategy(CallerConnectedStrategy):
+    """Its connection cannot say what it is after the run: a finding, never a silent pass."""
+
+    def execute(self, algorithm: Any, runner: Any, store: Any) -> None:
+        super().execute(algorithm, runner, store)
+        _FakeCluster.address = None
+        _FakeConnection.describe = _describe_fails  # type: ignore[method-assign]
+
+
+def _describe_fails(self: Any) -> str:
+    raise ConnectionError("cluster unreachable")

@@ -79,6 +79,18 @@ def test_changed_signal_handler_fails_r7():
     assert "SIGTERM handler" in failed.value.render()
 
 
+def test_caller_connection_closed_by_execute_fails_r7():
+    with pytest.raises(ContractFailed) as failed:
+        _run("R7", "after-return", "ConnectionClosingStrategy")
+    assert "caller's cluster connection: was connected to fake-cluster:6379, now not connected" in (
+        failed.value.render()
+    )
+
+
+def test_caller_connection_kept_passes_r7():
+    _run("R7", "after-return", "CallerConnectedStrategy")
+
+
 def test_hang_fails_l2_with_stacks_in_the_message():
     with pytest.raises(ContractFailed) as failed:
         _run(

@@ -120,6 +120,29 @@ def test_caller_state_change_is_named():
     )
 
 
+def test_caller_connection_left_as_it_was_is_no_change():
+    scenario = Scenario("connected", algorithm=Script((Step("return"),)), runners=(POLL,), settle=0.1)
+    result = run_scenario(_target("CallerConnectedStrategy"), scenario)
+    assert result.outcome == "returned"
+    assert result.leaks.caller_state == ()
+
+
+def test_caller_connection_closed_by_execute_is_named():
+    scenario = Scenario("disconnects", algorithm=Script((Step("return"),)), runners=(POLL,), settle=0.1)
+    result = run_scenario(_target("ConnectionClosingStrategy"), scenario)
+    assert result.leaks.caller_state == (
+        "caller's cluster connection: was connected to fake-cluster:6379, now not connected",
+    )
+
+
+def test_caller_connection_that_cannot_describe_itself_is_reported():
+    scenario = Scenario("describe-fails", algorithm=Script((Step("return"),)), runners=(POLL,), settle=0.1)
+    result = run_scenario(_target("ConnectionFailsToDescribeStrategy"), scenario)
+    assert len(result.leaks.caller_state) == 1, result.leaks
+    assert "describe() failed" in result.leaks.caller_state[0]
+    assert "cluster unreachable" in result.leaks.caller_state[0]
+
+
 def test_sigint_at_a_gate_lands_in_execute():
     scenario = Scenario(
         "sigint", n_runners=2, algorithm=POLL, runners=(POLL,), faults=(Fault("sigint-main", "all started"),)

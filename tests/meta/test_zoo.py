@@ -8,20 +8,35 @@ business. The example strategies run the whole suite and must pass it.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 from conformance.catalogue import CATALOGUE
-from conformance.selfcheck import EXAMPLES, KIT_ISSUES, Row, example_args, render, run_one
+from conformance.selfcheck import EXAMPLES, KIT_ISSUES, RAY_EXTRA, Row, example_args, render, run_one
 from strategies.broken import Specimen, specimens
 
 _ZOO = specimens()
+_REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[dict[str, str]]:
+    """One local Ray cluster for the Ray specimens of this module (started only if one of them runs)."""
+    from conformance.ray_session import held_cluster
+
+    with held_cluster() as env:
+        yield env
 
 
 def test_zoo_is_large_and_covers_every_section() -> None:
     sections = {specimen.breaks.rstrip("0123456789") for specimen in _ZOO}
     assert len(_ZOO) >= 25, f"only {len(_ZOO)} broken strategies"
     assert {"L", "K", "E", "R", "S", "F", "G"} <= sections, f"sections covered: {sorted(sections)}"
-    kinds = {specimen.kind for specimen in _ZOO}
+    kinds = {specimen.kind for specimen in _ZOO if not specimen.unavailable}
     assert kinds == {"threads", "processes"}, f"kinds covered: {sorted(kinds)}"
 
 
@@ -41,9 +56,12 @@ def test_example_strategy_passes_the_kit(spec: str) -> None:
 
 
 @pytest.mark.parametrize("specimen", _ZOO, ids=[specimen.name for specimen in _ZOO])
-def test_broken_strategy_fails_its_contract(specimen: Specimen) -> None:
+def test_broken_strategy_fails_its_contract(specimen: Specimen, request: pytest.FixtureRequest) -> None:
     assert specimen.breaks in CATALOGUE, f"{specimen.name}: BREAKS = {specimen.breaks!r} is no contract ID"
     assert specimen.defect, f"{specimen.name} documents no defect"
+    if specimen.unavailable:
+        pytest.skip(specimen.unavailable)
+    env = request.getfixturevalue("ray_cluster") if specimen.needs == "ray" else None
     if specimen.kit_gap:
         # Not run here: a missed leak stays on the machine (python -m conformance.selfcheck still shows it).
         pytest.skip(f"known kit gap: {specimen.kit_gap}")
@@ -58,9 +76,11 @@ def test_broken_strategy_fails_its_contract(specimen: Specimen) -> None:
             role="broken",
             breaks=specimen.breaks,
             selection=f"{specimen.breaks}-",
-            extra=("-x",),  # the first failing situation proves the catch: the others cost time
+            # The first failing situation proves the catch: the others cost time.
+            extra=("-x", *(RAY_EXTRA if specimen.needs == "ray" else ())),
         ),
-        timeout=240.0,
+        timeout=240.0 if env is None else 600.0,
+        env=env,
     )
     if row.verdicts and specimen.breaks not in row.verdicts:
         pytest.skip(f"{specimen.breaks} is not checked by this kit build")
@@ -113,3 +133,34 @@ def test_the_selfcheck_table_shows_wall_time_against_the_good_strategies() -> No
         "good strategies' median 50s; slowest broken strategy l1_ignores_n_runners 75s (1.50x); 1/1 within 2x"
         in table
     )
+
+
+def test_ray_specimens_without_ray_are_skipped_naming_the_extra() -> None:
+    # As if the extra were not installed: every Ray specimen and the good ray row are listed as skipped,
+    # the reason naming the extra, and the selfcheck still succeeds.
+    code = (
+        "import sys\n"
+        "class Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'ray' or name.startswith('ray.'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Hide())\n"
+        "from conformance.selfcheck import main\n"
+        "sys.exit(main(['--quick', '--only', '_ray_']))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=_REPO,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    ray_specimens = [specimen.name for specimen in _ZOO if specimen.needs == "ray"]
+    assert ray_specimens, "the zoo has no Ray specimen"
+    extra = "pip install 'agentlightning-execution[ray]'"
+    for name in ray_specimens:
+        assert f"SKIPPED  {name}: needs the extra 'ray': {extra}" in out.stdout, out.stdout
+    assert "SKIPPED  ray: Ray is not installed: pip install 'agentlightning-execution[ray]'" in out.stdout
+    assert f"skipped (not run, not counted): {len(ray_specimens) + 1}: " in out.stdout, out.stdout
