@@ -68,10 +68,14 @@ class LocalRayCluster:
     """A single-node Ray cluster on this machine; see the module docstring.
 
     ``num_cpus``: CPUs the head advertises (default: the machine's). ``start_timeout``: how long the
-    head may take to report it started before ``start()`` fails (and stops what it began).
+    head may take to report it started before ``start()`` fails (and stops what it began). ``env``:
+    variables for the cluster's processes, its workers included (e.g. ``PYTHONPATH``, so that actors
+    import what the caller's strategy is made of).
     """
 
-    def __init__(self, num_cpus: int | None = None, start_timeout: float = 180.0) -> None:
+    def __init__(
+        self, num_cpus: int | None = None, start_timeout: float = 180.0, env: dict[str, str] | None = None
+    ) -> None:
         if num_cpus is not None and (
             isinstance(num_cpus, bool) or not isinstance(num_cpus, int) or num_cpus < 1
         ):
@@ -80,6 +84,7 @@ class LocalRayCluster:
             raise ValueError(f"start_timeout must be > 0 seconds; got {start_timeout!r}")
         self.num_cpus = num_cpus or os.cpu_count() or 1
         self.start_timeout = float(start_timeout)
+        self.env = dict(env or {})
         self.token = secrets.token_hex(32)
         self.port = 0
         self.session_id: int | None = None
@@ -103,6 +108,7 @@ class LocalRayCluster:
         self._directory = tempfile.mkdtemp(prefix="agl-ray-")  # short: Ray puts AF_UNIX sockets under it
         self.port = _free_port()
         env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
+        env.update(self.env)
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token, RAY_USAGE_STATS_ENABLED="0")
         command = [
             _ray_command(),
