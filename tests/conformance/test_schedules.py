@@ -58,7 +58,8 @@ def test_undeclared_capabilities_are_never_exercised(scenario: Scenario) -> None
 def test_processes_get_worker_kills_and_long_blocks_somewhere() -> None:
     kinds: set[str] = set()
 
-    @settings(max_examples=150, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+    # 300 draws: the racing shapes (``SHAPES``) take most draws, and signals are one stop of several
+    @settings(max_examples=300, database=None, deadline=None, suppress_health_check=list(HealthCheck))
     @seed(7)
     @given(scenarios(_PROCESSES))
     def collect(scenario: Scenario) -> None:
