@@ -284,7 +284,7 @@ def _schedule(draw: st.DrawFn, caps: Mapping[str, Any], bounds: ScheduleBounds) 
         tails = [draw(_tails(caps, bounds)) for _ in range(n_runners)]
     # "return at once" enqueues nothing: a rollout to wait for would hold the algorithm until runners work
     final_enqueue = 0 if shape == "return at once" else draw(st.integers(1 if churn else 0, 3))
-    starts = ("all started", "algorithm started", "last runner started", "algorithm started")
+    starts: tuple[str, ...] = ("all started", "algorithm started", "last runner started", "algorithm started")
     if shape in ("return at once", "stop at once"):  # at once after the algorithm's start, mostly
         starts = ("algorithm started", "all started", "algorithm started", "last runner started")
         starts += ("algorithm started",)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, seed, settings
@@ -184,12 +186,12 @@ def _shape_of(scenario: Scenario) -> str:
     return "other"
 
 
-def _drawn(caps: object, count: int, seed_value: int, perturb: bool = False) -> list[Scenario]:
+def _drawn(caps: Mapping[str, Any], count: int, seed_value: int, perturb: bool = False) -> list[Scenario]:
     drawn: list[Scenario] = []
 
     @settings(max_examples=count, database=None, deadline=None, suppress_health_check=list(HealthCheck))
     @seed(seed_value)
-    @given(scenarios(caps, ScheduleBounds(perturb=perturb)))  # type: ignore[arg-type]
+    @given(scenarios(caps, ScheduleBounds(perturb=perturb)))
     def collect(scenario: Scenario) -> None:
         drawn.append(scenario)
 
