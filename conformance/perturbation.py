@@ -1,10 +1,10 @@
 """Seeded scheduling perturbation inside the scenario process: small random delays where strategies race.
 
-A ``Perturbation`` is plain data drawn with a P1 scenario (so shrinking minimises it and the replay command
-reproduces it): a seed, the racing points it perturbs, the share of their hits that are delayed, the
-longest delay, and the interpreter's switch interval. ``installed(perturbation)`` patches the racing
-points of this process only and sets ``sys.setswitchinterval``; everything is restored when the block
-ends. The racing points (``POINTS``):
+A ``Perturbation`` is plain data drawn with a P1 scenario (``conformance.schedules``: it is part of what
+shrinking keeps failing and of what the replay command reproduces): a seed, the racing points it perturbs,
+the share of their hits that are delayed, the longest delay, and the interpreter's switch interval.
+``installed(perturbation)`` patches the racing points of this process only and sets
+``sys.setswitchinterval``; everything is restored when the block ends. The racing points (``POINTS``):
 
 - ``thread-start``, ``process-start``: before ``threading.Thread.start`` and ``BaseProcess.start``;
 - ``event-set``, ``event-wait``: after ``threading.Event.set()`` and ``wait()`` return;

@@ -33,7 +33,9 @@ replay and pasteable forms printed on failure.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -127,15 +129,28 @@ def _non_stopping() -> st.SearchStrategy[tuple[Any, ...]]:
     )
 
 
+def _raise() -> st.SearchStrategy[tuple[Any, ...]]:
+    return st.tuples(st.just("raise"), st.sampled_from(_ERRORS))
+
+
+def _store_fault() -> st.SearchStrategy[tuple[Any, ...]]:
+    return st.tuples(
+        st.just("store-fault"), st.sampled_from(tuple(STORE_METHODS)), st.sampled_from(_STORE_ERRORS)
+    )
+
+
+def _failing() -> st.SearchStrategy[tuple[Any, ...]]:
+    """An error a bundle raises: from its own code (mostly), or from a store call that fails."""
+    return _weighted((3, _raise()), (1, _store_fault()))
+
+
 def _stopping() -> st.SearchStrategy[tuple[Any, ...]]:
     return st.one_of(
-        st.tuples(st.just("raise"), st.sampled_from(_ERRORS)),
+        _raise(),
         st.tuples(st.just("set_event")),
         st.tuples(st.just("keyboard_interrupt")),
         st.tuples(st.just("exit"), st.just(3)),
-        st.tuples(
-            st.just("store-fault"), st.sampled_from(tuple(STORE_METHODS)), st.sampled_from(_STORE_ERRORS)
-        ),
+        _store_fault(),
     )
 
 
@@ -153,35 +168,62 @@ def _weighted(*choices: tuple[int, st.SearchStrategy[Any]]) -> st.SearchStrategy
     return st.sampled_from(indices).flatmap(lambda index: choices[index][1])
 
 
-def _raw_turns(caps: Mapping[str, Any], bounds: ScheduleBounds) -> st.SearchStrategy[Any]:
-    """Calm turns (none stops the run), then at most one turn that stops it (``None``: none does).
+def _owner(bounds: ScheduleBounds) -> st.SearchStrategy[int]:
+    """A turn's owner: a bundle index (0 the algorithm, ``i`` runner ``i - 1``, modulo the drawn count);
+    the algorithm about half the time (it drives a run), any bundle otherwise."""
+    return st.one_of(st.just(0), st.integers(0, bounds.max_runners))
 
-    Owners are bundle indices (0 the algorithm, ``i`` runner ``i - 1``, modulo the drawn count): the
-    algorithm owns about half the turns (it drives a run); the rest go to any bundle. A group (2-3
-    distinct bundles of the schedule failing together) ends a third of the schedules, its members
-    mostly doing the same thing: near-simultaneous failures are where error reporting races.
-    """
-    owner = st.one_of(st.just(0), st.integers(0, bounds.max_runners))
+
+def _signal_faults(caps: Mapping[str, Any]) -> tuple[str, ...]:
     faults = ["sigint-main", "sigint-group"]
     if caps.get("uses_processes", True):
         faults += ["sigkill-worker", "sigkill-worker"]  # a worker death reaches F1 and the claims (T3)
-    calm = st.tuples(st.just("act"), owner, _non_stopping())
-    # None: the same action as the first member's (two bundles failing alike is drawn three times in four)
-    other = _weighted((3, st.none()), (1, _stopping()))
-    group = st.tuples(
-        st.just("group"), _members(bounds.max_runners), _stopping(), st.lists(other, min_size=2, max_size=2)
+    return tuple(faults)
+
+
+def _group(bounds: ScheduleBounds, action: st.SearchStrategy[tuple[Any, ...]]) -> st.SearchStrategy[Any]:
+    """2-3 distinct bundles of the schedule acting together, mostly alike: the first member's ``action``,
+    each other member's ``None`` (the same action, three times in four) or one of its own."""
+    other = _weighted((3, st.none()), (1, action))
+    return st.tuples(
+        st.just("group"), _members(bounds.max_runners), action, st.lists(other, min_size=2, max_size=2)
     )
+
+
+def _raw_turns(caps: Mapping[str, Any], bounds: ScheduleBounds) -> st.SearchStrategy[Any]:
+    """Calm turns (none stops the run), then at most one turn that stops it (``None``: none does).
+
+    The algorithm owns about half the turns; the rest go to any bundle. A group (2-3 distinct bundles of
+    the schedule failing together) ends a third of the schedules, its members mostly doing the same
+    thing: near-simultaneous failures are where error reporting races.
+    """
+    owner = _owner(bounds)
+    calm = st.tuples(st.just("act"), owner, _non_stopping())
     stop = _weighted(
         (3, st.none()),
         (2, st.tuples(st.just("act"), owner, _stopping())),
-        (3, group),
-        (1, st.tuples(st.just("fault"), owner, st.sampled_from(tuple(faults)))),
+        (3, _group(bounds, _stopping())),
+        (1, st.tuples(st.just("fault"), owner, st.sampled_from(_signal_faults(caps)))),
     )
     # The count first (uniform), then the turns: a plain list strategy mostly draws empty schedules.
     calms = st.integers(0, bounds.max_turns).flatmap(
         lambda count: st.lists(calm, min_size=count, max_size=count)
     )
     return st.tuples(calms, stop).map(lambda drawn: [*drawn[0], *([drawn[1]] if drawn[1] else [])])
+
+
+def _racing_turns(shape: str, caps: Mapping[str, Any], bounds: ScheduleBounds) -> st.SearchStrategy[Any]:
+    """The turns of a racing shape (``SHAPES``): none, or the one turn that stops the run at once."""
+    if shape == "stop at once":
+        owner = _owner(bounds)
+        stop = st.one_of(
+            st.tuples(st.just("act"), owner, _stopping()),
+            st.tuples(st.just("fault"), owner, st.sampled_from(_signal_faults(caps))),
+        )
+        return stop.map(lambda turn: [turn])
+    if shape == "fail together":
+        return _group(bounds, _failing()).map(lambda turn: [turn])
+    return st.just([])  # "return at once", "churn": the algorithm's final gate is its first
 
 
 def _tails(caps: Mapping[str, Any], bounds: ScheduleBounds) -> st.SearchStrategy[str]:
@@ -195,43 +237,124 @@ def _tails(caps: Mapping[str, Any], bounds: ScheduleBounds) -> st.SearchStrategy
     return st.sampled_from(tuple(choices))
 
 
+SHAPES: tuple[tuple[str, int], ...] = (
+    ("return at once", 2),
+    ("stop at once", 2),
+    ("fail together", 2),
+    ("churn", 2),
+    ("any", 4),
+)
+"""Swarm-style schedule shapes and their weights. ``any`` draws every part of the schedule on its own;
+each racing shape fixes the parts whose coincidence a race needs, which independent draws rarely combine:
+
+- ``return at once``: no turn; the algorithm passes its final gate at its start condition and returns
+  while runners may still be starting up (or have not started);
+- ``stop at once``: one turn, which stops the run (an action or a signal) as soon as it opens;
+- ``fail together``: one turn, where 2-3 bundles raise errors at the same gate (reports race);
+- ``churn``: as many runners as the bounds allow, runner 0 working the queue and each other one
+  working it or returning at once, and rollouts the algorithm enqueues at once: claims are made
+  while other runners join and leave.
+
+The racing shapes come first, so shrinking goes from ``any`` towards the simplest of them."""
+
+
+_SHAPE_CYCLE = tuple(name for name, weight in SHAPES for _ in range(weight))
+
+
+def _shape() -> st.SearchStrategy[str]:
+    """A shape with its weight, chosen by one drawn number: hypothesis draws a small choice's first value
+    and copies earlier examples' choices so often that the last shapes of a weighted choice were drawn
+    in a few scenarios of a hundred. The number seeds the choice, so the small numbers hypothesis
+    favours spread over the shapes too (0, the number shrinking goes to, chooses ``any``)."""
+    return st.integers(0, 2**31 - 1).map(
+        lambda number: _SHAPE_CYCLE[int(random.Random(number).random() * len(_SHAPE_CYCLE))]
+    )
+
+
 @st.composite
 def _schedule(draw: st.DrawFn, caps: Mapping[str, Any], bounds: ScheduleBounds) -> Scenario:
-    n_runners = draw(st.integers(1, bounds.max_runners))
-    raw = draw(_raw_turns(caps, bounds))
-    tails = [draw(_tails(caps, bounds)) for _ in range(n_runners)]
-    final_enqueue = draw(st.integers(0, 3))
-    start = draw(
-        st.sampled_from(("all started", "algorithm started", "last runner started", "algorithm started"))
-    )
-    before_start = draw(st.sampled_from((None,) * 18 + ("sigint-main", "sigint-group")))
+    shape = draw(_shape())
+    churn = shape == "churn"
+    # churn: every runner the bounds allow (the more runners join and leave, the more claims they meet)
+    n_runners = bounds.max_runners if churn else draw(st.integers(1, bounds.max_runners))
+    raw = draw(_raw_turns(caps, bounds) if shape == "any" else _racing_turns(shape, caps, bounds))
+    if churn:  # runner 0 works the queue while the others work it too or come and go
+        tails = ["work", *(draw(st.sampled_from(("return", "work"))) for _ in range(n_runners - 1))]
+    else:
+        tails = [draw(_tails(caps, bounds)) for _ in range(n_runners)]
+    # "return at once" enqueues nothing: a rollout to wait for would hold the algorithm until runners work
+    final_enqueue = 0 if shape == "return at once" else draw(st.integers(1 if churn else 0, 3))
+    starts: tuple[str, ...] = ("all started", "algorithm started", "last runner started", "algorithm started")
+    if shape in ("return at once", "stop at once"):  # at once after the algorithm's start, mostly
+        starts = ("algorithm started", "all started", "algorithm started", "last runner started")
+        starts += ("algorithm started",)
+    start = draw(st.sampled_from(starts))
+    before_start = None
+    if shape == "any":
+        before_start = draw(st.sampled_from((None,) * 18 + ("sigint-main", "sigint-group")))
     scenario = _compile(n_runners, raw, tails, start, before_start, final_enqueue, caps, bounds)
     if bounds.perturb:
-        scenario = dataclasses.replace(scenario, perturbation=draw(_perturbations()))
+        scenario = dataclasses.replace(scenario, perturbation=draw(_perturbations(shape)))
     return scenario
 
 
-def _perturbations() -> st.SearchStrategy[Perturbation | None]:
-    """A seeded perturbation in four scenarios of five, or none (what shrinking goes to: the smallest
-    scenario is unperturbed). Rates and delays are high enough that a race window a few microseconds wide
-    stretches to milliseconds, where the turns land; low rates are the fixed catalogue's."""
-    drawn = st.builds(
-        Perturbation,
-        seed=st.integers(0, 2**16 - 1),
-        rate=st.sampled_from((0.3, 0.6, 1.0)),
-        max_delay=st.sampled_from((0.005, 0.02, 0.05)),
-        switch_interval=st.sampled_from((0.005, 1e-4, 1e-6, 0.05)),  # shrinks to the default first
-        points=_points(),
-    )
-    return _weighted((1, st.none()), (4, drawn))
+_START_UP = ("thread-start", "process-start", "bundle-start", "store-call")
+_REPORTING = ("event-set", "event-wait", "store-lock", "socket-send")
+_FOCUS: Mapping[str, tuple[str, ...]] = {
+    "return at once": _START_UP,  # runners starting up, against the algorithm's return
+    "stop at once": _START_UP,  # bundles starting up, against the stop
+    "fail together": _REPORTING,  # errors reported and stops propagated, against each other
+    "churn": (
+        "thread-start",
+        "bundle-start",
+        "store-call",
+        "store-lock",
+    ),  # claims, against joins and returns
+    "any": (),
+}
+"""The racing points where each shape's race is (``SHAPES``): a racing shape turns them on in most of
+its scenarios, the other points in a few."""
 
 
-def _points() -> st.SearchStrategy[tuple[str, ...]]:
-    """The racing points perturbed: every one in most draws (a race needs its own point), a few of them
-    otherwise; shrinking removes the points the failure does not need (towards one), in ``POINTS`` order."""
-    some = st.lists(st.sampled_from(POINTS), min_size=1, max_size=len(POINTS), unique=True)
-    return st.one_of(some, st.just(POINTS), st.just(POINTS)).map(
-        lambda chosen: tuple(point for point in POINTS if point in chosen)
+_DELAYS = (0.005, 0.02, 0.02, 0.05, 0.05)
+
+
+def _perturbations(shape: str) -> st.SearchStrategy[Perturbation | None]:
+    """The scenario's perturbation, made from one drawn number (``_perturbation``)."""
+    return st.integers(0, 2**31 - 1).map(functools.partial(_perturbation, _FOCUS[shape]))
+
+
+def _perturbation(focus: tuple[str, ...], variant: int) -> Perturbation | None:
+    """The perturbation drawn as ``variant``: none in one scenario of eight (the OS alone), else a seeded
+    one. Rates and delays are high enough that a race window a few microseconds wide stretches to
+    milliseconds, where the turns land (mostly tens of milliseconds: the kit opens a gate within a few);
+    low rates are the fixed catalogue's.
+
+    The racing points are chosen swarm-style: each one on or off on its own, the shape's ``focus``
+    points in three scenarios of four, the others in one of four (with no focus, every point half the
+    time). Delaying every point alike mostly delays both sides of a race; delaying some points and not
+    the others shifts one side against the other.
+
+    Its parts come from a ``random.Random`` seeded with ``variant``, not from draws of their own:
+    hypothesis favours the simplest value of each draw and copies parts of earlier examples, which would
+    make most perturbations alike (or absent); one drawn number gives every scenario an independent one.
+    """
+    if variant % 8 == 7:  # not a small number: hypothesis draws those often
+        return None
+    rng = random.Random(variant)
+    points: tuple[str, ...] = ()
+    while not points:
+        points = tuple(
+            point for point in POINTS if rng.random() < ((0.75 if point in focus else 0.25) if focus else 0.5)
+        )
+    # A racing shape's race is known to be at its focus points: delay them long and often
+    rates, delays = ((0.6, 1.0, 1.0), (0.02, 0.05, 0.05)) if focus else ((0.3, 0.6, 1.0, 1.0), _DELAYS)
+    return Perturbation(
+        seed=rng.randrange(2**16),
+        rate=rng.choice(rates),
+        max_delay=rng.choice(delays),
+        switch_interval=rng.choice((0.005, 1e-4, 1e-6, 0.05)),
+        points=points,
     )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, seed, settings
@@ -58,7 +60,8 @@ def test_undeclared_capabilities_are_never_exercised(scenario: Scenario) -> None
 def test_processes_get_worker_kills_and_long_blocks_somewhere() -> None:
     kinds: set[str] = set()
 
-    @settings(max_examples=150, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+    # 300 draws: the racing shapes (``SHAPES``) take most draws, and signals are one stop of several
+    @settings(max_examples=300, database=None, deadline=None, suppress_health_check=list(HealthCheck))
     @seed(7)
     @given(scenarios(_PROCESSES))
     def collect(scenario: Scenario) -> None:
@@ -164,3 +167,80 @@ def test_near_simultaneous_twin_failures_are_drawn_often_within_the_runner_count
         for script in (scenario.algorithm, *scenario.runners):
             names = [step.args["name"] for step in script.steps if step.kind == "gate"]
             assert len(names) == len(set(names))
+
+
+def _shape_of(scenario: Scenario) -> str:
+    """The racing shape a drawn scenario has, read from the scenario alone (``SHAPES``), or ``other``."""
+    final = [str(s.args["name"]) for s in scenario.algorithm.steps if s.kind == "gate"][-1]
+    turns = {str(s.args["name"]) for s in _steps(scenario) if s.kind == "gate"} - {final}
+    signals = [fault for fault in scenario.faults if fault.action != "open-gate"]
+    algorithm = [step.kind for step in scenario.algorithm.steps]
+    tails = [script.steps[-1] for script in scenario.runners]
+    if algorithm == ["gate"] and not signals:
+        return "return at once"
+    if scenario.n_runners >= 2 and tails[0].args.get("op") == "work" and algorithm[:2] == ["gate", "store"]:
+        return "churn" if len(turns) == 0 else "other"
+    blind = [s for s in _steps(scenario) if s.kind == "gate" and s.args.get("ignore_event")]
+    if len(blind) >= 2 and turns == {"turn-1"}:
+        return "fail together"
+    return "other"
+
+
+def _drawn(caps: Mapping[str, Any], count: int, seed_value: int, perturb: bool = False) -> list[Scenario]:
+    drawn: list[Scenario] = []
+
+    @settings(max_examples=count, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+    @seed(seed_value)
+    @given(scenarios(caps, ScheduleBounds(perturb=perturb)))
+    def collect(scenario: Scenario) -> None:
+        drawn.append(scenario)
+
+    collect()
+    return drawn
+
+
+def test_the_racing_shapes_are_drawn_often() -> None:
+    from collections import Counter
+
+    drawn = _drawn(_PROCESSES, 200, 3)
+    shapes = Counter(_shape_of(scenario) for scenario in drawn)
+    for shape in ("return at once", "fail together", "churn"):
+        assert shapes[shape] >= 10, shapes
+    errors = [  # bundles failing together with errors (a failing store call raises one too)
+        scenario
+        for scenario in drawn
+        if _shape_of(scenario) == "fail together"
+        and {step.kind for step in _steps(scenario)} & {"raise", "store"}
+    ]
+    assert len(errors) >= 10
+    for scenario in drawn:
+        if _shape_of(scenario) == "churn":  # the algorithm enqueues rollouts at once for every runner
+            assert scenario.algorithm.steps[1].args.get("op") == "enqueue"
+            assert scenario.n_runners == 3
+
+
+def test_a_perturbation_is_made_from_one_number_with_the_shape_s_points_most_often() -> None:
+    from collections import Counter
+
+    from conformance.perturbation import POINTS
+    from conformance.schedules import _FOCUS, _perturbation
+
+    focus = _FOCUS["fail together"]
+    made = [_perturbation(focus, variant) for variant in range(800)]
+    assert _perturbation(focus, 5) == _perturbation(focus, 5)  # the number alone decides it
+    assert [variant for variant, made_one in enumerate(made) if made_one is None] == list(range(7, 800, 8))
+    drawn = [perturbation for perturbation in made if perturbation is not None]
+    assert all(perturbation.points for perturbation in drawn)  # never a perturbation that delays nothing
+    assert len({perturbation.seed for perturbation in drawn}) > 600
+    on = Counter(point for perturbation in drawn for point in perturbation.points)
+    assert min(on[point] for point in focus) > 2 * max(on[point] for point in POINTS if point not in focus)
+    unfocused = [_perturbation((), variant) for variant in range(800)]
+    swarm = Counter(point for perturbation in unfocused if perturbation for point in perturbation.points)
+    assert min(swarm.values()) > 250  # no focus: every point about half the time
+
+
+def test_drawn_perturbations_are_rarely_absent_and_differ() -> None:
+    perturbations = [scenario.perturbation for scenario in _drawn(_THREADS, 60, 2, perturb=True)]
+    present = [perturbation for perturbation in perturbations if perturbation is not None]
+    assert len(present) >= 45, f"{len(present)} of {len(perturbations)} scenarios perturbed"
+    assert len(set(present)) >= 20  # hypothesis copies some with the schedule around them
