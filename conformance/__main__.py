@@ -9,6 +9,7 @@ an installed kit (``pytest11`` entry point) and from a checkout (the plugin is t
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -40,6 +41,9 @@ Any further arguments go to pytest, for example:
   --conformance-repeat N          run each item N times; report passes/N and flaky items
   --conformance-certificate PATH  write the run's certificate (JSON)
   -k K3                           run only contract K3;  -n 2  run on two xdist workers
+  -p NAME                         also load the installed pytest plugin NAME
+  --plugin-autoload               load every installed pytest plugin (by default only the kit,
+                                  pytest-xdist and pytest-timeout load: the run is the kit alone)
 
 Only the contract suite is collected (--conformance-only); use `pytest --strategy=SPEC` to run it beside
 a project's own tests. The exit code is pytest's: 0 when every applicable contract passed.
@@ -128,10 +132,45 @@ def _verify(args: list[str]) -> int:
     return 0
 
 
+_COOPERATING_PLUGINS = ("xdist", "timeout")
+"""Installed pytest plugins (``pytest11`` entry point names) the kit's own run still loads when it turns
+pytest's plugin autoload off: pytest-xdist for ``-n``, pytest-timeout so a project's ``timeout`` setting
+keeps applying to the kit's items."""
+
+_AUTOLOAD_FLAG = "--plugin-autoload"
+
+
+def _installed_plugins(names: Sequence[str]) -> list[str]:
+    """Those of ``names`` that an installed distribution registers as a ``pytest11`` entry point."""
+    from importlib import metadata
+
+    installed = {ep.name for ep in metadata.entry_points(group="pytest11")}
+    return [name for name in names if name in installed]
+
+
+def _plugin_args(args: list[str]) -> list[str]:
+    """The ``-p`` arguments of the kit's own run, removing ``--plugin-autoload`` from ``args``.
+
+    The run collects only the contract suite, so every other installed pytest plugin would only cost
+    time: each pytest process (the controller and every xdist worker) imports it and, with bytecode
+    writing off, re-rewrites its assertions (a schemathesis or hypothesis plugin alone: seconds of CPU per
+    process). So pytest's plugin autoload is off (``PYTEST_DISABLE_PLUGIN_AUTOLOAD``, inherited by the
+    xdist workers) and the kit loads itself and ``_COOPERATING_PLUGINS`` by name; further plugins are
+    named with ``-p NAME``. ``--plugin-autoload`` keeps pytest's default: every installed plugin loads.
+    """
+    if _AUTOLOAD_FLAG in args:
+        while _AUTOLOAD_FLAG in args:
+            args.remove(_AUTOLOAD_FLAG)
+        return [] if _plugin_is_registered() else ["-p", "conformance.plugin"]
+    os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    plugins = ["conformance.plugin", *_installed_plugins(_COOPERATING_PLUGINS)]
+    return [arg for name in plugins for arg in ("-p", name)]
+
+
 def _pytest(args: list[str]) -> int:
     import pytest
 
-    plugin_args = [] if _plugin_is_registered() else ["-p", "conformance.plugin"]
+    plugin_args = _plugin_args(args)
     # ``python -m conformance`` imported the package before pytest could mark it for assertion
     # rewriting; the kit raises its own messages, so that warning is noise here.
     quiet = ["-W", "ignore:Module already imported so cannot be rewritten:pytest.PytestAssertRewriteWarning"]

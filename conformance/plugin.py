@@ -554,16 +554,29 @@ class ConformanceSession:
     def blocked_by(self, entry: PlanEntry) -> str | None:
         """Why ``entry`` cannot be judged (a prerequisite failed), or ``None``; settles the prerequisites
         first, in every situation the full plan runs, whatever the profile or ``-k`` selected."""
-        for cid in prerequisites_of(entry.contract_id):
-            for needed in self.full_plan:
-                if needed.contract_id != cid or needed.status != "run":
-                    continue
-                if self.waivers.find(cid, needed.situation) is not None:
-                    continue  # a waived prerequisite: the defect is known, its dependents still run
-                spec = self.specs[(cid, needed.situation)]
-                outcome = self.ledger.settle(needed.item_name, functools.partial(self.execute, spec))
-                if outcome.failed:
-                    return f"blocked by {cid} {needed.name} [{needed.situation}]: {outcome.summary}"
+        cids = prerequisites_of(entry.contract_id)
+        # A waived prerequisite is left out: the defect is known, its dependents still run.
+        needed = [
+            planned
+            for planned in self.full_plan
+            if planned.contract_id in cids
+            and planned.status == "run"
+            and self.waivers.find(planned.contract_id, planned.situation) is None
+        ]
+        outcomes = self.ledger.settle_all(
+            [
+                (
+                    planned.item_name,
+                    functools.partial(self.execute, self.specs[(planned.contract_id, planned.situation)]),
+                )
+                for planned in needed
+            ]
+        )
+        for planned in needed:  # the first failure in plan order, whichever process settled it
+            outcome = outcomes[planned.item_name]
+            if outcome.failed:
+                where = f"{planned.contract_id} {planned.name} [{planned.situation}]"
+                return f"blocked by {where}: {outcome.summary}"
         return None
 
     def context_for(self, spec: CheckSpec) -> CheckContext:
@@ -823,21 +836,35 @@ def _short_reason(report: pytest.TestReport) -> str:
     return text.splitlines()[-1] if text else report.outcome
 
 
-_LONGEST_FIRST = ("P1",)
-"""Contracts whose one item runs for a time budget: under xdist they are handed out first, so one worker
-explores while the others take every other item, instead of exploring alone at the end."""
+_LONGEST_FIRST = ("P1", "D2", "D3", "F3", "D1", "L7", "K3")
+"""Contracts whose items take longest, longest first: P1 explores for a time budget, D2 and D3 wait out the
+strategy's declared host-loss and partition windows, F3 starts every runner under each start method
+(spawn imports everything afresh), D1 and L7 wait out declared grace periods (measured with
+``python -m bench.kit``). Under pytest-xdist they are handed out first, in this order: xdist deals its
+first items round-robin, so the long ones are spread over the workers and run beside the many short
+ones, instead of one worker ending the run alone on a long item drawn last."""
+
+
+def _dealing_rank(entry: PlanEntry) -> int:
+    """Where ``entry`` goes in the order xdist deals items: the ``_LONGEST_FIRST`` contracts first, in
+    their order, then every other item."""
+    try:
+        return _LONGEST_FIRST.index(entry.contract_id)
+    except ValueError:
+        return len(_LONGEST_FIRST)
 
 
 class ConformanceCollector(pytest.Collector):
     """The contract suite: one ``ContractItem`` per planned (contract, situation), in plan order (under
-    pytest-xdist, the ``_LONGEST_FIRST`` contracts first; every worker collects the same order)."""
+    pytest-xdist, the ``_LONGEST_FIRST`` contracts first, longest first; every worker collects the same
+    order)."""
 
     def collect(self) -> list[pytest.Item]:
         session = _session(self.config)
         specs = {(s.contract_id, s.situation): s for s in session.checks}
         order = list(session.plan)
         if hasattr(self.config, "workerinput"):
-            order.sort(key=lambda entry: entry.contract_id not in _LONGEST_FIRST)  # stable
+            order.sort(key=_dealing_rank)  # stable: a contract's items keep their plan order
         return [
             ContractItem.from_parent(
                 self, name=entry.item_name, spec=specs.get((entry.contract_id, entry.situation)), entry=entry

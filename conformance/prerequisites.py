@@ -11,7 +11,9 @@ prerequisite blocks nothing: the waiver says the defect is known.
 
 ``PrerequisiteLedger`` shares the settled outcomes between the processes of one run (pytest-xdist
 workers) through a directory: one lock file per item, so each prerequisite runs exactly once per run,
-and the L1 items themselves report the outcome settled for them.
+and the L1 items themselves report the outcome settled for them. A process settles first the
+prerequisites no other process is settling (``settle_all``), so the workers of a run settle L1's
+situations side by side.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import fcntl
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from conformance.catalogue import CATALOGUE
@@ -60,12 +62,36 @@ class PrerequisiteLedger:
     def settle(self, item_name: str, run: Callable[[], CheckOutcome]) -> CheckOutcome:
         """The outcome of ``item_name``: read when any process of the run settled it, else ``run()``
         under the item's lock (other processes wait for it) and written down for them."""
+        outcome = self._settle(item_name, run, wait=True)
+        assert outcome is not None  # a waiting settle always ends with an outcome
+        return outcome
+
+    def settle_all(self, items: Sequence[tuple[str, Callable[[], CheckOutcome]]]) -> dict[str, CheckOutcome]:
+        """The outcomes of every ``(item_name, run)`` in ``items``, each settled exactly as ``settle``
+        would, but first the ones no other process is settling right now: two xdist workers that both
+        need L1's situations run one each, side by side, instead of one running both while the other
+        waits for its lock."""
+        outcomes: dict[str, CheckOutcome] = {}
+        for item_name, run in items:
+            outcome = self._settle(item_name, run, wait=False)
+            if outcome is not None:
+                outcomes[item_name] = outcome
+        for item_name, run in items:
+            if item_name not in outcomes:
+                outcomes[item_name] = self.settle(item_name, run)
+        return outcomes
+
+    def _settle(self, item_name: str, run: Callable[[], CheckOutcome], *, wait: bool) -> CheckOutcome | None:
+        """``settle``; with ``wait=False``, ``None`` at once when another process holds the item's lock."""
         known = self._known.get(item_name)
         if known is not None:
             return known
         result = self._path(item_name, ".json")
         with open(self._path(item_name, ".lock"), "a+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return None  # another process is settling it: come back to it last
             try:
                 if result.exists():
                     outcome = CheckOutcome.from_dict(json.loads(result.read_text(encoding="utf-8")))

@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import logging
 import math
 import multiprocessing
@@ -699,6 +700,11 @@ def _worker_main(child: _ChildConfig, target: Callable[..., Awaitable[Any]], arg
         report = (kind, payload, raised_at)
         child.report.send_bytes(pickle.dumps(report, protocol=pickle.HIGHEST_PROTOCOL))
     child.report.close()
+    # Under spawn, sys.exit ends in the interpreter's full shutdown, whose collections walk every object
+    # the worker imported (over a second on a loaded machine for the reference strategies' imports) while
+    # the parent waits to reap it; fork and forkserver children skip the shutdown (os._exit). A frozen
+    # heap keeps those collections off it; atexit handlers and multiprocessing's finalizers still run.
+    gc.freeze()
     sys.exit(code)
 
 

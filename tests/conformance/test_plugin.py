@@ -217,6 +217,39 @@ def test_python_m_conformance(kit_project: pytest.Pytester) -> None:
     assert failed.ret == pytest.ExitCode.TESTS_FAILED
 
 
+def _plugins_line(result: pytest.RunResult) -> str:
+    """pytest's header line naming the plugins loaded from installed distributions."""
+    return next((line for line in result.stdout.lines if line.startswith("plugins:")), "plugins: none")
+
+
+def test_python_m_conformance_loads_only_the_kit_and_its_cooperating_plugins(
+    kit_project: pytest.Pytester,
+) -> None:
+    # hypothesis registers a pytest plugin and is one of the kit's own dependencies: always installed.
+    selection = ("plugin_strategies.Strict", "-k", "G2", "-p", "no:cacheprovider")
+    alone = kit_project.run(sys.executable, "-m", "conformance", *selection)
+    assert alone.ret == 0, alone.stdout.str() + alone.stderr.str()
+    alone.stdout.fnmatch_lines(["*1 passed*"])
+    assert "hypothesis-" not in _plugins_line(alone)
+    if importlib.util.find_spec("xdist") is not None:
+        assert "xdist-" in _plugins_line(alone)
+    named = kit_project.run(sys.executable, "-m", "conformance", *selection, "-p", "hypothesispytest")
+    assert named.ret == 0 and "hypothesis-" in _plugins_line(named)
+    every = kit_project.run(sys.executable, "-m", "conformance", *selection, "--plugin-autoload")
+    assert every.ret == 0, every.stdout.str() + every.stderr.str()
+    assert "hypothesis-" in _plugins_line(every)
+    assert "--plugin-autoload" not in every.stderr.str()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("xdist") is None, reason="pytest-xdist is not installed")
+def test_python_m_conformance_runs_on_xdist_workers_without_autoload(kit_project: pytest.Pytester) -> None:
+    result = kit_project.run(
+        sys.executable, "-m", "conformance", "plugin_strategies.Strict", "-k", "G1 or G2", "-n", "2"
+    )
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    result.stdout.fnmatch_lines(["*2 workers*", "*passed*"])
+
+
 def _shm_available() -> bool:
     try:
         from conformance.target import resolve_strategy_class

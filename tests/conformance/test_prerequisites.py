@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import threading
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,60 @@ def test_concurrent_processes_settle_a_prerequisite_exactly_once(tmp_path: Path)
         child.join(60)
         assert child.exitcode == 0
     assert marker.read_text(encoding="utf-8") == "x"
+
+
+def test_settle_all_settles_first_what_no_other_process_is_settling(tmp_path: Path) -> None:
+    """Two workers needing the same two prerequisites run one each, side by side: while one holds the
+    first, the other settles the second, then reads the first (never running it twice)."""
+    holding, released = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def held_elsewhere() -> CheckOutcome:
+        calls.append("one-runner by the other worker")
+        holding.set()
+        # Released only by this worker's settling of the second item: waiting here for the first
+        # item's lock instead would never release it (the wait's bound then fails the test).
+        return CheckOutcome("pass" if released.wait(60) else "error", error="never released")
+
+    def second_here() -> CheckOutcome:
+        calls.append("several-runners here")
+        released.set()
+        return CheckOutcome("pass")
+
+    def must_not_run() -> CheckOutcome:
+        calls.append("one-runner twice")
+        return CheckOutcome("pass")
+
+    other = threading.Thread(
+        target=PrerequisiteLedger(tmp_path).settle, args=("L1[one-runner]", held_elsewhere)
+    )
+    other.start()
+    assert holding.wait(60)
+    outcomes = PrerequisiteLedger(tmp_path).settle_all(
+        [("L1[one-runner]", must_not_run), ("L1[several-runners]", second_here)]
+    )
+    other.join(60)
+    assert calls == ["one-runner by the other worker", "several-runners here"]
+    assert {name: outcome.verdict for name, outcome in outcomes.items()} == {
+        "L1[one-runner]": "pass",
+        "L1[several-runners]": "pass",
+    }
+    assert list(outcomes) == ["L1[several-runners]", "L1[one-runner]"]  # settled in that order
+
+
+def test_xdist_deals_the_longest_contracts_first_each_in_plan_order() -> None:
+    from conformance.plan import PlanEntry
+    from conformance.plugin import _LONGEST_FIRST, _dealing_rank
+
+    plan = [
+        PlanEntry(cid, "c", situation, "run")
+        for cid in CATALOGUE
+        if CATALOGUE[cid].subject == "strategy"
+        for situation in ("first", "second")
+    ]
+    dealt = sorted(plan, key=_dealing_rank)
+    long_ones = [entry for entry in plan if entry.contract_id in _LONGEST_FIRST]
+    assert dealt[: len(long_ones)] == sorted(long_ones, key=lambda e: _LONGEST_FIRST.index(e.contract_id))
+    assert [e.contract_id for e in dealt[:4]] == ["P1", "P1", "D2", "D2"]
+    assert [e.situation for e in dealt[:2]] == ["first", "second"]  # a contract's items keep plan order
+    assert dealt[len(long_ones) :] == [entry for entry in plan if entry not in long_ones]

@@ -9,7 +9,9 @@ session so nothing can reach pytest.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import gc
 import json
 import multiprocessing
 import multiprocessing.connection
@@ -215,6 +217,27 @@ def test_F3_workers_run_and_return(harness: Any, start_method: str) -> None:
         ("w1", "returned", 0, None),
     ]
     assert set(h.pids) == {o.pid for o in outcomes}
+
+
+async def reports_its_heap_at_exit(journal: Journal) -> None:
+    """Registers an atexit handler that sends whether the heap is frozen when the worker shuts down."""
+
+    def report() -> None:
+        journal.send(("frozen at exit", gc.get_freeze_count() > 0))
+
+    atexit.register(report)
+
+
+def test_F3_a_spawned_worker_shuts_down_with_its_heap_frozen(harness: Any) -> None:
+    """Under spawn the worker ends in a full interpreter shutdown while its parent waits to reap it: its
+    heap is frozen by then, so shutdown's collections do not walk everything it imported; its atexit
+    handlers still run."""
+    h = harness("spawn")
+    h.workers.start("w0", reports_its_heap_at_exit, h.journal)
+    assert h.reader.poll(HANG), f"no report from the worker's atexit handler within {HANG}s"
+    assert h.reader.recv() == ("frozen at exit", True)
+    (outcome,) = h.wait_all()
+    assert (outcome.status, outcome.exitcode) == ("returned", 0)
 
 
 @pytest.mark.parametrize("start_method", AVAILABLE)
