@@ -87,6 +87,9 @@ _EXIT_RETURNED = 0
 _EXIT_RAISED = 1
 _EXIT_INTERRUPTED = 128 + int(signal.SIGINT)  # the shell's convention for "ended by Ctrl+C"
 _REAP_TIMEOUT = 5.0  # after SIGKILL only an uninterruptible kernel wait can delay the exit
+# A worker still starting (imports, unpickling) when the grace runs out gets this long to reach its
+# callable before the escalation goes on without it: a hang bound for a loaded machine, not a target.
+_START_BOUND = 60.0
 _EXIT_TEARDOWN_BOUND = 1.0  # a process whose sentinel closed is gone within this (or closed it itself)
 _PR_SET_PDEATHSIG = 1
 _STARTED = pickle.dumps(("started", None, None))
@@ -180,6 +183,7 @@ class _Worker:
     message: tuple[str, bytes | None, float | None] | None = None
     report_done: bool = False  # message read or EOF seen: stop watching the pipe (no spinning)
     started: bool = False  # the child reported that its callable is about to run
+    started_at: float | None = None  # when the parent read that report (``time.monotonic()``)
     signalled: int | None = None
 
 
@@ -387,7 +391,7 @@ class WorkerProcesses:
                     logger.error("worker %r sent an unreadable report: %r", worker.name, exc)
                 else:
                     if kind == "started":
-                        worker.started = True
+                        worker.started, worker.started_at = True, time.monotonic()
                         continue
                     worker.message = (kind, payload, raised_at)
                 worker.report_done = True
@@ -439,7 +443,9 @@ class WorkerProcesses:
 
         ``interrupted`` (the stop is a Ctrl+C): workers that have not yet started their callable (still
         starting up) are sent SIGTERM at once instead of being waited for; otherwise every worker gets
-        to run its callable, which sees the event set (L1).
+        to run its callable, which sees the event set (L1): one still starting when the grace runs out is
+        waited for (up to ``_START_BOUND``) and given its grace from the moment it started, before any
+        signal is sent (a signal would end it before its callable ever ran).
         """
         steps: list[tuple[float, signal.Signals | None]] = [
             (self.graceful_timeout, signal.SIGINT),
@@ -488,7 +494,11 @@ class WorkerProcesses:
                     break
                 duration, signum = steps[index]
                 index += 1
-                if self._wait_until(step_began + duration, wakeup):
+                # After the grace (step 1), before any signal: workers still starting are waited for.
+                late = index == 1 and not interrupted
+                if self._wait_until(step_began + duration, wakeup) or (
+                    late and self._wait_for_late_starts(wakeup)
+                ):
                     hurried = True
                 pending = signum if self._workers else None
             except KeyboardInterrupt:
@@ -510,6 +520,32 @@ class WorkerProcesses:
             if remaining <= 0:
                 break
         return False
+
+    def _wait_for_late_starts(self, wakeup: _SignalWakeup) -> bool:
+        """The grace ran out: wait for workers still starting to reach their callable (up to
+        ``_START_BOUND``), then give them their grace from then (L1); ``True`` if interrupted meanwhile."""
+        for worker in self._workers.values():
+            self._read_report(worker)
+        late = [worker for worker in self._workers.values() if not worker.started]
+        if not late:
+            return False
+        logger.info(
+            "worker processes %s had not started their callable when the grace ran out; waiting for them",
+            ", ".join(repr(worker.name) for worker in late),
+        )
+        bound = time.monotonic() + _START_BOUND
+        while any(not worker.started for worker in late if worker.name in self._workers):
+            remaining = bound - time.monotonic()
+            if remaining <= 0:
+                logger.warning("worker processes still starting after %.0f s; stopping them", _START_BOUND)
+                return False
+            try:
+                self.wait(remaining, wake_on=wakeup.handles)
+                wakeup.drain()
+            except KeyboardInterrupt:
+                return True
+        started = [worker.started_at for worker in late if worker.started_at is not None]
+        return bool(started) and self._wait_until(max(started) + self.graceful_timeout, wakeup)
 
     def _terminate_unstarted(self) -> None:
         for worker in self._workers.values():
