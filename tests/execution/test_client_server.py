@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import multiprocessing
 import os
 import pickle
 import signal
@@ -30,6 +31,7 @@ import trustme
 from claims_bundles import PROCESS_DEATHS, check_given_up, check_kept_alive
 from claims_bundles import read_journal as read_claims_journal
 from cs_bundles import Journal, ScriptedAlgorithm, ScriptedError, ScriptedRunner
+from held_start import HeldStart, opened_when_the_stop_reaches
 
 from agentlightning.execution.base import ExecutionStrategy
 from agentlightning.execution.client_server import ClientServerExecutionStrategy
@@ -126,6 +128,20 @@ def test_L1_bundles_called_once_with_distinct_worker_ids(journal: Journal, n_run
     )
     runner_pids = {pid for _, who, _, pid in journal.entries() if who.startswith("runner")}
     assert len(runner_pids) == n_runners and os.getpid() not in runner_pids
+
+
+def test_L1_runners_still_starting_when_the_algorithm_returned_are_called(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The algorithm returns at once; the runner processes stay in their start-up (unpickling their bundle)
+    # until the stop has dealt with them: past the grace, each is still called once and sees the stop.
+    gate = multiprocessing.get_context("forkserver").Event()
+    runner = HeldStart(gate, ScriptedRunner(journal, WAIT_EVENT))
+    with opened_when_the_stop_reaches(gate, monkeypatch):
+        strategy = _cs(n_runners=3, graceful_timeout=1.0, start_method="forkserver")
+        assert strategy.execute(ScriptedAlgorithm(journal), runner, InMemoryLightningStore()) is None
+    starts = sorted(who for _, who, what, _ in journal.entries() if what == "start")
+    assert starts == ["algorithm", "runner 0", "runner 1", "runner 2"]
 
 
 @pytest.mark.parametrize("main_process", ["algorithm", "runner"])

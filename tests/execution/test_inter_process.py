@@ -29,6 +29,7 @@ from typing import Any
 import psutil
 import pytest
 from claims_bundles import PROCESS_DEATHS, check_given_up, check_kept_alive
+from held_start import HeldStart, opened_when_the_stop_reaches
 from ipc_bundles import HANG, Algorithm, Runner, read_journal
 
 from agentlightning.execution.base import CAPABILITY_NAMES
@@ -152,6 +153,23 @@ def test_L1_algorithm_runs_even_when_a_runner_stopped_everything_first(scratch: 
             Algorithm(directory, "wait", 0), Runner(directory, default="set"), InMemoryLightningStore()
         )
         assert read_journal(directory).count("algorithm saw-stop True") == 1
+
+
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
+def test_L1_runners_still_starting_when_the_algorithm_returned_are_called(
+    scratch: str, start_method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The algorithm returns at once; the runner processes stay in their start-up (unpickling their bundle)
+    # until the stop has dealt with them: past the grace, each is still called once and sees the stop.
+    gate = multiprocessing.get_context(start_method).Event()
+    with opened_when_the_stop_reaches(gate, monkeypatch):
+        ipc(3, start_method, graceful_timeout=1.0).execute(
+            Algorithm(scratch, "return", 0), HeldStart(gate, Runner(scratch)), InMemoryLightningStore()
+        )
+    lines = read_journal(scratch)
+    for worker_id in range(3):
+        assert lines.count(f"runner {worker_id} started") == 1
+        assert f"runner {worker_id} saw-stop True" in lines
 
 
 def test_L3_runner_return_is_local(scratch: str) -> None:

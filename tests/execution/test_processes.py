@@ -13,7 +13,6 @@ import atexit
 import contextlib
 import gc
 import json
-import logging
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -30,6 +29,7 @@ from typing import Any
 
 import psutil
 import pytest
+from held_start import HeldStart, opened_when_the_stop_reaches
 
 from agentlightning.execution.events import MultiprocessingEvent, wait_async
 from agentlightning.execution.processes import (
@@ -404,34 +404,9 @@ def test_R2_close_kills_and_reaps_leftovers(harness: Any) -> None:
     h.workers.close()  # idempotent
 
 
-class HeldStart:
-    """An argument whose unpickling in the worker waits for ``gate``: the worker stays in its start-up,
-    before its callable, as slow imports on a loaded machine keep it, until the test opens the gate."""
-
-    def __init__(self, gate: Any) -> None:
-        self.gate = gate
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        assert self.gate.wait(HANG), f"the gate was not opened within {HANG}s"
-
-
 async def journals_its_call(journal: Journal, held: HeldStart, event: MultiprocessingEvent) -> None:
     journal.send(("called", os.getpid()))
     await wait_async(event)  # set long ago: the stop came while this worker was starting
-
-
-class _OpenOnceStopReaches(logging.Handler):
-    """Opens ``gate`` once the stop has dealt with the held worker: it was signalled (the signal is on
-    its way before the gate opens) or it was named as still starting (it is waited for)."""
-
-    def __init__(self, gate: Any) -> None:
-        super().__init__(logging.INFO)
-        self.gate = gate
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "had not started their callable" in record.getMessage():
-            self.gate.set()
 
 
 @pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
@@ -442,24 +417,9 @@ def test_L1_a_worker_still_starting_when_the_grace_runs_out_calls_its_callable(
     # cooperative worker that reached its callable needs far less than this grace to see the event.
     h = harness(start_method, graceful_timeout=HANG)
     gate = multiprocessing.get_context(start_method).Event()
-    kill = os.kill
-
-    def kill_then_open(pid: int, signum: int) -> None:
-        kill(pid, signum)
-        gate.set()
-
-    monkeypatch.setattr(os, "kill", kill_then_open)
-    opener = _OpenOnceStopReaches(gate)
-    processes_log = logging.getLogger("agentlightning.execution.processes")
-    processes_log.addHandler(opener)
-    previous_level = processes_log.level
-    processes_log.setLevel(logging.INFO)
-    try:
+    with opened_when_the_stop_reaches(gate, monkeypatch):
         h.workers.start("late", journals_its_call, h.journal, HeldStart(gate), h.event)
         (outcome,) = h.workers.stop(since=time.monotonic() - HANG)  # the grace is over already
-    finally:
-        processes_log.removeHandler(opener)
-        processes_log.setLevel(previous_level)
     assert (outcome.status, outcome.signalled, outcome.error) == ("returned", None, None)
     h.expect("called")
 
