@@ -11,11 +11,12 @@ Stop model (the contracts' IDs in brackets):
 
 - The main bundle (the algorithm, or ``cs``'s one runner with ``main_process="runner"``) runs on the
   calling thread, under a ``threads.SigintRelay``, once, even if a worker already set the event (L1).
-- Algorithm returns: the event is set (L2); workers that watch it return; those still running
-  ``graceful_timeout`` after the stop was first seen get SIGINT (blocking code gets
-  ``KeyboardInterrupt``, an awaiting bundle is cancelled: its ``finally`` runs, L6/L7), then SIGTERM and
-  SIGKILL, each ``terminate_timeout`` later (``processes.WorkerProcesses.stop``). Every worker is reaped,
-  the store's service is stopped, ``execute()`` returns ``None``.
+- Algorithm returns: the event is set (L2); workers that watch it return; a worker still starting
+  then (imports, unpickling) is waited for and called all the same, its grace running from its start
+  (L1); those still running ``graceful_timeout`` after the stop was first seen get SIGINT (blocking
+  code gets ``KeyboardInterrupt``, an awaiting bundle is cancelled: its ``finally`` runs, L6/L7), then
+  SIGTERM and SIGKILL, each ``terminate_timeout`` later (``processes.WorkerProcesses.stop``). Every
+  worker is reaped, the store's service is stopped, ``execute()`` returns ``None``.
 - A runner returns: nothing else happens (L3). Any bundle sets the event, in any process: every other
   bundle wakes at once (the event's pipe, L4).
 - A bundle raises (any type; ``KeyboardInterrupt`` and ``SystemExit`` too): the event is set, everyone
