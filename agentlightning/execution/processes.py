@@ -767,6 +767,10 @@ async def _await(
         child.event.set()  # everyone stops at once; the parent hears the details from the report
         raise
     finally:
+        # The callable is done: a SIGINT of the parent's escalation landing from here on would raise in
+        # asyncio's own teardown (a loop half closed, whose __del__ then prints a traceback at exit). The
+        # parent moves on to SIGTERM if this process does not exit.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if child.cleanup is not None:
             try:
                 await child.cleanup()

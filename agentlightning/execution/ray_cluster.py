@@ -37,6 +37,9 @@ import psutil
 
 __all__ = ["LocalRayCluster", "kit_session"]
 
+# Marked as ours: a Ctrl+C that arrives in this module's frames is deferred to bundle code (see threads).
+_KEYBOARD_INTERRUPT_PROTECTED = True
+
 _READY_MARK = b"Ray runtime started"
 _POLL = 0.1
 _TERM_SECONDS = 10.0  # SIGTERM -> SIGKILL

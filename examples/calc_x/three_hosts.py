@@ -4,8 +4,9 @@ The hosts are network namespaces made on this machine (``conformance.hosts.Names
 and iproute2's ``ip`` needed; nothing is routed outside the machine, and everything is removed at the
 end). Host 0 runs ``train_calc_agent.py`` with ``cs`` role ``algorithm`` serving the store on its
 address; hosts 1 and 2 run it with role ``runner`` against that address, with the run's token. Once
-``--kill-at`` of the rollouts are done, every process on host 2 is SIGKILLed (its link cut first with
-``--silent``). ``cs`` (``on_host_loss="carry-on"``) gives up host 2's attempts after its
+``--kill-at`` of the rollouts are done and a runner of host 2 has claimed one (so that host 2 holds
+work when it dies, however slowly its processes started), every process on host 2 is SIGKILLed (its
+link cut first with ``--silent``). ``cs`` (``on_host_loss="carry-on"``) gives up host 2's attempts after its
 ``host_loss_timeout``, the rollouts' retry policy requeues them, host 1 finishes them, and the
 algorithm's summary accounts for every rollout::
 
@@ -20,7 +21,9 @@ import argparse
 import os
 import re
 import secrets
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -79,10 +82,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             *common, "--no-progress", "--strategy-option", "role=runner",
             "--strategy-option", f"server_host={hosts.address(0)}",
         ]  # fmt: skip
-        runners = {host: hosts.run(host, runner_argv, env=env) for host in (1, 2)}
+        mark = Path(tempfile.mkdtemp(prefix="agl-calc-")) / "host-2-claimed"
+        runners = {
+            1: hosts.run(1, runner_argv, env=env),
+            2: hosts.run(2, [*runner_argv, "--claimed-mark", str(mark)], env=env),
+        }
         target = max(1, int(args.tasks * args.kill_at))
-        while _progress(algorithm) < target and algorithm.poll() is None and time.monotonic() < deadline:
+        while (
+            (_progress(algorithm) < target or not mark.exists())
+            and algorithm.poll() is None
+            and time.monotonic() < deadline
+        ):
             time.sleep(_LOOK)
+        shutil.rmtree(mark.parent, ignore_errors=True)
         done_at_loss = _progress(algorithm)
         if args.silent:
             hosts.cut(2)

@@ -28,6 +28,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
@@ -62,6 +63,7 @@ class CalcAgent:
     error_rate: float = 0.1
     seed: int = 0
     think_seconds: float = 0.0  # per problem: stands in for a model's latency
+    claimed_mark: str = ""  # a file created once a runner holds its first claim ("" : none)
 
     def answer(self, task: dict[str, Any]) -> int:
         truth = _OPERATIONS[task["op"]](task["a"], task["b"])
@@ -76,6 +78,8 @@ class CalcAgent:
                 await wait_async(event, timeout=0.005)
                 continue
             task = claimed.input
+            if self.claimed_mark:
+                Path(self.claimed_mark).touch()
             if self.think_seconds:
                 await asyncio.sleep(self.think_seconds)
             answer = self.answer(task)
@@ -152,6 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="a constructor option of the strategy (repeatable; VALUE is JSON when it parses)",
     )
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--claimed-mark", default="", metavar="PATH", help="create PATH once a runner holds a claim"
+    )
     args = parser.parse_args(argv)
     if args.tasks < 1:
         parser.error(f"--tasks must be >= 1, got {args.tasks}")
@@ -172,7 +179,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     strategy: Any = {"type": args.strategy, **options} if options else args.strategy
     trainer = Trainer(strategy=strategy, n_runners=args.n_runners)
     algorithm = CalcAlgorithm(tuple(make_tasks(args.tasks, args.seed)), progress=not args.no_progress)
-    agent = CalcAgent(error_rate=args.error_rate, seed=args.seed, think_seconds=args.think_seconds)
+    agent = CalcAgent(
+        error_rate=args.error_rate,
+        seed=args.seed,
+        think_seconds=args.think_seconds,
+        claimed_mark=args.claimed_mark,
+    )
     started = time.perf_counter()
     trainer.fit(algorithm, agent)
     elapsed = time.perf_counter() - started
