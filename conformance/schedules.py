@@ -261,33 +261,19 @@ The racing shapes come first, so shrinking goes from ``any`` towards the simples
 _SHAPE_CYCLE = tuple(name for name, weight in SHAPES for _ in range(weight))
 
 
-def _mixed(run_seed: int, number: int) -> int:
-    """A drawn ``number`` mixed with the run's seed: hypothesis' first example (and the small numbers it
-    favours) is the same whatever its seed, so the number alone would give every run the same first
-    scenarios; mixed, each seed explores its own. A pure function of both: shrinking and the recorded
-    scenario stay exact (the replay form holds the scenario made from it, not the number)."""
-    # A str seed is hashed with SHA-512 by random.Random: stable across processes and PYTHONHASHSEED.
-    return random.Random(f"{run_seed}:{number}").randrange(2**31)
-
-
-def _numbers(run_seed: int) -> st.SearchStrategy[int]:
-    """One drawn number, mixed with the run's seed (``_mixed``)."""
-    return st.integers(0, 2**31 - 1).map(functools.partial(_mixed, run_seed))
-
-
-def _shape(run_seed: int = 0) -> st.SearchStrategy[str]:
+def _shape() -> st.SearchStrategy[str]:
     """A shape with its weight, chosen by one drawn number: hypothesis draws a small choice's first value
     and copies earlier examples' choices so often that the last shapes of a weighted choice were drawn
-    in a few scenarios of a hundred. The number, mixed with the run's seed, seeds the choice, so the
-    small numbers hypothesis favours spread over the shapes too, differently for each seed."""
-    return _numbers(run_seed).map(
+    in a few scenarios of a hundred. The number seeds the choice, so the small numbers hypothesis
+    favours spread over the shapes too (0, the number shrinking goes to, chooses ``any``)."""
+    return st.integers(0, 2**31 - 1).map(
         lambda number: _SHAPE_CYCLE[int(random.Random(number).random() * len(_SHAPE_CYCLE))]
     )
 
 
 @st.composite
-def _schedule(draw: st.DrawFn, caps: Mapping[str, Any], bounds: ScheduleBounds, run_seed: int) -> Scenario:
-    shape = draw(_shape(run_seed))
+def _schedule(draw: st.DrawFn, caps: Mapping[str, Any], bounds: ScheduleBounds) -> Scenario:
+    shape = draw(_shape())
     churn = shape == "churn"
     # churn: every runner the bounds allow (the more runners join and leave, the more claims they meet)
     n_runners = bounds.max_runners if churn else draw(st.integers(1, bounds.max_runners))
@@ -308,7 +294,7 @@ def _schedule(draw: st.DrawFn, caps: Mapping[str, Any], bounds: ScheduleBounds, 
         before_start = draw(st.sampled_from((None,) * 18 + ("sigint-main", "sigint-group")))
     scenario = _compile(n_runners, raw, tails, start, before_start, final_enqueue, caps, bounds)
     if bounds.perturb:
-        scenario = dataclasses.replace(scenario, perturbation=draw(_perturbations(shape, run_seed)))
+        scenario = dataclasses.replace(scenario, perturbation=draw(_perturbations(shape)))
     return scenario
 
 
@@ -333,10 +319,9 @@ its scenarios, the other points in a few."""
 _DELAYS = (0.005, 0.02, 0.02, 0.05, 0.05)
 
 
-def _perturbations(shape: str, run_seed: int = 0) -> st.SearchStrategy[Perturbation | None]:
-    """The scenario's perturbation, made from one drawn number mixed with the run's seed
-    (``_perturbation``, ``_mixed``)."""
-    return _numbers(run_seed).map(functools.partial(_perturbation, _FOCUS[shape]))
+def _perturbations(shape: str) -> st.SearchStrategy[Perturbation | None]:
+    """The scenario's perturbation, made from one drawn number (``_perturbation``)."""
+    return st.integers(0, 2**31 - 1).map(functools.partial(_perturbation, _FOCUS[shape]))
 
 
 def _perturbation(focus: tuple[str, ...], variant: int) -> Perturbation | None:
@@ -374,17 +359,14 @@ def _perturbation(focus: tuple[str, ...], variant: int) -> Perturbation | None:
 
 
 def scenarios(
-    capabilities: Mapping[str, Any], bounds: ScheduleBounds | None = None, *, seed: int = 0
+    capabilities: Mapping[str, Any], bounds: ScheduleBounds | None = None
 ) -> st.SearchStrategy[Scenario]:
     """Hypothesis strategy of P1 scenarios for a strategy with these (validated) capabilities.
-
-    ``seed`` (the run's seed) is mixed into the numbers the shape and the perturbation are made from, so
-    that runs with different seeds start from different scenarios (``_mixed``).
 
     Capabilities the strategy does not declare are never touched: no SIGKILL of a worker without
     ``uses_processes``; no long blocking code without ``can_cancel_blocking_code``.
     """
-    return _schedule(dict(capabilities), bounds or ScheduleBounds(), seed)
+    return _schedule(dict(capabilities), bounds or ScheduleBounds())
 
 
 # -- compiling -------------------------------------------------------------------------------------------

@@ -132,7 +132,7 @@ def explore(
     profile = THOROUGH_PROFILE if examples is not None else CI_PROFILE
     bounds = bounds or ScheduleBounds(timeout_scale=ctx.timeout_scale)
     found = search(
-        scenarios(ctx.capabilities, bounds, seed=ctx.seed),
+        scenarios(ctx.capabilities, bounds),
         lambda scenario: _run(ctx, scenario),
         lambda outcome: bool(outcome[2]),
         scenario_json,

@@ -244,39 +244,3 @@ def test_drawn_perturbations_are_rarely_absent_and_differ() -> None:
     present = [perturbation for perturbation in perturbations if perturbation is not None]
     assert len(present) >= 45, f"{len(present)} of {len(perturbations)} scenarios perturbed"
     assert len(set(present)) >= 20  # hypothesis copies some with the schedule around them
-
-
-def _first_scenario(run_seed: int) -> Scenario:
-    """The first scenario P1 runs with this seed: its search, over perturbed schedules of the run's seed."""
-    from conformance.exploration import search
-
-    first: list[Scenario] = []
-    search(
-        scenarios(_PROCESSES, ScheduleBounds(perturb=True), seed=run_seed),
-        first.append,
-        lambda _: False,
-        scenario_json,
-        seed_value=run_seed,
-        max_examples=1,
-    )
-    return first[0]
-
-
-def test_runs_with_different_seeds_start_from_different_scenarios_and_each_replays_exactly() -> None:
-    # hypothesis' first example is the same for every seed: the run's seed mixed into the shape and the
-    # perturbation is what makes each seed's first scenario its own.
-    firsts = {run_seed: _first_scenario(run_seed) for run_seed in range(1, 6)}
-    assert len({scenario_json(scenario) for scenario in firsts.values()}) == 5
-    present = [scenario.perturbation for scenario in firsts.values() if scenario.perturbation is not None]
-    assert len(present) >= 2 and len(set(present)) == len(present)  # none in one scenario of eight
-    assert _first_scenario(3) == firsts[3]  # the seed alone decides it
-    for scenario in firsts.values():  # the replay form holds the scenario, perturbation included
-        assert scenario_from_json(scenario_json(scenario)) == scenario
-
-
-def test_the_run_seed_changes_what_a_drawn_number_makes_and_nothing_else() -> None:
-    from conformance.schedules import _mixed
-
-    assert _mixed(1, 0) == _mixed(1, 0)
-    assert len({_mixed(run_seed, 0) for run_seed in range(50)}) == 50
-    assert len({_mixed(7, number) for number in range(50)}) == 50
