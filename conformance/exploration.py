@@ -67,6 +67,7 @@ class Search(Generic[_X, _R]):
     profile: str
     examples: int = 0
     shrink_runs: int = 0
+    shrink_hangs: int = 0  # shrink runs whose example hung
     seconds: float = 0.0
     budget_hit: bool = False
     failing: tuple[_X, _R] | None = None
@@ -114,6 +115,8 @@ def search(
     shrink_budget: float = 45.0,
     on_example: Callable[[_X, _R], None] | None = None,
     confirm_shrinks: bool = False,
+    hung: Callable[[_R], bool] | None = None,
+    shrink_hangs: int | None = None,
 ) -> Search[_X, _R]:
     """Run ``run`` on examples drawn from ``strategy`` until ``failed`` says one failed; shrink it.
 
@@ -122,7 +125,12 @@ def search(
     after ``shrink_runs`` runs or ``shrink_budget`` seconds, keeping the smallest failure found so far.
     ``confirm_shrinks``: a smaller example counts as failing only when a second run fails too, so that a
     timing-dependent failure does not shrink to an example that failed once by luck (and rarely again).
+    ``hung`` says which outcomes are hangs: a hang costs its example's whole hang bound, so a shrink run
+    that hung is not run again to confirm it, and shrinking stops once ``shrink_hangs`` shrink runs have
+    hung (``None``: no such limit), keeping the smallest failure found so far (a hang it ran into).
     """
+    if shrink_hangs is not None and shrink_hangs < 0:
+        raise ValueError(f"shrink_hangs must be >= 0 or None, got {shrink_hangs!r}")
     config = settings(settings.get_profile(profile), max_examples=max_examples)
     found: Search[_X, _R] = Search(profile=profile)
     cache: dict[str, _R] = {}
@@ -141,11 +149,24 @@ def search(
             else:
                 if not shrink_started:
                     shrink_started.append(time.monotonic())
-                if found.shrink_runs >= shrink_runs or time.monotonic() - shrink_started[0] > shrink_budget:
+                if (
+                    found.shrink_runs >= shrink_runs
+                    or time.monotonic() - shrink_started[0] > shrink_budget
+                    or (shrink_hangs is not None and found.shrink_hangs >= shrink_hangs)
+                ):
                     return  # shrinking budget spent: keep the smallest failure found so far
                 found.shrink_runs += 1
             cache[name] = run(example)
-            if failing and confirm_shrinks and failed(cache[name]) and found.shrink_runs < shrink_runs:
+            hang = hung is not None and hung(cache[name])
+            if failing and hang:
+                found.shrink_hangs += 1
+            if (
+                failing
+                and confirm_shrinks
+                and not hang
+                and failed(cache[name])
+                and found.shrink_runs < shrink_runs
+            ):
                 found.shrink_runs += 1
                 again = run(example)
                 if not failed(again):

@@ -7,11 +7,11 @@ hypothesis runs derandomised with ``@seed(ctx.seed)``, no example database, no d
 
 Profiles: ``conformance-ci`` (default) stops generating after ``CI_BUDGET`` seconds or ``CI_EXAMPLES``
 examples, whichever comes first; ``conformance-thorough`` (``--conformance-examples N``) runs N examples
-with no time budget. A failure is shrunk (bounded: ``SHRINK_RUNS`` runs, ``SHRINK_BUDGET`` seconds) to a
-minimal scenario, printed as pasteable Python with the one command that replays it
-(``--conformance-replay``), and re-run ``RERUNS`` times (fewer past ``RERUN_BUDGET`` seconds: a hang
-costs its whole bound) to say how often it reproduces; one that never reproduces is reported as
-timing-dependent, still as a failure.
+with no time budget. A failure is shrunk (bounded: ``SHRINK_RUNS`` runs, ``SHRINK_BUDGET`` seconds, and
+``SHRINK_HANGS`` runs that hang, each run once: a hang costs its whole bound) to a minimal scenario,
+printed as pasteable Python with the one command that replays it (``--conformance-replay``), and re-run
+``RERUNS`` times (fewer past ``RERUN_BUDGET`` seconds) to say how often it reproduces; one that never
+reproduces is reported as timing-dependent, still as a failure.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ __all__ = [
     "RERUNS",
     "RERUN_BUDGET",
     "SHRINK_BUDGET",
+    "SHRINK_HANGS",
     "SHRINK_RUNS",
     "THOROUGH_PROFILE",
     "Exploration",
@@ -55,6 +56,7 @@ CI_EXAMPLES = 150
 CI_BUDGET = 45.0  # seconds of generation; shrinking and re-runs come on top only when something fails
 SHRINK_RUNS = 150
 SHRINK_BUDGET = 45.0  # seconds of shrinking at most; the smallest failure so far is kept
+SHRINK_HANGS = 2  # shrink runs that hang at most (each waits out the scenario's hang bound)
 RERUNS = 3
 RERUN_BUDGET = 30.0  # seconds: re-runs past it are skipped (the report says how many ran)
 
@@ -117,6 +119,7 @@ def explore(
     reruns: int = RERUNS,
     shrink_runs: int = SHRINK_RUNS,
     shrink_budget: float = SHRINK_BUDGET,
+    shrink_hangs: int | None = SHRINK_HANGS,
     on_example: Callable[[Scenario, list[str]], None] | None = None,
     max_examples: int = CI_EXAMPLES,
 ) -> Exploration:
@@ -142,6 +145,9 @@ def explore(
         on_example=None if on_example is None else lambda scenario, outcome: on_example(scenario, outcome[2]),
         # A perturbed failure may be timing-dependent: shrink only to scenarios that fail twice.
         confirm_shrinks=bounds.perturb,
+        # A hang waits out the scenario's whole bound: run each hanging candidate once, and only a few.
+        hung=lambda outcome: outcome[1].outcome == "hang",
+        shrink_hangs=shrink_hangs,
     )
     exploration = Exploration(
         profile=profile,

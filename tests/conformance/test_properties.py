@@ -221,3 +221,56 @@ def test_p1_writes_nothing_into_the_users_project(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout[-3000:]
     assert list(tmp_path.iterdir()) == []
+
+
+def _shrink_with_hangs(shrink_hangs: int | None, hung: bool) -> tuple[list[int], object]:
+    """P1's search over numbers where every number from 10 up hangs (a perturbed, confirming search):
+    the runs made, in order, and the search."""
+    from hypothesis import strategies as st
+
+    from conformance.exploration import search
+
+    runs: list[int] = []
+
+    def run(number: int) -> str:
+        runs.append(number)
+        return "hang" if number >= 10 else "returned"
+
+    found = search(
+        st.integers(0, 10**6),
+        run,
+        lambda outcome: outcome == "hang",
+        str,
+        seed_value=1,
+        confirm_shrinks=True,
+        hung=(lambda outcome: outcome == "hang") if hung else None,
+        shrink_hangs=shrink_hangs,
+    )
+    return runs, found
+
+
+def test_shrinking_runs_each_hanging_candidate_once_and_stops_after_a_few_hangs() -> None:
+    from conformance.contracts.properties import SHRINK_HANGS
+
+    runs, found = _shrink_with_hangs(SHRINK_HANGS, hung=True)
+    first = next(index for index, number in enumerate(runs) if number >= 10)
+    shrinking = runs[first + 1 :]
+    assert len(shrinking) == len(set(shrinking))  # no candidate run twice
+    assert len([number for number in shrinking if number >= 10]) == SHRINK_HANGS == found.shrink_hangs
+    failing = found.failing
+    assert failing is not None and failing[1] == "hang"
+    assert failing[0] == [number for number in runs if number >= 10][-1] < runs[first]  # shrunk, by a hang
+    # Without the hang limit, a confirming search runs each hanging candidate twice and many of them.
+    unbounded, _ = _shrink_with_hangs(None, hung=False)
+    again = unbounded[next(index for index, number in enumerate(unbounded) if number >= 10) + 1 :]
+    hangs = [number for number in again if number >= 10]
+    assert len(hangs) > 2 * SHRINK_HANGS and len(set(hangs)) < len(hangs)
+
+
+def test_a_negative_hang_limit_is_an_error_naming_it() -> None:
+    from hypothesis import strategies as st
+
+    from conformance.exploration import search
+
+    with pytest.raises(ValueError, match="shrink_hangs must be >= 0 or None, got -1"):
+        search(st.just(0), lambda _: 0, bool, str, seed_value=0, shrink_hangs=-1)
