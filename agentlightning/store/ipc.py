@@ -22,8 +22,8 @@ Requests are multiplexed: one connection per client and event loop, many calls i
 (``wait_for_rollouts`` does not hold up the others). Latency is what bounds a runner that talks to
 the store in turn, so both ends skip the event loop on the common path: the server answers each
 connection from a thread of its own blocked in ``recv`` (``_ServedConnection``), and a client call
-with nothing else in flight waits for its reply in ``poll()`` (``_ClientConnection``). Each falls back
-to its event loop when a call has to wait.
+with nothing else in flight waits for its reply in ``recv`` itself, bounded by the socket's receive
+timeout (``_ClientConnection``). Each falls back to its event loop when a call has to wait.
 
 Values: every value a request carries into the store (a rollout's ``input`` and ``metadata``, an
 attempt's ``metadata``, a span's attributes and names, ``resources``, and every id) passes the store's value
@@ -68,7 +68,6 @@ import functools
 import itertools
 import logging
 import os
-import select
 import selectors
 import socket
 import struct
@@ -119,6 +118,8 @@ _FAST_REPLY_SECONDS = 0.002
 """How long a client call with nothing else in flight waits for its reply off the event loop."""
 _YIELD_EVERY_SECONDS = 0.001
 """A caller whose store calls never suspend yields to its loop at least this often."""
+_FAST_REPLY_TIMEVAL = struct.pack("ll", 0, int(_FAST_REPLY_SECONDS * 1e6))
+"""``_FAST_REPLY_SECONDS`` as the ``struct timeval`` of a client socket's receive timeout."""
 
 
 class StoreChannelError(ConnectionError):
@@ -637,11 +638,13 @@ class IpcStoreServer:
 class _ClientConnection:
     """A client's socket on one event loop: requests multiplexed by id, replies routed to their futures.
 
-    Built on a raw non-blocking socket and the loop's ``add_reader``/``add_writer`` rather than a
-    transport, because ``call`` has a fast path that needs the socket itself: with nothing else in
-    flight, it sends the request and waits for the reply in ``poll()`` for up to
-    ``_FAST_REPLY_SECONDS``, instead of going round the event loop (the server answers most calls in
-    less time than a loop round takes). A later reply is awaited on the loop as usual, so a slow call
+    Built on a raw socket and the loop's ``add_reader``/``add_writer`` rather than a transport, because
+    ``call`` has a fast path that needs the socket itself: with nothing else in flight, it sends the
+    request and waits for the reply in ``recv`` for up to ``_FAST_REPLY_SECONDS``, instead of going
+    round the event loop (the server answers most calls in less time than a loop round takes). The
+    socket is blocking with that receive timeout (``SO_RCVTIMEO``), so the wait is one system call
+    rather than ``poll()`` then ``recv``; every read and write on the loop's behalf passes
+    ``MSG_DONTWAIT`` and never blocks. A later reply is awaited on the loop as usual, so a slow call
     holds up the caller's other tasks for at most that long. So that those tasks still run, and a
     cancellation still lands, a caller whose calls all take the fast path yields to the loop once per
     ``_YIELD_EVERY_SECONDS``.
@@ -661,8 +664,11 @@ class _ClientConnection:
         self._requests = _ReusedPacker()
         self._next_id = 0
         self._yielded_at = time.monotonic()
-        self._poll = select.poll()
-        self._poll.register(sock.fileno(), select.POLLIN)
+        # Blocking, with a receive timeout of the fast path's length: the fast path then waits for its reply
+        # in recv itself (one system call instead of poll and recv); every other read and write passes
+        # MSG_DONTWAIT, so nothing on the event loop's path ever blocks.
+        sock.setblocking(True)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _FAST_REPLY_TIMEVAL)
         loop.add_reader(sock.fileno(), self._on_readable)
 
     async def call(self, method: StoreMethod, kwargs: dict[str, Any]) -> Any:
@@ -704,14 +710,14 @@ class _ClientConnection:
         """The reply to ``request_id`` if it comes within ``_FAST_REPLY_SECONDS``, else ``None``."""
         deadline = time.monotonic() + _FAST_REPLY_SECONDS
         while self.lost is None:
-            remaining_ms = (deadline - time.monotonic()) * 1e3
-            if remaining_ms <= 0 or not self._poll.poll(remaining_ms):
+            data = self._recv(0)  # waits _FAST_REPLY_SECONDS at most (SO_RCVTIMEO)
+            if data is None:
                 return None
-            data = self._recv()
-            if data is not None:
-                reply = self._dispatch(data, wanted=request_id)
-                if reply is not None:
-                    return reply
+            reply = self._dispatch(data, wanted=request_id)
+            if reply is not None:
+                return reply
+            if time.monotonic() >= deadline:
+                return None
         return None
 
     def _result(self, reply: list[Any]) -> Any:
@@ -725,16 +731,17 @@ class _ClientConnection:
     # -- reading ------------------------------------------------------------------------------------------
 
     def _on_readable(self) -> None:
-        data = self._recv()
+        data = self._recv(socket.MSG_DONTWAIT)
         if data is not None:
             self._dispatch(data, wanted=None)
 
-    def _recv(self) -> memoryview | None:
-        """What the socket holds (``None`` if nothing yet); end of stream or an error loses the connection."""
+    def _recv(self, flags: int) -> memoryview | None:
+        """What the socket holds (``None`` if nothing yet); end of stream or an error loses the connection.
+        ``flags``: ``MSG_DONTWAIT`` not to wait at all, else 0 (wait for the receive timeout at most)."""
         if self._sock is None:
             return None
         try:
-            data = self._reader.chunk[: self._sock.recv_into(self._reader.chunk)]
+            data = self._reader.chunk[: self._sock.recv_into(self._reader.chunk, 0, flags)]
         except (BlockingIOError, InterruptedError):
             return None
         except OSError as exc:
@@ -787,7 +794,7 @@ class _ClientConnection:
                 return
             assert self._sock is not None
             try:
-                sent = self._sock.send(payload)
+                sent = self._sock.send(payload, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError as exc:
@@ -803,7 +810,7 @@ class _ClientConnection:
         if self._sock is None:
             return
         try:
-            sent = self._sock.send(self._outbox)
+            sent = self._sock.send(self._outbox, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -819,7 +826,7 @@ class _ClientConnection:
         """Writing failed: the server may have said why before it hung up (a refusal), so read that first."""
         if self._sock is not None:
             try:
-                received = self._sock.recv_into(self._reader.chunk)
+                received = self._sock.recv_into(self._reader.chunk, 0, socket.MSG_DONTWAIT)
             except OSError:
                 received = 0
             if received:

@@ -39,6 +39,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from agentlightning.store.http.errors import ApiError, error_json
+from agentlightning.store.http.one_write import HeadWithBody
 from agentlightning.store.values import DEFAULT_LIMITS
 
 __all__ = [
@@ -161,7 +162,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._header_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        # An answer's head and body go out in one write (one segment, one wake-up of the client).
+        super().connection_made(HeadWithBody(transport))  # type: ignore[arg-type]
         if len(self.connections) > self._limits.max_connections:
             self._refuse(
                 503, "busy", f"the store server has {self._limits.max_connections} connections open already"
@@ -209,6 +211,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._reading_headers = True
+
+    def on_response_complete(self) -> None:
+        if isinstance(self.transport, HeadWithBody):
+            self.transport.flush()  # an answer without a body write (HEAD): its head goes now
+        super().on_response_complete()
 
     def _arm_header_timer(self) -> None:
         if self._header_timer is None:
