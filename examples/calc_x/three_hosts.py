@@ -5,8 +5,9 @@ and iproute2's ``ip`` needed; nothing is routed outside the machine, and everyth
 end). Host 0 runs ``train_calc_agent.py`` with ``cs`` role ``algorithm`` serving the store on its
 address; hosts 1 and 2 run it with role ``runner`` against that address, with the run's token. Once
 ``--kill-at`` of the rollouts are done and a runner of host 2 has claimed one (so that host 2 holds
-work when it dies, however slowly its processes started), every process on host 2 is SIGKILLed (its
-link cut first with ``--silent``). ``cs`` (``on_host_loss="carry-on"``) gives up host 2's attempts after its
+work when it dies, however slowly its processes started; a ``--host-2-think-seconds`` longer than the
+run makes sure it still holds it then), every process on host 2 is SIGKILLed (its link cut first with
+``--silent``). ``cs`` (``on_host_loss="carry-on"``) gives up host 2's attempts after its
 ``host_loss_timeout``, the rollouts' retry policy requeues them, host 1 finishes them, and the
 algorithm's summary accounts for every rollout::
 
@@ -48,6 +49,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=400)
     parser.add_argument("--runners-per-host", type=int, default=2)
     parser.add_argument("--think-seconds", type=float, default=0.02, help="each problem's latency")
+    parser.add_argument(
+        "--host-2-think-seconds",
+        type=float,
+        default=None,
+        help="host 2's latency per problem (default: --think-seconds); one longer than the run makes "
+        "every runner of host 2 hold its problem when the host dies, so the loss always costs work in flight",
+    )
     parser.add_argument("--kill-at", type=float, default=0.3, help="share of rollouts done when host 2 dies")
     parser.add_argument("--silent", action="store_true", help="cut host 2's link before killing it")
     parser.add_argument("--connect-timeout", type=float, default=2.0, help="cs connect_timeout (seconds)")
@@ -55,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.tasks < 1 or not 0.0 < args.kill_at < 1.0:
         parser.error(f"need --tasks >= 1 and 0 < --kill-at < 1; got {args.tasks}, {args.kill_at}")
+    if args.host_2_think_seconds is not None and args.host_2_think_seconds < 0:
+        parser.error(f"--host-2-think-seconds must be >= 0, got {args.host_2_think_seconds}")
     availability = probe_namespaces()
     if not availability.available:
         print(f"cannot make the hosts: {availability.reason}", file=sys.stderr)
@@ -83,9 +93,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--strategy-option", f"server_host={hosts.address(0)}",
         ]  # fmt: skip
         mark = Path(tempfile.mkdtemp(prefix="agl-calc-")) / "host-2-claimed"
+        # The runner script takes the last --think-seconds given.
+        host_2_think = (
+            [] if args.host_2_think_seconds is None else ["--think-seconds", str(args.host_2_think_seconds)]
+        )
         runners = {
             1: hosts.run(1, runner_argv, env=env),
-            2: hosts.run(2, [*runner_argv, "--claimed-mark", str(mark)], env=env),
+            2: hosts.run(2, [*runner_argv, *host_2_think, "--claimed-mark", str(mark)], env=env),
         }
         target = max(1, int(args.tasks * args.kill_at))
         while (

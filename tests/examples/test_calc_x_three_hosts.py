@@ -28,7 +28,12 @@ def test_a_runner_host_lost_mid_run_costs_no_rollout(silent: bool) -> None:
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
-    argv = [sys.executable, str(SCRIPT), "--tasks", "200", *(["--silent"] if silent else [])]
+    # Host 2's runners each hold one problem until the host dies (their latency outlasts the run): a
+    # loss then always finds work in flight, however the claims and the kill interleave.
+    argv = [
+        sys.executable, str(SCRIPT), "--tasks", "200", "--host-2-think-seconds", "3600",
+        *(["--silent"] if silent else []),
+    ]  # fmt: skip
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "host 2 (" in proc.stdout and "killed at" in proc.stdout
