@@ -124,6 +124,10 @@ _PLACEMENTS: tuple[str, ...] = ("spread", "strict_spread", "pack")
 _DRIVER = "ray-driver"  # the driver process's name among the supervisor's workers
 # The driver imports Ray once in the forkserver rather than once per run.
 _PRELOAD = ("agentlightning.execution.ray_driver",)
+_GRPC_TIMER = "grpc_global_tim"  # a thread's name as the kernel keeps it (15 characters)
+_GRPC_TIMER_POOL = 2  # gRPC's timer threads once its first timer has fired
+_TIMER_POOL_SECONDS = 10.0  # a hang bound on a loaded machine; gRPC takes about a second
+_TIMER_POLL = 0.05
 # Beyond start_timeout: how long the caller waits for the driver's word before it stops waiting.
 _START_MARGIN = 10.0
 
@@ -233,6 +237,7 @@ class RayExecutionStrategy(SupervisedStrategy):
             return None
         if not ray.is_initialized():
             ray.init(address=self.address, configure_logging=False)
+            _await_timer_threads()
         return _CallerConnection()
 
     def __repr__(self) -> str:
@@ -250,6 +255,38 @@ class _CallerConnection:
         if not ray.is_initialized():
             return "not connected to Ray (ray.is_initialized() is False)"
         return f"Ray driver connected to the cluster at {ray.get_runtime_context().gcs_address}"
+
+
+def _timer_threads() -> int | None:
+    """How many gRPC timer threads this process has (Linux: ``/proc``; ``None`` where unreadable)."""
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    count = 0
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as comm:
+                count += comm.read().startswith(_GRPC_TIMER)
+        except OSError:  # the thread ended meanwhile
+            continue
+    return count
+
+
+def _await_timer_threads() -> None:
+    """Wait (bounded) until a fresh Ray connection's gRPC timer pool is complete.
+
+    gRPC starts its second timer thread ("grpc_global_timer") only when its first timer fires, a second
+    or so after ``ray.init()``, whatever the process does meanwhile. A caller's connection is only
+    settled once it has: before, that thread would be counted as started by the ``execute()`` that
+    follows. Nothing else tells when it comes, so the thread itself is waited for.
+    """
+    deadline = time.monotonic() + _TIMER_POOL_SECONDS
+    while True:
+        count = _timer_threads()
+        if count is None or count >= _GRPC_TIMER_POOL or time.monotonic() >= deadline:
+            return
+        time.sleep(_TIMER_POLL)
 
 
 def _validate_resources(value: Mapping[str, float] | None) -> dict[str, float]:

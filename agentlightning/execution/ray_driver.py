@@ -58,7 +58,15 @@ from agentlightning.remote_errors import dump_exception
 from agentlightning.store.claims import ClaimTrackingStore
 from agentlightning.store.http import HttpLightningStore
 
-__all__ = ["PG_STRATEGY", "REMOVE_SECONDS", "ActorDied", "DriverConfig", "drive", "is_actor_process", "is_loopback"]
+__all__ = [
+    "PG_STRATEGY",
+    "REMOVE_SECONDS",
+    "ActorDied",
+    "DriverConfig",
+    "drive",
+    "is_actor_process",
+    "is_loopback",
+]
 
 _log = logging.getLogger(__name__)
 
