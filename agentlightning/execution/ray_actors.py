@@ -67,6 +67,7 @@ being its worker pool (``_DriverPool``). What differs from worker processes:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -364,6 +365,7 @@ class _DriverPool:
         self._fresh: list[WorkerOutcome] = []
         self._seen = 0  # driver outcomes handled
         self._driver_ended = False
+        self.told_interrupted = False
 
     def start(self, runner: RunnerBundle) -> None:
         ctx = multiprocessing.get_context(self.processes.start_method)
@@ -572,6 +574,21 @@ class _Run(Supervisor[RayExecutionStrategy]):
             self.inbox.drain()
 
     # -- stopping -------------------------------------------------------------------------------------
+
+    def stop_here(self) -> None:
+        """Set the event; a Ctrl+C before the actors are placed is told to the driver first (K3)."""
+        pool = self.pool
+        if (
+            pool is not None
+            and self.failures.interrupted
+            and not pool.told_interrupted
+            and len(pool.placed) < self.s.n_runners
+            and pool.driver_running
+        ):
+            pool.told_interrupted = True
+            with contextlib.suppress(OSError):  # the driver is gone: there is nothing to tell
+                pool.send("interrupted")
+        super().stop_here()
 
     def claim_client(self, outcome: WorkerOutcome) -> str | None:
         return None if outcome.name == _DRIVER else outcome.name

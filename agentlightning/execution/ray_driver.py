@@ -11,7 +11,8 @@ run ends with it (a dead driver's actors are killed by Ray, as their owner is go
 Conversation over the control pipe (pickled tuples, driver -> caller unless marked):
 
 1. ``("nodes", {node id: address}, this node's address)`` once connected;
-2. caller -> driver ``("serve", url, token)``: where the caller serves its store;
+2. caller -> driver ``("serve", url, token)``: where the caller serves its store; or, before the actors
+   are placed, ``("interrupted",)``: a Ctrl+C stops the run (sent before the event is set);
 3. ``("placed", [(name, pid, node), ...])`` once every actor reported where it runs;
 4. ``("ended", name, status, error, raised_at, pid, node)`` per actor, as each ends (``error``: the
    bundle's exception serialised by ``remote_errors``, or ``ActorDied``);
@@ -22,7 +23,9 @@ Stop (the run's ``MultiprocessingEvent``, shared with the caller, is set): each 
 event bridge; a runner still running ``graceful_timeout`` later is cancelled inside its actor, then
 ``ray.cancel`` after ``terminate_timeout``, then ``ray.kill`` after another. A SIGINT from the caller's
 escalation (a further Ctrl+C) moves on to the next step at once; SIGTERM ends the driver, and Ray kills
-its actors.
+its actors. A Ctrl+C before every actor has started kills those still starting at once instead of
+waiting for them (there is nothing of theirs to stop cleanly; K3), as ``processes`` does with worker
+processes still starting.
 """
 
 from __future__ import annotations
@@ -268,6 +271,7 @@ class _Driver:
         self.group: Any = None
         self.nodes: dict[str, str] = {}
         self.owns_cluster = config.init.get("address") == "local"
+        self.interrupted = False  # the caller said a Ctrl+C stops the run
 
     # -- the conversation with the caller -------------------------------------------------------------
 
@@ -283,23 +287,39 @@ class _Driver:
         multiprocessing.connection.wait(handles, timeout)
         self.inbox.drain()
 
+    def receive(self) -> tuple[Any, ...] | None:
+        """The caller's next message, if one is there; ``("interrupted",)`` is noted."""
+        try:
+            if not self.control.poll(0):
+                return None
+            message: tuple[Any, ...] = pickle.loads(self.control.recv_bytes())
+        except (EOFError, OSError):
+            raise _Stopped from None  # the caller is gone: its death guard ends us soon
+        if message[0] == "interrupted":
+            self.interrupted = True
+        return message
+
+    def stopped(self) -> bool:
+        """Whether the run stops (the event); the caller's word on why is read first (it comes first)."""
+        if not self.event.is_set():
+            return False
+        while self.receive() is not None:
+            pass
+        return True
+
     def receive_serve(self) -> tuple[str, str]:
         """The caller's ``("serve", url, token)``; ``_Stopped`` if the run stops first."""
         deadline = time.monotonic() + self.c.start_timeout
-        while not self.control.poll(0):
-            if self.event.is_set():
+        while True:
+            message = self.receive()
+            if message is not None and message[0] == "serve":
+                return message[1], message[2]
+            if self.interrupted or self.stopped():
                 raise _Stopped
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"ray: the store server was not ready within {self.c.start_timeout:g} s")
             self.wait(left)
-        try:
-            kind, url, token = pickle.loads(self.control.recv_bytes())
-        except EOFError:
-            raise _Stopped from None
-        if kind != "serve":
-            raise RuntimeError(f"ray driver: expected the caller's 'serve', got {kind!r}")
-        return url, token
 
     # -- starting -------------------------------------------------------------------------------------
 
@@ -346,7 +366,7 @@ class _Driver:
             future.add_done_callback(self._post)
         while not all(f.done() for f in futures):
             self.collect()
-            if self.event.is_set():
+            if self.stopped():
                 raise _Stopped
             left = deadline - time.monotonic()
             if left <= 0:
@@ -450,6 +470,13 @@ class _Driver:
             runner.killed = True
             ray.kill(runner.handle, no_restart=True)
 
+    def _kill_starting(self) -> None:
+        for runner in self.running:
+            if not runner.where.done():
+                _log.info("ray: %s was still starting when interrupted; ray.kill", runner.name)
+                runner.killed = True
+                ray.kill(runner.handle, no_restart=True)
+
     def remove(self) -> None:
         """Kill every actor and remove the placement group; wait (bounded) until they are gone."""
         gone: list[concurrent.futures.Future[Any]] = []
@@ -499,9 +526,11 @@ class _Driver:
                 self.place(*self.receive_serve(), runner)
                 self.watch()
             except _Stopped:
-                pass
+                if self.interrupted:  # nothing of an actor still starting is to be stopped cleanly (K3)
+                    self._kill_starting()
             except KeyboardInterrupt:  # the caller's escalation (or the terminal's Ctrl+C): stop now
                 urgency = 1
+                self._kill_starting()
             if self.running:
                 self.stop(urgency)
         finally:

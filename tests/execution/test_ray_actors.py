@@ -317,6 +317,9 @@ def test_execute_leaves_no_ray_thread_or_connection_in_the_caller(cluster: None,
     """Ray's driver runs in a process of its own: the caller gains no thread and no socket (R1, R3)."""
     from ray_bundles import Algorithm, Runner
 
+    from agentlightning.execution.ray_actors import _await_timer_threads
+
+    _await_timer_threads()  # the fixture's own connection completes gRPC's timer pool first
     me = psutil.Process()
     threads_before = {thread.id for thread in me.threads()}
     sockets_before = {(c.laddr, c.raddr) for c in me.net_connections()}
