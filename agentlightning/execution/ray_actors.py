@@ -11,7 +11,11 @@ caller would keep them after every run (R1, R3). One worker process per ``execut
 (``ray_driver``, started and stopped by ``processes.WorkerProcesses`` like ``ipc``'s and ``cs``'s workers),
 joins the cluster, places the actors, watches and stops them, and relays each actor's end to the caller
 over a pipe; everything Ray-side of the run ends with that process. The calling process keeps the
-algorithm and the store server.
+algorithm and the store server. Its cost, measured with three ``execute()`` calls in one process against
+one running local cluster (2 runners, bundles that return at once, an otherwise idle 2-core machine):
+the driver has joined 0.6-2.3 s after ``execute()`` began (the first includes starting the forkserver,
+which imports Ray once), the actors were placed 1.7-2.9 s later (each run is a Ray job of its own, so
+each actor is a fresh worker process), and ``execute()`` returned after 3.6-4.0 s.
 
 Cluster. ``address`` (or ``RAY_ADDRESS``) is joined by the driver; a caller already connected to Ray
 (``ray.init()`` before ``execute()``) is joined at the address of that connection, with its job's
