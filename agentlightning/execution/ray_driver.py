@@ -71,6 +71,9 @@ __all__ = [
     "is_loopback",
 ]
 
+# Marked as ours: a Ctrl+C that arrives in this module's frames is deferred to bundle code (see threads).
+_KEYBOARD_INTERRUPT_PROTECTED = True
+
 _log = logging.getLogger(__name__)
 
 PG_STRATEGY = {"strict_spread": "STRICT_SPREAD", "pack": "PACK"}
