@@ -318,7 +318,9 @@ class WorkerProcesses:
             multiprocessing.connection.wait(handles, timeout)
         return self._collect()
 
-    async def wait_async(self, timeout: float | None = None) -> list[WorkerOutcome]:
+    async def wait_async(
+        self, timeout: float | None = None, *, wake_on: Sequence[int] = ()
+    ) -> list[WorkerOutcome]:
         """``wait()`` for asyncio code: wakes the running loop on the same fds, never blocks it."""
         newly = self._collect()
         if newly or not self._workers:
@@ -330,7 +332,7 @@ class WorkerProcesses:
             if not woken.done():
                 woken.set_result(None)
 
-        fds = []
+        fds = list(wake_on)
         for worker in self._workers.values():
             fds.append(worker.process.sentinel)
             if not worker.report_done:

@@ -5,22 +5,33 @@ usually does). Needs the optional extra: ``pip install 'agentlightning-execution
 ``agentlightning`` never imports Ray, and building this strategy without it raises ``ImportError``
 naming the extra.
 
-Cluster. ``address`` (or ``RAY_ADDRESS``) joins a running cluster; a caller already connected to Ray
-(``ray.init()`` before ``execute()``) is used as it is; otherwise ``execute()`` starts a single-node
-local cluster and owns it (it asks for 127.0.0.1; Ray 2.60 replaces a loopback node address by the
-machine's own, so its ports are then on that address, behind Ray's own token authentication).
-Only what ``execute()`` started is undone: ``ray.shutdown()`` runs only
-if ``execute()`` called ``ray.init()`` (for a joined cluster that only disconnects this driver, the
-cluster keeps running), and on any cluster every actor and placement group it created is killed or
-removed before ``execute()`` returns. Every Ray call that can hang is bounded: results are waited for
-through futures with deadlines, never a bare ``ray.get``; ``ray.shutdown()`` runs in a thread joined
-with a bound.
+Driver. ``execute()`` never talks to Ray from the calling process: ``ray.init()`` starts native threads
+(gRPC's), listener threads and connections there that ``ray.shutdown()`` does not all end, and the
+caller would keep them after every run (R1, R3). One worker process per ``execute()``, the driver
+(``ray_driver``, started and stopped by ``processes.WorkerProcesses`` like ``ipc``'s and ``cs``'s workers),
+joins the cluster, places the actors, watches and stops them, and relays each actor's end to the caller
+over a pipe; everything Ray-side of the run ends with that process. The calling process keeps the
+algorithm and the store server. Its cost, measured with three ``execute()`` calls in one process against
+one running local cluster (2 runners, bundles that return at once, an otherwise idle 2-core machine):
+the driver has joined 0.6-2.3 s after ``execute()`` began (the first includes starting the forkserver,
+which imports Ray once), the actors were placed 1.7-2.9 s later (each run is a Ray job of its own, so
+each actor is a fresh worker process), and ``execute()`` returned after 3.6-4.0 s.
+
+Cluster. ``address`` (or ``RAY_ADDRESS``) is joined by the driver; a caller already connected to Ray
+(``ray.init()`` before ``execute()``) is joined at the address of that connection, with its job's
+``runtime_env``, and left as it is; otherwise the driver starts a single-node local cluster and shuts it
+down before it exits (it asks for 127.0.0.1; Ray 2.60 replaces a loopback node address by the machine's
+own, so its ports are then on that address, behind Ray's own token authentication). Every actor and
+placement group the driver created is killed or removed before it exits. Every wait on Ray is bounded:
+start-up by ``start_timeout``, the stop by the escalation below.
 
 Store. The caller's store is served over HTTP by the ``cs`` server (``store/http``) on a thread of the
 calling process, authenticated by a token made per run; each actor reaches it with an
 ``HttpLightningStore`` naming itself ``runner-<i>`` (so ``store.claims`` knows who holds what) and mirrors
 the server's stop event (``event_bridge``, shared with ``cs``: a long-poll on ``/v1/event/wait``, L4
-across nodes).
+across nodes). The server listens on ``server_host`` when given (bound before the driver starts, so a
+taken port fails first: F2), else on 127.0.0.1 when every node is on loopback, else on this node's Ray
+address (which the driver reports once it joined).
 A Ray-native store (an actor owning it, calls as actor tasks) was not adopted: every store call would
 then be an actor task round trip through the owner's raylet, and the algorithm in the caller's process
 would lose direct access to its own store (S3, the caller's store holds every write). The HTTP path was
@@ -28,7 +39,8 @@ measured instead, with the ``bench.strategies`` workloads in one process against
 cluster, 2 runners, N = 1,000, medians of 3 (a 2-core machine at load ~18, so absolute figures are low):
 W1 ``ray`` 675 rollouts/s beside ``cs`` 102 in the same run; W2 126 ms (``cs`` 135); W4 (``execute()``
 -> every runner running, cluster already up) 13.0 s (``cs`` 4.5 s): actor start-up, not the store,
-dominates. A Ray-native store was not measured.
+dominates. Those figures predate the driver process (which adds its start and its join of the cluster
+to W4); a Ray-native store was not measured.
 
 Actors. One async actor per ``worker_id`` (no restarts: a dead runner is an error, not a silent retry),
 0 CPUs unless ``runner_resources`` says otherwise. ``placement``: ``None`` (Ray decides), ``"spread"``
@@ -37,62 +49,71 @@ of ``runner_resources`` per runner; ``strict_spread`` puts every runner on a dif
 the actor the runner runs under ``threads.BundleRun`` on a thread of its own, so the actor's loop stays
 free to hear ``ray.cancel`` even while the bundle blocks.
 
-Stop model: ``supervisor.Supervisor``'s (L1-L7, E1-E6, F1, K1-K5, T3), the actors being its worker pool
-(``_Actors``). What differs from worker processes:
+Stop model: ``supervisor.Supervisor``'s (L1-L7, E1-E6, F1, F4, K1-K5, T3), the driver's relayed actor ends
+being its worker pool (``_DriverPool``). What differs from worker processes:
 
-- The stop's steps: each actor sees the event through its bridge, and a runner still running
-  ``graceful_timeout`` later is cancelled inside its actor (``CancelledError``, ``finally`` runs: L6).
-  Runners still running ``terminate_timeout`` after that get ``ray.cancel`` (the cancellation is
-  repeated at once), and ``terminate_timeout`` later ``ray.kill`` (a bundle stuck in blocking code: L7).
-  Then every actor is killed, the placement group removed, the server stopped, and ``execute()`` returns.
+- The stop's steps, in the driver: each actor sees the event through its bridge, and a runner still
+  running ``graceful_timeout`` later is cancelled inside its actor (``CancelledError``, ``finally`` runs:
+  L6). Runners still running ``terminate_timeout`` after that get ``ray.cancel``, and
+  ``terminate_timeout`` later ``ray.kill`` (a bundle stuck in blocking code: L7). Then every actor is
+  killed and the placement group removed, and the driver exits. The caller waits for it with the
+  shared escalation (SIGINT, SIGTERM, SIGKILL) after the driver's own bound; each Ctrl+C after the first
+  hurries it (K5), and a driver that dies takes its actors with it (Ray kills the actors of a dead
+  owner). Then the server stops and ``execute()`` returns.
 - A runner's error arrives with its type, message and the actor's traceback (``remote_errors``), with a
   note naming the actor and its node. An actor that dies (its process killed, its node lost) is
-  ``ActorDied`` - a ``WorkerDied`` - naming the worker, its pid and its node (F1); the attempts it held
-  are given up at once, so a lost node loses nothing.
+  ``ActorDied`` - a ``WorkerDied`` - naming the worker, its pid and its node, and what Ray says of the
+  death (F1); the attempts it held are given up at once, so a lost node loses nothing. Ray does not know
+  an actor process's exit status (its raylet does not report it), so the error cannot name the signal.
 - Ctrl+C: actors do not share the caller's process group (Ray starts them), so a terminal's Ctrl+C reaches
-  them only through this stop; each Ctrl+C after the first moves it to its next step at once (K5).
+  them only through this stop; the driver, a child of the caller, gets it too and stops its actors.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
-import ipaddress
 import logging
+import multiprocessing
+import multiprocessing.connection
 import os
-import signal
-import threading
+import pickle
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
-
-import psutil
 
 try:
     import ray
-    from ray.util.placement_group import placement_group, remove_placement_group
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    from agentlightning.execution.ray_driver import (
+        PG_STRATEGY,
+        ActorDied,
+        DriverConfig,
+        drive,
+        is_actor_process,
+        is_loopback,
+    )
 except ImportError as _missing:  # pragma: no cover - exercised by the test that hides Ray
     raise ImportError(
         "the 'ray' execution strategy needs Ray, which is an optional extra: "
         "pip install 'agentlightning-execution[ray]' (ray>=2.40)"
     ) from _missing
 
-from agentlightning.execution import threads
 from agentlightning.execution.base import AlgorithmBundle, RunnerBundle
-from agentlightning.execution.event_bridge import EventBridge
-from agentlightning.execution.events import ThreadingEvent, wait_async
-from agentlightning.execution.failures import FailureCollector
-from agentlightning.execution.processes import WorkerDied, WorkerOutcome, WorkerStatus, validate_timeout
+from agentlightning.execution.events import MultiprocessingEvent
+from agentlightning.execution.processes import (
+    WorkerOutcome,
+    WorkerProcesses,
+    WorkerStatus,
+    default_start_method,
+    validate_timeout,
+)
 from agentlightning.execution.remote_stop import RunnerSides, stop_event_routes
 from agentlightning.execution.supervisor import SUPERVISED_CAPABILITIES, SupervisedStrategy, Supervisor
-from agentlightning.execution.threads import BundleRun
-from agentlightning.remote_errors import dump_exception, load_exception
+from agentlightning.execution.threads import sigint_deferred
+from agentlightning.remote_errors import load_exception
 from agentlightning.store.base import LightningStore
 from agentlightning.store.claims import ClaimLedger, ClaimTrackingStore
-from agentlightning.store.http import HttpLightningStore, LightningStoreServer
+from agentlightning.store.http import LightningStoreServer
 from agentlightning.store.http.security import generate_token
 from agentlightning.store.threaded import ThreadedLightningStore
 
@@ -105,23 +126,15 @@ _log = logging.getLogger(__name__)
 
 Placement = Literal["spread", "strict_spread", "pack"]
 _PLACEMENTS: tuple[str, ...] = ("spread", "strict_spread", "pack")
-_PG_STRATEGY = {"strict_spread": "STRICT_SPREAD", "pack": "PACK"}
-_SHUTDOWN_SECONDS = 10.0
-
-
-class ActorDied(WorkerDied):
-    """A runner's Ray actor died (its process was killed, or its node was lost) before reporting."""
-
-    def __init__(self, name: str, pid: int | None, node: str, cause: str) -> None:
-        RuntimeError.__init__(self, f"Ray actor of {name!r} (pid {pid}, node {node}) died: {cause}")
-        self.name = name
-        self.pid = pid
-        self.exitcode = None
-        self.node = node
-        self.cause = cause
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.name, self.pid, self.node, self.cause))
+_DRIVER = "ray-driver"  # the driver process's name among the supervisor's workers
+# The driver imports Ray once in the forkserver rather than once per run.
+_PRELOAD = ("agentlightning.execution.ray_driver",)
+_GRPC_TIMER = "grpc_global_tim"  # a thread's name as the kernel keeps it (15 characters)
+_GRPC_TIMER_POOL = 2  # gRPC's timer threads once its first timer has fired
+_TIMER_POOL_SECONDS = 10.0  # a hang bound on a loaded machine; gRPC takes about a second
+_TIMER_POLL = 0.05
+# Beyond start_timeout: how long the caller waits for the driver's word before it stops waiting.
+_START_MARGIN = 10.0
 
 
 class RayExecutionStrategy(SupervisedStrategy):
@@ -168,7 +181,7 @@ class RayExecutionStrategy(SupervisedStrategy):
         if placement is not None and placement not in _PLACEMENTS:
             raise ValueError(f"placement must be None or one of {', '.join(_PLACEMENTS)}; got {placement!r}")
         resources = _validate_resources(runner_resources)
-        if placement in _PG_STRATEGY and not any(resources.values()):
+        if placement in PG_STRATEGY and not any(resources.values()):
             raise ValueError(
                 f"placement={placement!r} reserves one placement-group bundle per runner, and a bundle "
                 f"needs a positive amount of some resource: set runner_resources (e.g. {{'CPU': 1}})"
@@ -207,20 +220,18 @@ class RayExecutionStrategy(SupervisedStrategy):
 
     def remote_resources(self) -> list[str]:
         """What the last ``execute()`` created on the cluster and is still alive (the conformance kit's
-        ``remote_resources`` hook): its actors whose process still runs on this machine, and a placement
-        group it did not remove. An actor on another machine is not seen here.
+        ``remote_resources`` hook): its actors whose process still runs on this machine, read from the
+        machine's process table. An actor on another machine is not seen here; the driver, the process
+        that owns the actors, is a child of the caller and seen as one.
         """
         run = self._last_run
-        if run is None:
+        if run is None or run.pool is None:
             return []
-        found = []
-        for runner in run.runners:
-            pid, node = runner.describe_node()
-            if pid is not None and _is_actor_process(pid):
-                found.append(f"Ray actor of {runner.name!r} (pid {pid}, node {node}) still running")
-        if run.group is not None:
-            found.append(f"Ray placement group {run.group.id.hex()} of the runners not removed")
-        return found
+        return [
+            f"Ray actor of {name!r} (pid {pid}, node {node}) still running"
+            for name, (pid, node) in run.pool.placed.items()
+            if pid is not None and is_actor_process(pid)
+        ]
 
     def caller_connection(self) -> _CallerConnection | None:
         """Connect this process to ``address`` (or ``RAY_ADDRESS``) as a training script's ``ray.init()``
@@ -231,6 +242,7 @@ class RayExecutionStrategy(SupervisedStrategy):
             return None
         if not ray.is_initialized():
             ray.init(address=self.address, configure_logging=False)
+            _await_timer_threads()
         return _CallerConnection()
 
     def __repr__(self) -> str:
@@ -250,6 +262,38 @@ class _CallerConnection:
         return f"Ray driver connected to the cluster at {ray.get_runtime_context().gcs_address}"
 
 
+def _timer_threads() -> int | None:
+    """How many gRPC timer threads this process has (Linux: ``/proc``; ``None`` where unreadable)."""
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    count = 0
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as comm:
+                count += comm.read().startswith(_GRPC_TIMER)
+        except OSError:  # the thread ended meanwhile
+            continue
+    return count
+
+
+def _await_timer_threads() -> None:
+    """Wait (bounded) until a fresh Ray connection's gRPC timer pool is complete.
+
+    gRPC starts its second timer thread ("grpc_global_timer") only when its first timer fires, a second
+    or so after ``ray.init()``, whatever the process does meanwhile. A caller's connection is only
+    settled once it has: before, that thread would be counted as started by the ``execute()`` that
+    follows. Nothing else tells when it comes, so the thread itself is waited for.
+    """
+    deadline = time.monotonic() + _TIMER_POOL_SECONDS
+    while True:
+        count = _timer_threads()
+        if count is None or count >= _GRPC_TIMER_POOL or time.monotonic() >= deadline:
+            return
+        time.sleep(_TIMER_POLL)
+
+
 def _validate_resources(value: Mapping[str, float] | None) -> dict[str, float]:
     if value is None:
         return {}
@@ -265,360 +309,183 @@ def _validate_resources(value: Mapping[str, float] | None) -> dict[str, float]:
     return resources
 
 
-def _actor_options(resources: Mapping[str, float]) -> dict[str, Any]:
-    """Ray's actor options for ``resources`` (``CPU``/``GPU``/``memory`` have options of their own)."""
-    options: dict[str, Any] = {"num_cpus": resources.get("CPU", 0.0)}
-    if "GPU" in resources:
-        options["num_gpus"] = resources["GPU"]
-    if "memory" in resources:
-        options["memory"] = resources["memory"]
-    custom = {k: v for k, v in resources.items() if k not in ("CPU", "GPU", "memory")}
-    if custom:
-        options["resources"] = custom
-    return options
+def _driver_config(strategy: RayExecutionStrategy) -> DriverConfig:
+    """How the driver joins (or starts) the cluster; see the module docstring."""
+    init: dict[str, Any] = {"configure_logging": False, "log_to_driver": True}
+    if strategy.address is not None:
+        init["address"] = strategy.address
+    elif ray.is_initialized():  # the caller's connection: join its cluster as its job does
+        context = ray.get_runtime_context()
+        init["address"] = context.gcs_address
+        init["namespace"] = context.namespace
+        init["runtime_env"] = dict(context.runtime_env or {})
+    else:
+        init.update(
+            address="local",
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            num_cpus=strategy.local_num_cpus,
+        )
+    return DriverConfig(
+        n_runners=strategy.n_runners,
+        init=init,
+        placement=strategy.placement,
+        runner_resources=dict(strategy.runner_resources),
+        graceful_timeout=strategy.graceful_timeout,
+        terminate_timeout=strategy.terminate_timeout,
+        start_timeout=strategy.start_timeout,
+    )
 
 
-# -- what runs in each actor -------------------------------------------------------------------------------
+class _DriverPool:
+    """The driver process as the supervisor's worker pool (``supervisor.WorkerPool``).
 
-
-class _RunnerHost:
-    """One runner's actor: awaits the runner bundle once, against the served store, and reports how it ended.
-
-    ``run`` returns ``None`` (the bundle returned or was stopped) or ``(error, raised_at)``: the bundle's
-    exception serialised by ``remote_errors`` and ``time.monotonic()`` when it was recorded.
+    Its workers are the runner actors: each ``("ended", ...)`` the driver relays becomes a
+    ``WorkerOutcome`` named after the runner (``returned``, ``raised`` with the bundle's error, ``died``
+    with ``ActorDied``, ``stopped`` by the driver's own ``ray.cancel`` / ``ray.kill``). The driver itself is
+    a worker named ``ray-driver``: its own failure (joining, placing) is its outcome's error, and once it
+    has ended every runner it had not reported is ``stopped`` (its actors ended with it). ``stop()`` is
+    ``processes.WorkerProcesses.stop`` on the driver, whose grace is the driver's own stop bound.
     """
 
-    def __init__(self, name: str, url: str, token: str, grace: float, teardown: float) -> None:
-        self.name = name
-        self.url = url
-        self.token = token
-        self.grace = grace
-        self.teardown = teardown
-        self.bundle: BundleRun | None = None
-
-    async def where(self) -> tuple[str, int]:
-        """This actor's node id and pid (for messages naming a runner that died)."""
-        return ray.get_runtime_context().get_node_id(), os.getpid()
-
-    async def run(self, runner: RunnerBundle, worker_id: int) -> tuple[bytes, float] | None:
-        loop = asyncio.get_running_loop()
-        event = ThreadingEvent()
-        failures = FailureCollector(_log)
-        bridge = EventBridge(HttpLightningStore(self.url, token=self.token), event)
-        store = ClaimTrackingStore(
-            HttpLightningStore(self.url, token=self.token).named(self.name),
-            client=self.name,
-            heartbeats=True,
-            close_inner=True,
-        )
-        bundle = self.bundle = BundleRun(
-            self.name,
-            lambda: runner(store, worker_id, event),
-            event,
-            failures,
-            grace=self.grace,
-            teardown_timeout=self.teardown,
-            sets_event_on_return=False,
-            after=store.close,
-        )
-        done: asyncio.Future[None] = loop.create_future()
-
-        def _finished() -> None:
-            if not done.done():
-                done.set_result(None)
-
-        def _bundle_thread() -> None:
-            try:
-                bundle.run()
-            finally:
-                with contextlib.suppress(RuntimeError):  # the actor's loop is gone: it is being killed
-                    loop.call_soon_threadsafe(_finished)
-
-        await asyncio.to_thread(bridge.start)
-        thread = threading.Thread(target=_bundle_thread, name=f"agl-ray-{self.name}", daemon=True)
-        thread.start()
-        try:
-            try:
-                await asyncio.shield(done)
-            except asyncio.CancelledError:
-                # ray.cancel: the strategy's second step. Cancel the bundle now; a bundle that still does
-                # not return (blocking code) is left to ray.kill.
-                bundle.cancel_now()
-                await asyncio.wait_for(asyncio.shield(done), self.teardown)
-        finally:
-            await asyncio.to_thread(bridge.stop)
-        for failure in failures.failures:
-            if failure.exc is not bundle.outcome:
-                _log.warning("%s: %s", self.name, failure.summary())
-        if bundle.outcome is None:
-            return None
-        at = next((f.at for f in failures.failures if f.exc is bundle.outcome), time.monotonic())
-        return dump_exception(bundle.outcome), at
-
-
-_RunnerActor: Any = ray.remote(max_restarts=0, max_task_retries=0)(_RunnerHost)
-
-
-# -- one execute() -----------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Runner:
-    """One runner actor as the caller sees it."""
-
-    name: str
-    handle: Any
-    run_ref: Any
-    future: concurrent.futures.Future[Any]
-    where: concurrent.futures.Future[Any]
-    killed: bool = False
-    settled: bool = False
-    node_names: dict[str, str] = field(default_factory=dict)
-
-    def describe_node(self) -> tuple[int | None, str]:
-        if not self.where.done() or self.where.exception() is not None:
-            return None, "unknown (it had not reported where it runs)"
-        node_id, pid = self.where.result()
-        address = self.node_names.get(node_id)
-        return pid, f"{node_id[:12]}" + (f" at {address}" if address else "")
-
-
-class _Cluster:
-    """The Ray connection of one ``execute()``: joined, reused, or a local cluster started and owned."""
-
-    def __init__(self, strategy: RayExecutionStrategy) -> None:
-        self.s = strategy
-        self.connected = False  # we called ray.init(): ray.shutdown() is ours to call
-        self.owns_cluster = False
-        self._sigterm: Any = None
-
-    def start(self) -> None:
-        if ray.is_initialized():
-            return  # the caller's connection (and maybe its cluster): used, never shut down
-        self._sigterm = signal.getsignal(signal.SIGTERM)
-        kwargs: dict[str, Any] = {"configure_logging": False, "log_to_driver": True}
-        if self.s.address is not None:
-            kwargs["address"] = self.s.address
-        else:
-            self.owns_cluster = True
-            kwargs.update(
-                address="local",
-                include_dashboard=False,
-                _node_ip_address="127.0.0.1",
-                num_cpus=self.s.local_num_cpus,
-            )
-        self.connected = True
-        ray.init(**kwargs)
-
-    def nodes(self) -> dict[str, str]:
-        """Node id -> address of every node Ray knows."""
-        try:
-            return {node["NodeID"]: node["NodeManagerAddress"] for node in ray.nodes()}
-        except Exception as exc:
-            _log.debug("could not list Ray's nodes: %r", exc)
-            return {}
-
-    def server_host(self, nodes: Mapping[str, str]) -> str:
-        if self.s.server_host is not None:
-            return self.s.server_host
-        if nodes and all(_is_loopback(address) for address in nodes.values()):
-            return "127.0.0.1"
-        return str(ray.util.get_node_ip_address())
-
-    def stop(self, failures: FailureCollector) -> None:
-        """Disconnect (and stop the local cluster) if this ``execute()`` connected; bounded."""
-        if not self.connected:
-            return
-        self.connected = False
-        thread = threading.Thread(target=_shutdown, args=(failures,), name="agl-ray-shutdown", daemon=True)
-        thread.start()
-        thread.join(_SHUTDOWN_SECONDS)
-        if thread.is_alive():
-            failures.record_cleanup_error(
-                TimeoutError(f"ray.shutdown() did not finish within {_SHUTDOWN_SECONDS:g} s"), "ray.shutdown"
-            )
-        if self._sigterm is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._sigterm)  # ray.init installed its own (R7)
-
-
-def _post(inbox: threads.Inbox, kind: str) -> Callable[[concurrent.futures.Future[Any]], None]:
-    """A done-callback that wakes the calling thread's wait on ``inbox``."""
-    return lambda _: inbox.put(kind)
-
-
-def _shutdown(failures: FailureCollector) -> None:
-    with failures.cleanup("ray.shutdown"):
-        ray.shutdown()
-
-
-def _is_actor_process(pid: int) -> bool:
-    """Whether ``pid`` is a live Ray worker process on this machine (Ray names them ``ray::...``)."""
-    try:
-        process = psutil.Process(pid)
-        return bool(process.status() != psutil.STATUS_ZOMBIE and process.name().startswith("ray::"))
-    except Exception:  # gone, or not ours to look at
-        return False
-
-
-def _is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return address == "localhost"
-
-
-class _Actors:
-    """The runner actors of one ``execute()`` as the supervisor's worker pool (``supervisor.WorkerPool``).
-
-    Each actor's end becomes a ``WorkerOutcome``: ``returned`` (the bundle returned), ``raised`` (its
-    error, with its type and the actor's traceback), ``died`` (``ActorDied``), or ``stopped`` (our own
-    ``ray.cancel`` / ``ray.kill``). ``stop()`` is the actors' escalation: ``graceful_timeout +
-    terminate_timeout`` after the stop began (each actor cancels its bundle after its grace), ``ray.cancel``;
-    ``terminate_timeout`` later ``ray.kill``; every Ctrl+C after the first skips one step (K5).
-    """
-
-    def __init__(self, run: _Run) -> None:
+    def __init__(self, run: _Run, config: DriverConfig, start_method: str) -> None:
         self.run = run
-        self.runners: list[_Runner] = []
+        self.config = config
+        assert isinstance(run.event, MultiprocessingEvent)
+        self.processes = WorkerProcesses(
+            run.event,
+            start_method=start_method,
+            graceful_timeout=config.stop_seconds,
+            terminate_timeout=run.s.terminate_timeout,
+            preload=_PRELOAD,
+        )
+        self.names = [f"runner-{i}" for i in range(config.n_runners)]
+        self.placed: dict[str, tuple[int | None, str]] = {}
+        self.nodes: dict[str, str] | None = None
+        self.node_address = ""
+        self.control: multiprocessing.connection.Connection | None = None
+        self.driver_pid: int | None = None
         self._outcomes: list[WorkerOutcome] = []
+        self._fresh: list[WorkerOutcome] = []
+        self._seen = 0  # driver outcomes handled
+        self._driver_ended = False
+        self.told_interrupted = False
+
+    def start(self, runner: RunnerBundle) -> None:
+        ctx = multiprocessing.get_context(self.processes.start_method)
+        with sigint_deferred():  # a descriptor pair is made: a Ctrl+C must not land between them
+            self.control, theirs = ctx.Pipe(duplex=True)
+        try:
+            self.processes.start(_DRIVER, drive, self.config, theirs, runner, self.run.event)
+        finally:
+            theirs.close()
+        self.driver_pid = self.processes.pid(_DRIVER)
+
+    def send(self, *message: Any) -> None:
+        assert self.control is not None
+        self.control.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def wait(self, timeout: float | None, wake_on: list[Any]) -> None:
+        """Until the driver says something or ends, the event is set, one of ``wake_on`` is readable."""
+        control = [self.control] if self.control is not None and not self.control.closed else []
+        self.processes.wait(timeout, wake_on=[*control, *wake_on])
+
+    @property
+    def driver_running(self) -> bool:
+        return not self._driver_ended and self.driver_pid is not None
+
+    # -- the WorkerPool protocol ------------------------------------------------------------------------
 
     @property
     def running(self) -> list[str]:
-        return [runner.name for runner in self.runners if not runner.settled]
+        ended = {outcome.name for outcome in self._outcomes}
+        names = [name for name in self.names if name not in ended] if self.driver_running else []
+        return names + ([_DRIVER] if self.driver_running else [])
 
     @property
     def outcomes(self) -> list[WorkerOutcome]:
         return list(self._outcomes)
 
     def collect(self) -> list[WorkerOutcome]:
-        """The outcomes of actors seen to end since the last call."""
-        newly = []
-        for runner in self.runners:
-            if not runner.settled and runner.future.done():
-                newly.append(self._settle(runner))
-        return newly
+        """What ended since the last call: relayed actor ends, then the driver's own."""
+        self._read()
+        self.processes.wait(0)
+        for outcome in self.processes.outcomes[self._seen :]:
+            self._seen += 1
+            self._read()  # what it wrote just before it exited
+            self._driver_ended = True
+            ended = {o.name for o in self._outcomes}
+            for name in self.names:
+                if name not in ended:
+                    pid, _ = self.placed.get(name, (None, ""))
+                    self._add(WorkerOutcome(name, pid, "stopped", None, None, None, time.monotonic()))
+            self._add(outcome)
+        fresh, self._fresh = self._fresh, []
+        return fresh
 
     async def wait_async(self, timeout: float | None = None) -> list[WorkerOutcome]:
-        """Wait until an actor ends or the stop event is set (or ``timeout``); what ended meanwhile."""
         newly = self.collect()
         if newly or not self.running:
             return newly
-        # Futures of their own: cancelling these must not touch the runners' futures.
-        waits = [asyncio.wrap_future(r.run_ref.future()) for r in self.runners if not r.settled]
-        if not self.run.event.is_set():  # once set, only the actors' ends are news
-            waits.append(asyncio.ensure_future(wait_async(self.run.event)))
-        try:
-            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for future in waits:
-                future.cancel()
-            await asyncio.wait(waits)
+        fds = [self.control.fileno()] if self.control is not None and not self.control.closed else []
+        await self.processes.wait_async(timeout, wake_on=fds)
         return self.collect()
 
     def stop(
         self, *, since: float | None = None, urgency: int = 0, interrupted: bool = False
     ) -> list[WorkerOutcome]:
-        """Escalate on actors still running (see the class doc), then return every outcome.
-
-        A ``KeyboardInterrupt`` meanwhile moves on to the next step at once and is raised once the last
-        step is done (as ``processes.WorkerProcesses.stop``). ``interrupted`` changes nothing here: actors
-        are not in the caller's process group, so a terminal's Ctrl+C never reached them.
-        """
-        s = self.run.s
-        actions: list[Callable[[], None]] = [self._cancel, self._kill]
-        waits = [s.graceful_timeout + s.terminate_timeout, s.terminate_timeout, s.terminate_timeout]
-        skip = min(urgency, len(actions))  # steps whose wait is skipped: their action runs at once
-        step, pending = 0, skip > 0
-        began = time.monotonic() if since is None else since
-        hurried = False
-        inbox = self.run.inbox
-        owns_wakeup = threading.current_thread() is threading.main_thread() and threads.claim_signal_wakeup(
-            inbox.wakeup_fd
-        )
         try:
-            while True:
-                try:
-                    while pending:  # an action interrupted half-way runs again: each is idempotent
-                        actions[step]()
-                        step, began = step + 1, time.monotonic()
-                        pending = step < skip
-                    if not self._wait_until(began + waits[step]) or step >= len(actions):
-                        break
-                    pending = True
-                except KeyboardInterrupt:
-                    hurried = True
-                    if step >= len(actions):
-                        break
-                    pending = True
+            self.processes.stop(since=since, urgency=urgency, interrupted=interrupted)
         finally:
-            if owns_wakeup:
-                threads.release_signal_wakeup(inbox.wakeup_fd)
-        if hurried:
-            raise KeyboardInterrupt
+            self.collect()
         return self.outcomes
 
     def close(self) -> None:
-        self.run._remove_actors()
-
-    def _wait_until(self, deadline: float) -> bool:
-        """Collect ends until every actor ended (``False``) or ``deadline`` passed (``True``)."""
-        while True:
-            self.collect()
-            if not self.running:
-                return False
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return True
-            self.run.inbox.wait(left)
-
-    def _cancel(self) -> None:
-        for runner in self.runners:
-            if not runner.settled:
-                _log.info("ray: %s still running after its grace; ray.cancel", runner.name)
-                with threads.sigint_deferred():
-                    ray.cancel(runner.run_ref)
-
-    def _kill(self) -> None:
-        for runner in self.runners:
-            if not runner.settled:
-                _log.warning("ray: %s did not stop when cancelled; ray.kill", runner.name)
-                runner.killed = True
-                with threads.sigint_deferred():
-                    ray.kill(runner.handle, no_restart=True)
-
-    def _settle(self, runner: _Runner) -> WorkerOutcome:
-        """How a runner's actor ended (once): a bundle error, a death, our own stop, or a return."""
-        runner.settled = True
-        pid, node = runner.describe_node()
-        status: WorkerStatus = "raised"
-        error: BaseException | None = None
-        at: float | None = None
         try:
-            result = runner.future.result()
-        except (ray.exceptions.TaskCancelledError, concurrent.futures.CancelledError, asyncio.CancelledError):
-            status = "stopped"  # our own ray.cancel: a stop, not a failure
-        except ray.exceptions.RayActorError as exc:
-            if runner.killed:
-                status = "stopped"  # our own ray.kill
-            else:
-                status, error = "died", ActorDied(runner.name, pid, node, _first_line(exc))
-        except ray.exceptions.RayTaskError as exc:  # the actor could not even start the bundle
-            error = exc.as_instanceof_cause()
-        except Exception as exc:
-            error = exc
-        else:
-            if result is None:
-                status = "returned"
-            else:
-                data, at = result
-                error = load_exception(data, origin=f"Ray actor {runner.name!r} (pid {pid}, node {node})")
-        outcome = WorkerOutcome(runner.name, pid, status, None, error, None, time.monotonic(), at)
+            self.processes.close()
+        finally:
+            if self.control is not None:
+                self.control.close()
+
+    # -- the driver's messages --------------------------------------------------------------------------
+
+    def _add(self, outcome: WorkerOutcome) -> None:
         self._outcomes.append(outcome)
-        return outcome
+        self._fresh.append(outcome)
+
+    def _read(self) -> None:
+        control = self.control
+        while control is not None and not control.closed:
+            with sigint_deferred():  # a message read must be handled, not lost to a Ctrl+C
+                try:
+                    if not control.poll(0):
+                        return
+                    message = pickle.loads(control.recv_bytes())
+                except (EOFError, OSError):
+                    control.close()
+                    return
+                self._handle(message)
+
+    def _handle(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "nodes":
+            self.nodes, self.node_address = dict(message[1]), str(message[2])
+        elif kind == "placed":
+            self.placed = {name: (pid, node) for name, pid, node in message[1]}
+        elif kind == "ended":
+            name, status, data, raised_at, pid, node = message[1:]
+            error = None
+            if data is not None:  # ActorDied names the actor itself; a bundle's error gets a note
+                origin = None if status == "died" else f"Ray actor {name!r} (pid {pid}, node {node})"
+                error = load_exception(data, origin=origin)
+            state: WorkerStatus = status
+            self._add(WorkerOutcome(name, pid, state, None, error, None, time.monotonic(), raised_at))
+        else:
+            self.run.log.error("ray: the driver sent an unknown message %r", kind)
 
 
 class _Run(Supervisor[RayExecutionStrategy]):
-    """One ``execute()``: the cluster, the store served over HTTP, the runner actors."""
+    """One ``execute()``: the store served over HTTP, the driver process and, through it, the actors."""
 
     label = "ray"
 
@@ -629,17 +496,13 @@ class _Run(Supervisor[RayExecutionStrategy]):
         runner: RunnerBundle,
         store: LightningStore,
     ) -> None:
-        # No worker process of ours shares the event: the actors mirror it over HTTP (event_bridge).
-        super().__init__(strategy, algorithm, runner, store, event=ThreadingEvent())
-        self.cluster = _Cluster(strategy)
+        self.start_method = default_start_method()
+        event = MultiprocessingEvent(multiprocessing.get_context(self.start_method))
+        super().__init__(strategy, algorithm, runner, store, event=event)
         self.runner_sides = RunnerSides()  # the actors' event bridges attached to the server
-        self.group: Any = None  # placement group
-        self.actors = _Actors(self)
         self.server: LightningStoreServer | None = None
-
-    @property
-    def runners(self) -> list[_Runner]:
-        return self.actors.runners
+        self.pool: _DriverPool | None = None
+        self.token = generate_token()
 
     # -- starting -------------------------------------------------------------------------------------
 
@@ -649,49 +512,25 @@ class _Run(Supervisor[RayExecutionStrategy]):
         served = self.served = wrapper or self.store
         self.close_served = None if wrapper is None else wrapper.close_sync
         self.claims = ClaimLedger()
-        self.cluster.start()
+        if s.server_host is not None:
+            self._serve(s.server_host)  # a taken port fails here, before any process starts (F2)
+        config = _driver_config(s)
         self.on_sigint()
         if self.ladder.interrupted:
-            return  # Ctrl+C during start-up: start nothing more (K3)
-        nodes = self.cluster.nodes()
-        token = generate_token()
-        # Bound before any actor exists: a taken port fails here, naming host and port (F2).
-        self.server = LightningStoreServer(
-            ClaimTrackingStore(served, ledger=self.claims),
-            self.cluster.server_host(nodes),
-            s.server_port,
-            token=token,
-            routes=stop_event_routes(self.event, self.runner_sides),
-            graceful_seconds=min(s.graceful_timeout, 1.0),
-        )
-        self.server.start()
-        _log.info("ray: serving the store at %s for %d runner actor(s)", self.server.url, s.n_runners)
-        options = _actor_options(s.runner_resources)
-        if s.placement in _PG_STRATEGY:
-            bundles = [dict(s.runner_resources) for _ in range(s.n_runners)]
-            self.group = placement_group(bundles, strategy=_PG_STRATEGY[s.placement])
-            self._wait_for([self.group.ready().future()], "the placement group of the runners")
-            if self.ladder.interrupted:
-                return  # Ctrl+C while the cluster made room: start nothing more (K3)
-        elif s.placement == "spread":
-            options["scheduling_strategy"] = "SPREAD"
-        teardown = max(s.terminate_timeout, 0.1)
-        self.workers = self.actors
-        for worker_id in range(s.n_runners):
-            name = f"runner-{worker_id}"
-            if self.group is not None:
-                options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                    placement_group=self.group, placement_group_bundle_index=worker_id
-                )
-            handle = _RunnerActor.options(**options).remote(
-                name, self.server.url, token, s.graceful_timeout, teardown
-            )
-            run_ref = handle.run.remote(self.runner, worker_id)
-            runner = _Runner(name, handle, run_ref, run_ref.future(), handle.where.remote().future())
-            runner.node_names = nodes
-            runner.future.add_done_callback(_post(self.inbox, "ended"))
-            self.runners.append(runner)
-        self._wait_for([r.where for r in self.runners], "the runner actors to start")
+            return  # Ctrl+C before anything started: start nothing (K3)
+        pool = self.pool = _DriverPool(self, config, self.start_method)
+        self.workers = pool
+        pool.start(self.runner)
+        if not self._await(lambda: pool.nodes is not None, "the Ray driver to join the cluster"):
+            return
+        if self.server is None:
+            nodes = pool.nodes or {}
+            loopback = bool(nodes) and all(is_loopback(address) for address in nodes.values())
+            self._serve("127.0.0.1" if loopback else pool.node_address)
+        assert self.server is not None
+        pool.send("serve", self.server.url, self.token)
+        if not self._await(lambda: len(pool.placed) == s.n_runners, "the runner actors to start"):
+            return
         algorithm, event = self.algorithm, self.event
         self.main_run = self.main_bundle(
             "algorithm",
@@ -700,30 +539,63 @@ class _Run(Supervisor[RayExecutionStrategy]):
             teardown_timeout=max(s.terminate_timeout, 1.0),
         )
 
-    def _wait_for(self, futures: list[concurrent.futures.Future[Any]], what: str) -> None:
-        """Wait (bounded by ``start_timeout``) for start-up futures; a Ctrl+C or a failure cuts it short."""
-        deadline = time.monotonic() + self.s.start_timeout
-        for future in futures:
-            future.add_done_callback(_post(self.inbox, "started"))
-        while not all(f.done() for f in futures):
+    def _serve(self, host: str) -> None:
+        assert self.served is not None and self.claims is not None
+        self.server = LightningStoreServer(
+            ClaimTrackingStore(self.served, ledger=self.claims),
+            host,
+            self.s.server_port,
+            token=self.token,
+            routes=stop_event_routes(self.event, self.runner_sides),
+            graceful_seconds=min(self.s.graceful_timeout, 1.0),
+        )
+        self.server.start()
+        _log.info("ray: serving the store at %s for %d runner actor(s)", self.server.url, self.s.n_runners)
+
+    def _await(self, ready: Callable[[], bool], what: str) -> bool:
+        """Wait for the driver's word; ``False`` when a Ctrl+C, the event or the driver's end cut it short.
+
+        The driver bounds its own start-up by ``start_timeout``; this bound only guards against a driver
+        that neither answers nor ends.
+        """
+        pool = self.pool
+        assert pool is not None
+        deadline = time.monotonic() + self.s.start_timeout + _START_MARGIN
+        while True:
             self.on_sigint()
-            for outcome in self.actors.collect():
+            for outcome in pool.collect():
                 self.record(outcome)
-            if self.ladder.interrupted or self.event.is_set():
-                return
+            if ready():
+                return True
+            if self.ladder.interrupted or self.event.is_set() or not pool.driver_running:
+                return False
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(
-                    f"ray: gave up waiting for {what} after start_timeout={self.s.start_timeout:g} s "
-                    f"(resources per runner: {self.s.runner_resources or 'none'}, placement: "
-                    f"{self.s.placement}); does the cluster have room for {self.s.n_runners} runner(s)?"
+                    f"ray: gave up waiting for {what} after {self.s.start_timeout + _START_MARGIN:g} s"
                 )
-            self.inbox.wait(left)
-        for future in futures:
-            if future.exception() is not None:
-                raise future.exception()  # type: ignore[misc]
+            pool.wait(left, [self.inbox.reader_fd])
+            self.inbox.drain()
 
     # -- stopping -------------------------------------------------------------------------------------
+
+    def stop_here(self) -> None:
+        """Set the event; a Ctrl+C before the actors are placed is told to the driver first (K3)."""
+        pool = self.pool
+        if (
+            pool is not None
+            and self.failures.interrupted
+            and not pool.told_interrupted
+            and len(pool.placed) < self.s.n_runners
+            and pool.driver_running
+        ):
+            pool.told_interrupted = True
+            with contextlib.suppress(OSError):  # the driver is gone: there is nothing to tell
+                pool.send("interrupted")
+        super().stop_here()
+
+    def claim_client(self, outcome: WorkerOutcome) -> str | None:
+        return None if outcome.name == _DRIVER else outcome.name
 
     def stop_services(self) -> None:
         if self.server is not None:
@@ -734,42 +606,3 @@ class _Run(Supervisor[RayExecutionStrategy]):
                     lambda: self.runner_sides.wait_detached(self.s.terminate_timeout),
                 )
             self.step("stopping the store server", server.stop)
-
-    def release(self) -> None:
-        self.step("stopping the Ray connection", lambda: self.cluster.stop(self.failures))
-
-    def _remove_actors(self) -> None:
-        """Kill every actor and remove the placement group; wait (bounded) until Ray reports them dead."""
-        gone: list[concurrent.futures.Future[Any]] = []
-        for runner in self.runners:
-            self.actors.collect()
-            if not runner.settled:
-                _log.warning("ray: %s did not report how it ended; killed", runner.name)
-            runner.killed = True
-            ray.kill(runner.handle, no_restart=True)
-            # Answered (with RayActorError) once the actor is dead: nothing of it is left running.
-            future = runner.handle.where.remote().future()
-            future.add_done_callback(_post(self.inbox, "gone"))
-            gone.append(future)
-        if self.group is not None:
-            remove_placement_group(self.group)
-            self.group = None
-        deadline = time.monotonic() + max(self.s.terminate_timeout, 2.0)
-        while not all(f.done() for f in gone) and time.monotonic() < deadline:
-            self.inbox.wait(deadline - time.monotonic())
-        # Ray reports an actor dead before its process has exited: wait for those on this machine.
-        local = []
-        for runner in self.runners:
-            pid, _ = runner.describe_node()
-            if pid is not None and _is_actor_process(pid):
-                with contextlib.suppress(psutil.Error):
-                    local.append(psutil.Process(pid))
-        _, alive = psutil.wait_procs(local, timeout=max(0.0, deadline - time.monotonic()))
-        if alive or not all(f.done() for f in gone):
-            _log.warning("ray: not every runner actor was gone within the bound of its kill")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return " ".join(lines[:3]) if lines else type(exc).__name__

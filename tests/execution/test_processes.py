@@ -343,6 +343,29 @@ def test_L4_wait_async_wakes_on_exit_and_event(harness: Any) -> None:
     assert asyncio.run(supervise()) == ["returned"]
 
 
+def test_wait_async_wakes_on_a_descriptor_it_is_given(harness: Any) -> None:
+    """``wake_on``: a supervisor that also listens to its workers over a pipe of its own wakes on it."""
+    h = harness("fork")
+    h.workers.start("waiter", waits, h.journal, h.event)
+    h.expect("started")
+    reader, writer = multiprocessing.Pipe(duplex=False)
+
+    async def supervise() -> list[Any]:
+        asyncio.get_running_loop().call_soon(writer.send, "news")
+        return await h.workers.wait_async(timeout=HANG, wake_on=[reader.fileno()])
+
+    try:
+        began = time.monotonic()
+        assert asyncio.run(supervise()) == []  # woken by the pipe: nothing ended
+        assert time.monotonic() - began < HANG
+        assert reader.recv() == "news"
+        h.event.set()
+        assert [o.status for o in h.wait_all()] == ["returned"]
+    finally:
+        reader.close()
+        writer.close()
+
+
 def test_stop_of_cooperative_workers_sends_no_signal(harness: Any) -> None:
     h = harness("forkserver")
     for index in range(2):

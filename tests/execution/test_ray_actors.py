@@ -121,14 +121,21 @@ def live_actor_pids(scratch: Path) -> list[int]:
     pids = {
         int(line.split("pid=")[1]) for line in read_journal(str(scratch)) if line.startswith("runner started")
     }
-    return sorted(pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie")
+    return sorted(pid for pid in pids if _alive(pid))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def wait_gone(pids: list[int], bound: float = 10.0) -> list[int]:
     deadline = time.monotonic() + bound
     left = pids
     while left and time.monotonic() < deadline:
-        left = [pid for pid in left if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+        left = [pid for pid in left if _alive(pid)]
         time.sleep(0.05)
     return left
 
@@ -285,23 +292,40 @@ def test_owned_cluster_and_ctrl_c(tmp_path: Path) -> None:
 
 
 @needs_ray
-def test_the_kit_probe_names_an_actor_left_alive(
-    cluster: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_kit_probe_names_live_actors_and_none_after_the_run(cluster: None, tmp_path: Path) -> None:
+    """The kit's probe reads the machine's process table: the actors while they run, none once gone."""
+    from ray_bundles import until_journal
+
+    s = strategy(2)
+    seen: list[str] = []
+
+    async def probing_algorithm(store: Any, event: Any) -> None:
+        await until_journal(str(tmp_path), "runner started", 2)
+        seen.extend(s.remote_resources())  # mid-run: both actors are alive
+
+    from ray_bundles import Runner
+
+    s.execute(probing_algorithm, Runner(str(tmp_path), "wait"), InMemoryLightningStore())
+    assert sorted(entry.split("'")[1] for entry in seen) == ["runner-0", "runner-1"], seen
+    assert all("still running" in entry and "node" in entry for entry in seen)
+    assert wait_gone(live_actor_pids(tmp_path)) == []
+    assert s.remote_resources() == []
+
+
+@needs_ray
+def test_execute_leaves_no_ray_thread_or_connection_in_the_caller(cluster: None, tmp_path: Path) -> None:
+    """Ray's driver runs in a process of its own: the caller gains no thread and no socket (R1, R3)."""
     from ray_bundles import Algorithm, Runner
 
-    from agentlightning.execution import ray_actors
+    from agentlightning.execution.ray_actors import _await_timer_threads
 
-    # The defect the probe exists for: a strategy that never removes its actors.
-    monkeypatch.setattr(ray_actors._Run, "_remove_actors", lambda self: None)
-    s = strategy(2)
-    s.execute(Algorithm(str(tmp_path), "return", 2), Runner(str(tmp_path), "wait"), InMemoryLightningStore())
-    try:
-        left = s.remote_resources()
-        assert sorted(entry.split("'")[1] for entry in left) == ["runner-0", "runner-1"], left
-        assert all("still running" in entry and "node" in entry for entry in left)
-    finally:
-        assert s._last_run is not None
-        for runner in s._last_run.runners:
-            ray.kill(runner.handle, no_restart=True)
+    _await_timer_threads()  # the fixture's own connection completes gRPC's timer pool first
+    me = psutil.Process()
+    threads_before = {thread.id for thread in me.threads()}
+    sockets_before = {(c.laddr, c.raddr) for c in me.net_connections()}
+    strategy(2).execute(
+        Algorithm(str(tmp_path), "return", 2), Runner(str(tmp_path), "wait"), InMemoryLightningStore()
+    )
+    assert {thread.id for thread in me.threads()} - threads_before == set()
+    assert {(c.laddr, c.raddr) for c in me.net_connections()} - sockets_before == set()
     assert wait_gone(live_actor_pids(tmp_path)) == []

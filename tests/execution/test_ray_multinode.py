@@ -116,4 +116,6 @@ def test_runners_on_different_nodes_and_a_lost_node_loses_nothing(
     attempts = asyncio.run(store.query_attempts(rollout_id))
     rollout = asyncio.run(store.get_rollout_by_id(rollout_id))
     assert attempts[0].status == "unresponsive"  # given up as soon as the actor was seen dead
-    assert rollout is not None and rollout.status in ("queuing", "requeuing"), rollout
+    # Requeued by its policy; the surviving runner may already have taken it up again before it saw
+    # the stop (nothing lost either way), as in the single-node test.
+    assert rollout is not None and rollout.status in ("queuing", "requeuing", "running", "succeeded"), rollout

@@ -1,0 +1,573 @@
+"""The ``ray`` strategy's driver process: the only process of a run that talks to Ray.
+
+``ray.init()`` starts threads (gRPC's, Ray's log and error listeners) and opens connections that
+``ray.shutdown()`` does not all end, so a driver in the caller's process would leave them there. The
+strategy (``ray_actors``) therefore starts this driver as a worker process of its own
+(``processes.WorkerProcesses``, the shared stop escalation and parent-death guards) and keeps only the
+algorithm and the store server in the caller. The driver joins the cluster, places the runner actors,
+watches them, stops them, and tells the caller over a pipe what happened; when it exits, Ray's side of the
+run ends with it (a dead driver's actors are killed by Ray, as their owner is gone).
+
+Conversation over the control pipe (pickled tuples, driver -> caller unless marked):
+
+1. ``("nodes", {node id: address}, this node's address)`` once connected;
+2. caller -> driver ``("serve", url, token)``: where the caller serves its store; or, before the actors
+   are placed, ``("interrupted",)``: a Ctrl+C stops the run (sent before the event is set);
+3. ``("placed", [(name, pid, node), ...])`` once every actor reported where it runs;
+4. ``("ended", name, status, error, raised_at, pid, node)`` per actor, as each ends (``error``: the
+   bundle's exception serialised by ``remote_errors``, or ``ActorDied``);
+5. the driver returns once every actor is gone; a failure of its own (joining, placing) is raised, and
+   reaches the caller as the worker's error.
+
+Stop (the run's ``MultiprocessingEvent``, shared with the caller, is set): each actor sees it through its
+event bridge; a runner still running ``graceful_timeout`` later is cancelled inside its actor, then
+``ray.cancel`` after ``terminate_timeout``, then ``ray.kill`` after another. A SIGINT from the caller's
+escalation (a further Ctrl+C) moves on to the next step at once; SIGTERM ends the driver, and Ray kills
+its actors. A Ctrl+C before every actor has started kills those still starting at once instead of
+waiting for them (there is nothing of theirs to stop cleanly; K3), as ``processes`` does with worker
+processes still starting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import ipaddress
+import logging
+import multiprocessing.connection
+import os
+import pickle
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from agentlightning.execution import threads
+from agentlightning.execution.base import RunnerBundle
+from agentlightning.execution.event_bridge import EventBridge
+from agentlightning.execution.events import MultiprocessingEvent, ThreadingEvent
+from agentlightning.execution.failures import FailureCollector
+from agentlightning.execution.processes import WorkerDied
+from agentlightning.execution.threads import BundleRun
+from agentlightning.remote_errors import dump_exception
+from agentlightning.store.claims import ClaimTrackingStore
+from agentlightning.store.http import HttpLightningStore
+
+__all__ = [
+    "PG_STRATEGY",
+    "REMOVE_SECONDS",
+    "ActorDied",
+    "DriverConfig",
+    "drive",
+    "is_actor_process",
+    "is_loopback",
+]
+
+# Marked as ours: a Ctrl+C that arrives in this module's frames is deferred to bundle code (see threads).
+_KEYBOARD_INTERRUPT_PROTECTED = True
+
+_log = logging.getLogger(__name__)
+
+PG_STRATEGY = {"strict_spread": "STRICT_SPREAD", "pack": "PACK"}
+_SHUTDOWN_SECONDS = 10.0
+REMOVE_SECONDS = 2.0  # at least: how long killed actors get to be reported dead and to exit
+
+
+class ActorDied(WorkerDied):
+    """A runner's Ray actor died (its process was killed, or its node was lost) before reporting."""
+
+    def __init__(self, name: str, pid: int | None, node: str, cause: str) -> None:
+        RuntimeError.__init__(self, f"Ray actor of {name!r} (pid {pid}, node {node}) died: {cause}")
+        self.name = name
+        self.pid = pid
+        self.exitcode = None
+        self.node = node
+        self.cause = cause
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.name, self.pid, self.node, self.cause))
+
+
+@dataclass(frozen=True)
+class DriverConfig:
+    """What the driver needs from the strategy (picklable: it crosses into the driver process)."""
+
+    n_runners: int
+    init: Mapping[str, Any]  # keyword arguments of ray.init()
+    placement: str | None
+    runner_resources: Mapping[str, float]
+    graceful_timeout: float
+    terminate_timeout: float
+    start_timeout: float
+
+    @property
+    def stop_seconds(self) -> float:
+        """The most the driver takes, once the event is set, to stop its actors and leave the cluster."""
+        return (
+            self.graceful_timeout
+            + 2 * self.terminate_timeout
+            + max(self.terminate_timeout, REMOVE_SECONDS)
+            + _SHUTDOWN_SECONDS
+        )
+
+
+def is_actor_process(pid: int) -> bool:
+    """Whether ``pid`` is a live Ray worker process on this machine (Ray names them ``ray::...``)."""
+    try:
+        process = psutil.Process(pid)
+        return bool(process.status() != psutil.STATUS_ZOMBIE and process.name().startswith("ray::"))
+    except Exception:  # gone, or not ours to look at
+        return False
+
+
+def is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
+
+
+def _actor_options(resources: Mapping[str, float]) -> dict[str, Any]:
+    """Ray's actor options for ``resources`` (``CPU``/``GPU``/``memory`` have options of their own)."""
+    options: dict[str, Any] = {"num_cpus": resources.get("CPU", 0.0)}
+    if "GPU" in resources:
+        options["num_gpus"] = resources["GPU"]
+    if "memory" in resources:
+        options["memory"] = resources["memory"]
+    custom = {k: v for k, v in resources.items() if k not in ("CPU", "GPU", "memory")}
+    if custom:
+        options["resources"] = custom
+    return options
+
+
+# -- what runs in each actor -------------------------------------------------------------------------------
+
+
+class _RunnerHost:
+    """One runner's actor: awaits the runner bundle once, against the served store, and reports how it ended.
+
+    ``run`` returns ``None`` (the bundle returned or was stopped) or ``(error, raised_at)``: the bundle's
+    exception serialised by ``remote_errors`` and ``time.monotonic()`` when it was recorded.
+    """
+
+    def __init__(self, name: str, url: str, token: str, grace: float, teardown: float) -> None:
+        self.name = name
+        self.url = url
+        self.token = token
+        self.grace = grace
+        self.teardown = teardown
+        self.bundle: BundleRun | None = None
+
+    async def where(self) -> tuple[str, int]:
+        """This actor's node id and pid (for messages naming a runner that died)."""
+        return ray.get_runtime_context().get_node_id(), os.getpid()
+
+    async def run(self, runner: RunnerBundle, worker_id: int) -> tuple[bytes, float] | None:
+        loop = asyncio.get_running_loop()
+        event = ThreadingEvent()
+        failures = FailureCollector(_log)
+        bridge = EventBridge(HttpLightningStore(self.url, token=self.token), event)
+        store = ClaimTrackingStore(
+            HttpLightningStore(self.url, token=self.token).named(self.name),
+            client=self.name,
+            heartbeats=True,
+            close_inner=True,
+        )
+        bundle = self.bundle = BundleRun(
+            self.name,
+            lambda: runner(store, worker_id, event),
+            event,
+            failures,
+            grace=self.grace,
+            teardown_timeout=self.teardown,
+            sets_event_on_return=False,
+            after=store.close,
+        )
+        done: asyncio.Future[None] = loop.create_future()
+
+        def _finished() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        def _bundle_thread() -> None:
+            try:
+                bundle.run()
+            finally:
+                with contextlib.suppress(RuntimeError):  # the actor's loop is gone: it is being killed
+                    loop.call_soon_threadsafe(_finished)
+
+        await asyncio.to_thread(bridge.start)
+        thread = threading.Thread(target=_bundle_thread, name=f"agl-ray-{self.name}", daemon=True)
+        thread.start()
+        try:
+            try:
+                await asyncio.shield(done)
+            except asyncio.CancelledError:
+                # ray.cancel: the driver's second step. Cancel the bundle now; a bundle that still does
+                # not return (blocking code) is left to ray.kill.
+                bundle.cancel_now()
+                await asyncio.wait_for(asyncio.shield(done), self.teardown)
+        finally:
+            await asyncio.to_thread(bridge.stop)
+        for failure in failures.failures:
+            if failure.exc is not bundle.outcome:
+                _log.warning("%s: %s", self.name, failure.summary())
+        if bundle.outcome is None:
+            return None
+        at = next((f.at for f in failures.failures if f.exc is bundle.outcome), time.monotonic())
+        return dump_exception(bundle.outcome), at
+
+
+_RunnerActor: Any = ray.remote(max_restarts=0, max_task_retries=0)(_RunnerHost)
+
+
+# -- the driver --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Runner:
+    """One runner actor as the driver sees it."""
+
+    name: str
+    handle: Any
+    run_ref: Any
+    future: concurrent.futures.Future[Any]
+    where: concurrent.futures.Future[Any]
+    killed: bool = False
+    settled: bool = False
+    node_names: dict[str, str] = field(default_factory=dict)
+
+    def describe_node(self) -> tuple[int | None, str]:
+        if not self.where.done() or self.where.exception() is not None:
+            return None, "unknown (it had not reported where it runs)"
+        node_id, pid = self.where.result()
+        address = self.node_names.get(node_id)
+        return pid, f"{node_id[:12]}" + (f" at {address}" if address else "")
+
+
+class _Stopped(Exception):
+    """The event was set (or the caller went away) before the driver had anything to stop."""
+
+
+class _Driver:
+    """One run's driver; see the module docstring."""
+
+    def __init__(
+        self,
+        config: DriverConfig,
+        control: multiprocessing.connection.Connection,
+        event: MultiprocessingEvent,
+    ) -> None:
+        self.c = config
+        self.control = control
+        self.event = event
+        self.inbox = threads.Inbox()
+        self.runners: list[_Runner] = []
+        self.group: Any = None
+        self.nodes: dict[str, str] = {}
+        self.owns_cluster = config.init.get("address") == "local"
+        self.interrupted = False  # the caller said a Ctrl+C stops the run
+
+    # -- the conversation with the caller -------------------------------------------------------------
+
+    def send(self, *message: Any) -> None:
+        with contextlib.suppress(OSError):  # the caller is gone: its death guard ends us soon
+            self.control.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def wait(self, timeout: float | None) -> None:
+        """Until a Ray future completes, the event is set, the caller writes, or ``timeout``."""
+        handles: list[Any] = [self.inbox.reader_fd, self.control]
+        if not self.event.is_set():
+            handles.append(self.event)
+        multiprocessing.connection.wait(handles, timeout)
+        self.inbox.drain()
+
+    def receive(self) -> tuple[Any, ...] | None:
+        """The caller's next message, if one is there; ``("interrupted",)`` is noted."""
+        try:
+            if not self.control.poll(0):
+                return None
+            message: tuple[Any, ...] = pickle.loads(self.control.recv_bytes())
+        except (EOFError, OSError):
+            raise _Stopped from None  # the caller is gone: its death guard ends us soon
+        if message[0] == "interrupted":
+            self.interrupted = True
+        return message
+
+    def stopped(self) -> bool:
+        """Whether the run stops (the event); the caller's word on why is read first (it comes first)."""
+        if not self.event.is_set():
+            return False
+        while self.receive() is not None:
+            pass
+        return True
+
+    def receive_serve(self) -> tuple[str, str]:
+        """The caller's ``("serve", url, token)``; ``_Stopped`` if the run stops first."""
+        deadline = time.monotonic() + self.c.start_timeout
+        while True:
+            message = self.receive()
+            if message is not None and message[0] == "serve":
+                return message[1], message[2]
+            if self.interrupted or self.stopped():
+                raise _Stopped
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"ray: the store server was not ready within {self.c.start_timeout:g} s")
+            self.wait(left)
+
+    # -- starting -------------------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        ray.init(**self.c.init)
+        try:
+            self.nodes = {node["NodeID"]: node["NodeManagerAddress"] for node in ray.nodes()}
+        except Exception as exc:
+            _log.debug("could not list Ray's nodes: %r", exc)
+        self.send("nodes", self.nodes, str(ray.util.get_node_ip_address()))
+
+    def place(self, url: str, token: str, runner: RunnerBundle) -> None:
+        c = self.c
+        options = _actor_options(c.runner_resources)
+        if c.placement in PG_STRATEGY:
+            bundles = [dict(c.runner_resources) for _ in range(c.n_runners)]
+            self.group = placement_group(bundles, strategy=PG_STRATEGY[c.placement])
+            self._wait_for([self.group.ready().future()], "the placement group of the runners")
+        elif c.placement == "spread":
+            options["scheduling_strategy"] = "SPREAD"
+        teardown = max(c.terminate_timeout, 0.1)
+        for worker_id in range(c.n_runners):
+            name = f"runner-{worker_id}"
+            if self.group is not None:
+                options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                    placement_group=self.group, placement_group_bundle_index=worker_id
+                )
+            handle = _RunnerActor.options(**options).remote(name, url, token, c.graceful_timeout, teardown)
+            run_ref = handle.run.remote(runner, worker_id)
+            actor = _Runner(name, handle, run_ref, run_ref.future(), handle.where.remote().future())
+            actor.node_names = self.nodes
+            actor.future.add_done_callback(self._post)
+            self.runners.append(actor)
+        self._wait_for([r.where for r in self.runners], "the runner actors to start")
+        self.send("placed", [(r.name, *r.describe_node()) for r in self.runners])
+
+    def _post(self, _: object) -> None:
+        self.inbox.put("ray")
+
+    def _wait_for(self, futures: list[concurrent.futures.Future[Any]], what: str) -> None:
+        """Wait (bounded by ``start_timeout``) for start-up futures; the event or a failure cuts it short."""
+        deadline = time.monotonic() + self.c.start_timeout
+        for future in futures:
+            future.add_done_callback(self._post)
+        while not all(f.done() for f in futures):
+            self.collect()
+            if self.stopped():
+                raise _Stopped
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(
+                    f"ray: gave up waiting for {what} after start_timeout={self.c.start_timeout:g} s "
+                    f"(resources per runner: {dict(self.c.runner_resources) or 'none'}, placement: "
+                    f"{self.c.placement}); does the cluster have room for {self.c.n_runners} runner(s)?"
+                )
+            self.wait(left)
+        for future in futures:
+            error = future.exception()
+            if error is not None:
+                raise error
+
+    # -- watching -------------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> list[_Runner]:
+        return [runner for runner in self.runners if not runner.settled]
+
+    def collect(self) -> None:
+        """Report every actor seen to end since the last call."""
+        for runner in self.runners:
+            if not runner.settled and runner.future.done():
+                self._settle(runner)
+
+    def watch(self) -> None:
+        """Until the event is set or every actor ended."""
+        while True:
+            self.collect()
+            if self.event.is_set() or not self.running:
+                return
+            self.wait(None)
+
+    def _settle(self, runner: _Runner) -> None:
+        """How a runner's actor ended (once): a bundle error, a death, our own stop, or a return."""
+        runner.settled = True
+        pid, node = runner.describe_node()
+        status, error, at = "raised", None, None
+        try:
+            result = runner.future.result()
+        except (ray.exceptions.TaskCancelledError, concurrent.futures.CancelledError, asyncio.CancelledError):
+            status = "stopped"  # our own ray.cancel: a stop, not a failure
+        except ray.exceptions.RayActorError as exc:
+            if runner.killed:
+                status = "stopped"  # our own ray.kill
+            else:
+                status, error = "died", dump_exception(ActorDied(runner.name, pid, node, _first_line(exc)))
+        except ray.exceptions.RayTaskError as exc:  # the actor could not even start the bundle
+            error = dump_exception(exc.as_instanceof_cause())
+        except Exception as exc:
+            error = dump_exception(exc)
+        else:
+            if result is None:
+                status = "returned"
+            else:
+                error, at = result
+        self.send("ended", runner.name, status, error, at, pid, node)
+
+    # -- stopping -------------------------------------------------------------------------------------
+
+    def stop(self, urgency: int) -> None:
+        """The actors' escalation (see the module docstring); each SIGINT meanwhile skips one step."""
+        c = self.c
+        actions: list[Callable[[], None]] = [self._cancel, self._kill]
+        waits = [c.graceful_timeout + c.terminate_timeout, c.terminate_timeout, c.terminate_timeout]
+        step, pending = 0, urgency > 0
+        began = time.monotonic()
+        while True:
+            try:
+                if pending:  # each action is idempotent: one interrupted half-way runs again
+                    actions[step]()
+                    step, began, pending = step + 1, time.monotonic(), False
+                if not self._wait_until(began + waits[step]) or step >= len(actions):
+                    return
+                pending = True
+            except KeyboardInterrupt:
+                if step >= len(actions):
+                    return
+                pending = True
+
+    def _wait_until(self, deadline: float) -> bool:
+        """Report ends until every actor ended (``False``) or ``deadline`` passed (``True``)."""
+        while True:
+            self.collect()
+            if not self.running:
+                return False
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            self.wait(left)
+
+    def _cancel(self) -> None:
+        for runner in self.running:
+            _log.info("ray: %s still running after its grace; ray.cancel", runner.name)
+            ray.cancel(runner.run_ref)
+
+    def _kill(self) -> None:
+        for runner in self.running:
+            _log.warning("ray: %s did not stop when cancelled; ray.kill", runner.name)
+            runner.killed = True
+            ray.kill(runner.handle, no_restart=True)
+
+    def _kill_starting(self) -> None:
+        for runner in self.running:
+            if not runner.where.done():
+                _log.info("ray: %s was still starting when interrupted; ray.kill", runner.name)
+                runner.killed = True
+                ray.kill(runner.handle, no_restart=True)
+
+    def remove(self) -> None:
+        """Kill every actor and remove the placement group; wait (bounded) until they are gone."""
+        gone: list[concurrent.futures.Future[Any]] = []
+        self.collect()
+        for runner in self.runners:
+            if not runner.settled:
+                _log.warning("ray: %s did not report how it ended; killed", runner.name)
+            runner.killed = True
+            with contextlib.suppress(Exception):
+                ray.kill(runner.handle, no_restart=True)
+            # Answered (with RayActorError) once the actor is dead: nothing of it is left running.
+            future = runner.handle.where.remote().future()
+            future.add_done_callback(self._post)
+            gone.append(future)
+        if self.group is not None:
+            with contextlib.suppress(Exception):
+                remove_placement_group(self.group)
+            self.group = None
+        deadline = time.monotonic() + max(self.c.terminate_timeout, REMOVE_SECONDS)
+        while not all(f.done() for f in gone) and time.monotonic() < deadline:
+            self.wait(deadline - time.monotonic())
+        self.collect()
+        # Ray reports an actor dead a moment before its process has exited; the caller's
+        # remote_resources() sees such a process until it has.
+        if not all(f.done() for f in gone):
+            _log.warning("ray: not every runner actor was reported dead within the bound of its kill")
+
+    def disconnect(self) -> None:
+        """``ray.shutdown()`` of a local cluster this driver started, bounded. A joined cluster is only
+        left by this process's exit, which comes next and closes everything of its connection."""
+        if not self.owns_cluster:
+            return
+        failures = FailureCollector(_log)
+        thread = threading.Thread(target=_shutdown, args=(failures,), name="agl-ray-shutdown", daemon=True)
+        thread.start()
+        thread.join(_SHUTDOWN_SECONDS)
+        if thread.is_alive():
+            _log.warning("ray.shutdown() did not finish within %g s", _SHUTDOWN_SECONDS)
+
+    # -- the whole run --------------------------------------------------------------------------------
+
+    def run(self, runner: RunnerBundle) -> None:
+        urgency = 0
+        try:
+            try:
+                self.connect()
+                self.place(*self.receive_serve(), runner)
+                self.watch()
+            except _Stopped:
+                if self.interrupted:  # nothing of an actor still starting is to be stopped cleanly (K3)
+                    self._kill_starting()
+            except KeyboardInterrupt:  # the caller's escalation (or the terminal's Ctrl+C): stop now
+                urgency = 1
+                self._kill_starting()
+            if self.running:
+                self.stop(urgency)
+        finally:
+            try:
+                if ray.is_initialized():
+                    self.remove()
+                    self.disconnect()
+            finally:
+                self.inbox.close()
+
+
+def _shutdown(failures: FailureCollector) -> None:
+    with failures.cleanup("ray.shutdown"):
+        ray.shutdown()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " ".join(lines[:3]) if lines else type(exc).__name__
+
+
+async def drive(
+    config: DriverConfig,
+    control: multiprocessing.connection.Connection,
+    runner: RunnerBundle,
+    event: MultiprocessingEvent,
+) -> None:
+    """The driver process's callable (``processes.WorkerProcesses``); see the module docstring."""
+    driver = _Driver(config, control, event)
+    # Nothing runs on this loop: a signal's wake-up byte goes to the driver's inbox, so its waits see it.
+    previous = signal.set_wakeup_fd(driver.inbox.wakeup_fd, warn_on_full_buffer=False)
+    try:
+        driver.run(runner)
+    finally:
+        signal.set_wakeup_fd(previous)
+        control.close()
