@@ -26,12 +26,19 @@ def test_a_driver_joins_the_held_cluster_and_nothing_of_it_is_left_after() -> No
     code = "import ray; ray.init(); print(ray.get_runtime_context().gcs_address); ray.shutdown()"
     before = {p.pid for p in psutil.process_iter()}
     with held_cluster() as env:
-        family = [p for p in psutil.process_iter() if p.pid not in before and p.pid != os.getpid()]
-        names = []
-        for process in family:
-            with contextlib.suppress(psutil.Error):
-                names.append(process.name())
-        assert any("raylet" in name for name in names), names
+        # The cluster is one process session of its own (its raylet's); other processes this machine
+        # started meanwhile are not the cluster's.
+        sessions = set()
+        for process in psutil.process_iter():
+            with contextlib.suppress(psutil.Error, ProcessLookupError):
+                if process.pid not in before and "raylet" in process.name():
+                    sessions.add(os.getsid(process.pid))
+        assert len(sessions) == 1, f"expected one raylet session, found {sessions}"
+        family = []
+        for process in psutil.process_iter():
+            with contextlib.suppress(psutil.Error, ProcessLookupError):
+                if os.getsid(process.pid) in sessions:
+                    family.append(process)
         out = subprocess.run(
             [sys.executable, "-c", code],
             env={**os.environ, **env},
