@@ -181,6 +181,9 @@ class CheckContext:
     # None: ``run`` raises ``Blocked`` with that reason (see ``conformance.prerequisites``).
     blocker: Callable[[str, Scenario], str | None] | None = field(default=None, repr=False)
     name: str = field(init=False)
+    # Set by a check whose subject outlived its bound without ending (a runner side that never gave
+    # up): with a scenario that hung, what a prerequisite of the stalling kind blocks its dependents on.
+    hung: bool = field(init=False, default=False)
     n_runners: int = field(init=False)
     random: random.Random = field(init=False, repr=False)
     results: list[ScenarioResult] = field(init=False, default_factory=list, repr=False)

@@ -35,9 +35,11 @@ from conformance.journal import render_side_by_side, render_timeline
 from conformance.plan import PlanEntry, Subject, compute_plan, select_for_profile, unimplemented_contracts
 from conformance.prerequisites import (
     PREREQUISITES,
+    STALL_PREREQUISITES,
     STARTUP_PREREQUISITE,
     PrerequisiteLedger,
     prerequisites_of,
+    stall_prerequisites_of,
     startup_dependencies,
 )
 from conformance.profiles import DEFAULT_PROFILE, PERTURB_MODES, PROFILES, Profile, get_profile, perturb_text
@@ -544,7 +546,7 @@ class ConformanceSession:
         ctx = self.context_for(spec)
         outcome = CheckOutcome.of(functools.partial(spec.function, ctx))
         figure, bound = _figure_and_bound(outcome, ctx)
-        hung = any(result.outcome == "hang" for result in ctx.results)
+        hung = ctx.hung or any(result.outcome == "hang" for result in ctx.results)
         outcome = dataclasses.replace(outcome, figure=figure, bound=bound, phases=_phases(ctx), hung=hung)
         if outcome.verdict == "pass" and ctx.figures:  # a pass with figures of its own says them
             outcome = dataclasses.replace(outcome, reason="; ".join(f"measured {f}" for f in ctx.figures))
@@ -554,7 +556,7 @@ class ConformanceSession:
 
     def outcome_for(self, entry: PlanEntry, spec: CheckSpec) -> CheckOutcome:
         """The outcome of ``entry``: a prerequisite's is settled once per run (see ``blocked_by``)."""
-        if entry.contract_id in (*PREREQUISITES, STARTUP_PREREQUISITE):
+        if entry.contract_id in (*PREREQUISITES, *STALL_PREREQUISITES.values(), STARTUP_PREREQUISITE):
             return self.ledger.settle(entry.item_name, lambda: self.execute(spec))
         return self.execute(spec)
 
@@ -584,6 +586,19 @@ class ConformanceSession:
             if outcome.failed:
                 where = f"{planned.contract_id} {planned.name} [{planned.situation}]"
                 return f"blocked by {where}: {outcome.summary}"
+        stalls = stall_prerequisites_of(entry.contract_id)
+        for planned in self.full_plan:  # a prerequisite that blocks only when its run hung
+            if (
+                planned.contract_id not in stalls
+                or planned.status != "run"
+                or self.waivers.find(planned.contract_id, planned.situation) is not None
+            ):
+                continue
+            spec = self.specs[(planned.contract_id, planned.situation)]
+            outcome = self.ledger.settle(planned.item_name, functools.partial(self.execute, spec))
+            if outcome.failed and outcome.hung:
+                where = f"{planned.contract_id} {planned.name} [{planned.situation}]"
+                return f"blocked by {where}: a runner side never gave up on the store: {outcome.summary}"
         return None
 
     def scenario_blocked_by(self, contract_id: str, scenario: Scenario) -> str | None:

@@ -23,6 +23,13 @@ out its hang bound. ``startup_dependencies`` names the E5 situations a scenario 
 algorithm, or a runner, that ends or blocks in its first step); when that situation's own run hung, the
 scenario is not run and its check reports ``blocked by E5 ...`` (``conformance.verdicts.Blocked``). An
 E5 failure that is no hang (a wrong error type, a leak) blocks nothing: its dependents do not wait.
+
+D4 (late-store: a runner side started before the store is reachable gives up after its declared bound)
+is a prerequisite of the rest of section D: every multi-host scenario ends with the store gone or
+unreachable from some runner side, and a runner side that never gives up keeps each of them waiting out
+the kit's 60 s hang bound, over and over. When D4's run saw the runner side still running past its
+bound (the check marks its outcome ``hung``), the other D items report ``blocked by D4 ...``; a D4
+failure of another kind (an error that does not name the address) blocks nothing.
 """
 
 from __future__ import annotations
@@ -40,9 +47,11 @@ from conformance.verdicts import CheckOutcome
 
 __all__ = [
     "PREREQUISITES",
+    "STALL_PREREQUISITES",
     "STARTUP_PREREQUISITE",
     "PrerequisiteLedger",
     "prerequisites_of",
+    "stall_prerequisites_of",
     "startup_dependencies",
 ]
 
@@ -50,6 +59,19 @@ PREREQUISITES: tuple[str, ...] = ("L1",)
 """Contracts whose failure blocks every strategy contract outside section G."""
 
 _INDEPENDENT_SECTIONS = frozenset({"G"})
+
+STALL_PREREQUISITES: dict[str, str] = {"D": "D4"}
+"""Section -> the contract whose hang (outcome ``hung``) blocks the section's other contracts."""
+
+
+def stall_prerequisites_of(contract_id: str) -> tuple[str, ...]:
+    """The contracts whose failure with a hang blocks ``contract_id`` (none for those contracts)."""
+    contract = CATALOGUE[contract_id]
+    prerequisite = STALL_PREREQUISITES.get(contract.section)
+    if prerequisite is None or prerequisite == contract_id or contract.subject != "strategy":
+        return ()
+    return (prerequisite,)
+
 
 STARTUP_PREREQUISITE = "E5"
 """The contract whose hang blocks the scenarios that have a bundle ending at its first step."""

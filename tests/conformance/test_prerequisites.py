@@ -13,6 +13,7 @@ from conformance.prerequisites import (
     PREREQUISITES,
     PrerequisiteLedger,
     prerequisites_of,
+    stall_prerequisites_of,
     startup_dependencies,
 )
 from conformance.scenarios import Scenario, Script, Step, StoreFault
@@ -24,6 +25,12 @@ def test_every_strategy_contract_but_section_g_and_l1_depends_on_l1() -> None:
     for cid, contract in CATALOGUE.items():
         expected = () if cid == "L1" or contract.section in ("G", "T") else ("L1",)
         assert prerequisites_of(cid) == expected, cid
+
+
+def test_the_other_d_contracts_stand_on_d4_and_nothing_else_does() -> None:
+    for cid, contract in CATALOGUE.items():
+        expected = ("D4",) if contract.section == "D" and cid != "D4" else ()
+        assert stall_prerequisites_of(cid) == expected, cid
 
 
 _POLL = Script((Step("poll"),))
