@@ -4,16 +4,20 @@
 ``await runner(store, worker_id, event)``). All their state is plain picklable data (scripts, the journal
 path, the gate directory, the store-fault plan), so a strategy may run them in a thread or ship them to a
 child process under fork, spawn or forkserver. Each call journals ``start`` (with worker id, store and
-event types, pid, parent pid, process group), one ``step`` per script step, ``saw-stop``, ``set-event``,
-``cancelled``, ``exception``, ``finally-ran`` and ``end``, and registers a SIGUSR1 stack dump for its
-process so a hang can be dumped from every process.
+event types, pid, parent pid, process group), one ``step`` per script step, ``saw-stop``, ``set-event``
+(before ``event.set()``) and ``set-returned`` (after it), ``cancelled``, ``exception``, ``finally-ran``
+and ``end``, and registers a SIGUSR1 stack dump for its process so a hang can be dumped from every
+process.
 
 Step details beyond ``scenarios.STEP_KINDS``: ``poll`` and ``wait_event`` with ``seconds=0`` wait until
-the event is set, however long; ``gate`` (``args["name"]``) also ends the bundle when the event is set
-unless ``args["ignore_event"]``; ``ignore_event`` with ``args["on_cancel"] = {"type", "message"}``
-raises that error instead of ``CancelledError`` when cancelled; ``event_protocol`` journals one
-``event-protocol`` record with a finding per protocol promise (L5); ``probe`` journals the TCP listening
-sockets of the bundle's session (R3).
+the event is set, however long; their ``saw-stop`` carries ``ticks``, the times of the bundle's last
+turns on its loop while it watched (each poll of ``is_set()``; while blocked in ``wait()``, each tick of
+the loop that waits for it): the evidence that the bundle was running, not held up by the machine, for
+as long as it did not see the event (L4). ``gate`` (``args["name"]``) also ends the bundle when the
+event is set unless ``args["ignore_event"]``; ``ignore_event`` with ``args["on_cancel"] = {"type",
+"message"}`` raises that error instead of ``CancelledError`` when cancelled; ``event_protocol`` journals
+one ``event-protocol`` record with a finding per protocol promise (L5); ``probe`` journals the TCP
+listening sockets of the bundle's session (R3).
 
 Store operations (``Step("store", args={"op": ...})``):
 
@@ -39,6 +43,7 @@ import os
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
@@ -58,6 +63,7 @@ __all__ = [
 ]
 
 _POLL_INTERVAL = 0.01  # event polling period of "poll"/"gate"/"work": 50x finer than L4's 0.5 s bound
+_TICKS_KEPT = 64  # loop turns a watcher's saw-stop carries (L4 needs far fewer as its evidence)
 _IDLE_INTERVAL = 0.005  # "work" loop back-off while the queue is empty
 # The store methods each store op calls (checked before the op, so a missing one is named as such).
 _STORE_OP_METHODS: dict[str, tuple[str, ...]] = {
@@ -177,8 +183,8 @@ class _Run:
     def journal(self, kind: str, detail: str = "", data: dict[str, Any] | None = None) -> None:
         write_record(self.bundle.journal_path, self.name, kind, detail, data)
 
-    def saw_stop(self, where: str) -> None:
-        self.journal("saw-stop", where)
+    def saw_stop(self, where: str, ticks: Sequence[float] = ()) -> None:
+        self.journal("saw-stop", where, {"ticks": [round(t, 6) for t in ticks]} if ticks else None)
 
     async def run(self, steps: Sequence[Step]) -> None:
         for index, step in enumerate(steps):
@@ -200,6 +206,7 @@ class _Run:
         elif kind == "set_event":
             self.journal("set-event")
             self.event.set()
+            self.journal("set-returned")
         elif kind == "store":
             return await self._store_op(step.args)
         elif kind == "raise":
@@ -226,12 +233,17 @@ class _Run:
     async def _poll(self, seconds: float) -> bool:
         """Poll ``is_set()`` until set (``saw-stop``) or ``seconds`` pass (0: no limit)."""
         deadline = time.monotonic() + seconds if seconds > 0 else None
-        while not self.event.is_set():
+        ticks: deque[float] = deque(maxlen=_TICKS_KEPT)
+        while True:
+            ticks.append(time.monotonic())
+            if self.event.is_set():
+                break
             if deadline is not None and time.monotonic() >= deadline:
                 self.journal("poll-timeout")
                 return False
             await asyncio.sleep(_POLL_INTERVAL)
-        self.saw_stop("poll")
+        ticks.pop()  # the poll that saw it
+        self.saw_stop("poll", ticks)
         return True
 
     async def _wait_event_in_thread(self, seconds: float) -> None:
@@ -250,8 +262,12 @@ class _Run:
 
         waiter = threading.Thread(target=wait, name=f"conformance-wait-{self.name}", daemon=True)
         waiter.start()
-        if await done:
-            self.saw_stop("wait")
+        ticks: deque[float] = deque(maxlen=_TICKS_KEPT)
+        while not done.done():
+            ticks.append(time.monotonic())
+            await asyncio.wait({done}, timeout=_POLL_INTERVAL)
+        if done.result():
+            self.saw_stop("wait", ticks)
         else:
             self.journal("wait-timeout")
 

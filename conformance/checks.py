@@ -23,7 +23,7 @@ from conformance.capabilities import satisfies
 from conformance.catalogue import CATALOGUE, get_contract
 from conformance.perturbation import catalogue_perturbation
 from conformance.scenarios import JournalRecord, Scenario, ScenarioResult, Target
-from conformance.verdicts import ContractFailed, DeclaredLimitation, NotApplicable
+from conformance.verdicts import Blocked, ContractFailed, DeclaredLimitation, NotApplicable
 
 __all__ = [
     "CheckContext",
@@ -177,7 +177,13 @@ class CheckContext:
     # Kit-wide run options a check may read (P1: ``examples`` from --conformance-examples, ``replay``
     # from --conformance-replay); empty when not given.
     kit_options: Mapping[str, Any] = field(default_factory=dict)
+    # Why a scenario must not run (it stands on a prerequisite that failed the way it would wait on), or
+    # None: ``run`` raises ``Blocked`` with that reason (see ``conformance.prerequisites``).
+    blocker: Callable[[str, Scenario], str | None] | None = field(default=None, repr=False)
     name: str = field(init=False)
+    # Set by a check whose subject outlived its bound without ending (a runner side that never gave
+    # up): with a scenario that hung, what a prerequisite of the stalling kind blocks its dependents on.
+    hung: bool = field(init=False, default=False)
     n_runners: int = field(init=False)
     random: random.Random = field(init=False, repr=False)
     results: list[ScenarioResult] = field(init=False, default_factory=list, repr=False)
@@ -207,6 +213,10 @@ class CheckContext:
         """
         from conformance.sandbox import run_scenario
 
+        if self.blocker is not None:
+            reason = self.blocker(self.contract_id, scenario)
+            if reason is not None:
+                raise Blocked(reason)
         base = target if target is not None else self.target
         options = {**base.options, "n_runners": scenario.n_runners}
         # The fixed catalogue's low-rate perturbation (P1 draws its own, or none, with each scenario)

@@ -33,10 +33,18 @@ from conformance.catalogue import ACCESS_PATHS, CATALOGUE
 from conformance.checks import CheckContext, CheckSpec, load_checks
 from conformance.journal import render_side_by_side, render_timeline
 from conformance.plan import PlanEntry, Subject, compute_plan, select_for_profile, unimplemented_contracts
-from conformance.prerequisites import PREREQUISITES, PrerequisiteLedger, prerequisites_of
+from conformance.prerequisites import (
+    PREREQUISITES,
+    STALL_PREREQUISITES,
+    STARTUP_PREREQUISITE,
+    PrerequisiteLedger,
+    prerequisites_of,
+    stall_prerequisites_of,
+    startup_dependencies,
+)
 from conformance.profiles import DEFAULT_PROFILE, PERTURB_MODES, PROFILES, Profile, get_profile, perturb_text
 from conformance.report import ConformanceReport, ItemResult, render_table, write_report
-from conformance.scenarios import Target
+from conformance.scenarios import Scenario, Target
 from conformance.session_services import SessionService, SessionServiceError, service_of, started
 from conformance.target import (
     TargetError,
@@ -538,7 +546,8 @@ class ConformanceSession:
         ctx = self.context_for(spec)
         outcome = CheckOutcome.of(functools.partial(spec.function, ctx))
         figure, bound = _figure_and_bound(outcome, ctx)
-        outcome = dataclasses.replace(outcome, figure=figure, bound=bound, phases=_phases(ctx))
+        hung = ctx.hung or any(result.outcome == "hang" for result in ctx.results)
+        outcome = dataclasses.replace(outcome, figure=figure, bound=bound, phases=_phases(ctx), hung=hung)
         if outcome.verdict == "pass" and ctx.figures:  # a pass with figures of its own says them
             outcome = dataclasses.replace(outcome, reason="; ".join(f"measured {f}" for f in ctx.figures))
         if self.repeat > 1 and ctx.results:
@@ -547,7 +556,7 @@ class ConformanceSession:
 
     def outcome_for(self, entry: PlanEntry, spec: CheckSpec) -> CheckOutcome:
         """The outcome of ``entry``: a prerequisite's is settled once per run (see ``blocked_by``)."""
-        if entry.contract_id in PREREQUISITES:
+        if entry.contract_id in (*PREREQUISITES, *STALL_PREREQUISITES.values(), STARTUP_PREREQUISITE):
             return self.ledger.settle(entry.item_name, lambda: self.execute(spec))
         return self.execute(spec)
 
@@ -577,6 +586,46 @@ class ConformanceSession:
             if outcome.failed:
                 where = f"{planned.contract_id} {planned.name} [{planned.situation}]"
                 return f"blocked by {where}: {outcome.summary}"
+        stalls = stall_prerequisites_of(entry.contract_id)
+        for planned in self.full_plan:  # a prerequisite that blocks only when its run hung
+            if (
+                planned.contract_id not in stalls
+                or planned.status != "run"
+                or self.waivers.find(planned.contract_id, planned.situation) is not None
+            ):
+                continue
+            spec = self.specs[(planned.contract_id, planned.situation)]
+            outcome = self.ledger.settle(planned.item_name, functools.partial(self.execute, spec))
+            if outcome.failed and outcome.hung:
+                where = f"{planned.contract_id} {planned.name} [{planned.situation}]"
+                return f"blocked by {where}: a runner side never gave up on the store: {outcome.summary}"
+        return None
+
+    def scenario_blocked_by(self, contract_id: str, scenario: Scenario) -> str | None:
+        """Why ``scenario`` of ``contract_id`` cannot be judged (a bundle ends at its first step and E5's
+        run in that situation hung: it would only wait out its hang bound), or ``None``; settles those E5
+        situations once per run, like the prerequisites of ``blocked_by``."""
+        for situation, bundle in startup_dependencies(contract_id, scenario):
+            planned = next(
+                (
+                    entry
+                    for entry in self.full_plan
+                    if entry.contract_id == STARTUP_PREREQUISITE
+                    and entry.situation == situation
+                    and entry.status == "run"
+                ),
+                None,
+            )
+            if planned is None or self.waivers.find(planned.contract_id, situation) is not None:
+                continue
+            spec = self.specs[(planned.contract_id, situation)]
+            outcome = self.ledger.settle(planned.item_name, functools.partial(self.execute, spec))
+            if outcome.failed and outcome.hung:
+                where = f"{planned.contract_id} {planned.name} [{situation}]"
+                return (
+                    f"blocked by {where}: in scenario {scenario.name!r} {bundle} ends or blocks in its "
+                    f"first step, and a bundle failing at once hung execute(): {outcome.summary}"
+                )
         return None
 
     def context_for(self, spec: CheckSpec) -> CheckContext:
@@ -588,6 +637,7 @@ class ConformanceSession:
             timeout_scale=self.timeout_scale,
             seed=self.seed,
             kit_options=self.kit_options,
+            blocker=self.scenario_blocked_by,
         )
 
     @pytest.hookimpl(wrapper=True)
@@ -932,8 +982,8 @@ class ContractItem(pytest.Item):
                 # The first run may be settled already (a prerequisite); repeats always run here.
                 spec = self.spec
                 outcomes.append(session.outcome_for(self.entry, spec) if run == 0 else session.execute(spec))
-                if outcomes[-1].verdict in ("n/a", "limitation"):
-                    break  # decided by capabilities, not by timing: running again says nothing new
+                if outcomes[-1].verdict in ("n/a", "limitation", "blocked"):
+                    break  # decided by capabilities or a prerequisite: running again says nothing new
         finally:
             self.user_properties.append(("conformance_duration", f"{time.monotonic() - started:.3f}"))
             self.user_properties.append(("conformance_runs", json.dumps([o.verdict for o in outcomes])))
@@ -975,6 +1025,9 @@ class ContractItem(pytest.Item):
     def _conclude(self, outcome: CheckOutcome, waiver: Any) -> None:
         """Record ``outcome`` and end the item with the matching pytest outcome."""
         cid, situation = self.entry.contract_id, self.entry.situation
+        if outcome.verdict == "blocked":
+            self._record("blocked", outcome.reason)
+            pytest.fail(outcome.reason, pytrace=False)
         if outcome.verdict == "fail":
             if waiver is not None:
                 self._record("waived", waiver.reason, outcome)

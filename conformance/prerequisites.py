@@ -14,6 +14,22 @@ workers) through a directory: one lock file per item, so each prerequisite runs 
 and the L1 items themselves report the outcome settled for them. A process settles first the
 prerequisites no other process is settling (``settle_all``), so the workers of a run settle L1's
 situations side by side.
+
+E5 (startup-error: a bundle failing at once causes no hang) is a prerequisite of scenarios, not of
+contracts: a strategy that waits for every bundle to get to work hangs whenever a bundle never gets
+there, and L3's runner that returns at once, L7's runner blocked in its first step, S4's runner whose
+first store call fails, P1's schedules that fail at once and any other such scenario would each wait
+out its hang bound. ``startup_dependencies`` names the E5 situations a scenario stands on (the
+algorithm, or a runner, that ends or blocks in its first step); when that situation's own run hung, the
+scenario is not run and its check reports ``blocked by E5 ...`` (``conformance.verdicts.Blocked``). An
+E5 failure that is no hang (a wrong error type, a leak) blocks nothing: its dependents do not wait.
+
+D4 (late-store: a runner side started before the store is reachable gives up after its declared bound)
+is a prerequisite of the rest of section D: every multi-host scenario ends with the store gone or
+unreachable from some runner side, and a runner side that never gives up keeps each of them waiting out
+the kit's 60 s hang bound, over and over. When D4's run saw the runner side still running past its
+bound (the check marks its outcome ``hung``), the other D items report ``blocked by D4 ...``; a D4
+failure of another kind (an error that does not name the address) blocks nothing.
 """
 
 from __future__ import annotations
@@ -26,14 +42,73 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from conformance.catalogue import CATALOGUE
+from conformance.scenarios import Scenario, Script
 from conformance.verdicts import CheckOutcome
 
-__all__ = ["PREREQUISITES", "PrerequisiteLedger", "prerequisites_of"]
+__all__ = [
+    "PREREQUISITES",
+    "STALL_PREREQUISITES",
+    "STARTUP_PREREQUISITE",
+    "PrerequisiteLedger",
+    "prerequisites_of",
+    "stall_prerequisites_of",
+    "startup_dependencies",
+]
 
 PREREQUISITES: tuple[str, ...] = ("L1",)
 """Contracts whose failure blocks every strategy contract outside section G."""
 
 _INDEPENDENT_SECTIONS = frozenset({"G"})
+
+STALL_PREREQUISITES: dict[str, str] = {"D": "D4"}
+"""Section -> the contract whose hang (outcome ``hung``) blocks the section's other contracts."""
+
+
+def stall_prerequisites_of(contract_id: str) -> tuple[str, ...]:
+    """The contracts whose failure with a hang blocks ``contract_id`` (none for those contracts)."""
+    contract = CATALOGUE[contract_id]
+    prerequisite = STALL_PREREQUISITES.get(contract.section)
+    if prerequisite is None or prerequisite == contract_id or contract.subject != "strategy":
+        return ()
+    return (prerequisite,)
+
+
+STARTUP_PREREQUISITE = "E5"
+"""The contract whose hang blocks the scenarios that have a bundle ending at its first step."""
+
+_STALLING_STEPS = frozenset({"return", "raise", "exit", "keyboard_interrupt", "block"})
+"""Step kinds that end a bundle then and there, or hold its thread, with no await before."""
+
+_FIRST_CALL = {"work": "dequeue_rollout", "dequeue": "dequeue_rollout", "enqueue": "enqueue_rollout"}
+"""The store method a store step calls first."""
+
+
+def _stalls_at_once(scenario: Scenario, bundle: str, script: Script) -> bool:
+    """Whether ``bundle`` ends or blocks in its first step: a step that does so by itself, or a store
+    step whose first call has a fault injected that raises."""
+    if not script.steps or script.steps[0].kind in _STALLING_STEPS:
+        return True
+    first = script.steps[0]
+    method = _FIRST_CALL.get(str(first.args.get("op", ""))) if first.kind == "store" else None
+    return any(
+        fault.bundle == bundle and fault.method == method and fault.call == 1 and fault.raises
+        for fault in scenario.store_faults
+    )
+
+
+def startup_dependencies(contract_id: str, scenario: Scenario) -> list[tuple[str, str]]:
+    """``(situation of E5, bundle)`` for each E5 situation ``scenario`` stands on: ``algorithm`` when the
+    algorithm ends or blocks in its first step, ``runner`` when a runner does (none for E5's own)."""
+    if contract_id == STARTUP_PREREQUISITE:
+        return []
+    found = []
+    if _stalls_at_once(scenario, "algorithm", scenario.algorithm):
+        found.append(("algorithm", "algorithm"))
+    for index in range(scenario.n_runners):
+        if _stalls_at_once(scenario, f"runner {index}", scenario.runner_script(index)):
+            found.append(("runner", f"runner {index}"))
+            break
+    return found
 
 
 def prerequisites_of(contract_id: str) -> tuple[str, ...]:

@@ -19,6 +19,7 @@ from typing import Any
 
 __all__ = [
     "VERDICTS",
+    "Blocked",
     "CheckOutcome",
     "ContractFailed",
     "DeclaredLimitation",
@@ -100,6 +101,19 @@ class DeclaredLimitation(Exception):
         super().__init__(f"limitation (declared: {capability}): {reason}")
 
 
+class Blocked(BaseException):
+    """A scenario stands on a prerequisite that failed in the same way it would wait on: not run.
+
+    A ``BaseException``, like ``GeneratorExit``: it is control flow, not a failure, so nothing between the
+    check and the plugin (P1's hypothesis search above all, which shrinks on any ``Exception``) takes it
+    for one. ``CheckOutcome.of`` turns it into the verdict ``blocked`` with its reason.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
 class SetupError(RuntimeError):
     """The kit could not drive the target (its own incompatibility or the sandbox's): no contract verdict."""
 
@@ -108,7 +122,9 @@ class SetupError(RuntimeError):
 class CheckOutcome:
     """What one run of a check concluded: ``pass``, ``fail``, ``n/a``, ``limitation``, ``error`` (the
     check itself broke, reported as a failed item with ``error``, its traceback) or ``setup-error`` (the
-    kit could not drive the target: reported as the verdict ``error``, naming the cause).
+    kit could not drive the target: reported as the verdict ``error``, naming the cause) or ``blocked``
+    (a scenario stood on a prerequisite that failed: not run, see ``conformance.prerequisites``).
+    ``hung``: one of the check's scenarios reached its hang bound (what a scenario prerequisite blocks on).
 
     ``failure`` holds a ``ContractFailed``'s fields; ``reraise`` raises the same verdict again, so an
     outcome settled in another process is reported exactly as if the check had run here.
@@ -123,6 +139,7 @@ class CheckOutcome:
     figure: str = ""  # what was measured (a failure's figure, else the slowest scenario's execute() time)
     bound: str = ""  # what it was held to
     phases: dict[str, float] = field(default_factory=dict)  # where the time went (see the plugin)
+    hung: bool = False
 
     @classmethod
     def of(cls, check: Callable[[], None]) -> CheckOutcome:
@@ -136,6 +153,8 @@ class CheckOutcome:
             return cls("n/a", excluded.capability, excluded.reason)
         except DeclaredLimitation as limited:
             return cls("limitation", limited.capability, limited.reason)
+        except Blocked as blocked:
+            return cls("blocked", reason=blocked.reason)
         except SetupError as error:
             return cls("setup-error", reason=" ".join(str(error).split()), error=traceback.format_exc())
         except Exception as error:
@@ -179,4 +198,5 @@ class CheckOutcome:
             str(data.get("figure", "")),
             str(data.get("bound", "")),
             {str(k): float(v) for k, v in dict(data.get("phases", {})).items()},
+            bool(data.get("hung", False)),
         )

@@ -170,6 +170,7 @@ def check_late_store(ctx: CheckContext) -> None:
         figure = f"{took:.3f} s from execute() to the last process on host 1 against {bound:.3f} s"
         ctx.measure(figure)
         if gone is None or took > bound:
+            ctx.hung = gone is None  # it never gave up: every D scenario would wait for it (prerequisites)
             _fail_run(
                 ctx,
                 run,

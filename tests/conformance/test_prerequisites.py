@@ -9,8 +9,15 @@ from pathlib import Path
 import pytest
 
 from conformance.catalogue import CATALOGUE
-from conformance.prerequisites import PREREQUISITES, PrerequisiteLedger, prerequisites_of
-from conformance.verdicts import CheckOutcome, ContractFailed, DeclaredLimitation, NotApplicable
+from conformance.prerequisites import (
+    PREREQUISITES,
+    PrerequisiteLedger,
+    prerequisites_of,
+    stall_prerequisites_of,
+    startup_dependencies,
+)
+from conformance.scenarios import Scenario, Script, Step, StoreFault
+from conformance.verdicts import Blocked, CheckOutcome, ContractFailed, DeclaredLimitation, NotApplicable
 
 
 def test_every_strategy_contract_but_section_g_and_l1_depends_on_l1() -> None:
@@ -18,6 +25,76 @@ def test_every_strategy_contract_but_section_g_and_l1_depends_on_l1() -> None:
     for cid, contract in CATALOGUE.items():
         expected = () if cid == "L1" or contract.section in ("G", "T") else ("L1",)
         assert prerequisites_of(cid) == expected, cid
+
+
+def test_the_other_d_contracts_stand_on_d4_and_nothing_else_does() -> None:
+    for cid, contract in CATALOGUE.items():
+        expected = ("D4",) if contract.section == "D" and cid != "D4" else ()
+        assert stall_prerequisites_of(cid) == expected, cid
+
+
+_POLL = Script((Step("poll"),))
+
+
+@pytest.mark.parametrize(
+    ("scenario", "expected"),
+    [
+        (Scenario("polls", n_runners=2, algorithm=_POLL, runners=(_POLL,)), []),
+        (
+            Scenario("returns", n_runners=2, algorithm=_POLL, runners=(_POLL, Script((Step("return"),)))),
+            [("runner", "runner 1")],
+        ),
+        (
+            Scenario("fails", n_runners=1, algorithm=Script((Step("raise"), Step("poll"))), runners=(_POLL,)),
+            [("algorithm", "algorithm")],
+        ),
+        (Scenario("no scripts", n_runners=1), [("algorithm", "algorithm"), ("runner", "runner 0")]),
+        (
+            Scenario("blocks", n_runners=2, algorithm=_POLL, runners=(Script((Step("block", 5.0),)), _POLL)),
+            [("runner", "runner 0")],
+        ),
+        (
+            Scenario(
+                "first store call fails",
+                n_runners=1,
+                algorithm=_POLL,
+                runners=(Script((Step("store", args={"op": "work"}),)),),
+                store_faults=(StoreFault("runner 0", "dequeue_rollout", raises="RuntimeError"),),
+            ),
+            [("runner", "runner 0")],
+        ),
+        (
+            Scenario(
+                "a later store call fails",
+                n_runners=1,
+                algorithm=_POLL,
+                runners=(Script((Step("store", args={"op": "work"}),)),),
+                store_faults=(StoreFault("runner 0", "dequeue_rollout", call=2, raises="RuntimeError"),),
+            ),
+            [],
+        ),
+        (
+            Scenario("a gate first", n_runners=1, algorithm=Script((Step("gate", args={"name": "g"}),))),
+            [("runner", "runner 0")],
+        ),
+    ],
+)
+def test_a_scenario_stands_on_e5_where_a_bundle_ends_or_blocks_in_its_first_step(
+    scenario: Scenario, expected: list[tuple[str, str]]
+) -> None:
+    assert startup_dependencies("L3", scenario) == expected
+    assert startup_dependencies("E5", scenario) == []  # E5's own scenarios are what settles it
+
+
+def test_a_blocked_check_is_the_verdict_blocked_with_its_reason() -> None:
+    def check() -> None:
+        raise Blocked("blocked by E5 startup-error [runner]: it hung")
+
+    outcome = CheckOutcome.of(check)
+    assert (outcome.verdict, outcome.reason, outcome.failed) == ("blocked", outcome.reason, False)
+    assert outcome.summary == "blocked by E5 startup-error [runner]: it hung"
+    hung = CheckOutcome("fail", hung=True)
+    assert CheckOutcome.from_dict(hung.to_dict()) == hung
 
 
 def _fails() -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conformance.catalogue import CATALOGUE
+from conformance.hosts import probe_namespaces
 from conformance.selfcheck import EXAMPLES, KIT_ISSUES, RAY_EXTRA, Row, example_args, render, run_one
 from strategies.broken import Specimen, specimens
 
@@ -106,6 +107,40 @@ def test_a_failed_prerequisite_blocks_its_dependents_on_the_zoo() -> None:
     assert not row.error, row.error
     assert sorted(row.blocked) == ["L2", "S1"], row.verdicts
     assert row.verdicts["G2"] == "pass"  # configuration depends on nothing
+
+
+@pytest.mark.timeout(600)
+def test_a_start_up_hang_blocks_the_scenarios_that_stand_on_it_on_the_zoo() -> None:
+    # e5_waits_for_runners_ready hangs once a runner ends at once: L3's runner returns at once and L7's
+    # blocks in its first step, so each waited out its hang bound; now E5 (not selected here) is settled
+    # first and they are reported blocked by it, while E2 (a runner failing once all run) still runs.
+    (specimen,) = [s for s in _ZOO if s.name == "e5_waits_for_runners_ready"]
+    row = run_one(
+        Row(
+            name=specimen.name, spec=specimen.spec, role="broken", breaks="E5", selection="L3- or L7- or E2-"
+        ),
+        timeout=540.0,
+    )
+    assert not row.error, row.error
+    assert sorted(row.blocked) == ["L3", "L7"], row.verdicts
+    assert row.verdicts["E2"] == "pass"
+
+
+@pytest.mark.timeout(600)
+def test_a_runner_side_that_never_gives_up_blocks_section_d_on_the_zoo() -> None:
+    # d4_spins_on_absent_store's runner side retries an absent store without end: every other D item
+    # waited out the 60 s multi-host hang bound; now D4 (not selected here) is settled first and they are
+    # reported blocked by it.
+    availability = probe_namespaces()
+    if not availability.available:
+        pytest.skip(availability.reason)
+    (specimen,) = [s for s in _ZOO if s.name == "d4_spins_on_absent_store"]
+    row = run_one(
+        Row(name=specimen.name, spec=specimen.spec, role="broken", breaks="D4", selection="D1- or D3-"),
+        timeout=540.0,
+    )
+    assert not row.error, row.error
+    assert sorted(row.blocked) == ["D1", "D3"], row.verdicts
 
 
 def test_the_selfcheck_table_shows_wall_time_against_the_good_strategies() -> None:
