@@ -244,3 +244,41 @@ def test_drawn_perturbations_are_rarely_absent_and_differ() -> None:
     present = [perturbation for perturbation in perturbations if perturbation is not None]
     assert len(present) >= 45, f"{len(present)} of {len(perturbations)} scenarios perturbed"
     assert len(set(present)) >= 20  # hypothesis copies some with the schedule around them
+
+
+def test_a_drawn_scenario_names_its_shape_and_the_rotation_gives_every_shape_its_weight() -> None:
+    from collections import Counter
+
+    from conformance.scenarios import Scenario as Plain
+    from conformance.schedules import SHAPES, shape_of, shape_rotation
+
+    drawn = _drawn(_PROCESSES, 120, 4)
+    assert {shape_of(scenario) for scenario in drawn} == {name for name, _ in SHAPES}
+    assert all(_shape_of(scenario) == "churn" for scenario in drawn if shape_of(scenario) == "churn")
+    assert shape_of(Plain(name="P1")) == "" and shape_of(Plain(name="P1 no such shape")) == ""
+    rotation = shape_rotation()
+    assert Counter(rotation) == Counter(name for name, weight in SHAPES for _ in range(weight // 2))
+    assert rotation[0] == "any" and rotation[1] != "any"  # the racing shapes come early in a short budget
+
+
+def test_p1_takes_the_shapes_in_turn_whatever_the_seed() -> None:
+    from collections import Counter
+
+    from conformance.exploration import search
+    from conformance.schedules import shape_of, shape_rotation
+
+    rotation = shape_rotation()
+    for seed_value in (1, 2, 3):
+        scenarios_run: list[Scenario] = []
+        search(
+            scenarios(_PROCESSES, ScheduleBounds(perturb=True)),
+            scenarios_run.append,
+            lambda outcome: False,
+            scenario_json,
+            seed_value=seed_value,
+            max_examples=2 * len(rotation),
+            admit=lambda scenario, index: shape_of(scenario) == rotation[index % len(rotation)],
+        )
+        taken = [shape_of(scenario) for scenario in scenarios_run]
+        assert taken == list(rotation * 2)[: len(taken)] and len(taken) >= len(rotation), taken
+        assert Counter(taken)["churn"] >= 1 and Counter(taken)["fail together"] >= 1
