@@ -310,8 +310,12 @@ def _schedule(draw: st.DrawFn, caps: Mapping[str, Any], bounds: ScheduleBounds) 
     else:
         tails = [draw(_tails(caps, bounds)) for _ in range(n_runners)]
     # "return at once" enqueues nothing: a rollout to wait for would hold the algorithm until runners work
-    final_enqueue = 0 if shape == "return at once" else draw(st.integers(1 if churn else 0, 3))
+    # churn: the most rollouts, claimed while runners still join and leave (the algorithm's start opens
+    # its final gate; "all started" would enqueue only once every runner has joined)
+    final_enqueue = 0 if shape == "return at once" else 3 if churn else draw(st.integers(0, 3))
     starts: tuple[str, ...] = ("all started", "algorithm started", "last runner started", "algorithm started")
+    if churn:
+        starts = ("algorithm started",)
     if shape in ("return at once", "stop at once"):  # at once after the algorithm's start, mostly
         starts = ("algorithm started", "all started", "algorithm started", "last runner started")
         starts += ("algorithm started",)
@@ -342,16 +346,23 @@ _FOCUS: Mapping[str, tuple[str, ...]] = {
 """The racing points where each shape's race is (``SHAPES``): a racing shape turns them on in most of
 its scenarios, the other points in a few."""
 
+_CORE: Mapping[str, tuple[str, ...]] = {"churn": ("store-call",)}
+"""Focus points a shape's perturbed scenarios always delay: a churn claim's race window is its store call
+(the claim is made against the worker slots as they were when it was asked for), and the scenarios
+without it found nothing in churn."""
+
 
 _DELAYS = (0.005, 0.02, 0.02, 0.05, 0.05)
 
 
 def _perturbations(shape: str) -> st.SearchStrategy[Perturbation | None]:
     """The scenario's perturbation, made from one drawn number (``_perturbation``)."""
-    return st.integers(0, 2**31 - 1).map(functools.partial(_perturbation, _FOCUS[shape]))
+    return st.integers(0, 2**31 - 1).map(
+        functools.partial(_perturbation, _FOCUS[shape], core=_CORE.get(shape, ()))
+    )
 
 
-def _perturbation(focus: tuple[str, ...], variant: int) -> Perturbation | None:
+def _perturbation(focus: tuple[str, ...], variant: int, core: tuple[str, ...] = ()) -> Perturbation | None:
     """The perturbation drawn as ``variant``: none in one scenario of eight (the OS alone), else a seeded
     one. Rates and delays are high enough that a race window a few microseconds wide stretches to
     milliseconds, where the turns land (mostly tens of milliseconds: the kit opens a gate within a few);
@@ -359,27 +370,30 @@ def _perturbation(focus: tuple[str, ...], variant: int) -> Perturbation | None:
 
     The racing points are chosen swarm-style: each one on or off on its own, the shape's ``focus``
     points in three scenarios of four, the others in one of four (with no focus, every point half the
-    time). Delaying every point alike mostly delays both sides of a race; delaying some points and not
-    the others shifts one side against the other.
+    time), the ``core`` points always (with the longest delay, and never unperturbed: a shape has core
+    points when its race was never seen without them). Delaying every point alike mostly delays both
+    sides of a race; delaying some points and not the others shifts one side against the other.
 
     Its parts come from a ``random.Random`` seeded with ``variant``, not from draws of their own:
     hypothesis favours the simplest value of each draw and copies parts of earlier examples, which would
     make most perturbations alike (or absent); one drawn number gives every scenario an independent one.
     """
-    if variant % 8 == 7:  # not a small number: hypothesis draws those often
+    if variant % 8 == 7 and not core:  # not a small number: hypothesis draws those often
         return None
     rng = random.Random(variant)
     points: tuple[str, ...] = ()
     while not points:
         points = tuple(
-            point for point in POINTS if rng.random() < ((0.75 if point in focus else 0.25) if focus else 0.5)
+            point
+            for point in POINTS
+            if rng.random() < ((0.75 if point in focus else 0.25) if focus else 0.5) or point in core
         )
     # A racing shape's race is known to be at its focus points: delay them long and often
     rates, delays = ((0.6, 1.0, 1.0), (0.02, 0.05, 0.05)) if focus else ((0.3, 0.6, 1.0, 1.0), _DELAYS)
     return Perturbation(
         seed=rng.randrange(2**16),
         rate=rng.choice(rates),
-        max_delay=rng.choice(delays),
+        max_delay=max(delays) if core else rng.choice(delays),
         switch_interval=rng.choice((0.005, 1e-4, 1e-6, 0.05)),
         points=points,
     )

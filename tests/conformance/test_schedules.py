@@ -282,3 +282,16 @@ def test_p1_takes_the_shapes_in_turn_whatever_the_seed() -> None:
         taken = [shape_of(scenario) for scenario in scenarios_run]
         assert taken == list(rotation * 2)[: len(taken)] and len(taken) >= len(rotation), taken
         assert Counter(taken)["churn"] >= 1 and Counter(taken)["fail together"] >= 1
+
+
+def test_churn_is_always_perturbed_at_its_claims_with_the_longest_delay() -> None:
+    from conformance.schedules import shape_of
+
+    churn = [scenario for scenario in _drawn(_THREADS, 200, 5, perturb=True) if shape_of(scenario) == "churn"]
+    assert len(churn) >= 5
+    for scenario in churn:
+        perturbation = scenario.perturbation
+        assert perturbation is not None and "store-call" in perturbation.points
+        assert perturbation.max_delay == 0.05
+        assert scenario.faults[0].after == "algorithm started"  # enqueued while runners still join
+        assert scenario.algorithm.steps[1].args == {"op": "enqueue", "count": 3}
