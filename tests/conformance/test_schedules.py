@@ -258,7 +258,7 @@ def test_a_drawn_scenario_names_its_shape_and_the_rotation_gives_every_shape_its
     assert shape_of(Plain(name="P1")) == "" and shape_of(Plain(name="P1 no such shape")) == ""
     rotation = shape_rotation()
     assert Counter(rotation) == Counter(name for name, weight in SHAPES for _ in range(weight // 2))
-    assert rotation[0] == "any" and rotation[1] != "any"  # the racing shapes come early in a short budget
+    assert set(rotation[:2]) == {"churn", "fail together"}  # the rarest races first, within a short budget
 
 
 def test_p1_takes_the_shapes_in_turn_whatever_the_seed() -> None:
