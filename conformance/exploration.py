@@ -143,14 +143,14 @@ def search(
     shrink_started: list[float] = []
 
     def body(example: _X) -> None:
+        if not failing and admit is not None and not admit(example, found.examples):
+            reject()  # not this example's turn: hypothesis draws another (nothing runs, no key made)
         name = key(example)
         if name not in cache:
             if not failing:
                 if budget is not None and time.monotonic() - started > budget:
                     found.budget_hit = True
                     return  # the budget is spent: the rest of the examples are not run
-                if admit is not None and not admit(example, found.examples):
-                    reject()  # not this example's turn: hypothesis draws another (no run)
                 found.examples += 1
             else:
                 if not shrink_started:

@@ -246,8 +246,7 @@ def test_drawn_perturbations_are_rarely_absent_and_differ() -> None:
     assert len(set(present)) >= 20  # hypothesis copies some with the schedule around them
 
 
-def test_a_drawn_scenario_names_its_shape_and_the_rotation_gives_every_shape_its_weight() -> None:
-    from collections import Counter
+def test_a_drawn_scenario_names_its_shape_and_the_rotation_gives_every_shape_turns() -> None:
 
     from conformance.scenarios import Scenario as Plain
     from conformance.schedules import SHAPES, shape_of, shape_rotation
@@ -257,9 +256,8 @@ def test_a_drawn_scenario_names_its_shape_and_the_rotation_gives_every_shape_its
     assert all(_shape_of(scenario) == "churn" for scenario in drawn if shape_of(scenario) == "churn")
     assert shape_of(Plain(name="P1")) == "" and shape_of(Plain(name="P1 no such shape")) == ""
     rotation = shape_rotation()
-    assert Counter(rotation) == Counter(name for name, weight in SHAPES for _ in range(weight // 2))
+    assert set(rotation) == {name for name, _ in SHAPES} and rotation.count("any") == 2
     assert rotation[0] == "any"  # hypothesis' first example, the simplest scenario, is an any one
-    assert set(rotation[1:3]) == {"churn", "fail together"}  # the rarest races first, within a short budget
 
 
 def test_p1_takes_the_shapes_in_turn_whatever_the_seed() -> None:
