@@ -495,7 +495,7 @@ def _compile(
     final_enqueue: int,
     caps: Mapping[str, Any],
     bounds: ScheduleBounds,
-    shape: str,
+    shape: str = "",
 ) -> Scenario:
     build = _Builder(n_runners)
     # The journal condition that opens the next turn: the start condition, then each turn's marker.
@@ -564,7 +564,7 @@ def _compile(
     long_tail = any(tail.endswith("long") for tail in tails)
     hang_bound = 30.0 * bounds.timeout_scale + declared + (LONG_SECONDS if long_tail else 0.0)
     return Scenario(
-        name=_NAME_PREFIX + shape,
+        name=_NAME_PREFIX + shape if shape else "P1",
         n_runners=n_runners,
         algorithm=Script(tuple(build.steps["algorithm"])),
         runners=tuple(Script(tuple(build.steps[f"runner {i}"])) for i in range(n_runners)),
