@@ -254,8 +254,8 @@ each racing shape fixes the parts whose coincidence a race needs, which independ
 - ``stop at once``: one turn, which stops the run (an action or a signal) as soon as it opens;
 - ``fail together``: one turn, where 2-3 bundles raise errors at the same gate (reports race);
 - ``churn``: as many runners as the bounds allow, runner 0 working the queue and each other one
-  working it or returning at once, and three rollouts the algorithm enqueues at its start: claims are
-  made while other runners join and leave.
+  working it (two times in three) or returning at once, and three rollouts the algorithm enqueues at
+  its start: claims are made while other runners join and leave.
 
 The racing shapes come first, so shrinking goes from ``any`` towards the simplest of them."""
 
@@ -304,8 +304,8 @@ def _schedule(draw: st.DrawFn, caps: Mapping[str, Any], bounds: ScheduleBounds) 
     # churn: every runner the bounds allow (the more runners join and leave, the more claims they meet)
     n_runners = bounds.max_runners if churn else draw(st.integers(1, bounds.max_runners))
     raw = draw(_raw_turns(caps, bounds) if shape == "any" else _racing_turns(shape, caps, bounds))
-    if churn:  # runner 0 works the queue while the others work it too or come and go
-        tails = ["work", *(draw(st.sampled_from(("return", "work"))) for _ in range(n_runners - 1))]
+    if churn:  # runner 0 works the queue while the others mostly work it too (claims race their joins)
+        tails = ["work", *(draw(st.sampled_from(("return", "work", "work"))) for _ in range(n_runners - 1))]
     else:
         tails = [draw(_tails(caps, bounds)) for _ in range(n_runners)]
     # "return at once" enqueues nothing: a rollout to wait for would hold the algorithm until runners work
