@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
+from hypothesis import HealthCheck, Phase, Verbosity, given, reject, seed, settings
 from hypothesis import strategies as st
 
 __all__ = [
@@ -117,6 +117,7 @@ def search(
     confirm_shrinks: bool = False,
     hung: Callable[[_R], bool] | None = None,
     shrink_hangs: int | None = None,
+    admit: Callable[[_X, int], bool] | None = None,
 ) -> Search[_X, _R]:
     """Run ``run`` on examples drawn from ``strategy`` until ``failed`` says one failed; shrink it.
 
@@ -128,6 +129,9 @@ def search(
     ``hung`` says which outcomes are hangs: a hang costs its example's whole hang bound, so a shrink run
     that hung is not run again to confirm it, and shrinking stops once ``shrink_hangs`` shrink runs have
     hung (``None``: no such limit), keeping the smallest failure found so far (a hang it ran into).
+    ``admit(example, examples run so far)``: while generating, an example it refuses is not run and
+    hypothesis draws another (e.g. to take kinds of examples in turn, which hypothesis' own choices do
+    not spread evenly); shrinking is not constrained by it.
     """
     if shrink_hangs is not None and shrink_hangs < 0:
         raise ValueError(f"shrink_hangs must be >= 0 or None, got {shrink_hangs!r}")
@@ -139,6 +143,8 @@ def search(
     shrink_started: list[float] = []
 
     def body(example: _X) -> None:
+        if not failing and admit is not None and not admit(example, found.examples):
+            reject()  # not this example's turn: hypothesis draws another (nothing runs, no key made)
         name = key(example)
         if name not in cache:
             if not failing:

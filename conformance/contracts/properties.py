@@ -33,6 +33,8 @@ from conformance.schedules import (
     scenario_json,
     scenario_source,
     scenarios,
+    shape_of,
+    shape_rotation,
 )
 from conformance.target import DEFAULT_STORE_FACTORY
 
@@ -131,6 +133,7 @@ def explore(
     """
     profile = THOROUGH_PROFILE if examples is not None else CI_PROFILE
     bounds = bounds or ScheduleBounds(timeout_scale=ctx.timeout_scale)
+    rotation = shape_rotation()
     found = search(
         scenarios(ctx.capabilities, bounds),
         lambda scenario: _run(ctx, scenario),
@@ -148,6 +151,8 @@ def explore(
         # A hang waits out the scenario's whole bound: run each hanging candidate once, and only a few.
         hung=lambda outcome: outcome[1].outcome == "hang",
         shrink_hangs=shrink_hangs,
+        # The shapes in turn: every racing shape gets its share of a short budget, whatever the seed.
+        admit=lambda scenario, index: shape_of(scenario) == rotation[index % len(rotation)],
     )
     exploration = Exploration(
         profile=profile,

@@ -244,3 +244,67 @@ def test_drawn_perturbations_are_rarely_absent_and_differ() -> None:
     present = [perturbation for perturbation in perturbations if perturbation is not None]
     assert len(present) >= 45, f"{len(present)} of {len(perturbations)} scenarios perturbed"
     assert len(set(present)) >= 20  # hypothesis copies some with the schedule around them
+
+
+def test_a_drawn_scenario_names_its_shape_and_the_rotation_gives_every_shape_turns() -> None:
+
+    from conformance.scenarios import Scenario as Plain
+    from conformance.schedules import SHAPES, shape_of, shape_rotation
+
+    drawn = _drawn(_PROCESSES, 120, 4)
+    assert {shape_of(scenario) for scenario in drawn} == {name for name, _ in SHAPES}
+    assert all(_shape_of(scenario) == "churn" for scenario in drawn if shape_of(scenario) == "churn")
+    assert shape_of(Plain(name="P1")) == "" and shape_of(Plain(name="P1 no such shape")) == ""
+    rotation = shape_rotation()
+    assert set(rotation) == {name for name, _ in SHAPES}
+    assert rotation[0] == "any"  # hypothesis' first example, the simplest scenario, is an any one
+
+
+def test_p1_takes_the_shapes_in_turn_whatever_the_seed() -> None:
+    from collections import Counter
+
+    from conformance.exploration import search
+    from conformance.schedules import shape_of, shape_rotation
+
+    rotation = shape_rotation()
+    for seed_value in (1, 2, 3):
+        scenarios_run: list[Scenario] = []
+        search(
+            scenarios(_PROCESSES, ScheduleBounds(perturb=True)),
+            scenarios_run.append,
+            lambda outcome: False,
+            scenario_json,
+            seed_value=seed_value,
+            max_examples=2 * len(rotation),
+            admit=lambda scenario, index: shape_of(scenario) == rotation[index % len(rotation)],
+        )
+        taken = [shape_of(scenario) for scenario in scenarios_run]
+        assert taken == list(rotation * 2)[: len(taken)] and len(taken) >= len(rotation), taken
+        assert Counter(taken)["churn"] >= 1 and Counter(taken)["fail together"] >= 1
+
+
+def test_churn_is_always_perturbed_at_its_claims_with_the_longest_delay() -> None:
+    from conformance.schedules import shape_of
+
+    churn = [scenario for scenario in _drawn(_THREADS, 200, 5, perturb=True) if shape_of(scenario) == "churn"]
+    assert len(churn) >= 5
+    for scenario in churn:
+        perturbation = scenario.perturbation
+        assert perturbation is not None and "store-call" in perturbation.points
+        assert perturbation.max_delay == 0.05
+        assert scenario.faults[0].after == "algorithm started"  # enqueued while runners still join
+        assert scenario.algorithm.steps[1].args == {"op": "enqueue", "count": 3}
+
+
+def test_the_start_up_shapes_always_delay_store_calls_and_fail_together_event_sets() -> None:
+    from conformance.schedules import shape_of
+
+    drawn = _drawn(_THREADS, 200, 6, perturb=True)
+    start_up = [s for s in drawn if shape_of(s) in ("return at once", "stop at once")]
+    assert len(start_up) >= 10
+    for scenario in start_up:  # a runner's start-up is mostly store calls: its race is there
+        assert scenario.perturbation is not None and "store-call" in scenario.perturbation.points
+    together = [s for s in drawn if shape_of(s) == "fail together"]
+    assert len(together) >= 5
+    for scenario in together:  # a failure sets the event, then reports: the others race that
+        assert scenario.perturbation is not None and "event-set" in scenario.perturbation.points
