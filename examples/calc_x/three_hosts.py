@@ -102,17 +102,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             2: hosts.run(2, [*runner_argv, *host_2_think, "--claimed-mark", str(mark)], env=env),
         }
         target = max(1, int(args.tasks * args.kill_at))
-        while (
-            (_progress(algorithm) < target or not mark.exists())
-            and algorithm.poll() is None
-            and time.monotonic() < deadline
-        ):
-            time.sleep(_LOOK)
-        shutil.rmtree(mark.parent, ignore_errors=True)
-        done_at_loss = _progress(algorithm)
-        if args.silent:
-            hosts.cut(2)
-        killed = hosts.kill_host(2)
+        try:
+            while (
+                (_progress(algorithm) < target or not mark.exists())
+                and algorithm.poll() is None
+                and time.monotonic() < deadline
+            ):
+                time.sleep(_LOOK)
+            done_at_loss = _progress(algorithm)
+            if args.silent:
+                hosts.cut(2)
+            killed = hosts.kill_host(2)
+        finally:
+            # Only once host 2 is gone: its runners touch the mark at every claim, and one that found it
+            # removed would raise, which stops the whole run (as any runner's error does).
+            shutil.rmtree(mark.parent, ignore_errors=True)
         lost_at = time.monotonic()
         print(
             f"host 2 ({hosts.address(2)}) {'cut off and ' if args.silent else ''}killed at "
