@@ -237,7 +237,11 @@ def test_K1_keyboard_interrupt_in_algorithm_is_reraised(journal: Journal) -> Non
 
 def test_K2_keyboard_interrupt_in_runner_is_reraised(journal: Journal) -> None:
     before = _snapshot()
-    runner = ScriptedRunner(journal, WAIT_EVENT, per_worker={1: (("ki",),)})
+    # Runner 1 raises once runner 0 is in its bundle: a stop by KeyboardInterrupt sends SIGTERM to runners
+    # still starting instead of calling them, so a slow runner 0 would otherwise never see the stop.
+    runner = ScriptedRunner(
+        journal, WAIT_EVENT, per_worker={1: (("wait_journal", "runner 0", "start"), ("ki",))}
+    )
     with pytest.raises(KeyboardInterrupt):
         _cs(n_runners=2).execute(ScriptedAlgorithm(journal, WAIT_EVENT), runner, InMemoryLightningStore())
     assert journal.has("algorithm", "saw stop") and journal.has("runner 0", "saw stop")
