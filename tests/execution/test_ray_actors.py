@@ -15,15 +15,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 import pytest
 
 from agentlightning.execution.processes import WorkerDied
 from agentlightning.store.memory import InMemoryLightningStore
+from conformance.ray_session import RAY_MISSING
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -33,9 +34,9 @@ try:
 except ImportError:
     ray = None
 
-needs_ray = pytest.mark.skipif(
-    ray is None, reason="Ray is not installed: pip install 'agentlightning-execution[ray]'"
-)
+needs_ray = pytest.mark.skipif(ray is None, reason=RAY_MISSING)
+
+T = TypeVar("T")
 
 
 def test_importing_agentlightning_never_imports_ray() -> None:
@@ -90,7 +91,7 @@ def test_invalid_options_name_the_parameter(options: dict[str, Any], parameter: 
 def cluster() -> Iterator[None]:
     """One local Ray cluster for the module; actors import the test bundles by name."""
     if ray is None:
-        pytest.skip("Ray is not installed: pip install 'agentlightning-execution[ray]'")
+        pytest.skip(RAY_MISSING)
     path = os.pathsep.join([str(HERE), str(REPO), os.environ.get("PYTHONPATH", "")])
     ray.init(
         address="local",
@@ -131,23 +132,19 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def settled_remote_resources(s: Any, bound: float = 10.0) -> list[str]:
-    """The strategy's ``remote_resources()`` once empty, or as it still is after ``bound`` seconds."""
+def settled(read: Callable[[], list[T]], bound: float = 10.0) -> list[T]:
+    """``read()`` once it is empty, or as it still is after ``bound`` seconds: what is left behind, after
+    the settle window the kit's leak checks allow too (a killed actor's process is reaped a moment later)."""
     deadline = time.monotonic() + bound
-    left = s.remote_resources()
+    left = read()
     while left and time.monotonic() < deadline:
         time.sleep(0.05)
-        left = s.remote_resources()
+        left = read()
     return left
 
 
 def wait_gone(pids: list[int], bound: float = 10.0) -> list[int]:
-    deadline = time.monotonic() + bound
-    left = pids
-    while left and time.monotonic() < deadline:
-        left = [pid for pid in left if _alive(pid)]
-        time.sleep(0.05)
-    return left
+    return settled(lambda: [pid for pid in pids if _alive(pid)], bound)
 
 
 @needs_ray
@@ -157,9 +154,7 @@ def test_rollouts_done_exactly_once_and_connection_kept(cluster: None, tmp_path:
     store = InMemoryLightningStore()
     s = strategy(2)
     s.execute(Algorithm(str(tmp_path), n_rollouts=6), Runner(str(tmp_path)), store)
-    # The kit's probe: nothing left on the cluster once the raylet has reaped the killed actors' processes
-    # (as the kit's leak checks, it allows a settle window for that).
-    assert settled_remote_resources(s) == []
+    assert settled(s.remote_resources) == []  # the kit's probe: nothing left on the cluster
     assert pickle.loads(pickle.dumps(s)).n_runners == 2  # still picklable after a run
     lines = read_journal(str(tmp_path))
     assert "algorithm saw 6 done" in lines

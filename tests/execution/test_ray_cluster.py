@@ -15,6 +15,8 @@ from typing import Any
 import psutil
 import pytest
 
+from conformance.ray_session import RAY_MISSING
+
 REPO = Path(__file__).resolve().parents[2]
 
 try:
@@ -24,9 +26,7 @@ except ImportError:
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        ray is None, reason="Ray is not installed: pip install 'agentlightning-execution[ray]'"
-    ),
+    pytest.mark.skipif(ray is None, reason=RAY_MISSING),
 ]
 
 # Records, as the session ends (before the kit stops its service), every process the pytest process started.

@@ -20,6 +20,7 @@ import pytest
 
 from agentlightning.execution.processes import WorkerDied
 from agentlightning.store.memory import InMemoryLightningStore
+from conformance.ray_session import RAY_MISSING
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -32,9 +33,7 @@ except ImportError:
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        ray is None, reason="Ray is not installed: pip install 'agentlightning-execution[ray]'"
-    ),
+    pytest.mark.skipif(ray is None, reason=RAY_MISSING),
 ]
 
 
