@@ -1,5 +1,5 @@
 """calc_x on three namespace hosts, one runner host lost mid-run: training completes, every rollout
-accounted for (``examples/calc_x/three_hosts.py``)."""
+accounted for, what the lost host held retried on the other (D2; ``examples/calc_x/three_hosts.py``)."""
 
 from __future__ import annotations
 

@@ -154,7 +154,7 @@ def test_rollouts_done_exactly_once_and_connection_kept(cluster: None, tmp_path:
     store = InMemoryLightningStore()
     s = strategy(2)
     s.execute(Algorithm(str(tmp_path), n_rollouts=6), Runner(str(tmp_path)), store)
-    assert settled(s.remote_resources) == []  # the kit's probe: nothing left on the cluster
+    assert settled(s.remote_resources) == []  # the kit's probe (R1-R6): nothing left on the cluster
     assert pickle.loads(pickle.dumps(s)).n_runners == 2  # still picklable after a run
     lines = read_journal(str(tmp_path))
     assert "algorithm saw 6 done" in lines
