@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from agentlightning.env import (
     AGL_CURRENT_ROLE,
@@ -64,11 +64,12 @@ from agentlightning.env import (
     managed_store_default,
 )
 from agentlightning.execution.base import AlgorithmBundle, RunnerBundle
+from agentlightning.execution.client_server_workers import PRELOAD, run_algorithm, run_runner
 from agentlightning.execution.event_bridge import EventBridge
-from agentlightning.execution.events import ExecutionEvent
 from agentlightning.execution.processes import (
     WorkerDied,
     WorkerOutcome,
+    start_forkserver,
     validate_start_method,
     validate_timeout,
 )
@@ -91,10 +92,8 @@ from agentlightning.store.http.security import (
     resolve_server_tls,
     resolve_token,
 )
+from agentlightning.store.http.server import LightningStoreServer
 from agentlightning.store.threaded import ThreadedLightningStore
-
-if TYPE_CHECKING:  # the server (FastAPI, uvicorn) is imported where it is started: never in runner processes
-    from agentlightning.store.http.server import LightningStoreServer
 
 __all__ = ["ClientServerExecutionStrategy", "RunnerHostLost"]
 
@@ -108,8 +107,6 @@ _ROLES: tuple[str, ...] = ("algorithm", "runner", "both")
 _MAIN_PROCESS: tuple[str, ...] = ("algorithm", "runner")
 _HOST_LOSS_POLICIES = ("raise", "carry-on")
 _SIDE_WATCH_SECONDS = 0.25  # how often the serving side looks for runner sides that fell silent
-# What every worker imports (HTTP client included): the forkserver imports it once, so workers start fast.
-_PRELOAD = ("agentlightning.execution.client_server",)
 
 
 class RunnerHostLost(WorkerDied):
@@ -307,26 +304,7 @@ class ClientServerExecutionStrategy(SupervisedStrategy):
         )
 
 
-# -- what runs in worker processes (module level: picklable under spawn and forkserver) --------------------
-
-
-async def _run_runner(
-    runner: RunnerBundle, store: LightningStore, worker_id: int, event: ExecutionEvent
-) -> None:
-    # A failure is not turned into event.set() here: the parent records it first and then sets the event,
-    # so an error another bundle raises in reaction to the stop can never be recorded before it (E3).
-    try:
-        await runner(store, worker_id, event)
-    finally:
-        await store.close()
-
-
-async def _run_algorithm(algorithm: AlgorithmBundle, store: LightningStore, event: ExecutionEvent) -> None:
-    try:
-        await algorithm(store, event)
-        event.set()  # the algorithm returning stops everyone (L2); a failure is the parent's to record (E3)
-    finally:
-        await store.close()
+# -- what the parent hands its worker processes (they run ``client_server_workers``) ---------------------
 
 
 def _call_runner(runner: RunnerBundle, store: LightningStore, worker_id: int, event: Any) -> Any:
@@ -379,6 +357,9 @@ class _Execution(Supervisor[ClientServerExecutionStrategy]):
             self.bridge.start()
             self._start_runners(client, f"{self.bridge.side}/", s.managed_store)
             return
+        if s.role == "both" and s.start_method == "forkserver":
+            # Its interpreter boots and imports while the server is made and bound, not after.
+            start_forkserver(PRELOAD)
         wrapper = _served_store(self.store)
         served = self.served = wrapper or self.store
         self.close_served = None if wrapper is None else wrapper.close_sync
@@ -386,8 +367,6 @@ class _Execution(Supervisor[ClientServerExecutionStrategy]):
         # Authentication is always on: a token of this run only, unless the runner sides share one.
         token = s.server_token if s.server_token is not None else generate_token()
         tls = s.tls
-        from agentlightning.store.http.server import LightningStoreServer
-
         self.runner_sides = RunnerSides()
         # Bound before anything is spawned: a taken port fails here, naming host and port (F2). Served
         # through the ledger: it records which runner (CLIENT_HEADER) claims what.
@@ -434,8 +413,8 @@ class _Execution(Supervisor[ClientServerExecutionStrategy]):
                 teardown_timeout=teardown,
                 after=own.give_up,
             )
-            spec = WorkerSpec("algorithm", _run_algorithm, (self.algorithm, client, event))
-            self.start_workers([spec], start_method=s.start_method, preload=_PRELOAD)
+            spec = WorkerSpec("algorithm", run_algorithm, (self.algorithm, client, event))
+            self.start_workers([spec], start_method=s.start_method, preload=PRELOAD)
 
     def _make_bridge(self, client: HttpLightningStore) -> EventBridge:
         return EventBridge(client, self.event)
@@ -445,12 +424,12 @@ class _Execution(Supervisor[ClientServerExecutionStrategy]):
         specs = (
             WorkerSpec(
                 f"runner-{i}",
-                _run_runner,
+                run_runner,
                 (self.runner, _runner_store(client, f"{prefix}runner-{i}", managed), i, self.event),
             )
             for i in range(self.s.n_runners)
         )
-        self.start_workers(specs, start_method=self.s.start_method, preload=_PRELOAD)
+        self.start_workers(specs, start_method=self.s.start_method, preload=PRELOAD)
 
     def _runner_side_client(self) -> HttpLightningStore:
         s = self.s

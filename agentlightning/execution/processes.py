@@ -69,6 +69,7 @@ __all__ = [
     "WorkerOutcome",
     "WorkerProcesses",
     "default_start_method",
+    "start_forkserver",
     "validate_start_method",
     "validate_timeout",
 ]
@@ -681,6 +682,20 @@ def _unblock_sigint_unless_a_worker(_: object) -> None:
     bootstrap, where ``current_process()`` is already the child's own process object)."""
     if getattr(multiprocessing.current_process(), "_target", None) is not _worker_main:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def start_forkserver(preload: Sequence[str] = ()) -> None:
+    """Start multiprocessing's process-wide forkserver now, preloading ``preload``, without waiting for it.
+
+    Its interpreter starts and imports while the caller goes on preparing (binding a server, say), so the
+    first worker it forks is ready sooner; a forkserver already running is left as it is. It is the one
+    ``WorkerProcesses(start_method="forkserver")`` forks from, living as long as this process either way.
+    """
+    from multiprocessing import forkserver
+
+    _extend_forkserver_preload(preload)
+    with sigint_deferred():  # a Ctrl+C waits until multiprocessing's books on it are complete
+        forkserver.ensure_running()
 
 
 def _extend_forkserver_preload(modules: Sequence[str]) -> None:
