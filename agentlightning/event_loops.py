@@ -20,20 +20,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib
-import os
 import sys
 from collections.abc import Callable, Coroutine
 from types import ModuleType
 from typing import Any, TypeVar
 
-__all__ = ["LOOP_ENV", "LOOP_KINDS", "loop_kind", "new_event_loop", "run"]
+from agentlightning.env import AGL_EVENT_LOOP
+
+__all__ = ["loop_kind", "new_event_loop", "run"]
 
 _T = TypeVar("_T")
-
-LOOP_ENV = "AGL_EVENT_LOOP"
-"""The environment variable that chooses the loop: ``uvloop`` (default where installed) or ``asyncio``."""
-
-LOOP_KINDS = ("uvloop", "asyncio")
 
 
 @functools.cache
@@ -48,16 +44,13 @@ def _uvloop() -> ModuleType | None:
 def loop_kind() -> str:
     """``"uvloop"`` or ``"asyncio"``: what ``new_event_loop()`` makes here and now.
 
-    ``AGL_EVENT_LOOP`` decides when set (``uvloop`` when it is not installed is an error naming the
-    value); otherwise uvloop when it is installed.
+    ``AGL_EVENT_LOOP`` (``agentlightning.env``) decides when set (``uvloop`` when it is not installed
+    is an error naming the variable); otherwise uvloop when it is installed.
     """
-    wanted = os.environ.get(LOOP_ENV, "").strip().lower()
-    if not wanted:
-        return "asyncio" if _uvloop() is None else "uvloop"
-    if wanted not in LOOP_KINDS:
-        raise ValueError(f"{LOOP_ENV} must be one of {', '.join(LOOP_KINDS)}, got {wanted!r}")
-    if wanted == "uvloop" and _uvloop() is None:
-        raise ValueError(f"{LOOP_ENV}={wanted!r}, but uvloop is not installed on this platform")
+    installed = _uvloop() is not None
+    wanted = AGL_EVENT_LOOP.get("uvloop" if installed else "asyncio")
+    if wanted == "uvloop" and not installed:
+        raise ValueError(f"{AGL_EVENT_LOOP.name}='uvloop', but uvloop is not installed on this platform")
     return wanted
 
 

@@ -17,12 +17,14 @@ import sys
 import pytest
 
 from agentlightning import event_loops
+from agentlightning.env import AGL_EVENT_LOOP
 
 _HAS_UVLOOP = importlib.util.find_spec("uvloop") is not None
 
 _PROBE = """
 import asyncio
 from agentlightning import event_loops
+from agentlightning.env import AGL_EVENT_LOOP
 
 async def main():
     return type(asyncio.get_running_loop()).__module__.split(".")[0]
@@ -36,9 +38,9 @@ print(asyncio.get_event_loop_policy() is policy and asyncio._get_running_loop() 
 def _probe(choice: str | None) -> list[str]:
     """What loop ``run(..., new_event_loop)`` ran on in a fresh process, and whether it left the
     process's policy and running loop as they were."""
-    env = {key: value for key, value in os.environ.items() if key != event_loops.LOOP_ENV}
+    env = {key: value for key, value in os.environ.items() if key != AGL_EVENT_LOOP.name}
     if choice is not None:
-        env[event_loops.LOOP_ENV] = choice
+        env[AGL_EVENT_LOOP.name] = choice
     done = subprocess.run(
         [sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, timeout=120, check=False
     )
@@ -55,8 +57,8 @@ def test_the_environment_chooses_asyncio() -> None:
 
 
 def test_a_bad_choice_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(event_loops.LOOP_ENV, "tokio")
-    with pytest.raises(ValueError, match=r"AGL_EVENT_LOOP.*'tokio'"):
+    monkeypatch.setenv(AGL_EVENT_LOOP.name, "tokio")
+    with pytest.raises(ValueError, match=r"AGL_EVENT_LOOP='tokio'"):
         event_loops.new_event_loop()
 
 
