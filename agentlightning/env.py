@@ -13,6 +13,7 @@ from typing import Generic, TypeVar
 
 __all__ = [
     "AGL_CURRENT_ROLE",
+    "AGL_EVENT_LOOP",
     "AGL_MANAGED_STORE",
     "AGL_SERVER_HOST",
     "AGL_SERVER_PORT",
@@ -56,6 +57,13 @@ def _parse_role(raw: str) -> str:
     if role not in ("algorithm", "runner", "both"):
         raise ValueError("expected 'algorithm', 'runner' or 'both'")
     return role
+
+
+def _parse_loop(raw: str) -> str:
+    kind = raw.strip().lower()
+    if kind not in ("uvloop", "asyncio"):
+        raise ValueError("expected 'uvloop' or 'asyncio'")
+    return kind
 
 
 def _parse_nonempty(raw: str) -> str:
@@ -131,6 +139,11 @@ AGL_MANAGED_STORE: EnvVar[bool] = EnvVar(
 )
 AGL_CURRENT_ROLE: EnvVar[str] = EnvVar(
     "AGL_CURRENT_ROLE", _parse_role, "cs strategy role on this machine: algorithm, runner or both"
+)
+AGL_EVENT_LOOP: EnvVar[str] = EnvVar(
+    "AGL_EVENT_LOOP",
+    _parse_loop,
+    "event loop of cs runner processes: uvloop (default where installed) or asyncio",
 )
 AGL_SERVER_HOST: EnvVar[str] = EnvVar("AGL_SERVER_HOST", _parse_nonempty, "cs store server host")
 AGL_SERVER_PORT: EnvVar[int] = EnvVar("AGL_SERVER_PORT", _parse_port, "cs store server port (0: ephemeral)")

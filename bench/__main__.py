@@ -92,7 +92,7 @@ def _strategies(
         progress(f"W1-W4 {', '.join(names)} with {n} runner{'s' if n > 1 else ''}")
         rows += strategies.run(
             names, runners=(n,), repeats=plan.strategy_repeats, w1_repeats=plan.w1_repeats
-        )  # each call measures every strategy: ipc's and ray's W1 targets (relative to cs's) are judged there
+        )  # each call measures every strategy: ray's W1 target (relative to cs's) is judged there
     return rows
 
 

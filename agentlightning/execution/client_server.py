@@ -57,6 +57,7 @@ import logging
 import threading
 from typing import Any, ClassVar, Literal
 
+from agentlightning import event_loops
 from agentlightning.env import (
     AGL_CURRENT_ROLE,
     AGL_SERVER_HOST,
@@ -426,6 +427,8 @@ class _Execution(Supervisor[ClientServerExecutionStrategy]):
                 f"runner-{i}",
                 run_runner,
                 (self.runner, _runner_store(client, f"{prefix}runner-{i}", managed), i, self.event),
+                # Most of a runner's CPU is its HTTP client and event loop: uvloop's where installed.
+                loop_factory=event_loops.new_event_loop,
             )
             for i in range(self.s.n_runners)
         )

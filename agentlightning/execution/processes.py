@@ -59,6 +59,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Literal
 
+from agentlightning import event_loops
 from agentlightning.execution.events import MultiprocessingEvent
 from agentlightning.execution.threads import claim_signal_wakeup, release_signal_wakeup, sigint_deferred
 from agentlightning.remote_errors import dump_exception, load_exception
@@ -238,11 +239,14 @@ class WorkerProcesses:
         target: Callable[..., Awaitable[Any]],
         *args: Any,
         cleanup: Callable[[], Awaitable[Any]] | None = None,
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
     ) -> None:
         """Start worker ``name`` running ``await target(*args)`` in its own process and event loop.
 
         ``cleanup`` (e.g. a store client's ``close``) is awaited after ``target``, however it ended, on
         the same loop; its own failure is logged in the worker, never reported as the worker's.
+        ``loop_factory`` (picklable: a module-level function such as ``event_loops.new_event_loop``)
+        makes that loop; ``None`` runs them with ``asyncio.run``.
         """
         if self._closed:
             raise RuntimeError("WorkerProcesses is closed")
@@ -260,6 +264,7 @@ class WorkerProcesses:
             check_parent_pid=self.start_method != "forkserver",
             event=self.event,
             cleanup=cleanup,
+            loop_factory=loop_factory,
         )
         process = self._ctx.Process(target=_worker_main, args=(child, target, args), name=name)
         # Registered before it starts, so that an interrupt at any point leaves it in our books.
@@ -723,6 +728,7 @@ class _ChildConfig:
     check_parent_pid: bool
     event: MultiprocessingEvent
     cleanup: Callable[[], Awaitable[Any]] | None = None
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
 
 
 def _interrupt_once(signum: int, frame: object) -> None:
@@ -766,7 +772,11 @@ def _run(
 ) -> tuple[str, bytes | None, int, float | None]:
     raised_at: list[float] = []
     try:
-        asyncio.run(_await(target, args, raised_at, child))
+        main = _await(target, args, raised_at, child)
+        if child.loop_factory is None:
+            asyncio.run(main)
+        else:
+            event_loops.run(main, child.loop_factory)
     except KeyboardInterrupt:
         return "interrupted", None, _EXIT_INTERRUPTED, (raised_at or [time.monotonic()])[0]
     except BaseException as exc:

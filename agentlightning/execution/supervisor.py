@@ -103,12 +103,14 @@ class WorkerPool(Protocol):
 
 
 class WorkerSpec(NamedTuple):
-    """One worker process to start: ``await target(*args)``, then ``await cleanup()`` in the worker."""
+    """One worker process to start: ``await target(*args)``, then ``await cleanup()`` in the worker, on
+    a loop made by ``loop_factory`` (``None``: ``asyncio.run``'s; see ``WorkerProcesses.start``)."""
 
     name: str
     target: Callable[..., Awaitable[Any]]
     args: tuple[Any, ...]
     cleanup: Callable[[], Awaitable[Any]] | None = None
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
 
 
 def _ended(outcome: WorkerOutcome) -> str:
@@ -322,7 +324,9 @@ class Supervisor(Generic[_S]):
             spec = next(pending, None)
             if spec is None:
                 return
-            workers.start(spec.name, spec.target, *spec.args, cleanup=spec.cleanup)
+            workers.start(
+                spec.name, spec.target, *spec.args, cleanup=spec.cleanup, loop_factory=spec.loop_factory
+            )
 
     def main_bundle(
         self,
