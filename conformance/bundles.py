@@ -536,7 +536,7 @@ class _ScriptedBundle:
                 while not gate_is_open(self.gate_dir, self.hold_gate):
                     await asyncio.sleep(_POLL_INTERVAL / 2)
             run.journal("start", "", _start_data(worker_id, store, event))
-            await bundle_started()  # the bundle's first await: a racing point when perturbed
+            await bundle_started(name)  # the bundle's first await: a racing point when perturbed
             faults = [fault for fault in self.store_faults if fault.bundle == name]
             if faults:
                 run.store = _FaultyStore(store, faults, run.journal)

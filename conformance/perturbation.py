@@ -16,8 +16,14 @@ the share of their hits that are delayed, the longest delay, and the interpreter
   its one hook point ``agentlightning.store.threaded._new_lock``;
 - ``bundle-start``: the first await of a kit bundle, once it has journaled its start.
 
-Which hits are delayed and by how much comes from one seeded stream per racing point (``delay_plan``):
-the same seed gives every point the same sequence of delays, whatever the other points did. Nothing here
+Which hits are delayed and by how much comes from one seeded stream per racing point and *owner*
+(``delay_plan``): the kit bundle whose task hits the point (``bundle_started`` names it for the rest of
+the task: the bundle's store calls, its event sets, the strategy's code around it in that task), else
+the thread that hits it, by name (an event's hits outside a bundle share the point's one stream). The
+same seed gives each owner's hits of each point the same sequence of delays, whatever the other points
+and owners did and in whatever order the threads arrived: a replayed scenario delays the same calls by
+the same amounts, so a race a delay opened opens again (one stream shared by every thread hands the
+delays out in arrival order, which differs from run to run). Nothing here
 runs unless installed: the runtime's code path is the unpatched one when perturbation is off.
 ``catalogue_perturbation`` is the low-rate perturbation the fixed catalogue runs under when asked.
 """
@@ -98,11 +104,15 @@ class Perturbation:
         object.__setattr__(self, "points", points)
 
 
-def delay_plan(perturbation: Perturbation, count: int, point: str = "thread-start") -> list[float]:
-    """The first ``count`` delays (0.0: not delayed) the hits of racing ``point`` get, in call order."""
+def delay_plan(
+    perturbation: Perturbation, count: int, point: str = "thread-start", owner: str = ""
+) -> list[float]:
+    """The first ``count`` delays (0.0: not delayed) the hits of racing ``point`` by ``owner`` (a kit
+    bundle's name, e.g. ``"runner 0"``, or a thread's; ``""``: an event's hits outside a bundle) get,
+    in call order."""
     if point not in POINTS:
         raise ValueError(f"{point!r} is not a racing point; known: {', '.join(POINTS)}")
-    rng = _stream(perturbation, point)
+    rng = _stream(perturbation, point, owner)
     return [_next_delay(rng, perturbation, point) for _ in range(count)]
 
 
@@ -119,9 +129,9 @@ def catalogue_perturbation(key: str, seed: int) -> Perturbation:
     )
 
 
-def _stream(perturbation: Perturbation, point: str) -> random.Random:
+def _stream(perturbation: Perturbation, point: str, owner: str = "") -> random.Random:
     # A str seed is hashed with SHA-512 by random.Random: stable across processes and PYTHONHASHSEED.
-    return random.Random(f"{perturbation.seed}:{point}")
+    return random.Random(f"{perturbation.seed}:{point}:{owner}" if owner else f"{perturbation.seed}:{point}")
 
 
 def _next_delay(rng: random.Random, perturbation: Perturbation, point: str) -> float:
@@ -131,12 +141,12 @@ def _next_delay(rng: random.Random, perturbation: Perturbation, point: str) -> f
 
 
 class _Delayer:
-    """Draws the next delay of a racing point (thread-safe: points are hit from every thread) and counts
-    the delays made per point."""
+    """Draws the next delay of a racing point from its owner's stream (thread-safe: points are hit from
+    every thread) and counts the delays made per point."""
 
     def __init__(self, perturbation: Perturbation) -> None:
         self.perturbation = perturbation
-        self._streams = {point: _stream(perturbation, point) for point in POINTS}
+        self._streams: dict[tuple[str, str], random.Random] = {}
         self._lock = threading.Lock()
         self.counts: dict[str, int] = dict.fromkeys(POINTS, 0)
 
@@ -145,8 +155,12 @@ class _Delayer:
         return sum(self.counts.values())
 
     def draw(self, point: str) -> float:
+        owner = _owner(point)
         with self._lock:
-            delay = _next_delay(self._streams[point], self.perturbation, point)
+            stream = self._streams.get((point, owner))
+            if stream is None:
+                stream = self._streams[(point, owner)] = _stream(self.perturbation, point, owner)
+            delay = _next_delay(stream, self.perturbation, point)
             if delay > 0:
                 self.counts[point] += 1
         return delay
@@ -168,6 +182,25 @@ class _Delayer:
 
 _active: _Delayer | None = None
 _in_store_call: contextvars.ContextVar[bool] = contextvars.ContextVar("_in_store_call", default=False)
+# The kit bundle whose task runs here ("" outside one): the owner of the racing points it hits.
+_bundle: contextvars.ContextVar[str] = contextvars.ContextVar("_bundle", default="")
+
+
+_EVENT_POINTS = ("event-set", "event-wait")
+
+
+def _owner(point: str) -> str:
+    """Who owns a hit of ``point``: the kit bundle whose task runs here, else this thread by name (the
+    strategy's own code, e.g. what a runner thread does before its bundle starts); ``""`` for an event's
+    hits outside a bundle, which share one stream: a thread announces its own start with an event before
+    ``threading`` knows it by name, and asking for its name then would register a stand-in thread."""
+    bundle = _bundle.get()
+    if bundle or point in _EVENT_POINTS:
+        return bundle
+    ident = threading.get_ident()
+    # threading.enumerate, not current_thread: a thread threading did not start (a C library's) gets no
+    # stand-in Thread registered for it, which would outlive the scenario as a leaked thread.
+    return next((thread.name for thread in threading.enumerate() if thread.ident == ident), "")
 
 
 def active() -> _Delayer | None:
@@ -175,10 +208,15 @@ def active() -> _Delayer | None:
     return _active
 
 
-async def bundle_started() -> None:
-    """The ``bundle-start`` racing point: a kit bundle's first await (nothing when no perturbation)."""
+async def bundle_started(name: str = "") -> None:
+    """The ``bundle-start`` racing point: a kit bundle's first await (nothing when no perturbation).
+
+    ``name`` (the bundle's, e.g. ``"runner 0"``) owns the racing points the rest of the calling task
+    hits: they draw their delays from that bundle's own streams."""
     delayer = _active
     if delayer is not None:
+        if name:
+            _bundle.set(name)  # the calling task's context: the bundle's own code from here on
         await delayer.asleep("bundle-start")
 
 

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from conformance.perturbation import PATCHED, Perturbation, delay_plan, installed
+from conformance.perturbation import PATCHED, Perturbation, active, delay_plan, installed
 from conformance.scenarios import Scenario, Script, Step
 from conformance.schedules import ScheduleBounds, scenario_from_json, scenario_json, scenario_source
 
@@ -245,3 +245,35 @@ def test_a_store_call_resumed_in_another_context_ends_cleanly() -> None:
     with installed(Perturbation(seed=1, rate=1.0, max_delay=0.001, points=("store-call",))) as delayer:
         asyncio.run(drive())
         assert delayer is not None and delayer.counts["store-call"] == 1
+
+
+def test_each_bundle_draws_its_own_delays_whatever_the_others_drew_before_it() -> None:
+    """A replay delays the same calls of each bundle by the same amounts: the delays of a bundle's store
+    calls come from its own stream, not from one handed out in the order the threads arrive."""
+    import asyncio
+
+    from conformance.perturbation import bundle_started
+
+    perturbation = Perturbation(seed=13, rate=0.5, max_delay=0.001, points=("store-call",))
+
+    async def bundle(name: str, draws: int) -> list[float]:
+        await bundle_started(name)
+        delayer = active()
+        assert delayer is not None
+        return [delayer.draw("store-call") for _ in range(draws)]
+
+    async def both(first: str, second: str) -> dict[str, list[float]]:
+        drawn = await asyncio.gather(bundle(first, 20), bundle(second, 20))  # a task (context) each
+        return {first: drawn[0], second: drawn[1]}
+
+    with installed(perturbation):
+        in_order = asyncio.run(both("runner 0", "runner 1"))
+    with installed(perturbation):
+        reversed_order = asyncio.run(both("runner 1", "runner 0"))
+    with installed(perturbation) as delayer:
+        unowned = [delayer.draw("store-call") for _ in range(20)]  # type: ignore[union-attr]
+    assert in_order == reversed_order  # whoever came first
+    for name, delays in in_order.items():
+        assert delays == delay_plan(perturbation, 20, "store-call", owner=name)
+    assert in_order["runner 0"] != in_order["runner 1"]
+    assert unowned == delay_plan(perturbation, 20, "store-call", owner="MainThread")  # the thread's own
