@@ -91,6 +91,7 @@ try:
         drive,
         is_actor_process,
         is_loopback,
+        is_runner_process,
     )
 except ImportError as _missing:  # pragma: no cover - exercised by the test that hides Ray
     raise ImportError(
@@ -227,11 +228,19 @@ class RayExecutionStrategy(SupervisedStrategy):
         run = self._last_run
         if run is None or run.pool is None:
             return []
-        return [
+        pool = run.pool
+        actors = [
             f"Ray actor of {name!r} (pid {pid}, node {node}) still running"
-            for name, (pid, node) in run.pool.placed.items()
+            for name, (pid, node) in pool.placed.items()
             if pid is not None and is_actor_process(pid)
         ]
+        processes = [
+            f"runner process of {name!r} (pid {pid}, node {pool.placed.get(name, (None, '?'))[1]}) "
+            "still running"
+            for name, pid in pool.children.items()
+            if is_runner_process(pid)
+        ]
+        return actors + processes
 
     def caller_connection(self) -> _CallerConnection | None:
         """Connect this process to ``address`` (or ``RAY_ADDRESS``) as a training script's ``ray.init()``
@@ -361,6 +370,7 @@ class _DriverPool:
         )
         self.names = [f"runner-{i}" for i in range(config.n_runners)]
         self.placed: dict[str, tuple[int | None, str]] = {}
+        self.children: dict[str, int] = {}  # each runner's process, the child of its actor
         self.nodes: dict[str, str] | None = None
         self.node_address = ""
         self.control: multiprocessing.connection.Connection | None = None
@@ -472,6 +482,8 @@ class _DriverPool:
             self.nodes, self.node_address = dict(message[1]), str(message[2])
         elif kind == "placed":
             self.placed = {name: (pid, node) for name, pid, node in message[1]}
+        elif kind == "child":
+            self.children[str(message[1])] = int(message[2])
         elif kind == "ended":
             name, status, data, raised_at, pid, node = message[1:]
             error = None
