@@ -13,15 +13,27 @@ Conversation over the control pipe (pickled tuples, driver -> caller unless mark
 1. ``("nodes", {node id: address}, this node's address)`` once connected;
 2. caller -> driver ``("serve", url, token)``: where the caller serves its store; or, before the actors
    are placed, ``("interrupted",)``: a Ctrl+C stops the run (sent before the event is set);
-3. ``("placed", [(name, pid, node), ...])`` once every actor reported where it runs;
+3. ``("child", name, pid)`` per runner, once its process (a child of its actor) runs its bundle, then
+   ``("placed", [(name, pid, node), ...])`` once every actor reported where it runs and every runner's
+   process runs its bundle;
 4. ``("ended", name, status, error, raised_at, pid, node)`` per actor, as each ends (``error``: the
-   bundle's exception serialised by ``remote_errors``, or ``ActorDied``);
+   bundle's exception serialised by ``remote_errors``, ``RunnerProcessDied`` when the runner's process
+   died, with its exit status, or ``ActorDied`` when the actor itself did);
 5. the driver returns once every actor is gone; a failure of its own (joining, placing) is raised, and
    reaches the caller as the worker's error.
 
+Each actor (``_RunnerHost``) runs its runner in a child process it starts, watches, stops and reaps with
+``processes.WorkerProcesses`` (spawn), so that it sees that process's exit status: Ray reaps an actor's own
+process and reports its death only as a lost connection. The child shares a ``MultiprocessingEvent`` with
+its actor, which the actor's ``EventBridge`` sets when the server's event is set (and the other way).
+
 Stop (the run's ``MultiprocessingEvent``, shared with the caller, is set): each actor sees it through its
-event bridge; a runner still running ``graceful_timeout`` later is cancelled inside its actor, then
-``ray.cancel`` after ``terminate_timeout``, then ``ray.kill`` after another. A SIGINT from the caller's
+event bridge, its runner's process through the event they share; the actor then stops that process with
+the shared escalation (``graceful_timeout``, SIGINT, ``terminate_timeout``, SIGTERM, SIGKILL). The
+driver's last resorts: ``ray.cancel`` ``graceful_timeout + terminate_timeout`` after the stop (the actor
+hurries its runner's process: SIGINT, then SIGKILL ``terminate_timeout`` later, or SIGKILL at once if it
+is still starting), then ``ray.kill`` after another ``terminate_timeout`` (the runner's process dies with
+its actor: ``processes``' parent-death guards). A SIGINT from the caller's
 escalation (a further Ctrl+C) moves on to the next step at once; SIGTERM ends the driver, and Ray kills
 its actors. A Ctrl+C before every actor has started kills those still starting at once instead of
 waiting for them (there is nothing of theirs to stop cleanly; K3), as ``processes`` does with worker
