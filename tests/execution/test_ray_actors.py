@@ -264,6 +264,22 @@ def test_actor_killed_mid_run_is_worker_died_and_its_claim_requeued(cluster: Non
 
 
 @needs_ray
+def test_a_dead_runner_process_is_worker_died_naming_status_and_node_across_processes() -> None:
+    from agentlightning.execution.ray_driver import RunnerProcessDied
+    from agentlightning.remote_errors import dump_exception, load_exception
+
+    error = load_exception(dump_exception(RunnerProcessDied("runner-1", 4242, -9, "0123abcd at 127.0.0.1")))
+    assert type(error) is RunnerProcessDied and isinstance(error, WorkerDied)
+    assert (error.name, error.pid, error.exitcode, error.node) == (
+        "runner-1",
+        4242,
+        -9,
+        "0123abcd at 127.0.0.1",
+    )
+    assert "'runner-1'" in str(error) and "SIGKILL" in str(error) and "0123abcd at 127.0.0.1" in str(error)
+
+
+@needs_ray
 def test_owned_cluster_and_ctrl_c(tmp_path: Path) -> None:
     """A cluster execute() started is stopped by it; Ctrl+C raises KeyboardInterrupt, no actor left."""
     env = {
