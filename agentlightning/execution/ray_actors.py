@@ -111,6 +111,7 @@ try:
         PG_STRATEGY,
         ActorDied,
         DriverConfig,
+        RunnerProcessDied,
         drive,
         is_actor_process,
         is_loopback,
@@ -141,7 +142,7 @@ from agentlightning.store.http import LightningStoreServer
 from agentlightning.store.http.security import generate_token
 from agentlightning.store.threaded import ThreadedLightningStore
 
-__all__ = ["ActorDied", "RayExecutionStrategy"]
+__all__ = ["ActorDied", "RayExecutionStrategy", "RunnerProcessDied"]
 
 # Marked as ours: a Ctrl+C that arrives in this module's frames is deferred to bundle code (see threads).
 _KEYBOARD_INTERRUPT_PROTECTED = True
