@@ -306,6 +306,12 @@ class WorkerProcesses:
         worker = self._workers.get(name)
         return worker.process.pid if worker else None
 
+    def started(self, name: str) -> bool:
+        """Whether running worker ``name`` has reported that its callable is about to run (read by
+        ``wait()``); ``False`` while it starts up, and once it has ended."""
+        worker = self._workers.get(name)
+        return worker is not None and worker.started
+
     def wait(self, timeout: float | None = None, *, wake_on: Sequence[Any] = ()) -> list[WorkerOutcome]:
         """Block until a worker ends, the event is set, one of ``wake_on`` is readable, or ``timeout``.
 

@@ -45,26 +45,49 @@ to W4); a Ray-native store was not measured.
 Actors. One async actor per ``worker_id`` (no restarts: a dead runner is an error, not a silent retry),
 0 CPUs unless ``runner_resources`` says otherwise. ``placement``: ``None`` (Ray decides), ``"spread"``
 (Ray's SPREAD scheduling, best effort), ``"strict_spread"`` / ``"pack"`` (a placement group, one bundle
-of ``runner_resources`` per runner; ``strict_spread`` puts every runner on a different node). Inside
-the actor the runner runs under ``threads.BundleRun`` on a thread of its own, so the actor's loop stays
-free to hear ``ray.cancel`` even while the bundle blocks.
+of ``runner_resources`` per runner; ``strict_spread`` puts every runner on a different node).
+
+Runner processes. The runner does not run in its actor's process but in a child of it, started, watched,
+stopped and reaped by the actor with ``processes.WorkerProcesses`` (the machinery of ``ipc``'s and
+``cs``'s workers; spawn, as an actor is a threaded process). Why: an actor's process is Ray's to reap,
+and when it is killed Ray reports only a lost connection, never its exit status. As the child's parent,
+the actor sees how the runner's process ended, and a runner killed by a signal is
+``RunnerProcessDied`` - a ``WorkerDied`` - naming the worker, its pid, its exit status and the node
+(F1), as ``ipc`` and ``cs`` name theirs. The child mirrors the actor's stop event (a
+``MultiprocessingEvent``, fed by the actor's ``EventBridge``), is not a Ray worker (``ray`` APIs are not
+connected there; ``AGL_RAY_NODE_ID`` names its node; the runner bundle reaches it pickled by reference,
+so it must be importable on the workers), and dies with its actor (the shared parent-death
+guards: ``ray.kill`` of the actor, or its node lost, ends it too). Its cost: one more process per
+runner, plus the ``multiprocessing`` resource tracker that spawn starts in the actor. Measured with four
+``execute()`` calls in one process against one running local cluster (2 runners, bundles that return at
+once, a 2-core machine shared with other work), alternating with the code before this process existed:
+the runner's process runs its bundle 0.4-0.6 s after its actor spawned it, and ``execute()`` took
+0.4-1.0 s longer (medians of runs 2-4: 2.0 and 3.0 s against 1.1 and 2.6 s). The runner's process holds
+about 49 MB of RSS, the tracker 13 MB. Spawn would also run Ray's worker script (the actor's
+``__main__``) again in the child, importing all of Ray, which it never uses: the script's path is hidden
+while the child is spawned (0.35 s less on an idle machine, a second under load).
 
 Stop model: ``supervisor.Supervisor``'s (L1-L7, E1-E6, F1, F4, K1-K5, T3), the driver's relayed actor ends
 being its worker pool (``_DriverPool``). What differs from worker processes:
 
-- The stop's steps, in the driver: each actor sees the event through its bridge, and a runner still
-  running ``graceful_timeout`` later is cancelled inside its actor (``CancelledError``, ``finally`` runs:
-  L6). Runners still running ``terminate_timeout`` after that get ``ray.cancel``, and
-  ``terminate_timeout`` later ``ray.kill`` (a bundle stuck in blocking code: L7). Then every actor is
+- The stop's steps: each actor sees the event through its bridge, its runner's process through the
+  event the actor shares with it; the actor then stops that process with the shared escalation
+  (``graceful_timeout``, then SIGINT: ``CancelledError`` in an awaiting bundle, ``finally`` runs, L6;
+  ``terminate_timeout`` later SIGTERM, then SIGKILL: a bundle stuck in blocking code, L7). The driver's
+  last resorts: runners still running ``graceful_timeout + terminate_timeout`` after the stop get
+  ``ray.cancel`` (the actor hurries its process: SIGINT, then SIGKILL), and ``terminate_timeout`` later
+  ``ray.kill`` (the process dies with its actor). Then every actor is
   killed and the placement group removed, and the driver exits. The caller waits for it with the
   shared escalation (SIGINT, SIGTERM, SIGKILL) after the driver's own bound; each Ctrl+C after the first
   hurries it (K5), and a driver that dies takes its actors with it (Ray kills the actors of a dead
   owner). Then the server stops and ``execute()`` returns.
-- A runner's error arrives with its type, message and the actor's traceback (``remote_errors``), with a
-  note naming the actor and its node. An actor that dies (its process killed, its node lost) is
-  ``ActorDied`` - a ``WorkerDied`` - naming the worker, its pid and its node, and what Ray says of the
-  death (F1); the attempts it held are given up at once, so a lost node loses nothing. Ray does not know
-  an actor process's exit status (its raylet does not report it), so the error cannot name the signal.
+- A runner's error arrives with its type, message and the runner process's traceback (``remote_errors``),
+  with notes naming that process and the actor and node it ran on (E2). A runner's process that dies (a
+  signal, ``os._exit``) is ``RunnerProcessDied`` naming the worker, its pid, its exit status and its node
+  (F1). An actor that dies itself (``ray.kill`` by someone else, its node lost) is ``ActorDied`` - a
+  ``WorkerDied`` too - naming the worker, the actor's pid and its node, and what Ray says of the death
+  (D2; Ray does not know the exit status of an actor's process). Either way the attempts the runner held
+  are given up at once, so a lost node loses nothing.
 - Ctrl+C: actors do not share the caller's process group (Ray starts them), so a terminal's Ctrl+C reaches
   them only through this stop; the driver, a child of the caller, gets it too and stops its actors.
 """
@@ -88,9 +111,11 @@ try:
         PG_STRATEGY,
         ActorDied,
         DriverConfig,
+        RunnerProcessDied,
         drive,
         is_actor_process,
         is_loopback,
+        is_runner_process,
     )
 except ImportError as _missing:  # pragma: no cover - exercised by the test that hides Ray
     raise ImportError(
@@ -117,7 +142,7 @@ from agentlightning.store.http import LightningStoreServer
 from agentlightning.store.http.security import generate_token
 from agentlightning.store.threaded import ThreadedLightningStore
 
-__all__ = ["ActorDied", "RayExecutionStrategy"]
+__all__ = ["ActorDied", "RayExecutionStrategy", "RunnerProcessDied"]
 
 # Marked as ours: a Ctrl+C that arrives in this module's frames is deferred to bundle code (see threads).
 _KEYBOARD_INTERRUPT_PROTECTED = True
@@ -227,11 +252,19 @@ class RayExecutionStrategy(SupervisedStrategy):
         run = self._last_run
         if run is None or run.pool is None:
             return []
-        return [
+        pool = run.pool
+        actors = [
             f"Ray actor of {name!r} (pid {pid}, node {node}) still running"
-            for name, (pid, node) in run.pool.placed.items()
+            for name, (pid, node) in pool.placed.items()
             if pid is not None and is_actor_process(pid)
         ]
+        processes = [
+            f"runner process of {name!r} (pid {pid}, node {pool.placed.get(name, (None, '?'))[1]}) "
+            "still running"
+            for name, pid in pool.children.items()
+            if is_runner_process(pid)
+        ]
+        return actors + processes
 
     def caller_connection(self) -> _CallerConnection | None:
         """Connect this process to ``address`` (or ``RAY_ADDRESS``) as a training script's ``ray.init()``
@@ -361,6 +394,7 @@ class _DriverPool:
         )
         self.names = [f"runner-{i}" for i in range(config.n_runners)]
         self.placed: dict[str, tuple[int | None, str]] = {}
+        self.children: dict[str, int] = {}  # each runner's process, the child of its actor
         self.nodes: dict[str, str] | None = None
         self.node_address = ""
         self.control: multiprocessing.connection.Connection | None = None
@@ -472,6 +506,8 @@ class _DriverPool:
             self.nodes, self.node_address = dict(message[1]), str(message[2])
         elif kind == "placed":
             self.placed = {name: (pid, node) for name, pid, node in message[1]}
+        elif kind == "child":
+            self.children[str(message[1])] = int(message[2])
         elif kind == "ended":
             name, status, data, raised_at, pid, node = message[1:]
             error = None

@@ -13,15 +13,27 @@ Conversation over the control pipe (pickled tuples, driver -> caller unless mark
 1. ``("nodes", {node id: address}, this node's address)`` once connected;
 2. caller -> driver ``("serve", url, token)``: where the caller serves its store; or, before the actors
    are placed, ``("interrupted",)``: a Ctrl+C stops the run (sent before the event is set);
-3. ``("placed", [(name, pid, node), ...])`` once every actor reported where it runs;
+3. ``("child", name, pid)`` per runner, once its process (a child of its actor) runs its bundle, then
+   ``("placed", [(name, pid, node), ...])`` once every actor reported where it runs and every runner's
+   process runs its bundle;
 4. ``("ended", name, status, error, raised_at, pid, node)`` per actor, as each ends (``error``: the
-   bundle's exception serialised by ``remote_errors``, or ``ActorDied``);
+   bundle's exception serialised by ``remote_errors``, ``RunnerProcessDied`` when the runner's process
+   died, with its exit status, or ``ActorDied`` when the actor itself did);
 5. the driver returns once every actor is gone; a failure of its own (joining, placing) is raised, and
    reaches the caller as the worker's error.
 
+Each actor (``_RunnerHost``) runs its runner in a child process it starts, watches, stops and reaps with
+``processes.WorkerProcesses`` (spawn), so that it sees that process's exit status: Ray reaps an actor's own
+process and reports its death only as a lost connection. The child shares a ``MultiprocessingEvent`` with
+its actor, which the actor's ``EventBridge`` sets when the server's event is set (and the other way).
+
 Stop (the run's ``MultiprocessingEvent``, shared with the caller, is set): each actor sees it through its
-event bridge; a runner still running ``graceful_timeout`` later is cancelled inside its actor, then
-``ray.cancel`` after ``terminate_timeout``, then ``ray.kill`` after another. A SIGINT from the caller's
+event bridge, its runner's process through the event they share; the actor then stops that process with
+the shared escalation (``graceful_timeout``, SIGINT, ``terminate_timeout``, SIGTERM, SIGKILL). The
+driver's last resorts: ``ray.cancel`` ``graceful_timeout + terminate_timeout`` after the stop (the actor
+hurries its runner's process: SIGINT, then SIGKILL ``terminate_timeout`` later, or SIGKILL at once if it
+is still starting), then ``ray.kill`` after another ``terminate_timeout`` (the runner's process dies with
+its actor: ``processes``' parent-death guards). A SIGINT from the caller's
 escalation (a further Ctrl+C) moves on to the next step at once; SIGTERM ends the driver, and Ray kills
 its actors. A Ctrl+C before every actor has started kills those still starting at once instead of
 waiting for them (there is nothing of theirs to stop cleanly; K3), as ``processes`` does with worker
@@ -35,13 +47,15 @@ import concurrent.futures
 import contextlib
 import ipaddress
 import logging
+import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
 import signal
+import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,10 +67,9 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from agentlightning.execution import threads
 from agentlightning.execution.base import RunnerBundle
 from agentlightning.execution.event_bridge import EventBridge
-from agentlightning.execution.events import MultiprocessingEvent, ThreadingEvent
+from agentlightning.execution.events import MultiprocessingEvent
 from agentlightning.execution.failures import FailureCollector
-from agentlightning.execution.processes import WorkerDied
-from agentlightning.execution.threads import BundleRun
+from agentlightning.execution.processes import WorkerDied, WorkerOutcome, WorkerProcesses
 from agentlightning.remote_errors import dump_exception
 from agentlightning.store.claims import ClaimTrackingStore
 from agentlightning.store.http import HttpLightningStore
@@ -64,11 +77,14 @@ from agentlightning.store.http import HttpLightningStore
 __all__ = [
     "PG_STRATEGY",
     "REMOVE_SECONDS",
+    "RUNNER_NODE_ENV",
     "ActorDied",
     "DriverConfig",
+    "RunnerProcessDied",
     "drive",
     "is_actor_process",
     "is_loopback",
+    "is_runner_process",
 ]
 
 # Marked as ours: a Ctrl+C that arrives in this module's frames is deferred to bundle code (see threads).
@@ -79,6 +95,11 @@ _log = logging.getLogger(__name__)
 PG_STRATEGY = {"strict_spread": "STRICT_SPREAD", "pack": "PACK"}
 _SHUTDOWN_SECONDS = 10.0
 REMOVE_SECONDS = 2.0  # at least: how long killed actors get to be reported dead and to exit
+RUNNER_NODE_ENV = "AGL_RAY_NODE_ID"
+"""Set in each runner's process: the id of the Ray node it runs on (it is not a Ray worker itself)."""
+# A Ray actor is a threaded process (gRPC, Ray's core worker): a fork of it could inherit locks held by
+# threads that do not exist in the child. Spawn starts the runner's interpreter afresh.
+_START_METHOD = "spawn"
 
 
 class ActorDied(WorkerDied):
@@ -94,6 +115,19 @@ class ActorDied(WorkerDied):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.name, self.pid, self.node, self.cause))
+
+
+class RunnerProcessDied(WorkerDied):
+    """A runner's process, the child of its Ray actor, ended without reporting (a signal, ``os._exit``);
+    its actor, its parent, saw its exit status."""
+
+    def __init__(self, name: str, pid: int | None, exitcode: int | None, node: str) -> None:
+        super().__init__(name, pid, exitcode)
+        self.node = node
+        self.args = (f"{self.args[0]}, on Ray node {node}",)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.name, self.pid, self.exitcode, self.node))
 
 
 @dataclass(frozen=True)
@@ -128,6 +162,15 @@ def is_actor_process(pid: int) -> bool:
         return False
 
 
+def is_runner_process(pid: int) -> bool:
+    """Whether ``pid`` is a live runner process on this machine (a spawned child of a runner actor)."""
+    try:
+        process = psutil.Process(pid)
+        return bool(process.status() != psutil.STATUS_ZOMBIE and "spawn_main" in " ".join(process.cmdline()))
+    except Exception:  # gone, or not ours to look at
+        return False
+
+
 def is_loopback(address: str) -> bool:
     try:
         return ipaddress.ip_address(address).is_loopback
@@ -152,10 +195,15 @@ def _actor_options(resources: Mapping[str, float]) -> dict[str, Any]:
 
 
 class _RunnerHost:
-    """One runner's actor: awaits the runner bundle once, against the served store, and reports how it ended.
+    """One runner's actor: the parent and supervisor of the runner's own process.
 
-    ``run`` returns ``None`` (the bundle returned or was stopped) or ``(error, raised_at)``: the bundle's
-    exception serialised by ``remote_errors`` and ``time.monotonic()`` when it was recorded.
+    ``run`` starts the runner bundle in a child process (``processes.WorkerProcesses``, spawn: the actor
+    is a threaded process, unsafe to fork), against the served store, mirrors the server's stop event
+    into that child's event (``EventBridge``), stops it with the shared escalation once the event is set,
+    reaps it, and returns how it ended: ``(status, error, raised_at)``, ``status`` being ``returned``,
+    ``raised`` (``error``: the bundle's exception serialised by ``remote_errors``, ``KeyboardInterrupt``
+    included), ``died`` (``error``: ``RunnerProcessDied`` with its exit status) or ``stopped`` (ended
+    by the escalation), ``raised_at`` being ``time.monotonic()`` when it raised.
     """
 
     def __init__(self, name: str, url: str, token: str, grace: float, teardown: float) -> None:
@@ -164,16 +212,27 @@ class _RunnerHost:
         self.token = token
         self.grace = grace
         self.teardown = teardown
-        self.bundle: BundleRun | None = None
+        self.child_pid: int | None = None
+        self.child_started = False  # the runner's process reached its callable
+        self.child_known = asyncio.Event()  # set once it did, or ended, or could not be started
 
     async def where(self) -> tuple[str, int]:
         """This actor's node id and pid (for messages naming a runner that died)."""
         return ray.get_runtime_context().get_node_id(), os.getpid()
 
-    async def run(self, runner: RunnerBundle, worker_id: int) -> tuple[bytes, float] | None:
+    async def child(self) -> int | None:
+        """The pid of the runner's process once it is running its callable (or ended, or was stopped while
+        still starting); ``None`` if it could not be started."""
+        await self.child_known.wait()
+        return self.child_pid
+
+    async def run(self, runner: RunnerBundle, worker_id: int) -> tuple[str, bytes | None, float | None]:
         loop = asyncio.get_running_loop()
-        event = ThreadingEvent()
-        failures = FailureCollector(_log)
+        node_id = ray.get_runtime_context().get_node_id()
+        node = f"{node_id[:12]} at {ray.util.get_node_ip_address()}"
+        # Inherited by the runner's process, which is not a Ray worker and cannot ask Ray where it runs.
+        os.environ[RUNNER_NODE_ENV] = node_id
+        event = MultiprocessingEvent(multiprocessing.get_context(_START_METHOD))
         bridge = EventBridge(HttpLightningStore(self.url, token=self.token), event)
         store = ClaimTrackingStore(
             HttpLightningStore(self.url, token=self.token).named(self.name),
@@ -181,49 +240,118 @@ class _RunnerHost:
             heartbeats=True,
             close_inner=True,
         )
-        bundle = self.bundle = BundleRun(
-            self.name,
-            lambda: runner(store, worker_id, event),
+        processes = WorkerProcesses(
             event,
-            failures,
-            grace=self.grace,
-            teardown_timeout=self.teardown,
-            sets_event_on_return=False,
-            after=store.close,
+            start_method=_START_METHOD,
+            graceful_timeout=self.grace,
+            terminate_timeout=self.teardown,
         )
         done: asyncio.Future[None] = loop.create_future()
+        outcome: list[WorkerOutcome] = []
 
         def _finished() -> None:
             if not done.done():
                 done.set_result(None)
 
-        def _bundle_thread() -> None:
+        def _started() -> None:
+            with contextlib.suppress(RuntimeError):  # the actor's loop is gone: it is being killed
+                loop.call_soon_threadsafe(self.child_known.set)
+
+        def _supervise() -> None:
             try:
-                bundle.run()
+                outcome.append(self._supervise(processes, runner, store, worker_id, event, _started))
             finally:
-                with contextlib.suppress(RuntimeError):  # the actor's loop is gone: it is being killed
+                _started()
+                with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(_finished)
 
         await asyncio.to_thread(bridge.start)
-        thread = threading.Thread(target=_bundle_thread, name=f"agl-ray-{self.name}", daemon=True)
+        thread = threading.Thread(target=_supervise, name=f"agl-ray-{self.name}", daemon=True)
         thread.start()
         try:
             try:
                 await asyncio.shield(done)
             except asyncio.CancelledError:
-                # ray.cancel: the driver's second step. Cancel the bundle now; a bundle that still does
-                # not return (blocking code) is left to ray.kill.
-                bundle.cancel_now()
-                await asyncio.wait_for(asyncio.shield(done), self.teardown)
+                # ray.cancel, the driver's step after the grace: hurry the runner's process (SIGINT, its
+                # bundle is cancelled and its finally blocks run), then end it; ray.kill comes next.
+                await self._hurry(done)
+                raise
         finally:
             await asyncio.to_thread(bridge.stop)
-        for failure in failures.failures:
-            if failure.exc is not bundle.outcome:
-                _log.warning("%s: %s", self.name, failure.summary())
-        if bundle.outcome is None:
-            return None
-        at = next((f.at for f in failures.failures if f.exc is bundle.outcome), time.monotonic())
-        return dump_exception(bundle.outcome), at
+            event.close()
+        if not outcome:
+            raise RuntimeError(f"the supervisor of {self.name}'s process failed; see the actor's log")
+        return _report(outcome[0], node)
+
+    def _supervise(
+        self,
+        processes: WorkerProcesses,
+        runner: RunnerBundle,
+        store: ClaimTrackingStore,
+        worker_id: int,
+        event: MultiprocessingEvent,
+        started: Callable[[], None],
+    ) -> WorkerOutcome:
+        """On a thread of its own: start the runner's process, wait for it or the stop, stop it, reap it."""
+        try:
+            with _main_path_hidden():
+                processes.start(self.name, runner, store, worker_id, event, cleanup=store.close)
+            self.child_pid = processes.pid(self.name)
+            while processes.running and not event.is_set() and not processes.started(self.name):
+                processes.wait(None)
+            self.child_started = processes.started(self.name)
+            if self.child_started or not processes.running:
+                started()
+            while processes.running and not event.is_set():
+                processes.wait(None)
+            if processes.running:
+                processes.stop()  # grace from now, then SIGINT, SIGTERM, SIGKILL: every step bounded
+            return processes.outcomes[0]
+        finally:
+            processes.close()
+
+    async def _hurry(self, done: asyncio.Future[None]) -> None:
+        """SIGINT, then SIGKILL ``teardown`` later; SIGKILL at once to a process still starting (its
+        callable never ran: there is nothing of it to stop cleanly)."""
+        pid = self.child_pid
+        signals = (signal.SIGINT, signal.SIGKILL) if self.child_started else (signal.SIGKILL,)
+        for signum in signals:
+            if pid is None or done.done():
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(done), self.teardown)
+
+
+@contextlib.contextmanager
+def _main_path_hidden() -> Iterator[None]:
+    """While a runner's process is spawned: the actor's ``__main__`` (Ray's worker script) without its path.
+
+    Spawn runs a parent's main script again in each child (``multiprocessing.spawn``), and Ray's worker
+    script imports all of Ray, which the runner's process never uses: 0.35 s more per runner on an idle
+    machine (0.04 s without), over a second under load. Only the spawning thread reads it meanwhile.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or path is None:
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
+
+
+def _report(outcome: WorkerOutcome, node: str) -> tuple[str, bytes | None, float | None]:
+    """A runner process's outcome as the actor reports it (see ``_RunnerHost``)."""
+    if outcome.status == "died":
+        died = RunnerProcessDied(outcome.name, outcome.pid, outcome.exitcode, node)
+        return "died", dump_exception(died), None
+    if outcome.error is not None:  # raised, or interrupted (a KeyboardInterrupt of its own)
+        return "raised", dump_exception(outcome.error), outcome.raised_at
+    return outcome.status, None, None
 
 
 _RunnerActor: Any = ray.remote(max_restarts=0, max_task_retries=0)(_RunnerHost)
@@ -241,6 +369,8 @@ class _Runner:
     run_ref: Any
     future: concurrent.futures.Future[Any]
     where: concurrent.futures.Future[Any]
+    child: concurrent.futures.Future[Any]
+    child_told: bool = False
     killed: bool = False
     settled: bool = False
     node_names: dict[str, str] = field(default_factory=dict)
@@ -352,11 +482,23 @@ class _Driver:
                 )
             handle = _RunnerActor.options(**options).remote(name, url, token, c.graceful_timeout, teardown)
             run_ref = handle.run.remote(runner, worker_id)
-            actor = _Runner(name, handle, run_ref, run_ref.future(), handle.where.remote().future())
+            actor = _Runner(
+                name,
+                handle,
+                run_ref,
+                run_ref.future(),
+                handle.where.remote().future(),
+                handle.child.remote().future(),
+            )
             actor.node_names = self.nodes
             actor.future.add_done_callback(self._post)
+            actor.child.add_done_callback(self._post)
             self.runners.append(actor)
-        self._wait_for([r.where for r in self.runners], "the runner actors to start")
+        # Placed once every runner's process is running its bundle: the algorithm starts then, and a
+        # Ctrl+C until then finds nothing of a runner to stop cleanly (K3).
+        futures = [r.where for r in self.runners] + [r.child for r in self.runners]
+        self._wait_for(futures, "the runner actors and their processes to start")
+        self.collect()  # each runner's process, before the word that they all run
         self.send("placed", [(r.name, *r.describe_node()) for r in self.runners])
 
     def _post(self, _: object) -> None:
@@ -391,8 +533,12 @@ class _Driver:
         return [runner for runner in self.runners if not runner.settled]
 
     def collect(self) -> None:
-        """Report every actor seen to end since the last call."""
+        """Report every runner process seen to start and every actor seen to end since the last call."""
         for runner in self.runners:
+            if not runner.child_told and runner.child.done():
+                runner.child_told = True
+                if runner.child.exception() is None and runner.child.result() is not None:
+                    self.send("child", runner.name, runner.child.result())
             if not runner.settled and runner.future.done():
                 self._settle(runner)
 
@@ -423,10 +569,7 @@ class _Driver:
         except Exception as exc:
             error = dump_exception(exc)
         else:
-            if result is None:
-                status = "returned"
-            else:
-                error, at = result
+            status, error, at = result
         self.send("ended", runner.name, status, error, at, pid, node)
 
     # -- stopping -------------------------------------------------------------------------------------
@@ -474,6 +617,8 @@ class _Driver:
             ray.kill(runner.handle, no_restart=True)
 
     def _kill_starting(self) -> None:
+        # An actor that is up is stopped by the escalation instead, quicker than Ray reports a killed
+        # actor dead: ray.cancel ends its runner's process at once if that is still starting.
         for runner in self.running:
             if not runner.where.done():
                 _log.info("ray: %s was still starting when interrupted; ray.kill", runner.name)

@@ -24,6 +24,10 @@ NODES: dict[str, Any] = {}
 
 
 def _node_id() -> str:
+    # A runner runs in a child process of its actor, which names its Ray node in the environment.
+    node = os.environ.get("AGL_RAY_NODE_ID")
+    if node:
+        return node
     try:
         import ray
 

@@ -302,6 +302,19 @@ def test_F1_killed_worker_named_with_exit_status(harness: Any, start_method: str
     assert [o.status for o in h.workers.outcomes] == ["died", "returned"]
 
 
+def test_started_tells_when_a_worker_reached_its_callable(harness: Any) -> None:
+    h = harness("spawn")
+    h.workers.start("runner-0", waits, h.journal, h.event)
+    assert not h.workers.started("unknown")
+    h.expect("started")  # its callable runs: its "started" report was sent before
+    deadline = time.monotonic() + HANG
+    while not h.workers.started("runner-0"):  # read by wait(), which wakes on the report
+        assert time.monotonic() < deadline, "the worker's start was never read"
+        h.workers.wait(HANG)
+    h.workers.stop()
+    assert not h.workers.started("runner-0")  # ended: no longer a running worker
+
+
 def test_F1_silent_exit_is_reported(harness: Any) -> None:
     h = harness("fork")
     h.workers.start("w", exits_abruptly, h.journal)

@@ -116,7 +116,7 @@ def strategy(n_runners: int = 2, **options: Any) -> Any:
     return RayExecutionStrategy(n_runners=n_runners, **options)
 
 
-def live_actor_pids(scratch: Path) -> list[int]:
+def live_runner_pids(scratch: Path) -> list[int]:
     from ray_bundles import read_journal
 
     pids = {
@@ -163,7 +163,7 @@ def test_rollouts_done_exactly_once_and_connection_kept(cluster: None, tmp_path:
     assert {line.split()[2] for line in lines if line.startswith("runner started")} == {"0", "1"}  # L1
     assert sum(line.startswith("runner finally") for line in lines) == 2
     assert ray.is_initialized()  # the caller's connection is the caller's: never shut down
-    assert wait_gone(live_actor_pids(tmp_path)) == []  # no actor left behind
+    assert wait_gone(live_runner_pids(tmp_path)) == []  # no runner process left behind
 
 
 @needs_ray
@@ -183,7 +183,7 @@ def test_runner_error_arrives_with_type_message_and_remote_traceback(cluster: No
     assert "runner-1" in notes and "node" in notes  # E2: where it was raised
     frames = [frame.name for frame in __import__("traceback").extract_tb(info.value.__traceback__)]
     assert "__call__" in frames  # the runner's own frame, from the actor
-    assert wait_gone(live_actor_pids(tmp_path)) == []
+    assert wait_gone(live_runner_pids(tmp_path)) == []
 
 
 @needs_ray
@@ -196,7 +196,7 @@ def test_keyboard_interrupt_in_a_runner(cluster: None, tmp_path: Path) -> None:
             Runner(str(tmp_path), "ki-1"),
             InMemoryLightningStore(),
         )
-    assert wait_gone(live_actor_pids(tmp_path)) == []
+    assert wait_gone(live_runner_pids(tmp_path)) == []
 
 
 @needs_ray
@@ -209,7 +209,7 @@ def test_algorithm_error_stops_the_runners(cluster: None, tmp_path: Path) -> Non
         )
     lines = read_journal(str(tmp_path))
     assert sum(line.startswith("runner finally") for line in lines) == 2  # they saw the stop (L4)
-    assert wait_gone(live_actor_pids(tmp_path)) == []
+    assert wait_gone(live_runner_pids(tmp_path)) == []
 
 
 @needs_ray
@@ -225,15 +225,17 @@ def test_runner_ignoring_the_stop_is_cancelled_after_grace(cluster: None, tmp_pa
 
 
 @needs_ray
-def test_runner_stuck_in_blocking_code_is_killed(cluster: None, tmp_path: Path) -> None:
+def test_runner_stuck_in_blocking_code_is_interrupted(cluster: None, tmp_path: Path) -> None:
     from ray_bundles import Algorithm, Runner, read_journal
 
     s = strategy(1, graceful_timeout=0.5, terminate_timeout=1.0)
     started = time.monotonic()
     s.execute(Algorithm(str(tmp_path), "return", 1), Runner(str(tmp_path), "block"), InMemoryLightningStore())
     assert time.monotonic() - started < 40  # the runner sleeps 60 s: it was not waited for (L7)
-    assert "runner finally 0" not in read_journal(str(tmp_path))
-    assert wait_gone(live_actor_pids(tmp_path)) == []
+    # Its actor's escalation began with SIGINT, which interrupts blocking code in the runner's process.
+    lines = read_journal(str(tmp_path))
+    assert "runner raised 0 KeyboardInterrupt" in lines and "runner finally 0" in lines, lines
+    assert wait_gone(live_runner_pids(tmp_path)) == []
 
 
 @needs_ray
@@ -247,7 +249,8 @@ def test_actor_killed_mid_run_is_worker_died_and_its_claim_requeued(cluster: Non
             Runner(str(tmp_path), "claim-1"),
             store,
         )
-    assert info.value.name == "runner-1"  # F1: the worker and its node are named
+    assert info.value.name == "runner-1"  # F1: the worker, its exit status and its node are named
+    assert info.value.exitcode == -signal.SIGKILL and "SIGKILL" in str(info.value), info.value
     rollout_id = next(line.split()[1] for line in read_journal(str(tmp_path)) if line.startswith("claimed "))
     import asyncio
 
@@ -257,7 +260,23 @@ def test_actor_killed_mid_run_is_worker_died_and_its_claim_requeued(cluster: Non
     # Nothing lost: the dead runner's attempt was given up and the rollout requeued by its policy (T3).
     assert attempts[0].status == "unresponsive"
     assert rollout.status in ("queuing", "requeuing", "running", "succeeded"), rollout.status
-    assert wait_gone(live_actor_pids(tmp_path)) == []
+    assert wait_gone(live_runner_pids(tmp_path)) == []
+
+
+@needs_ray
+def test_a_dead_runner_process_is_worker_died_naming_status_and_node_across_processes() -> None:
+    from agentlightning.execution.ray_driver import RunnerProcessDied
+    from agentlightning.remote_errors import dump_exception, load_exception
+
+    error = load_exception(dump_exception(RunnerProcessDied("runner-1", 4242, -9, "0123abcd at 127.0.0.1")))
+    assert type(error) is RunnerProcessDied and isinstance(error, WorkerDied)
+    assert (error.name, error.pid, error.exitcode, error.node) == (
+        "runner-1",
+        4242,
+        -9,
+        "0123abcd at 127.0.0.1",
+    )
+    assert "'runner-1'" in str(error) and "SIGKILL" in str(error) and "0123abcd at 127.0.0.1" in str(error)
 
 
 @needs_ray
@@ -295,7 +314,7 @@ def test_owned_cluster_and_ctrl_c(tmp_path: Path) -> None:
             child.wait()
     assert "raised KeyboardInterrupt" in out, out  # K3
     assert wait_gone(raylets) == [], "the cluster execute() started must be stopped"
-    assert wait_gone(live_actor_pids(tmp_path)) == []
+    assert wait_gone(live_runner_pids(tmp_path)) == []
 
 
 @needs_ray
@@ -313,9 +332,11 @@ def test_the_kit_probe_names_live_actors_and_none_after_the_run(cluster: None, t
     from ray_bundles import Runner
 
     s.execute(probing_algorithm, Runner(str(tmp_path), "wait"), InMemoryLightningStore())
-    assert sorted(entry.split("'")[1] for entry in seen) == ["runner-0", "runner-1"], seen
+    actors = sorted(entry.split("'")[1] for entry in seen if entry.startswith("Ray actor"))
+    processes = sorted(entry.split("'")[1] for entry in seen if entry.startswith("runner process"))
+    assert actors == processes == ["runner-0", "runner-1"], seen  # each actor and its runner's process
     assert all("still running" in entry and "node" in entry for entry in seen)
-    assert wait_gone(live_actor_pids(tmp_path)) == []
+    assert wait_gone(live_runner_pids(tmp_path)) == []
     assert s.remote_resources() == []
 
 
@@ -335,4 +356,4 @@ def test_execute_leaves_no_ray_thread_or_connection_in_the_caller(cluster: None,
     )
     assert {thread.id for thread in me.threads()} - threads_before == set()
     assert {(c.laddr, c.raddr) for c in me.net_connections()} - sockets_before == set()
-    assert wait_gone(live_actor_pids(tmp_path)) == []
+    assert wait_gone(live_runner_pids(tmp_path)) == []
