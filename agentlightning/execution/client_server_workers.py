@@ -15,6 +15,9 @@ from agentlightning.store.http.client import HttpLightningStore  # noqa: F401 - 
 
 __all__ = ["PRELOAD", "run_algorithm", "run_runner"]
 
+# Marked as ours: a Ctrl+C that arrives in this module's frames is deferred to bundle code (see threads).
+_KEYBOARD_INTERRUPT_PROTECTED = True
+
 PRELOAD: tuple[str, ...] = (__name__,)
 """What the forkserver imports once for every worker it forks (this module and what it imports)."""
 
