@@ -10,14 +10,15 @@ Workloads (each strategy, n_runners = 1, 2, 4, medians over repeated runs):
   terminal's Ctrl+C; a strategy that swallows the interrupt fails W3 whatever its latency).
 - W4 start-up latency: ``execute()`` called -> every runner running (ms).
 
-``ray`` (when the extra is installed) runs against one local Ray cluster started before its first
-measurement and stopped after its last (``conformance.ray_session``; or the cluster ``RAY_ADDRESS``
-names): this process connects to it once, as a training script's ``ray.init()`` does, so W1, W2 and W4
-are ``execute()`` on an already running cluster and an open connection; W3's child joins it by address.
+``ray`` (when the extra is installed) runs against one local Ray cluster on 127.0.0.1, started before
+its first measurement and stopped after its last (``conformance.ray_session``; or the cluster
+``RAY_ADDRESS`` names, which is never stopped here): this process connects to it once, as a training
+script's ``ray.init()`` does, so W1, W2 and W4 are ``execute()`` on an already running cluster and an
+open connection; W3's child joins it by address. The cluster runs while every strategy of the run is
+measured, so that W1's repeats alternate between strategies under the same conditions.
 
-Bundles are module-level, picklable and report through files in a scratch directory with
-``time.monotonic()`` stamps (one clock for every process on the machine), so the same workloads run
-unchanged against process strategies. A strategy joins the benchmark with one entry in ``STRATEGIES``.
+The bundles live in ``bench.bundles`` (importable by name in every process that unpickles them, Ray's
+workers included). A strategy joins the benchmark with one entry in ``STRATEGIES``.
 
 Usage: ``python -m bench.strategies [--quick] [--strategy shm ...] [--runners 1 2 4] [--json PATH]``.
 """
@@ -25,7 +26,6 @@ Usage: ``python -m bench.strategies [--quick] [--strategy shm ...] [--runners 1 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import importlib
 import json
@@ -40,6 +40,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bench.bundles import (
+    HANG,
+    LifecycleAlgorithm,
+    LifecycleRunner,
+    ThroughputAlgorithm,
+    ThroughputRunner,
+    read_stamp,
+)
 
 __all__ = [
     "RELATIVE_TARGETS",
@@ -93,122 +102,6 @@ RELATIVE_TARGETS: dict[str, dict[str, tuple[str, float, str]]] = {
 ``(op, factor, baseline strategy)``; judged only when the baseline was measured too."""
 
 UNITS = {"W1": "rollouts/s", "W2": "ms", "W3": "ms", "W4": "ms"}
-HANG = 60.0
-
-
-# -- bundles (module level: picklable for process strategies) --------------------------------------------
-
-
-def _stamp(directory: str, name: str, value: float) -> None:
-    path = Path(directory, name)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(repr(value))
-    tmp.replace(path)  # atomic: a reader never sees a half-written stamp
-
-
-def _read(directory: str, name: str) -> float:
-    return float(Path(directory, name).read_text())
-
-
-async def _all_runners_ready(directory: str, n_runners: int) -> None:
-    deadline = time.monotonic() + HANG
-    while sum(Path(directory, f"ready-{i}").exists() for i in range(n_runners)) < n_runners:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"runners never all started ({n_runners} expected) in {directory}")
-        await asyncio.sleep(0.001)
-
-
-@dataclass(frozen=True)
-class LifecycleAlgorithm:
-    """W2/W4 (and W3 with ``wait_for_stop``): wait for every runner, then return (or wait for the stop)."""
-
-    directory: str
-    n_runners: int
-    wait_for_stop: bool = False
-
-    async def __call__(self, store: Any, event: Any) -> None:
-        from agentlightning.execution.events import wait_async
-
-        await _all_runners_ready(self.directory, self.n_runners)
-        if self.wait_for_stop:
-            await wait_async(event, HANG)
-            return
-        _stamp(self.directory, "algorithm-returns", time.monotonic())
-
-
-@dataclass(frozen=True)
-class LifecycleRunner:
-    """Reports that it runs, then waits for the stop event (event-driven, no polling)."""
-
-    directory: str
-
-    async def __call__(self, store: Any, worker_id: int, event: Any) -> None:
-        from agentlightning.execution.events import wait_async
-
-        _stamp(self.directory, f"ready-{worker_id}", time.monotonic())
-        await wait_async(event, HANG)
-
-
-@dataclass(frozen=True)
-class ThroughputAlgorithm:
-    """W1: enqueue ``n_rollouts``, wait until all are complete, report the rate."""
-
-    directory: str
-    n_runners: int
-    n_rollouts: int
-    payload_bytes: int = 0
-    """Size of a string carried in every rollout's input (0: just the index)."""
-    wait_seconds: float = HANG
-    """How long the rollouts may take to complete once enqueued (longer for CPU-bound runners)."""
-
-    async def __call__(self, store: Any, event: Any) -> None:
-        await _all_runners_ready(self.directory, self.n_runners)
-        blob = "x" * self.payload_bytes
-        start = time.perf_counter()
-        ids = [
-            (await store.enqueue_rollout(input={"i": i, "payload": blob} if blob else {"i": i})).rollout_id
-            for i in range(self.n_rollouts)
-        ]
-        done = await store.wait_for_rollouts(rollout_ids=ids, timeout=self.wait_seconds)
-        elapsed = time.perf_counter() - start
-        if len(done) != self.n_rollouts or any(r.status != "succeeded" for r in done):
-            raise RuntimeError(f"W1: {len(done)}/{self.n_rollouts} rollouts completed")
-        _stamp(self.directory, "rate", self.n_rollouts / elapsed)
-
-
-@dataclass(frozen=True)
-class ThroughputRunner:
-    """W1: claim and complete rollouts until the stop; back off from 0.5 ms to 8 ms while idle."""
-
-    directory: str
-    work_seconds: float = 0.0
-    """Pure-Python CPU each rollout costs its runner before it completes (``bench.cpu_bound``)."""
-
-    async def __call__(self, store: Any, worker_id: int, event: Any) -> None:
-        from agentlightning.execution.events import wait_async
-
-        _stamp(self.directory, f"ready-{worker_id}", time.monotonic())
-        idle = 0.0005
-        while not event.is_set():
-            rollout = await store.dequeue_rollout()
-            if rollout is None:
-                await wait_async(event, idle)
-                idle = min(idle * 2, 0.008)
-                continue
-            idle = 0.0005
-            if self.work_seconds:
-                _burn_cpu(self.work_seconds)
-            await store.update_attempt(rollout.rollout_id, rollout.attempt.attempt_id, status="succeeded")
-
-
-def _burn_cpu(seconds: float) -> int:
-    """Pure-Python work for about ``seconds`` of CPU time (holds the GIL throughout)."""
-    deadline = time.thread_time() + seconds
-    total = 0
-    while time.thread_time() < deadline:
-        for i in range(2000):
-            total += i * i % 7
-    return total
 
 
 # -- one measurement each ----------------------------------------------------------------------------------
@@ -233,7 +126,7 @@ def measure_w1(
             ThroughputRunner(directory, work_seconds),
             _store(),
         )
-        return _read(directory, "rate")
+        return read_stamp(directory, "rate")
 
 
 def measure_w2_w4(spec: BenchStrategy, n_runners: int) -> tuple[float, float]:
@@ -248,8 +141,8 @@ def measure_w2_w4(spec: BenchStrategy, n_runners: int) -> tuple[float, float]:
         called = time.monotonic()
         strategy.execute(algorithm, runner, store)
         returned = time.monotonic()
-        ready = max(_read(directory, f"ready-{i}") for i in range(n_runners))
-        return (returned - _read(directory, "algorithm-returns")) * 1e3, (ready - called) * 1e3
+        ready = max(read_stamp(directory, f"ready-{i}") for i in range(n_runners))
+        return (returned - read_stamp(directory, "algorithm-returns")) * 1e3, (ready - called) * 1e3
 
 
 def measure_w3(spec: BenchStrategy, n_runners: int) -> dict[str, Any]:
@@ -399,22 +292,41 @@ def available(names: Sequence[str]) -> tuple[list[str], dict[str, str]]:
 
 @contextlib.contextmanager
 def _cluster_for(names: Sequence[str]) -> Iterator[None]:
-    """For ``ray``: a running cluster (``RAY_ADDRESS``'s, else one held for the block) that this process
-    is connected to, and ``RAY_ADDRESS`` set for W3's children; nothing for the other strategies."""
+    """For ``ray``: a running cluster (``RAY_ADDRESS``'s, never stopped here; else one started for the
+    block, on 127.0.0.1, and stopped at its end) that this process is connected to, and its environment
+    (address, token) set for W3's children; nothing for the other strategies.
+
+    Ray reads ``RAY_AUTH_MODE`` once, when it is first imported (its native config is cached then): the
+    cluster's environment is set before Ray is imported, or this process would join with token
+    authentication disabled and the cluster would refuse it (``InvalidAuthToken``).
+    """
     if "ray" not in names:
         yield
         return
-    import ray
-
     from conformance.ray_session import held_cluster
 
     with contextlib.ExitStack() as stack:
         if not os.environ.get("RAY_ADDRESS"):
+            if "ray" in sys.modules:
+                raise RuntimeError(
+                    "Ray was imported before the benchmark's cluster was started: it would not see the "
+                    "cluster's RAY_AUTH_MODE; import it after, or name a running cluster in RAY_ADDRESS"
+                )
             env = stack.enter_context(held_cluster())
             saved = {key: os.environ.get(key) for key in env}
             os.environ.update(env)
             stack.callback(_restore, saved)
-        ray.init(address=os.environ["RAY_ADDRESS"], configure_logging=False, log_to_driver=False)
+        import ray
+
+        # The actors and their runner processes unpickle ``bench.bundles`` by name: the repository on
+        # their path, whichever cluster this is.
+        path = os.pathsep.join(filter(None, [str(_REPO), os.environ.get("PYTHONPATH")]))
+        ray.init(
+            address=os.environ["RAY_ADDRESS"],
+            configure_logging=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"PYTHONPATH": path}},
+        )
         stack.callback(ray.shutdown)
         yield
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import pickle
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +16,7 @@ from bench import strategies
 from bench.__main__ import main as bench_main
 from bench.report import PLOTS, render_markdown, write_report
 from bench.scaling import rollouts_for_payload
+from conformance.ray_session import RAY_MISSING, ray_missing
 
 
 def _row(median: float, **fields: Any) -> dict[str, Any]:
@@ -266,3 +271,46 @@ def test_ray_without_its_extra_is_named_not_measured(monkeypatch: pytest.MonkeyP
     assert strategies.available(["cs", "ray"]) == (["cs"], {"ray": ray_session.RAY_MISSING})
     with pytest.raises(ValueError, match=r"cannot benchmark 'ray': .*agentlightning-execution\[ray\]"):
         strategies.run(["ray"], runners=(2,), repeats=1)
+
+
+def test_bundles_pickle_by_reference_to_bench_bundles() -> None:
+    """Ray's workers and the runner processes they spawn unpickle a bundle by its module's name: that
+    name is ``bench.bundles`` even when ``bench.strategies`` runs as ``__main__``."""
+    from bench import bundles
+
+    for bundle in (
+        bundles.LifecycleAlgorithm("d", 2),
+        bundles.LifecycleRunner("d"),
+        bundles.ThroughputAlgorithm("d", 2, 10),
+        bundles.ThroughputRunner("d"),
+    ):
+        data = pickle.dumps(bundle)
+        assert b"bench.bundles" in data and b"__main__" not in data, type(bundle).__name__
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(bool(ray_missing()), reason=RAY_MISSING)
+def test_ray_rows_are_measured_on_a_cluster_the_bench_starts_and_stops(tmp_path: Path) -> None:
+    """``python -m bench.strategies --strategy ray`` as a user runs it (``__main__``, no ``RAY_ADDRESS``):
+    it starts its cluster, joins it with the cluster's token, measures W1-W4 and stops the cluster
+    before it writes its rows (a cluster that survives its stop raises instead). Figures are not
+    judged here: a target missed is exit status 1 with the rows written."""
+    out = tmp_path / "rows.json"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
+    command = [sys.executable, "-m", "bench.strategies", "--strategy", "ray", "--runners", "2"]
+    command += ["--repeats", "1", "--rollouts", "50", "--json", str(out)]
+    done = subprocess.run(
+        command,
+        cwd=Path(strategies.__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=800,
+        check=False,
+    )
+    assert out.exists(), f"exit status {done.returncode}:\n{done.stderr[-4000:]}"
+    rows = {row["workload"]: row for row in json.loads(out.read_text()) if row["strategy"] == "ray"}
+    assert sorted(rows) == ["W1", "W2", "W3", "W4"]
+    assert rows["W3"]["w3_outcomes"] == ["KeyboardInterrupt"]
+    assert all(row["median"] > 0 for row in rows.values())
