@@ -148,6 +148,7 @@ class _Delayer:
         self.perturbation = perturbation
         self._streams: dict[tuple[str, str], random.Random] = {}
         self._lock = threading.Lock()
+        self._drawing = threading.local()
         self.counts: dict[str, int] = dict.fromkeys(POINTS, 0)
 
     @property
@@ -155,6 +156,18 @@ class _Delayer:
         return sum(self.counts.values())
 
     def draw(self, point: str) -> float:
+        if getattr(self._drawing, "active", False):
+            # Re-entered on this thread: a signal handler run mid-draw (a SIGINT handler that wakes its loop
+            # with call_soon_threadsafe hits socket-send) would wait forever for the lock this thread holds
+            # below, so the inner hit goes undelayed.
+            return 0.0
+        self._drawing.active = True
+        try:
+            return self._draw(point)
+        finally:
+            self._drawing.active = False
+
+    def _draw(self, point: str) -> float:
         owner = _owner(point)
         with self._lock:
             stream = self._streams.get((point, owner))

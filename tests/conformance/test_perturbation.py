@@ -277,3 +277,41 @@ def test_each_bundle_draws_its_own_delays_whatever_the_others_drew_before_it() -
         assert delays == delay_plan(perturbation, 20, "store-call", owner=name)
     assert in_order["runner 0"] != in_order["runner 1"]
     assert unowned == delay_plan(perturbation, 20, "store-call", owner="MainThread")  # the thread's own
+
+
+def test_a_racing_point_hit_again_during_a_draw_on_the_same_thread_is_not_delayed_and_does_not_hang() -> None:
+    """A signal handler that hits a racing point mid-draw (a SIGINT handler waking its loop through
+    call_soon_threadsafe sends on a socket) finds the draw's lock held by its own thread: the inner hit goes
+    undelayed instead of deadlocking, which hung execute() after a Ctrl+C in P1's scenarios."""
+    import conformance.perturbation as perturbation_module
+
+    perturbation = Perturbation(seed=5, rate=1.0, max_delay=0.001, points=("socket-send",))
+    inner: list[float] = []
+    original_stream = perturbation_module._stream
+
+    with installed(perturbation) as delayer:
+        assert delayer is not None
+
+        def stream_that_reenters(*args: object, **kwargs: object) -> object:
+            inner.append(
+                delayer.draw("socket-send")
+            )  # under the delayer's lock, as a signal handler would be
+            return original_stream(*args, **kwargs)  # type: ignore[arg-type]
+
+        done = threading.Event()
+        outer: list[float] = []
+
+        def draw_once() -> None:
+            outer.append(delayer.draw("socket-send"))
+            done.set()
+
+        perturbation_module._stream = stream_that_reenters  # type: ignore[assignment]
+        try:
+            thread = threading.Thread(target=draw_once, daemon=True)
+            thread.start()
+            assert done.wait(30.0), "a re-entered draw deadlocked"
+            thread.join(30.0)
+        finally:
+            perturbation_module._stream = original_stream
+    assert inner and set(inner) == {0.0}  # every stream made (this thread's start hits some too)
+    assert outer[0] > 0
