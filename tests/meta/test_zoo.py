@@ -94,36 +94,30 @@ def test_broken_strategy_fails_its_contract(specimen: Specimen, request: pytest.
 
 
 @pytest.mark.timeout(600)
-def test_a_failed_prerequisite_blocks_its_dependents_on_the_zoo() -> None:
-    # l1_ignores_n_runners once kept every scenario waiting out its hang bound; now L1 is settled first
-    # and its dependents are reported blocked by it (L1 itself is not even selected here).
-    (specimen,) = [s for s in _ZOO if s.name == "l1_ignores_n_runners"]
+@pytest.mark.parametrize(
+    ("name", "breaks", "selection", "blocked", "runs"),
+    [
+        # l1_ignores_n_runners once kept every scenario waiting out its hang bound; now L1 is settled first
+        # and its dependents are reported blocked by it (L1 itself is not even selected here), while G2
+        # (configuration) depends on nothing.
+        ("l1_ignores_n_runners", "L1", "L2- or S1- or G2-", ["L2", "S1"], "G2"),
+        # e5_waits_for_runners_ready hangs once a runner ends at once: L3's runner returns at once and L7's
+        # blocks in its first step, so each waited out its hang bound; now E5 (not selected here) is settled
+        # first and they are reported blocked by it, while E2 (a runner failing once all run) still runs.
+        ("e5_waits_for_runners_ready", "E5", "L3- or L7- or E2-", ["L3", "L7"], "E2"),
+    ],
+)
+def test_a_failed_prerequisite_blocks_its_dependents_on_the_zoo(
+    name: str, breaks: str, selection: str, blocked: list[str], runs: str
+) -> None:
+    (specimen,) = [s for s in _ZOO if s.name == name]
     row = run_one(
-        Row(
-            name=specimen.name, spec=specimen.spec, role="broken", breaks="L1", selection="L2- or S1- or G2-"
-        ),
+        Row(name=specimen.name, spec=specimen.spec, role="broken", breaks=breaks, selection=selection),
         timeout=540.0,
     )
     assert not row.error, row.error
-    assert sorted(row.blocked) == ["L2", "S1"], row.verdicts
-    assert row.verdicts["G2"] == "pass"  # configuration depends on nothing
-
-
-@pytest.mark.timeout(600)
-def test_a_start_up_hang_blocks_the_scenarios_that_stand_on_it_on_the_zoo() -> None:
-    # e5_waits_for_runners_ready hangs once a runner ends at once: L3's runner returns at once and L7's
-    # blocks in its first step, so each waited out its hang bound; now E5 (not selected here) is settled
-    # first and they are reported blocked by it, while E2 (a runner failing once all run) still runs.
-    (specimen,) = [s for s in _ZOO if s.name == "e5_waits_for_runners_ready"]
-    row = run_one(
-        Row(
-            name=specimen.name, spec=specimen.spec, role="broken", breaks="E5", selection="L3- or L7- or E2-"
-        ),
-        timeout=540.0,
-    )
-    assert not row.error, row.error
-    assert sorted(row.blocked) == ["L3", "L7"], row.verdicts
-    assert row.verdicts["E2"] == "pass"
+    assert sorted(row.blocked) == blocked, row.verdicts
+    assert row.verdicts[runs] == "pass"
 
 
 @pytest.mark.timeout(600)
