@@ -131,6 +131,10 @@ class StoreMethod:
         """The model that is the whole HTTP body (``add_span``), or ``None`` for a body of keywords."""
         self.returns: Any = hints["return"]
         self.result: TypeAdapter[Any] = TypeAdapter(self.returns)
+        # The adapters' core validators, called directly on the hot paths: a TypeAdapter method is a
+        # Python frame (keywords, checks) around the same call.
+        self._validate_result: Callable[[bytes], Any] = self.result.validator.validate_json
+        self._validate_keywords: Callable[[dict[str, Any]], dict[str, Any]] | None = None
         self._bounds = dict(bounds or {})
         self._request: type[MethodRequest] | None = None
         self._validator: TypeAdapter[dict[str, Any]] | None = None
@@ -218,6 +222,7 @@ class StoreMethod:
             shape = typed_dict(f"{self.name}_keywords", keys, total=False)
             shape.__pydantic_config__ = ConfigDict(extra="forbid", allow_inf_nan=False)
             self._validator = TypeAdapter(shape)
+            self._validate_keywords = self._validator.validator.validate_python
         return self._validator
 
     def arguments(self, fields: dict[str, Any], limits: ValueLimits) -> dict[str, Any]:
@@ -236,7 +241,10 @@ class StoreMethod:
                 }
             else:
                 checked[name] = check_json(name, value, limits)
-        return self.validator.validate_python(checked)
+        validate = self._validate_keywords
+        if validate is None:
+            validate = self.validator.validator.validate_python
+        return validate(checked)
 
     def encode(self, result: Any) -> bytes:
         """The result as JSON; a result that is not of the method's type raises (it would not decode).
@@ -256,7 +264,7 @@ class StoreMethod:
 
     def decode(self, raw: bytes | None) -> Any:
         """The result from its JSON (``None`` stands for JSON ``null``: the ipc wire's nil)."""
-        return None if raw is None else self.result.validate_json(raw)
+        return None if raw is None else self._validate_result(raw)
 
     def __repr__(self) -> str:
         return f"StoreMethod({self.name!r})"

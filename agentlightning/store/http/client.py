@@ -34,9 +34,10 @@ import asyncio
 import contextlib
 import copy
 import json
+import os
+import secrets
 import ssl
 import time
-import uuid
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -56,10 +57,46 @@ _API = "/v1/"
 # Below the server's keep-alive bound (limits.DEFAULT_KEEPALIVE_SECONDS, 5 s; a test keeps them in step),
 # written out so that a runner process never imports the server's framework (limits.py needs uvicorn).
 _KEEPALIVE_SECONDS = 3.0
+_UNREAD_HEADERS = ("Accept", "Accept-Encoding", "User-Agent")
+"""Headers aiohttp adds by default that the store server never reads (it never compresses its answers)."""
 
 
 class StoreServerUnreachable(ConnectionError):
     """The store server could not be reached (refused, timed out, connection lost) within the bound."""
+
+
+_forks = 0
+"""Incremented in a child process at each fork: a client's request ids start a new sequence there."""
+
+
+def _count_fork() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_count_fork)
+
+
+class _RequestIds:
+    """Request ids for writes (``replays.py``): a random 128-bit prefix, then a counter.
+
+    Unique without a random draw per write (a ``uuid4`` is a system call and a few microseconds on every
+    write of a busy runner). The prefix is drawn on first use, again in a forked child, and a copy of a
+    client (pickled to a runner, ``named()``) gets ids of its own: no two processes share a sequence.
+    """
+
+    __slots__ = ("_count", "_forks", "_prefix")
+
+    def __init__(self) -> None:
+        self._forks = -1
+        self._prefix = ""
+        self._count = 0
+
+    def next(self) -> str:
+        if self._forks != _forks:
+            self._forks, self._prefix, self._count = _forks, secrets.token_hex(16), 0
+        self._count += 1
+        return f"{self._prefix}-{self._count:x}"
 
 
 class HttpLightningStore(RemoteLightningStore):
@@ -110,6 +147,7 @@ class HttpLightningStore(RemoteLightningStore):
         self.client_name: str | None = None
         self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
         self._ssl: ssl.SSLContext | None = None
+        self._request_ids = _RequestIds()
 
     def named(self, client_name: str) -> HttpLightningStore:
         """A copy of this client (no connection shared) that names itself ``client_name`` to the server."""
@@ -117,6 +155,7 @@ class HttpLightningStore(RemoteLightningStore):
             raise ValueError(f"client_name must be a non-empty printable str, got {client_name!r}")
         clone = copy.copy(self)
         clone._sessions = {}
+        clone._request_ids = _RequestIds()
         clone.client_name = client_name
         return clone
 
@@ -147,6 +186,8 @@ class HttpLightningStore(RemoteLightningStore):
                     ssl=self._ssl if self._ssl is not None else True,
                 ),
                 trust_env=False,  # a proxy from the environment must not sit between runners and the store
+                # Headers the server never reads: each costs both ends a header to write and to parse.
+                skip_auto_headers=_UNREAD_HEADERS,
             )
             self._sessions[loop] = session
         return session
@@ -204,7 +245,7 @@ class HttpLightningStore(RemoteLightningStore):
         """``POST /v1/<method>`` with ``body`` (checked already), retried as the module docstring says."""
         session = self._session()
         # A write keeps one id across its retries: the server applies it once whatever reaches it twice.
-        headers = None if idempotent else {REQUEST_ID_HEADER: uuid.uuid4().hex}
+        headers = None if idempotent else {REQUEST_ID_HEADER: self._request_ids.next()}
         deadline = time.monotonic() + self.retry_seconds
         delay = 0.05
         tries = 0
@@ -308,6 +349,7 @@ class HttpLightningStore(RemoteLightningStore):
         state = self.__dict__.copy()
         state["_sessions"] = {}
         state["_ssl"] = None  # rebuilt from tls_ca where it is used
+        state["_request_ids"] = _RequestIds()  # a copy draws ids of its own
         return state
 
     def __repr__(self) -> str:
