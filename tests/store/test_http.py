@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import math
+import os
 import pickle
 import re
 import socket
@@ -468,6 +469,43 @@ def test_invalid_client_parameters_are_named(
 ) -> None:
     with pytest.raises(ValueError, match=name):
         HttpLightningStore(*args, **kwargs)
+
+
+def test_write_request_ids_are_unique_across_threads_copies_and_forks() -> None:
+    """Two writes under one id would make the server drop the second as a replay of the first."""
+    from agentlightning.store.http import client as http_client
+
+    store = HttpLightningStore("http://127.0.0.1:1")
+    ids = http_client._RequestIds()
+    drawn: list[list[str]] = [[] for _ in range(4)]
+    barrier = threading.Barrier(len(drawn))
+
+    def draw(into: list[str]) -> None:
+        barrier.wait()
+        into.extend(ids.next() for _ in range(5000))
+
+    threads = [threading.Thread(target=draw, args=(into,)) for into in drawn]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [i for into in drawn for i in into]
+    assert len(set(every)) == len(every) == 20000
+
+    first = store._request_ids.next()
+    copies = [pickle.loads(pickle.dumps(store)), store.named("other")]
+    prefixes = {first.rsplit("-", 1)[0]} | {c._request_ids.next().rsplit("-", 1)[0] for c in copies}
+    assert len(prefixes) == 3
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child reports its next id and leaves at once
+        os.write(write, store._request_ids.next().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 100).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert child.rsplit("-", 1)[0] != first.rsplit("-", 1)[0]
 
 
 class _HangingUp:

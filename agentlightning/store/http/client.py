@@ -33,12 +33,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import itertools
 import json
 import os
 import secrets
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -83,20 +84,21 @@ class _RequestIds:
     Unique without a random draw per write (a ``uuid4`` is a system call and a few microseconds on every
     write of a busy runner). The prefix is drawn on first use, again in a forked child, and a copy of a
     client (pickled to a runner, ``named()``) gets ids of its own: no two processes share a sequence.
+    Threads may share a client: the state is one tuple swapped whole and ``itertools.count`` hands each
+    caller its own number, so two threads never read the same one (two ids alike would make the server
+    drop one write as a replay of the other).
     """
 
-    __slots__ = ("_count", "_forks", "_prefix")
+    __slots__ = ("_state",)
 
     def __init__(self) -> None:
-        self._forks = -1
-        self._prefix = ""
-        self._count = 0
+        self._state: tuple[int, str, Iterator[int]] | None = None
 
     def next(self) -> str:
-        if self._forks != _forks:
-            self._forks, self._prefix, self._count = _forks, secrets.token_hex(16), 0
-        self._count += 1
-        return f"{self._prefix}-{self._count:x}"
+        state = self._state
+        if state is None or state[0] != _forks:
+            state = self._state = (_forks, secrets.token_hex(16), itertools.count(1))
+        return f"{state[1]}-{next(state[2]):x}"
 
 
 class HttpLightningStore(RemoteLightningStore):
