@@ -21,8 +21,10 @@ each such row is reported as skipped, with the reason naming the extra: never dr
 ``--interleavings`` runs each interleaving-only specimen (``INTERLEAVING_ONLY = True``: a defect that
 shows only in a rare interleaving of the strategy's own threads) ``--runs`` times (5 by default) under
 the ``ci`` profile, each with another seed, P1 only, and prints how many runs caught it, the median time
-P1 took to find it and how often the minimal scenario reproduced on its re-runs. Exit status 0 when every
-run caught its specimen.
+P1 took to find it and how often the minimal scenario reproduced on its re-runs; then the examples and
+references on the same seeds and profile (P1 only, the same perturbation), which must pass every run, and
+the load average when the runs began and ended (the times depend on it). Exit status 0 when every run
+caught its specimen and every example and reference passed.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ __all__ = [
     "kit_command",
     "main",
     "render_interleavings",
+    "render_p1_passes",
     "run_interleaving",
     "run_one",
 ]
@@ -425,6 +428,13 @@ class InterleavingRun:
     reproduced: int = 0  # re-runs of the minimal scenario that failed again
     reruns: int = 0
     error: str = ""
+    verdict: str = ""  # P1's verdict in the kit's report ("" when it has none)
+    role: str = "broken"  # "broken" (must be caught), "example" or "reference" (must pass)
+
+    @property
+    def ok(self) -> bool:
+        """A specimen's run caught it; an example's or reference's run passed P1."""
+        return self.caught if self.role == "broken" else self.verdict == "pass" and not self.error
 
 
 _REPRODUCED = re.compile(r"reproduced (\d+)/(\d+)")
@@ -432,22 +442,36 @@ _FOUND = re.compile(r"found after (\d+) scenario\(s\) in ([\d.]+) s")
 
 
 def run_interleaving(
-    name: str, spec: str, seed: int, *, profile: str = "ci", perturb: str = "", timeout: float = 900.0
+    name: str,
+    spec: str,
+    seed: int,
+    *,
+    profile: str = "ci",
+    perturb: str = "",
+    timeout: float = 900.0,
+    role: str = "broken",
+    extra: Sequence[str] = (),
 ) -> InterleavingRun:
     """Run the kit's P1 on ``spec`` with ``seed`` under ``profile`` and read what P1 found from its
-    report (``perturb``: a ``--conformance-perturb`` mode, else the profile's)."""
-    extra = ["--conformance-seed", str(seed), "--conformance-profile", profile]
+    report (``perturb``: a ``--conformance-perturb`` mode, else the profile's; ``extra``: further kit
+    arguments, an example's waiver file)."""
+    arguments = [*extra, "--conformance-seed", str(seed), "--conformance-profile", profile]
     if perturb:
-        extra += ["--conformance-perturb", perturb]
-    row = Row(name=name, spec=spec, role="broken", breaks="P1", selection="P1-", extra=tuple(extra))
-    run = InterleavingRun(name, spec, seed)
+        arguments += ["--conformance-perturb", perturb]
+    row = Row(name=name, spec=spec, role="broken", breaks="P1", selection="P1-", extra=tuple(arguments))
+    run = InterleavingRun(name, spec, seed, role=role)
     data, run.error, run.seconds = _run_kit(row, timeout)
     if data is None:
         return run
     for result in data.get("results", []):
-        if result.get("id") != "P1" or result.get("verdict") != "fail":
+        if result.get("id") != "P1":
+            continue
+        if run.verdict != "fail":
+            run.verdict = str(result.get("verdict", ""))
+        if result.get("verdict") != "fail":
             continue
         run.caught = True
+        run.error = "" if role == "broken" else str(result.get("reason", ""))[:300]
         figure = str(result.get("figure", ""))
         reproduced = _REPRODUCED.search(figure)
         if reproduced:
@@ -494,51 +518,101 @@ def render_interleavings(runs: Sequence[InterleavingRun]) -> str:
     return "\n".join(lines)
 
 
+def render_p1_passes(runs: Sequence[InterleavingRun]) -> str:
+    """The table of the examples and references: per strategy, the P1 runs that passed (each must)."""
+    names = list(dict.fromkeys(run.name for run in runs))
+    body = []
+    for name in names:
+        mine = [run for run in runs if run.name == name]
+        failed = [run for run in mine if not run.ok]
+        body.append(
+            (
+                name,
+                mine[0].role,
+                f"{len(mine) - len(failed)}/{len(mine)}",
+                " ".join(f"{run.seed}:{run.verdict or 'no verdict'}" for run in failed) or "-",
+                f"{statistics.median(run.seconds for run in mine):.0f} s",
+                " ".join(str(run.seed) for run in mine),
+            )
+        )
+    header = ("strategy", "role", "P1 runs passed", "failed runs (seed:verdict)", "median run", "seeds")
+    lines = _table(header, body)
+    lines += [f"  {run.name} seed {run.seed}: {run.error}" for run in runs if run.error and not run.ok]
+    failures = sum(not run.ok for run in runs)
+    lines.append(
+        f"examples and references passing P1: {len(runs) - failures}/{len(runs)} runs, {failures} failures"
+    )
+    return "\n".join(lines)
+
+
+def _load() -> str:
+    """The load average (1, 5 and 15 minutes), which the times of a run depend on."""
+    try:
+        return "load average " + ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:  # pragma: no cover - a platform without it
+        return "load average unknown"
+
+
 def _interleavings(args: argparse.Namespace) -> int:
     from strategies.broken import specimens
 
-    chosen = [specimen for specimen in specimens() if specimen.interleaving_only]
+    # (name, spec, role, extra kit arguments): the specimens, then the examples and references
+    subjects: list[tuple[str, str, str, tuple[str, ...]]] = [
+        (specimen.name, specimen.spec, "broken", ()) for specimen in specimens() if specimen.interleaving_only
+    ]
+    subjects += [(spec.rsplit(".", 2)[-2], spec, "example", example_args(spec)) for spec in EXAMPLES]
+    subjects += [(alias, alias, "reference", ()) for alias in REFERENCES]
     if args.only:
-        chosen = [specimen for specimen in chosen if any(pattern in specimen.name for pattern in args.only)]
-    if not chosen:
-        raise SystemExit("--interleavings: no interleaving-only specimen matches")
+        subjects = [subject for subject in subjects if any(pattern in subject[0] for pattern in args.only)]
+    if not subjects:
+        raise SystemExit("--interleavings: no interleaving-only specimen, example or reference matches")
     seeds = [args.seed + index for index in range(args.runs)]
+    broken = sum(subject[2] == "broken" for subject in subjects)
     print(
-        f"selfcheck --interleavings: {len(chosen)} specimens x {len(seeds)} seeds "
-        f"({', '.join(map(str, seeds))}), profile {args.profile}, P1 only, {args.jobs} at a time",
+        f"selfcheck --interleavings: {broken} specimens and {len(subjects) - broken} examples and "
+        f"references x {len(seeds)} seeds ({', '.join(map(str, seeds))}), profile {args.profile}, "
+        f"P1 only, {args.jobs} at a time; {_load()}",
         flush=True,
     )
-    jobs = [(specimen, seed) for specimen in chosen for seed in seeds]
+    jobs = [(subject, seed) for subject in subjects for seed in seeds]
     runs: list[InterleavingRun] = []
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         futures = [
             pool.submit(
                 run_interleaving,
-                specimen.name,
-                specimen.spec,
+                name,
+                spec,
                 seed,
                 profile=args.profile,
                 perturb=args.perturb,
+                role=role,
+                extra=extra,
             )
-            for specimen, seed in jobs
+            for (name, spec, role, extra), seed in jobs
         ]
         for done in concurrent.futures.as_completed(futures):
             run = done.result()
             found = f", found in {run.to_find:.1f} s" if run.to_find is not None else ""
-            status = "caught" if run.caught else "MISSED"
-            print(
-                f"  {status:<7} {run.name} seed {run.seed} ({run.seconds:.0f} s{found})",
-                flush=True,
-            )
+            if run.role == "broken":
+                status = "caught" if run.caught else "MISSED"
+            else:
+                status = "pass" if run.ok else "FAIL"
+            print(f"  {status:<7} {run.name} seed {run.seed} ({run.seconds:.0f} s{found})", flush=True)
             runs.append(run)
-    order = {(specimen.name, seed): index for index, (specimen, seed) in enumerate(jobs)}
+    order = {(subject[0], seed): index for index, (subject, seed) in enumerate(jobs)}
     runs.sort(key=lambda run: order[(run.name, run.seed)])
     print()
-    print(render_interleavings(runs))
+    specimen_runs = [run for run in runs if run.role == "broken"]
+    good_runs = [run for run in runs if run.role != "broken"]
+    if specimen_runs:
+        print(render_interleavings(specimen_runs))
+    if good_runs:
+        print(("\n" if specimen_runs else "") + render_p1_passes(good_runs))
+    print(f"{_load()} at the end")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump({"runs": [dataclasses.asdict(run) for run in runs]}, handle, indent=2)
-    return 0 if all(run.caught for run in runs) else 1
+    return 0 if all(run.ok for run in runs) else 1
 
 
 def _print_done(row: Row) -> None:
@@ -587,7 +661,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--interleavings",
         action="store_true",
-        help="run P1 on each interleaving-only specimen --runs times with different seeds; print the table",
+        help="run P1 on each interleaving-only specimen, example and reference --runs times with different "
+        "seeds; print the tables",
     )
     parser.add_argument("--runs", type=int, default=5, help="--interleavings: runs per specimen (default 5)")
     parser.add_argument(

@@ -11,7 +11,13 @@ import pytest
 
 from conformance.checks import CheckContext
 from conformance.scenarios import Scenario
-from conformance.selfcheck import _FOUND, _REPRODUCED, InterleavingRun, render_interleavings
+from conformance.selfcheck import (
+    _FOUND,
+    _REPRODUCED,
+    InterleavingRun,
+    render_interleavings,
+    render_p1_passes,
+)
 from strategies.broken import specimens
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,6 +52,25 @@ def test_the_table_counts_runs_and_medians_and_the_reproduction_rate() -> None:
     assert "2/3" in row_a and "6.0 s" in row_a and "5/6 (83%)" in row_a and "1 2 3" in row_a
     assert "b seed 1: the kit did not finish within 900 s" in text
     assert text.endswith("interleaving-only specimens caught: 2/4 runs")
+
+
+def test_the_examples_and_references_table_counts_p1_passes_and_names_each_failure() -> None:
+    runs = [
+        InterleavingRun("shm", "shm", 1, seconds=30.0, verdict="pass", role="reference"),
+        InterleavingRun("shm", "shm", 2, True, 40.0, verdict="fail", role="reference", error="L2/L4: late"),
+        InterleavingRun("thread_pool", "x.T", 1, error="the kit did not finish within 900 s", role="example"),
+        InterleavingRun("thread_pool", "x.T", 2, verdict="n/a", role="example"),
+        InterleavingRun("single_loop", "x.S", 1, verdict="pass", role="example"),
+    ]
+    assert [run.ok for run in runs] == [True, False, False, False, True]  # only a P1 pass passes
+    assert InterleavingRun("a", "x.A", 1, caught=True).ok and not InterleavingRun("a", "x.A", 1).ok
+    text = render_p1_passes(runs)
+    shm = next(line for line in text.splitlines() if line.startswith("shm "))
+    assert "reference" in shm and "1/2" in shm and "2:fail" in shm and "35 s" in shm and "1 2" in shm
+    pool = next(line for line in text.splitlines() if line.startswith("thread_pool "))
+    assert "0/2" in pool and "1:no verdict 2:n/a" in pool
+    assert "shm seed 2: L2/L4: late" in text and "thread_pool seed 1: the kit did not finish" in text
+    assert text.endswith("examples and references passing P1: 2/5 runs, 3 failures")
 
 
 def test_the_selfcheck_reads_the_figure_p1_reports() -> None:

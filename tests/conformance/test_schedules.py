@@ -283,6 +283,31 @@ def test_p1_takes_the_shapes_in_turn_whatever_the_seed() -> None:
         assert Counter(taken)["churn"] >= 1 and Counter(taken)["fail together"] >= 1
 
 
+def test_the_start_up_shapes_take_three_turns_in_eight_after_the_claim_and_report_races() -> None:
+    from conformance.schedules import shape_rotation
+
+    rotation = shape_rotation()
+    assert rotation[:3] == ("any", "churn", "fail together")  # the claim and report races keep their turns
+    start_up = [index for index, shape in enumerate(rotation) if shape in ("return at once", "stop at once")]
+    assert start_up == [3, 6, 7] and len(rotation) == 8
+    assert rotation.count("return at once") == 2 and rotation.count("stop at once") == 1
+
+
+def test_a_start_up_shape_s_runner_0_watches_the_event_and_the_others_tails_are_free() -> None:
+    from collections import Counter
+
+    from conformance.schedules import shape_of
+
+    drawn = _drawn(_PROCESSES, 300, 7, perturb=True)
+    start_up = [s for s in drawn if shape_of(s) in ("return at once", "stop at once")]
+    assert {shape_of(s) for s in start_up} == {"return at once", "stop at once"} and len(start_up) >= 20
+    for scenario in start_up:  # a runner that returns at once or ignores the event cannot miss the stop
+        tail = scenario.runners[0].steps[-1]
+        assert tail.kind == "poll" or tail.args.get("op") == "work", scenario.runners[0]
+    others = Counter(script.steps[-1].kind for s in start_up for script in s.runners[1:])
+    assert others["return"] >= 1 and others["ignore_event"] + others["block"] >= 1, others
+
+
 def test_churn_is_always_perturbed_at_its_claims_with_the_longest_delay() -> None:
     from conformance.schedules import shape_of
 
