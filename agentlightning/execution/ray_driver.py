@@ -64,6 +64,7 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from agentlightning import event_loops
 from agentlightning.execution import threads
 from agentlightning.execution.base import RunnerBundle
 from agentlightning.execution.event_bridge import EventBridge
@@ -295,7 +296,16 @@ class _RunnerHost:
         """On a thread of its own: start the runner's process, wait for it or the stop, stop it, reap it."""
         try:
             with _main_path_hidden():
-                processes.start(self.name, runner, store, worker_id, event, cleanup=store.close)
+                processes.start(
+                    self.name,
+                    runner,
+                    store,
+                    worker_id,
+                    event,
+                    cleanup=store.close,
+                    # Most of a runner's CPU is its HTTP client and event loop: uvloop's where installed.
+                    loop_factory=event_loops.new_event_loop,
+                )
             self.child_pid = processes.pid(self.name)
             while processes.running and not event.is_set() and not processes.started(self.name):
                 processes.wait(None)
