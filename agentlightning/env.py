@@ -143,7 +143,7 @@ AGL_CURRENT_ROLE: EnvVar[str] = EnvVar(
 AGL_EVENT_LOOP: EnvVar[str] = EnvVar(
     "AGL_EVENT_LOOP",
     _parse_loop,
-    "event loop of cs runner processes: uvloop (default where installed) or asyncio",
+    "event loop of cs and ray runner processes: uvloop (default where installed) or asyncio",
 )
 AGL_SERVER_HOST: EnvVar[str] = EnvVar("AGL_SERVER_HOST", _parse_nonempty, "cs store server host")
 AGL_SERVER_PORT: EnvVar[int] = EnvVar("AGL_SERVER_PORT", _parse_port, "cs store server port (0: ephemeral)")

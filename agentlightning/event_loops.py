@@ -1,10 +1,10 @@
 """The event loop of the runtime's own worker processes: uvloop's where it is installed.
 
 uvloop implements the ``asyncio`` event loop on libuv, in C. Where the loop's own machinery (callbacks,
-transports, timers) is much of a process's CPU, as in the ``cs`` strategy's runner processes (their
-aiohttp client), it costs measurably less per request. It is a dependency on the platforms it has wheels
-for (``pyproject.toml``); elsewhere, or with ``AGL_EVENT_LOOP=asyncio``, these loops are asyncio's own,
-with the same behaviour.
+transports, timers) is much of a process's CPU, as in the ``cs`` and ``ray`` strategies' runner
+processes (their aiohttp client), it costs measurably less per request. It is a dependency on the
+platforms it has wheels for (``pyproject.toml``); elsewhere, or with ``AGL_EVENT_LOOP=asyncio``, these
+loops are asyncio's own, with the same behaviour.
 
 Only processes the runtime starts and ends use it, each by passing ``new_event_loop`` as its loop
 factory (``WorkerSpec.loop_factory``): no event loop policy is ever installed. The caller's own process

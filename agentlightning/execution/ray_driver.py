@@ -37,7 +37,8 @@ its actor: ``processes``' parent-death guards). A SIGINT from the caller's
 escalation (a further Ctrl+C) moves on to the next step at once; SIGTERM ends the driver, and Ray kills
 its actors. A Ctrl+C before every actor has started kills those still starting at once instead of
 waiting for them (there is nothing of theirs to stop cleanly; K3), as ``processes`` does with worker
-processes still starting.
+processes still starting; an actor that is up but whose runner's process is still starting is
+cancelled at once (the actor SIGKILLs that process).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from agentlightning import event_loops
 from agentlightning.execution import threads
 from agentlightning.execution.base import RunnerBundle
 from agentlightning.execution.event_bridge import EventBridge
@@ -295,7 +297,16 @@ class _RunnerHost:
         """On a thread of its own: start the runner's process, wait for it or the stop, stop it, reap it."""
         try:
             with _main_path_hidden():
-                processes.start(self.name, runner, store, worker_id, event, cleanup=store.close)
+                processes.start(
+                    self.name,
+                    runner,
+                    store,
+                    worker_id,
+                    event,
+                    cleanup=store.close,
+                    # Most of a runner's CPU is its HTTP client and event loop: uvloop's where installed.
+                    loop_factory=event_loops.new_event_loop,
+                )
             self.child_pid = processes.pid(self.name)
             while processes.running and not event.is_set() and not processes.started(self.name):
                 processes.wait(None)
@@ -617,13 +628,17 @@ class _Driver:
             ray.kill(runner.handle, no_restart=True)
 
     def _kill_starting(self) -> None:
-        # An actor that is up is stopped by the escalation instead, quicker than Ray reports a killed
-        # actor dead: ray.cancel ends its runner's process at once if that is still starting.
+        # An actor that is up is cancelled instead, quicker than Ray reports a killed actor dead:
+        # ray.cancel ends its runner's process at once (SIGKILL) while that is still starting, rather
+        # than letting it finish starting only to see the stop (over a second under load).
         for runner in self.running:
             if not runner.where.done():
                 _log.info("ray: %s was still starting when interrupted; ray.kill", runner.name)
                 runner.killed = True
                 ray.kill(runner.handle, no_restart=True)
+            elif not runner.child.done():
+                _log.info("ray: %s's process was still starting when interrupted; ray.cancel", runner.name)
+                ray.cancel(runner.run_ref)
 
     def remove(self) -> None:
         """Kill every actor and remove the placement group; wait (bounded) until they are gone."""
