@@ -345,6 +345,9 @@ def check_host_loss(ctx: CheckContext) -> None:
         if run.wait_record(lambda r: r.kind == "enqueued", _hang(ctx), "enqueued") is None:
             _fail_run(ctx, run, expected="the algorithm enqueues its rollouts", observed="it never did")
         run.start(1, "runner", runner=_holder(1, hold=True))
+        # Host 2's side starts (and attaches) now, beside host 1's; its runner works only once host 1
+        # holds a claim (its gate), so that host 1 gets one.
+        run.start(2, "runner", runner=Script((Step("gate", args={"name": "work"}), *_WORK.steps)))
         held = run.wait_record(
             lambda r: r.bundle == "h1 runner 0" and r.kind == "dequeued" and r.detail != "none",
             _hang(ctx),
@@ -353,7 +356,7 @@ def check_host_loss(ctx: CheckContext) -> None:
         if held is None:
             _fail_run(ctx, run, expected="the runner on host 1 claims a rollout", observed="it claimed none")
         assert held is not None
-        run.start(2, "runner")
+        run.open_gate(2, "work")
         others = run.wait_record(
             lambda r: r.bundle == "h2 runner 0" and r.kind == "completed", _hang(ctx), "work on host 2"
         )
