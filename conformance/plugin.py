@@ -477,7 +477,7 @@ class ConformanceSession:
             )
         lines.append(f"conformance: capabilities {json.dumps(under_test.capabilities, default=list)}")
         if self.section_d is not None and any(
-            e.contract_id[0] == "D" and e.status == "run" for e in self.plan
+            CATALOGUE[e.contract_id].section == "D" and e.status == "run" for e in self.plan
         ):
             lines.append(self.section_d.header(self.profile.name))
         lines += [

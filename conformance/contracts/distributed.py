@@ -4,7 +4,9 @@ Each check places the strategy's sides with its ``host_sides`` (``conformance.ho
 algorithm side on host 0, a runner side on each other host. n/a names the reason where namespaces
 cannot be made; a strategy that runs on many hosts without ``host_sides`` fails saying what to declare.
 Bounds are the catalogue's (scaled by ``--conformance-timeout-scale``) plus what the strategy declares
-(``grace_seconds``, ``host_loss_seconds``, ``partition_seconds``, ``late_store_seconds``).
+(``grace_seconds``, ``host_loss_seconds``, ``partition_seconds``, ``late_store_seconds``) as built for
+section D: with its declared ``host_test_options`` under the user's options (``conformance.host_options``;
+the plugin hands the checks that target and those capabilities).
 """
 
 from __future__ import annotations
