@@ -4,17 +4,18 @@ A strategy declares what it is (``uses_processes``, ``shares_caller_store``, ...
 ``capabilities`` property or the class's ``capability_manifest``; a store does the same with its own keys
 (``durable``, ``thread_safe``). An unknown or misspelled key is an error naming it (with the closest known
 key), never a silent default; so is a value of the wrong type. ``host_sides`` (how the kit places a
-multi-host strategy's sides) is checked by ``placement.py``.
+multi-host strategy's sides) and ``host_test_options`` (the options it places them with) are checked by
+``placement.py``.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from conformance.placement import validate_host_sides
+from conformance.placement import validate_host_sides, validate_host_test_options
 
 __all__ = [
     "CAPABILITY_DEFAULTS",
@@ -43,6 +44,9 @@ CAPABILITY_DEFAULTS: Mapping[str, Any] = {
     # turn the distributed contracts into n/a.
     "runs_on_many_hosts": True,
     "host_sides": None,  # no default placement: the D checks fail asking for it (placement.py)
+    # Constructor options section D builds the sides with (under the user's --strategy-option values),
+    # so that it waits out short but realistic detection bounds; none: the user's options alone.
+    "host_test_options": None,
     # D2: how soon a lost runner host's attempts are given up, and what execute() then does.
     "host_loss_seconds": 10.0,
     "host_loss_policy": "raise",
@@ -83,6 +87,11 @@ _SECONDS = frozenset(
     }
 )
 HOST_LOSS_POLICIES: tuple[str, ...] = ("raise", "carry-on")
+_PLACEMENT_VALIDATORS: Mapping[str, Callable[..., Any]] = {
+    "host_sides": validate_host_sides,
+    "host_test_options": validate_host_test_options,
+}
+"""Section D's placement keys (``None``: not declared), each checked by ``placement.py``."""
 
 
 class CapabilityError(ValueError):
@@ -113,11 +122,12 @@ def _check_value(key: str, value: Any, owner: str) -> Any:
         if value not in HOST_LOSS_POLICIES:
             raise CapabilityError(f"{where} must be one of {', '.join(HOST_LOSS_POLICIES)}, got {value!r}")
         return value
-    if key == "host_sides":
+    placement = _PLACEMENT_VALIDATORS.get(key)
+    if placement is not None:
         if value is None:
             return None
         try:
-            return validate_host_sides(value, where=f"{owner}: host_sides")
+            return placement(value, where=f"{owner}: {key}")
         except ValueError as error:
             raise CapabilityError(str(error)) from None
     # supports_start_methods
@@ -167,6 +177,18 @@ def validate_manifest(
         raise CapabilityError(
             f"{owner}: capability 'host_sides' places sides on other hosts, but 'runs_on_many_hosts' is "
             f"False; declare one or the other"
+        )
+    if result.get("host_test_options") and not result.get("runs_on_many_hosts"):
+        raise CapabilityError(
+            f"{owner}: capability 'host_test_options' sets the options of section D's test hosts, but "
+            f"'runs_on_many_hosts' is False (section D is n/a); remove it"
+        )
+    placed = {name for side in (result.get("host_sides") or {}).values() for name in side.get("options", {})}
+    clash = sorted(placed & set(result.get("host_test_options") or {}))
+    if clash:
+        raise CapabilityError(
+            f"{owner}: capability 'host_test_options' sets {clash[0]!r}, which 'host_sides' already sets "
+            f"for each side; set it in one place"
         )
     return result
 

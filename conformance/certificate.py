@@ -3,8 +3,9 @@ which verdicts, so a CI gate (or a reader months later) can verify the claim wit
 
 ``--conformance-certificate PATH`` writes it after a run: the kit version and a hash of the catalogue and
 of the registered checks, the profile, seed, repeat count and timeout scale, Python and the platform, the
-strategy's SPEC, class, version and a hash of its source, its capabilities, the whole plan (every ``n/a``
-with its reason, every situation the profile left out), and every verdict with its figure and bound.
+strategy's SPEC, class, version and a hash of its source, its capabilities, the options section D ran
+with (``section_d``), the whole plan (every ``n/a`` with its reason, every situation the profile left
+out), and every verdict with its figure and bound.
 A SHA-256 digest over the canonical JSON catches an edited document.
 
 ``verify_certificate`` (``python -m conformance verify PATH``) lists every reason the document is not a
@@ -120,6 +121,8 @@ def build_certificate(
             "store_factory": report.store_factory,
             "store_options": report.store_options,
             "capabilities": dict(capabilities),
+            # The options section D built the strategy with and the bounds it checked (host_options.py).
+            "section_d": data["section_d"],
         },
         "waivers": report.waivers,
         "plan": data["plan"],

@@ -1,10 +1,12 @@
 """A multi-host run of a strategy for the D checks: its sides placed on test hosts by its ``host_sides``.
 
 ``HostRun`` makes ``NamespaceHosts``, picks ``{port}`` (free on host 0) and ``{token}`` (made for this
-run, never printed), and starts a side per host with ``python -m conformance.host_side``: the
-algorithm side on host 0, runner sides on the others, each with the scripted bundles and its own
-journal (``journal()`` merges them, naming each record's host: ``h1 runner 0``). Everything is
-removed when the block ends (processes, namespaces, temporary directory), whatever happened.
+run, never printed), and starts a side per host with ``python -m conformance.host_side``, built with the
+check's target options (for section D they include the strategy's ``host_test_options``:
+``conformance.host_options``): the algorithm side on host 0, runner sides on the others, each with the
+scripted bundles and its own journal (``journal()`` merges them, naming each record's host:
+``h1 runner 0``). Everything is removed when the block ends (processes, namespaces, temporary
+directory), whatever happened.
 docs/multi-host-strategies.md describes the procedure from the strategy author's side.
 """
 

@@ -4,7 +4,10 @@ A strategy whose runners can live on other hosts declares, in its capability man
 the constructor options and environment variables that make it its *algorithm side* (host 0: serves
 the store, runs the algorithm) and a *runner side* (every other host: runs the runners against it).
 What only the kit knows at run time is written as a placeholder (``{port}``, ``{token}``, ...), filled
-in by ``resolve_side``. docs/multi-host-strategies.md is the authors' guide.
+in by ``resolve_side``. It may also declare ``host_test_options``: constructor options that every side
+of section D is built with, under the user's ``--strategy-option`` values (``conformance.host_options``
+applies them), so that the D checks wait out short, realistic detection bounds rather than production
+defaults. docs/multi-host-strategies.md is the authors' guide.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ __all__ = [
     "require_host_sides",
     "resolve_side",
     "validate_host_sides",
+    "validate_host_test_options",
 ]
 
 Side = Literal["algorithm", "runner"]
@@ -139,6 +143,43 @@ def validate_host_sides(value: Any, *, where: str = "host_sides") -> dict[str, d
     return result
 
 
+_KIT_SET_OPTIONS: Mapping[str, str] = {
+    "n_runners": "the kit sets it per side (runners per host)",
+}
+"""Constructor options ``host_test_options`` must not set, with why."""
+
+
+def validate_host_test_options(value: Any, *, where: str = "host_test_options") -> dict[str, Any]:
+    """``value`` checked as constructor options for section D: a mapping of parameter names to JSON-like
+    values without placeholders (they are the same on every side). A ``ValueError`` names the offending
+    option. Whether the strategy accepts them is known only by building it (``conformance.host_options``).
+    """
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where} must be a mapping of constructor parameters to values, got {value!r}")
+    for name, option in value.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"{where}: {name!r} is not a parameter name")
+        if name in _KIT_SET_OPTIONS:
+            raise ValueError(f"{where}: {name!r} cannot be set here: {_KIT_SET_OPTIONS[name]}")
+        _check_value(option, f"{where}.{name}")
+        if _placeholder_names(option):
+            raise ValueError(
+                f"{where}.{name}: {option!r} uses a placeholder; placeholders belong in host_sides (the "
+                f"test options are the same on every side)"
+            )
+    return dict(value)
+
+
+def _placeholder_names(value: Any) -> set[str]:
+    """Every placeholder a (JSON-like, valid) option value uses, at any depth."""
+    if isinstance(value, str):
+        return set(_placeholders_in(value, "value"))
+    items = (
+        value.values() if isinstance(value, Mapping) else value if isinstance(value, (list, tuple)) else ()
+    )
+    return {name for item in items for name in _placeholder_names(item)}
+
+
 def require_host_sides(capabilities: Mapping[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
     """The validated ``host_sides`` of a strategy that runs on many hosts; ``ValueError`` saying what
     to declare when it runs on many hosts (declared, or by default) but did not say how to place it."""
@@ -169,13 +210,7 @@ def _fill(value: Any, values: Mapping[str, Any]) -> Any:
 
 
 def _mentions_token(value: Any) -> bool:
-    if isinstance(value, str):
-        return "token" in _placeholders_in(value, "value")
-    if isinstance(value, (list, tuple)):
-        return any(_mentions_token(item) for item in value)
-    if isinstance(value, Mapping):
-        return any(_mentions_token(item) for item in value.values())
-    return False
+    return "token" in _placeholder_names(value)
 
 
 def resolve_side(

@@ -31,6 +31,7 @@ import pytest
 from conformance import __version__ as KIT_VERSION
 from conformance.catalogue import ACCESS_PATHS, CATALOGUE
 from conformance.checks import CheckContext, CheckSpec, load_checks
+from conformance.host_options import HostOptions, resolve_host_options
 from conformance.journal import render_side_by_side, render_timeline
 from conformance.plan import PlanEntry, Subject, compute_plan, select_for_profile, unimplemented_contracts
 from conformance.prerequisites import (
@@ -321,6 +322,18 @@ class ConformanceSession:
             self.checks, under_test.capabilities, under_test.strategy_class, subject=under_test.kind
         )
         self.plan, self.left_out = select_for_profile(self.full_plan, self.profile)
+        # What section D builds the strategy with (its declared host_test_options, or its defaults).
+        self.section_d: HostOptions | None = None
+        if under_test.kind == "strategy" and under_test.strategy_class is not None:
+            try:
+                self.section_d = resolve_host_options(
+                    under_test.strategy_class,
+                    under_test.target,
+                    under_test.capabilities,
+                    at_defaults=self.profile.section_d == "defaults",
+                )
+            except TargetError as error:
+                raise pytest.UsageError(f"conformance: {error}") from None
         self.plan_by_item = {entry.item_name: entry for entry in self.plan}
         self.waivers = waivers
         self.waivers_path = waivers_path
@@ -462,8 +475,12 @@ class ConformanceSession:
                 f"conformance: session service {self.service.spec} ready in "
                 f"{self.service.start_seconds:.1f} s; exports {exported}"
             )
+        lines.append(f"conformance: capabilities {json.dumps(under_test.capabilities, default=list)}")
+        if self.section_d is not None and any(
+            CATALOGUE[e.contract_id].section == "D" and e.status == "run" for e in self.plan
+        ):
+            lines.append(self.section_d.header(self.profile.name))
         lines += [
-            f"conformance: capabilities {json.dumps(under_test.capabilities, default=list)}",
             f"conformance plan: {len(self.plan)} items: {len(run)} run, {len(limited)} limitation expected, "
             f"{len(excluded)} n/a",
         ]
@@ -629,11 +646,14 @@ class ConformanceSession:
         return None
 
     def context_for(self, spec: CheckSpec) -> CheckContext:
+        target, capabilities = self.under_test.target, self.under_test.capabilities
+        if self.section_d is not None and CATALOGUE[spec.contract_id].section == "D":
+            target, capabilities = self.section_d.target, self.section_d.capabilities
         return CheckContext(
             contract_id=spec.contract_id,
             situation=spec.situation,
-            target=self.under_test.target,
-            capabilities=self.under_test.capabilities,
+            target=target,
+            capabilities=capabilities,
             timeout_scale=self.timeout_scale,
             seed=self.seed,
             kit_options=self.kit_options,
@@ -751,6 +771,7 @@ class ConformanceSession:
             left_out=list(self.left_out),
             repeat=self.repeat,
             flaky_fails=self.profile.flaky_fails,
+            section_d=self.section_d.to_dict() if self.section_d is not None else {},
         )
 
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

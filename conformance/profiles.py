@@ -5,7 +5,9 @@ chosen with ``--conformance-profile NAME`` (``ci`` by default). It decides which
 contract run (every one, or the first runnable one for an edit loop), how P1 explores (a fixed number of
 scenarios, or a time budget), how many times each item runs (``--conformance-repeat`` overrides it) and
 whether a flaky item fails the gate. A profile never changes a bound or what a check demands: it only
-decides how much is checked, and the header of every run says which profile it was.
+decides how much is checked, and whether section D also exercises the strategy at its default options
+(where it declares ``host_test_options``; ``conformance.host_options``); the header of every run says
+which profile it was and which options section D ran with.
 """
 
 from __future__ import annotations
@@ -17,11 +19,15 @@ __all__ = [
     "DEFAULT_PROFILE",
     "PERTURB_MODES",
     "PROFILES",
+    "SECTION_D_MODES",
     "Profile",
     "get_profile",
     "perturb_text",
     "register_profile",
 ]
+
+SECTION_D_MODES = ("test-options", "defaults")
+"""What section D builds the strategy with: its declared ``host_test_options``, or its defaults."""
 
 PERTURB_MODES = ("off", "p1", "all")
 """Where the scheduling perturbation applies: nowhere, P1's drawn scenarios, or P1 and the fixed catalogue."""
@@ -51,6 +57,9 @@ class Profile:
     ``perturb``: the seeded scheduling perturbation (``conformance.perturbation``): ``"p1"`` P1 draws one
     with each scenario, ``"all"`` the fixed catalogue's scenarios also run under a low-rate one,
     ``"off"`` none (``--conformance-perturb`` overrides it).
+    ``section_d``: ``"test-options"`` builds section D's sides with the strategy's declared
+    ``host_test_options`` (short detection bounds), ``"defaults"`` without them, so the default bounds
+    are what is checked (each under the user's ``--strategy-option`` values).
     """
 
     name: str
@@ -62,6 +71,7 @@ class Profile:
     repeat: int = 1
     flaky_fails: bool = False
     perturb: Literal["off", "p1", "all"] = "p1"
+    section_d: Literal["test-options", "defaults"] = "test-options"
 
     def __post_init__(self) -> None:
         if self.situations not in ("all", "first"):
@@ -75,6 +85,11 @@ class Profile:
         if self.perturb not in PERTURB_MODES:
             raise ValueError(
                 f"profile {self.name!r}: perturb {self.perturb!r} is not one of {', '.join(PERTURB_MODES)}"
+            )
+        if self.section_d not in SECTION_D_MODES:
+            raise ValueError(
+                f"profile {self.name!r}: section_d {self.section_d!r} is not one of "
+                f"{', '.join(SECTION_D_MODES)}"
             )
 
     def p1_options(self) -> dict[str, Any]:
@@ -100,6 +115,7 @@ class Profile:
             "repeat": self.repeat,
             "flaky_fails": self.flaky_fails,
             "perturb": self.perturb,
+            "section_d": self.section_d,
         }
 
 
@@ -151,10 +167,12 @@ register_profile(
     Profile(
         "certify",
         "every situation, P1 thorough, each item three times; a flaky item fails the gate; the fixed "
-        "catalogue perturbed",
+        "catalogue perturbed; section D at the strategy's default options",
         p1_examples=500,
         repeat=3,
         flaky_fails=True,
         perturb="all",
+        # A certificate speaks for the strategy as users build it: its default detection bounds.
+        section_d="defaults",
     )
 )

@@ -106,6 +106,8 @@ class ConformanceReport:
     repeat: int = 1  # runs per item
     flaky_fails: bool = False  # the profile fails the gate on a flaky item
     left_out: list[PlanEntry] = field(default_factory=list)  # planned situations the profile did not run
+    # The options section D built the strategy with and the bounds it declared so (host_options.py).
+    section_d: dict[str, Any] = field(default_factory=dict)
 
     def totals(self) -> dict[str, int]:
         counts = Counter(result.verdict for result in self.results)
@@ -151,6 +153,7 @@ class ConformanceReport:
             "profile": self.profile,
             "repeat": self.repeat,
             "flaky_fails": self.flaky_fails,
+            "section_d": self.section_d,
             "reliability": self.reliability(),
             "waivers": self.waivers,
             "plan": [entry.to_dict() for entry in self.plan],
@@ -271,6 +274,17 @@ def render_markdown(report: ConformanceReport) -> str:
             f"- store: `{report.store_factory}`" + (f" with {store_options}" if report.store_options else ""),
             f"- Python {report.python}, start method {report.start_method}",
         ]
+        if report.section_d.get("declared"):
+            shown = report.section_d["options"] if not report.section_d["at_defaults"] else report.options
+            lines.append(
+                "- section D options: "
+                + (", ".join(f"`{k}={json.dumps(v)}`" for k, v in shown.items()) or "none")
+                + (
+                    " (the strategy's defaults; its host_test_options not applied)"
+                    if report.section_d["at_defaults"]
+                    else " (the strategy's host_test_options under the options above)"
+                )
+            )
     else:
         lines += [
             f"- store options: {store_options}",

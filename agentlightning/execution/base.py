@@ -45,6 +45,7 @@ CAPABILITY_NAMES: frozenset[str] = frozenset(
         "join_seconds",
         "runs_on_many_hosts",
         "host_sides",
+        "host_test_options",
         "host_loss_seconds",
         "host_loss_policy",
         "partition_seconds",
@@ -66,7 +67,8 @@ class ExecutionStrategy(ABC):
     ``join_seconds``, and for strategies whose runners can live on other machines ``runs_on_many_hosts``
     and ``host_sides`` (how to start its algorithm side and a runner side; docs/multi-host-strategies.md)
     with the bounds and policy of section D (``host_loss_seconds``, ``host_loss_policy``,
-    ``partition_seconds``, ``late_store_seconds``).
+    ``partition_seconds``, ``late_store_seconds``) and ``host_test_options`` (the constructor options the
+    kit's section D builds it with, so that it checks short but realistic bounds).
     Instances may refine it through the ``capabilities`` property.
     """
 

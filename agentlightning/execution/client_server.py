@@ -176,6 +176,11 @@ class ClientServerExecutionStrategy(SupervisedStrategy):
                 "env": {"AGL_SERVER_TOKEN": "{token}"},
             },
         },
+        # Section D's test hosts are one machine's namespaces on a switch with no latency: D2-D4 check
+        # these bounds (late_store 4 s, partition 2 s, host_loss 9 s) rather than waiting out the
+        # production defaults. Still realistic on a loaded machine: a 1 s cut (D3) heals within TCP's
+        # retransmissions, a lost side has missed 3 polls of the event (every 2 s) before it is given up.
+        "host_test_options": {"connect_timeout": 4.0, "host_loss_timeout": 7.0},
     }
 
     def __init__(

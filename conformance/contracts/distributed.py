@@ -4,7 +4,9 @@ Each check places the strategy's sides with its ``host_sides`` (``conformance.ho
 algorithm side on host 0, a runner side on each other host. n/a names the reason where namespaces
 cannot be made; a strategy that runs on many hosts without ``host_sides`` fails saying what to declare.
 Bounds are the catalogue's (scaled by ``--conformance-timeout-scale``) plus what the strategy declares
-(``grace_seconds``, ``host_loss_seconds``, ``partition_seconds``, ``late_store_seconds``).
+(``grace_seconds``, ``host_loss_seconds``, ``partition_seconds``, ``late_store_seconds``) as built for
+section D: with its declared ``host_test_options`` under the user's options (``conformance.host_options``;
+the plugin hands the checks that target and those capabilities).
 """
 
 from __future__ import annotations
@@ -345,6 +347,9 @@ def check_host_loss(ctx: CheckContext) -> None:
         if run.wait_record(lambda r: r.kind == "enqueued", _hang(ctx), "enqueued") is None:
             _fail_run(ctx, run, expected="the algorithm enqueues its rollouts", observed="it never did")
         run.start(1, "runner", runner=_holder(1, hold=True))
+        # Host 2's side starts (and attaches) now, beside host 1's; its runner works only once host 1
+        # holds a claim (its gate), so that host 1 gets one.
+        run.start(2, "runner", runner=Script((Step("gate", args={"name": "work"}), *_WORK.steps)))
         held = run.wait_record(
             lambda r: r.bundle == "h1 runner 0" and r.kind == "dequeued" and r.detail != "none",
             _hang(ctx),
@@ -353,7 +358,7 @@ def check_host_loss(ctx: CheckContext) -> None:
         if held is None:
             _fail_run(ctx, run, expected="the runner on host 1 claims a rollout", observed="it claimed none")
         assert held is not None
-        run.start(2, "runner")
+        run.open_gate(2, "work")
         others = run.wait_record(
             lambda r: r.bundle == "h2 runner 0" and r.kind == "completed", _hang(ctx), "work on host 2"
         )

@@ -5,7 +5,8 @@ in-process G1/G2 checks, which need no sandbox. ``Strict`` validates like a real
 accepts anything (G2 fails for it); ``Misspelled`` declares a capability with a typo. ``Loop`` really
 runs bundles (one event loop, one thread) and keeps the S contracts; ``PrivateStore`` breaks S3;
 ``OneRunner`` starts one runner whatever ``n_runners`` says (breaks L1, a prerequisite); ``Moody``
-validates ``n_runners=0`` every other time (G2 flaky across repeats). ``WithService`` declares a session
+validates ``n_runners=0`` every other time (G2 flaky across repeats); ``BadHostOptions`` declares a
+section D test option (``host_test_options``) that it refuses. ``WithService`` declares a session
 service (``service``: a real child process) and journals to ``$PLUGIN_SERVICE_LOG`` each build with the
 environment the service exports; ``WithFailingService`` declares one that fails to start.
 """
@@ -60,6 +61,10 @@ class Moody(Strict):
 
 class Misspelled(Strict):
     capability_manifest = {"uses_process": False}
+
+
+class BadHostOptions(Strict):
+    capability_manifest = {**Strict.capability_manifest, "host_test_options": {"grace_seconds": -1.0}}
 
 
 def not_a_class() -> None:

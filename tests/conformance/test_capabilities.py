@@ -29,6 +29,7 @@ def test_undeclared_capabilities_take_the_strictest_reading() -> None:
         "join_seconds": 5.0,
         "runs_on_many_hosts": True,
         "host_sides": None,
+        "host_test_options": None,
         "host_loss_seconds": 10.0,
         "host_loss_policy": "raise",
         "partition_seconds": 2.0,

@@ -192,6 +192,9 @@ def test_the_plugin_writes_a_certificate_and_junit_properties(kit_project: pytes
         ]
     )
     document = load_certificate(kit_project.path / "cert.json")
+    section_d = document["subject"]["section_d"]  # what section D would build it with, and its bounds
+    assert (section_d["declared"], section_d["options"]) == ({}, {})
+    assert section_d["bounds"]["late_store_seconds"] == 10.0
     problems = verify_certificate(document)
     assert any("deselected" in p for p in problems) and any(
         "G2-invalid-config[default]: fail" in p for p in problems

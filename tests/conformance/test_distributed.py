@@ -9,17 +9,21 @@ from typing import Any
 import pytest
 
 from conformance import host_runs
-from conformance.capabilities import read_capabilities, validate_manifest
+from conformance.capabilities import validate_manifest
 from conformance.checks import CheckContext, load_checks
+from conformance.host_options import resolve_host_options
 from conformance.hosts import Availability, probe_namespaces
-from conformance.target import build_strategy, make_target
+from conformance.target import make_target, validate_target
 from conformance.verdicts import NotApplicable, SetupError
 
 
 def _context(contract_id: str, situation: str = "default", capabilities: Any = None) -> CheckContext:
-    target = make_target("cs")
-    caps = read_capabilities(build_strategy(target)) if capabilities is None else capabilities
-    return CheckContext(contract_id, situation, target, caps)
+    """A D check's context for ``cs`` as the kit builds it: with its declared ``host_test_options``."""
+    resolved = validate_target(make_target("cs"))
+    host = resolve_host_options(resolved.strategy_class, resolved.target, resolved.capabilities)
+    return CheckContext(
+        contract_id, situation, host.target, host.capabilities if capabilities is None else capabilities
+    )
 
 
 def _check(contract_id: str, situation: str = "default") -> Any:
@@ -52,7 +56,7 @@ def test_a_strategy_on_many_hosts_without_host_sides_is_a_setup_error_saying_wha
         _check("D4")(ctx)
 
 
-@pytest.mark.slow  # a side waits cs's connect_timeout for a store that never comes
+@pytest.mark.slow  # a side waits cs's test connect_timeout for a store that never comes
 def test_D4_cs_runner_side_fails_naming_the_absent_store_within_its_bound() -> None:
     _require_namespaces()
     ctx = _context("D4")

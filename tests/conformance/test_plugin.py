@@ -82,6 +82,13 @@ def test_unknown_alias_is_a_usage_error_naming_it(kit_project: pytest.Pytester) 
             ["--conformance-timeout-scale 0.0 must be a positive number"],
         ),
         (["--strategy=plugin_strategies.Misspelled"], ["unknown capability 'uses_process'; did you mean"]),
+        (
+            ["--strategy=plugin_strategies.BadHostOptions"],
+            [
+                "declares host_test_options grace_seconds=-1.0 that it refuses to be built with",
+                "ValueError: grace_seconds must be a number >= 0, got -1.0",
+            ],
+        ),
     ],
 )
 def test_bad_spec_option_or_store_is_a_usage_error(
