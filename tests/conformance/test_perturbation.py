@@ -231,7 +231,7 @@ def test_a_store_call_resumed_in_another_context_ends_cleanly() -> None:
     import asyncio
     import contextvars
 
-    from agentlightning.store.ipc import _resume
+    from agentlightning.store.ipc import _continue
     from agentlightning.store.memory import InMemoryLightningStore
 
     store = InMemoryLightningStore()
@@ -240,7 +240,11 @@ def test_a_store_call_resumed_in_another_context_ends_cleanly() -> None:
     async def drive() -> None:
         coro = store.wait_for_rollouts(rollout_ids=[rollout.rollout_id], timeout=0.05)  # suspends in it
         suspended = contextvars.copy_context().run(coro.send, None)  # eagerly, in a context of its own
-        await asyncio.get_running_loop().create_task(_resume(coro, suspended))  # type: ignore[arg-type]
+
+        async def resume() -> None:  # as the server's own task does (_finish)
+            await _continue(coro, suspended)
+
+        await asyncio.get_running_loop().create_task(resume())
 
     with installed(Perturbation(seed=1, rate=1.0, max_delay=0.001, points=("store-call",))) as delayer:
         asyncio.run(drive())
