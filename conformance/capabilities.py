@@ -40,6 +40,9 @@ CAPABILITY_DEFAULTS: Mapping[str, Any] = {
     "grace_seconds": 2.0,
     "terminate_seconds": 2.0,
     "join_seconds": 5.0,
+    # Seconds one execute() may spend starting its bundles (placement on a cluster) beyond a local
+    # strategy's: added to each run's hang bound only, never to a contract's own bound.
+    "start_seconds": 0.0,
     # D1-D5 apply unless the strategy says it runs on one machine; a forgotten declaration must not
     # turn the distributed contracts into n/a.
     "runs_on_many_hosts": True,
@@ -81,6 +84,7 @@ _SECONDS = frozenset(
         "grace_seconds",
         "terminate_seconds",
         "join_seconds",
+        "start_seconds",
         "host_loss_seconds",
         "partition_seconds",
         "late_store_seconds",

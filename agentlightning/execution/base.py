@@ -43,6 +43,7 @@ CAPABILITY_NAMES: frozenset[str] = frozenset(
         "grace_seconds",
         "terminate_seconds",
         "join_seconds",
+        "start_seconds",
         "runs_on_many_hosts",
         "host_sides",
         "host_test_options",
@@ -64,7 +65,9 @@ class ExecutionStrategy(ABC):
     ``can_cancel_blocking_code`` (a bundle stuck in sync code can be stopped), ``supports_start_methods``
     (multiprocessing start methods that work), ``supports_unmanaged_store`` (``managed_store=False``
     hands bundles the caller's object), the declared bounds ``grace_seconds``, ``terminate_seconds``,
-    ``join_seconds``, and for strategies whose runners can live on other machines ``runs_on_many_hosts``
+    ``join_seconds``, ``start_seconds`` (how long one ``execute()`` may take to start its bundles, e.g.
+    placing them on a cluster: the kit waits that much longer per run before it calls a run hung), and
+    for strategies whose runners can live on other machines ``runs_on_many_hosts``
     and ``host_sides`` (how to start its algorithm side and a runner side; docs/multi-host-strategies.md)
     with the bounds and policy of section D (``host_loss_seconds``, ``host_loss_policy``,
     ``partition_seconds``, ``late_store_seconds``) and ``host_test_options`` (the constructor options the

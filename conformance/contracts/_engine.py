@@ -28,6 +28,7 @@ __all__ = [
     "once_all_started",
     "records",
     "runners_stopped",
+    "start_seconds",
 ]
 
 ERROR_TYPE = "conformance.bundles.ScriptedError"  # a non-builtin type: re-raising it proves fidelity
@@ -67,17 +68,23 @@ def grace(ctx: CheckContext) -> float:
     return float(ctx.capabilities.get("grace_seconds", 2.0))
 
 
+def start_seconds(ctx: CheckContext) -> float:
+    """The strategy's declared start-up allowance per ``execute()`` (``start_seconds``), as declared."""
+    return float(ctx.capabilities.get("start_seconds", 0.0))
+
+
 def hang_bound(ctx: CheckContext, extra: float = 0.0) -> float:
     """A generous hang bound for ``Scenario.hang_bound``: far beyond every contract bound, so only a
     real hang reaches it.
 
     The sandbox multiplies ``Scenario.hang_bound`` by the timeout scale; the strategy's declared
-    grace/terminate/join seconds and ``extra`` (seconds of real time some bundle legitimately runs) must
-    not shrink with it, so they are divided by the scale here.
+    grace/terminate/join/start seconds and ``extra`` (seconds of real time some bundle legitimately runs)
+    must not shrink with it, so they are divided by the scale here. A scenario of several runs adds
+    ``start_seconds(ctx)`` per further run to ``extra`` itself (R6).
     """
     caps = ctx.capabilities
     declared = float(caps.get("grace_seconds", 2.0)) + 2 * float(caps.get("terminate_seconds", 2.0))
-    declared += float(caps.get("join_seconds", 5.0))
+    declared += float(caps.get("join_seconds", 5.0)) + start_seconds(ctx)
     return 20.0 + (declared + extra) / ctx.timeout_scale
 
 

@@ -27,6 +27,7 @@ def test_undeclared_capabilities_take_the_strictest_reading() -> None:
         "grace_seconds": 2.0,
         "terminate_seconds": 2.0,
         "join_seconds": 5.0,
+        "start_seconds": 0.0,
         "runs_on_many_hosts": True,
         "host_sides": None,
         "host_test_options": None,
@@ -165,3 +166,42 @@ def test_a_stores_thread_safe_attribute_stands_in_for_an_undeclared_key() -> Non
     assert read_store_capabilities(Confined()) == {"durable": False, "thread_safe": False}
     assert read_store_capabilities(Declared()) == {"durable": True, "thread_safe": True}
     assert read_store_capabilities(Plain()) == {"durable": False, "thread_safe": True}
+
+
+def test_start_seconds_lengthens_each_runs_hang_bound_and_nothing_else() -> None:
+    """A cluster strategy's start-up (``start_seconds``) is allowed once per run before a run counts as
+    hung: R6's twenty runs get it twenty times; a contract's own bound never sees it."""
+    from conformance.checks import CheckContext
+    from conformance.contracts import resources
+    from conformance.contracts._engine import hang_bound
+    from conformance.scenarios import Scenario
+    from conformance.target import make_target
+
+    target = make_target("shm", {})
+
+    def context(start: float, scale: float = 1.0) -> CheckContext:
+        caps = validate_manifest({"start_seconds": start})
+        return CheckContext("R6", "", target, caps, timeout_scale=scale)
+
+    assert hang_bound(context(5.0)) == hang_bound(context(0.0)) + 5.0
+    assert hang_bound(context(5.0, scale=2.0)) == hang_bound(context(0.0, scale=2.0)) + 2.5
+    assert context(5.0).bound(3.0) == context(0.0).bound(3.0)
+
+    seen: list[Scenario] = []
+
+    class _Seen(Exception):
+        pass
+
+    def r6_bound(ctx: CheckContext) -> float:
+        def run(scenario: Scenario, **_: Any) -> Any:
+            seen.append(scenario)
+            raise _Seen
+
+        object.__setattr__(ctx, "run", run)
+        with pytest.raises(_Seen):
+            resources.check_repeat_stable(ctx)
+        return seen[-1].hang_bound
+
+    assert r6_bound(context(5.0)) == pytest.approx(r6_bound(context(0.0)) + 5.0 * 20)
+    with pytest.raises(CapabilityError, match="start_seconds"):
+        validate_manifest({"start_seconds": -1.0})
