@@ -12,10 +12,12 @@ docs/multi-host-strategies.md describes the procedure from the strategy author's
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import secrets
+import signal
 import sys
 import tempfile
 import time
@@ -35,6 +37,7 @@ from conformance.verdicts import SetupError
 __all__ = ["HostRun", "require_hosts"]
 
 _LOOK = 0.02  # between looks at the journals and the hosts' process lists
+_STACK_WAIT = 3.0  # how long the dumps of hung sides may take to be written
 
 
 def require_hosts(ctx: CheckContext) -> dict[str, Any]:
@@ -214,6 +217,50 @@ class HostRun:
             for r in records
         )
 
+    def stacks(self) -> str:
+        """Every thread's stack of each process still running that ran a bundle, for a failure's
+        details: each registered a dump on SIGUSR1 (``bundles.register_stack_dump``), written beside its
+        host's journal. Processes that never ran a bundle (SIGUSR1 would kill them) are only named."""
+        bundled = {
+            host: {r.pid for r in read_journal(self.journal_path(host)) if r.kind == "start"}
+            for host in range(self.hosts.n_hosts)
+        }
+        running = {host: self.hosts.pids(host) for host in range(self.hosts.n_hosts)}
+        targets = {(h, pid) for h, pids in running.items() for pid in pids if pid in bundled[h]}
+        for _host, pid in targets:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGUSR1)
+        paths = {
+            (h, pid): os.path.join(os.path.dirname(self.journal_path(h)), f"stacks-{pid}.txt")
+            for h, pid in targets
+        }
+        deadline = time.monotonic() + _STACK_WAIT
+        sizes: dict[tuple[int, int], int] = {}
+        while time.monotonic() < deadline:
+            current = {
+                key: (os.path.getsize(path) if os.path.exists(path) else 0) for key, path in paths.items()
+            }
+            if all(current.values()) and current == sizes:
+                break
+            sizes = current
+            time.sleep(_LOOK * 5)
+        parts = []
+        for host, pids in sorted(running.items()):
+            for pid in sorted(pids):
+                parts.append(
+                    f"  host {host} process {pid} signals by thread:\n" + _indent(_signal_state(pid))
+                )
+                if (host, pid) not in paths:
+                    parts.append(f"  host {host} process {pid}: (no stack: it ran no bundle)")
+                    continue
+                try:
+                    with open(paths[host, pid], encoding="utf-8", errors="replace") as file:
+                        text = file.read().strip()
+                except OSError:
+                    text = ""
+                parts.append(f"  host {host} process {pid}:\n" + _indent(text or "(no stack dump written)"))
+        return "\n".join(parts) or "  (no process left on any host)"
+
     def logs(self) -> str:
         """Every side's output, for a failure's details (the token is masked)."""
         parts = []
@@ -221,6 +268,26 @@ class HostRun:
             text = (process.stdout() + process.stderr()).replace(self.token, "<token>")
             parts.append(f"  host {host} ({' '.join(process.argv[:3])}) output:\n" + _indent(text[-3000:]))
         return "\n".join(parts)
+
+
+def _signal_state(pid: int) -> str:
+    """Each thread's pending, blocked and caught signal masks (``/proc``), for a hung side's details."""
+    lines = []
+    try:
+        tids = sorted(os.listdir(f"/proc/{pid}/task"), key=int)
+    except OSError as error:
+        return f"(unreadable: {error})"
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status", encoding="utf-8") as file:
+                fields = dict(line.rstrip("\n").split(":\t", 1) for line in file if ":\t" in line)
+        except OSError:
+            continue
+        masks = " ".join(
+            f"{k}={fields.get(k, '?')}" for k in ("SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt")
+        )
+        lines.append(f"{tid} {fields.get('Name', '?')} {fields.get('State', '?')} {masks}")
+    return "\n".join(lines)
 
 
 def _indent(text: str) -> str:

@@ -5,11 +5,12 @@ the target (``strategy``, ``options`` with the side's placement merged in, ``sto
 scripts of both bundles, the journal this host's bundles append to and the result file. Every side gets
 both bundles and a fresh store, as the kit hands them; the strategy's side decides which it runs.
 
-The side journals ``side execute`` just before ``execute()`` (imports and construction done). The
-result file (JSON) says how ``execute()`` ended (``outcome``, and for a raise the type, message and
-traceback), when (``ended``: ``time.monotonic()``, comparable across hosts on one machine), the
-strategy's ``repr`` and, when ``history`` is asked for, every rollout of the side's store with its
-attempts: the record D2 and D3 count lost and twice-completed rollouts in.
+The side starts with the signal state of a program started from a terminal (``signal_defaults``),
+whatever the kit inherited. It journals ``side execute`` just before ``execute()`` (imports and
+construction done). The result file (JSON) says how ``execute()`` ended (``outcome``, and for a
+raise the type, message and traceback), when (``ended``: ``time.monotonic()``, comparable across
+hosts on one machine), the strategy's ``repr`` and, when ``history`` is asked for, every rollout of
+the side's store with its attempts: the record D2 and D3 count lost and twice-completed rollouts in.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 from conformance.bundles import ScriptedAlgorithm, ScriptedRunner
 from conformance.journal import write_record
 from conformance.scenarios import Script, Step
+from conformance.signal_defaults import restore_default_signals
 from conformance.target import build_store, build_strategy, make_target
 
 __all__ = ["script_from_json", "script_to_json", "side_spec"]
@@ -94,6 +96,9 @@ def _write(path: str, result: Mapping[str, Any]) -> None:
 
 
 def main(argv: Sequence[str]) -> int:
+    # As a program started from a terminal, however the kit was started (a background job of a
+    # non-interactive shell inherits SIGINT ignored): D1's Ctrl+C must reach the side's execute().
+    restore_default_signals()
     spec = json.loads(argv[0])
     target = make_target(spec["strategy"], spec["options"], store_factory=spec["store_factory"])
     result: dict[str, Any] = {"pid": os.getpid()}

@@ -66,6 +66,7 @@ from conformance.scenarios import (
     ScenarioResult,
     Target,
 )
+from conformance.signal_defaults import restore_default_signals
 from conformance.verdicts import SetupError
 
 __all__ = ["CallResult", "SandboxError", "run_call", "run_scenario", "shutdown_sandboxes"]
@@ -269,15 +270,6 @@ def _redirect_stdio(directory: str) -> None:
         os.close(fd)
 
 
-def _restore_signals() -> None:
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    for name in ("SIGTERM", "SIGCHLD", "SIGHUP", "SIGQUIT", "SIGUSR2", "SIGALRM"):
-        signum = getattr(signal, name, None)
-        if signum is not None:
-            signal.signal(signum, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
-
-
 def _exception_info(exc: BaseException, depth: int = 0) -> ExceptionInfo:
     kind = type(exc)
     cause = (
@@ -319,7 +311,7 @@ def _enter_sandbox(request: dict[str, Any]) -> str:
     os.setsid()
     directory: str = request["dir"]
     _redirect_stdio(directory)
-    _restore_signals()
+    restore_default_signals()
     tmpdir = os.path.join(directory, "t")
     os.environ["TMPDIR"] = tmpdir
     tempfile.tempdir = None

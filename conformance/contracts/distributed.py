@@ -43,7 +43,9 @@ def _fail_run(ctx: CheckContext, run: HostRun, *, expected: str, observed: str, 
         details="  timeline across hosts:\n"
         + "\n".join("    " + line for line in run.timeline().splitlines())
         + "\n"
-        + run.logs(),
+        + run.logs()
+        + "\n  stacks of the processes still running:\n"
+        + run.stacks(),
     )
 
 

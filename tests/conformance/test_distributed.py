@@ -4,6 +4,7 @@ how they end where hosts cannot be made or a strategy does not say how to place 
 from __future__ import annotations
 
 import os
+import signal
 from typing import Any
 
 import pytest
@@ -86,3 +87,17 @@ def test_D3_cs_runner_side_cut_off_for_good_fails_naming_the_store() -> None:
     ctx = _context("D3", "long")
     _check("D3", "long")(ctx)
     assert "the cut-off runner side ended" in ctx.figures[0]
+
+
+@pytest.mark.slow  # three hosts, two cs runner sides stopped by a Ctrl+C to the algorithm side
+def test_D1_ctrl_c_reaches_the_algorithm_side_even_when_the_kit_was_started_ignoring_sigint() -> None:
+    """A kit started as a background job of a non-interactive shell (``cmd &``) has SIGINT ignored, and
+    every process it starts inherits that: the sides restore a terminal program's signal state first."""
+    _require_namespaces()
+    ctx = _context("D1", "after-keyboard-interrupt")
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as `cmd &` hands it to the kit
+    try:
+        _check("D1", "after-keyboard-interrupt")(ctx)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert ctx.figures and "from the SIGINT to the algorithm side" in ctx.figures[0]
