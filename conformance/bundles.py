@@ -44,7 +44,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
 from conformance.compat import KitIncompatible, build_resources, build_span, require_method
@@ -58,6 +58,7 @@ __all__ = [
     "ScriptedBaseException",
     "ScriptedError",
     "ScriptedRunner",
+    "collect_stack_dumps",
     "register_stack_dump",
     "resolve_exception_type",
 ]
@@ -104,6 +105,32 @@ def register_stack_dump(directory: str) -> None:
     handle = open(os.path.join(directory, f"stacks-{pid}.txt"), "w")  # noqa: SIM115 - lives as long as the process
     faulthandler.register(signal.SIGUSR1, file=handle, all_threads=True, chain=False)
     _stack_dump = (pid, handle)
+
+
+def collect_stack_dumps(directories: Mapping[int, str], wait: float) -> dict[int, str]:
+    """Ask each process ``pid -> directory`` for its stacks (SIGUSR1: ``register_stack_dump``) and return
+    what each wrote, ``""`` for none. Only processes that registered a dump may be asked: SIGUSR1 kills
+    any other. The dumps are read once their sizes stop changing, or after ``wait`` seconds."""
+    for pid in directories:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGUSR1)
+    paths = {pid: os.path.join(directory, f"stacks-{pid}.txt") for pid, directory in directories.items()}
+    sizes: dict[int, int] = {}
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        current = {pid: (os.path.getsize(path) if os.path.exists(path) else 0) for pid, path in paths.items()}
+        if all(current.values()) and current == sizes:
+            break
+        sizes = current
+        time.sleep(0.05)
+    dumps = {}
+    for pid, path in paths.items():
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                dumps[pid] = handle.read().strip()
+        except OSError:
+            dumps[pid] = ""
+    return dumps
 
 
 def resolve_exception_type(name: str) -> type[BaseException]:

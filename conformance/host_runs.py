@@ -12,12 +12,10 @@ docs/multi-host-strategies.md describes the procedure from the strategy author's
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
 import secrets
-import signal
 import sys
 import tempfile
 import time
@@ -25,6 +23,7 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
+from conformance.bundles import collect_stack_dumps
 from conformance.checks import CheckContext
 from conformance.faults import open_gate
 from conformance.host_side import side_spec
@@ -226,39 +225,27 @@ class HostRun:
             for host in range(self.hosts.n_hosts)
         }
         running = {host: self.hosts.pids(host) for host in range(self.hosts.n_hosts)}
-        targets = {(h, pid) for h, pids in running.items() for pid in pids if pid in bundled[h]}
-        for _host, pid in targets:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGUSR1)
-        paths = {
-            (h, pid): os.path.join(os.path.dirname(self.journal_path(h)), f"stacks-{pid}.txt")
-            for h, pid in targets
-        }
-        deadline = time.monotonic() + _STACK_WAIT
-        sizes: dict[tuple[int, int], int] = {}
-        while time.monotonic() < deadline:
-            current = {
-                key: (os.path.getsize(path) if os.path.exists(path) else 0) for key, path in paths.items()
-            }
-            if all(current.values()) and current == sizes:
-                break
-            sizes = current
-            time.sleep(_LOOK * 5)
+        # The hosts share one pid space (network namespaces only): a pid names one process.
+        dumps = collect_stack_dumps(
+            {
+                pid: os.path.dirname(self.journal_path(host))
+                for host, pids in running.items()
+                for pid in pids
+                if pid in bundled[host]
+            },
+            _STACK_WAIT,
+        )
         parts = []
         for host, pids in sorted(running.items()):
             for pid in sorted(pids):
                 parts.append(
                     f"  host {host} process {pid} signals by thread:\n" + _indent(_signal_state(pid))
                 )
-                if (host, pid) not in paths:
+                if pid not in dumps:
                     parts.append(f"  host {host} process {pid}: (no stack: it ran no bundle)")
                     continue
-                try:
-                    with open(paths[host, pid], encoding="utf-8", errors="replace") as file:
-                        text = file.read().strip()
-                except OSError:
-                    text = ""
-                parts.append(f"  host {host} process {pid}:\n" + _indent(text or "(no stack dump written)"))
+                dump = dumps[pid] or "(no stack dump written)"
+                parts.append(f"  host {host} process {pid}:\n" + _indent(dump))
         return "\n".join(parts) or "  (no process left on any host)"
 
     def logs(self) -> str:

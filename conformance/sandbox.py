@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from conformance import leaks
-from conformance.bundles import ScriptedAlgorithm, ScriptedRunner, register_stack_dump
+from conformance.bundles import ScriptedAlgorithm, ScriptedRunner, collect_stack_dumps, register_stack_dump
 from conformance.caller_connection import connection_state, open_caller_connection
 from conformance.faults import BEFORE_START_GATE, FaultDriver
 from conformance.journal import held_open, read_journal, write_record
@@ -992,27 +992,12 @@ def _dump_stacks(zygote: _Zygote, directory: str, pid: int, journal_path: str) -
     # Only journaled processes registered a dump (SIGUSR1 would kill any other), and only ours.
     targets = sorted(p for p in {pid, *_journal_pids(journal_path)} if p in ours and _alive(p))
     cmdlines = {p: _cmdline(p) for p in targets}
-    for target in targets:
-        with contextlib.suppress(OSError):
-            os.kill(target, signal.SIGUSR1)
-    paths = {p: os.path.join(directory, f"stacks-{p}.txt") for p in targets}
-    sizes: dict[int, int] = {}
-    deadline = time.monotonic() + _STACK_WAIT
-    while time.monotonic() < deadline:
-        current = {p: (os.path.getsize(path) if os.path.exists(path) else 0) for p, path in paths.items()}
-        if all(current[p] > 0 for p in targets) and current == sizes:
-            break
-        sizes = current
-        time.sleep(0.05)
+    dumps = collect_stack_dumps({p: directory for p in targets}, _STACK_WAIT)
     parts = []
     silent = [p for p in _descendants(zygote.pid) if p not in targets and _alive(p)]
     for target in targets:
-        try:
-            with open(paths[target], errors="replace") as handle:
-                text = handle.read().strip()
-        except OSError:
-            text = ""
-        parts.append(f"--- process {target} ({cmdlines[target]}) ---\n{text or '(no stack dump written)'}")
+        dump = dumps[target] or "(no stack dump written)"
+        parts.append(f"--- process {target} ({cmdlines[target]}) ---\n{dump}")
     parts.extend(f"--- process {p} ({_cmdline(p)}) --- (no stack: it never ran kit code)" for p in silent)
     return "\n".join(parts)
 

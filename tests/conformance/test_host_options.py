@@ -141,31 +141,45 @@ def test_cs_declares_realistic_test_options_that_shorten_its_bounds() -> None:
 # -- errors -----------------------------------------------------------------------------------------------
 
 
-def test_a_test_option_the_constructor_does_not_take_is_an_error_naming_it() -> None:
-    cls = _with_options({"wiat": 2.0}, "Typo")
+@pytest.mark.parametrize(
+    ("declared", "user", "expected"),
+    [
+        pytest.param(  # an option the constructor does not take
+            {"wiat": 2.0},
+            {},
+            ["declares host_test_options wiat=2.0", "takes no parameter 'wiat'; did you mean 'wait'?"],
+            id="unknown",
+        ),
+        pytest.param(  # an option the strategy refuses, with its reason
+            {"wait": -1.0, "loss": 5.0},
+            {},
+            [
+                "declares host_test_options wait=-1.0 that it refuses to be built with",
+                "ValueError: wait must be > 0 seconds; got -1.0",
+            ],
+            id="refused",
+        ),
+        pytest.param(  # a user option that contradicts the remaining test options: says what to set
+            {"wait": 2.0, "loss": 5.0},
+            {"wait": 8.0},
+            [
+                "host_test_options loss=5.0",
+                "(with the options wait=8.0)",
+                "your --strategy-option wait=8.0 replaced the declared value(s): set loss as well",
+            ],
+            id="contradicted",
+        ),
+    ],
+)
+def test_a_bad_test_option_is_an_error_naming_it(
+    declared: dict[str, Any], user: dict[str, Any], expected: list[str]
+) -> None:
+    cls = _with_options(declared, "Bad")
     with pytest.raises(TargetError) as error:
-        _resolve(cls)
+        _resolve(cls, user)
     message = str(error.value)
-    assert "declares host_test_options wiat=2.0" in message
-    assert "takes no parameter 'wiat'; did you mean 'wait'?" in message
-
-
-def test_a_test_option_the_strategy_refuses_is_an_error_naming_it_and_the_reason() -> None:
-    cls = _with_options({"wait": -1.0, "loss": 5.0}, "Refused")
-    with pytest.raises(TargetError) as error:
-        _resolve(cls)
-    message = str(error.value)
-    assert "declares host_test_options wait=-1.0 that it refuses to be built with" in message
-    assert "ValueError: wait must be > 0 seconds; got -1.0" in message
-
-
-def test_a_user_option_that_contradicts_the_remaining_test_options_says_what_to_set() -> None:
-    cls = _with_options({"wait": 2.0, "loss": 5.0}, "Contradicted")
-    with pytest.raises(TargetError) as error:
-        _resolve(cls, {"wait": 8.0})
-    message = str(error.value)
-    assert "host_test_options loss=5.0" in message and "(with the options wait=8.0)" in message
-    assert "your --strategy-option wait=8.0 replaced the declared value(s): set loss as well" in message
+    for fragment in expected:
+        assert fragment in message
 
 
 def test_test_options_that_change_what_the_plan_reads_are_an_error() -> None:
