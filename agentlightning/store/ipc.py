@@ -189,15 +189,6 @@ class _FrameReader:
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             raise StoreChannelError(f"not a msgpack stream: {type(exc).__name__}: {exc}") from None
 
-    def __iter__(self) -> _FrameReader:
-        return self
-
-    def __next__(self) -> Any:
-        message = self.pop()
-        if message is _NOTHING:
-            raise StopIteration
-        return message
-
     def messages(self, data: bytes | memoryview) -> list[Any]:
         """``feed(data)``, then every message completed so far."""
         self.feed(data)
