@@ -107,7 +107,7 @@ import multiprocessing.connection
 import os
 import pickle
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal
 
 try:
@@ -162,11 +162,8 @@ _DRIVER = "ray-driver"  # the driver process's name among the supervisor's worke
 _PRELOAD = ("agentlightning.execution.ray_driver",)
 _GRPC_TIMER = "grpc_global_tim"  # a thread's name as the kernel keeps it (15 characters)
 _GRPC_TIMER_POOL = 2  # gRPC's timer threads once its first timer has fired
-_TIMER_POOL_SECONDS = 10.0  # a hang bound on a loaded machine; with the prompt first timer, ~0.1 s
+_TIMER_POOL_SECONDS = 10.0  # a hang bound on a loaded machine; gRPC takes about a second
 _TIMER_POLL = 0.05
-# gRPC's backup poller is the first timer a fresh connection's gRPC fires: 5 s after it starts by default.
-_BACKUP_POLL_ENV = "GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS"
-_BACKUP_POLL_MS = "50"
 # Beyond start_timeout: how long the caller waits for the driver's word before it stops waiting.
 _START_MARGIN = 10.0
 
@@ -285,8 +282,7 @@ class RayExecutionStrategy(SupervisedStrategy):
         if self.address is None:
             return None
         if not ray.is_initialized():
-            with _prompt_first_grpc_timer():
-                ray.init(address=self.address, configure_logging=False)
+            ray.init(address=self.address, configure_logging=False)
             _await_timer_threads()
         return _CallerConnection()
 
@@ -323,34 +319,13 @@ def _timer_threads() -> int | None:
     return count
 
 
-@contextlib.contextmanager
-def _prompt_first_grpc_timer() -> Iterator[None]:
-    """While this process's gRPC starts (in ``ray.init()``): its backup poller every 50 ms, not 5 s.
-
-    gRPC reads its configuration once, when it starts, so the variable is this process's own and is
-    restored at once (the processes it starts later see the environment as it was). Its only effect:
-    the first timer fires, and the timer pool is complete, 50 ms after the connection starts instead
-    of 5 s (``_await_timer_threads``); the backup poller only polls channels nothing else polls. A
-    value the user set is kept, and a gRPC that already started in this process keeps its own.
-    """
-    if _BACKUP_POLL_ENV in os.environ:
-        yield
-        return
-    os.environ[_BACKUP_POLL_ENV] = _BACKUP_POLL_MS
-    try:
-        yield
-    finally:
-        os.environ.pop(_BACKUP_POLL_ENV, None)
-
-
 def _await_timer_threads() -> None:
     """Wait (bounded) until a fresh Ray connection's gRPC timer pool is complete.
 
-    gRPC starts its second timer thread ("grpc_global_timer") only when its first timer fires, whatever
-    the process does meanwhile: its backup poller's, ``GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS``
-    (5 s by default; ``_prompt_first_grpc_timer`` makes it 50 ms) after ``ray.init()``. A caller's
-    connection is only settled once it has: before, that thread would be counted as started by the
-    ``execute()`` that follows. Nothing else tells when it comes, so the thread itself is waited for.
+    gRPC starts its second timer thread ("grpc_global_timer") only when its first timer fires, a second
+    or so after ``ray.init()``, whatever the process does meanwhile. A caller's connection is only
+    settled once it has: before, that thread would be counted as started by the ``execute()`` that
+    follows. Nothing else tells when it comes, so the thread itself is waited for.
     """
     deadline = time.monotonic() + _TIMER_POOL_SECONDS
     while True:

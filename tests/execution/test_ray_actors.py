@@ -87,23 +87,6 @@ def test_invalid_options_name_the_parameter(options: dict[str, Any], parameter: 
         RayExecutionStrategy(**options)
 
 
-@needs_ray
-@pytest.mark.parametrize("users", [None, "2500"])
-def test_the_prompt_grpc_timer_is_this_process_own_and_a_users_value_is_kept(
-    users: str | None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The caller's connection gets gRPC's first timer early; the environment is left as it was."""
-    from agentlightning.execution.ray_actors import _BACKUP_POLL_ENV, _prompt_first_grpc_timer
-
-    if users is None:
-        monkeypatch.delenv(_BACKUP_POLL_ENV, raising=False)
-    else:
-        monkeypatch.setenv(_BACKUP_POLL_ENV, users)
-    with _prompt_first_grpc_timer():
-        assert os.environ[_BACKUP_POLL_ENV] == (users or "50")
-    assert os.environ.get(_BACKUP_POLL_ENV) == users
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[None]:
     """One local Ray cluster for the module; actors import the test bundles by name."""
