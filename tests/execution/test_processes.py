@@ -37,6 +37,7 @@ from agentlightning.execution.processes import (
     WorkerDied,
     WorkerProcesses,
     default_start_method,
+    single_threaded,
     validate_start_method,
     validate_timeout,
 )
@@ -200,6 +201,84 @@ def test_G2_timeouts_validated(bad: Any) -> None:
 
 def test_default_start_method_is_not_fork() -> None:
     assert default_start_method() in ("forkserver", "spawn")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts threads in /proc")
+def test_single_threaded_counts_every_thread() -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from agentlightning.execution.processes import single_threaded as s; print(s())",
+        ],
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        },
+        timeout=HANG,
+        check=False,
+    )
+    assert proc.stdout.strip() == "True", proc.stderr
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait, name="held")
+    thread.start()
+    try:
+        assert not single_threaded()
+    finally:
+        release.set()
+        thread.join()
+
+
+_DEFAULT_METHOD_SCRIPT = """
+import json, multiprocessing, os, threading
+from agentlightning.execution.events import MultiprocessingEvent
+from agentlightning.execution.processes import WorkerProcesses
+
+async def parent_pid(journal):
+    journal.send(os.getppid())
+
+def parents(workers, reader, writer, name):
+    workers.start(name, parent_pid, writer)
+    return reader.recv()
+
+if __name__ == "__main__":
+    event = MultiprocessingEvent()
+    reader, writer = multiprocessing.Pipe(duplex=False)
+    with WorkerProcesses(event) as workers:
+        alone = parents(workers, reader, writer, "alone")
+        release = threading.Event()
+        thread = threading.Thread(target=release.wait)
+        thread.start()
+        threaded = parents(workers, reader, writer, "threaded")
+        release.set()
+        thread.join()
+        workers.stop()
+    event.close()
+    print(json.dumps({"me": os.getpid(), "alone": alone, "threaded": threaded}))
+"""
+
+
+@pytest.mark.skipif("fork" not in AVAILABLE or not sys.platform.startswith("linux"), reason="forks on Linux")
+def test_default_forks_only_while_the_caller_has_one_thread(tmp_path: Path) -> None:
+    """The default start method forks a worker from a single-threaded caller (its code at the caller's
+    addresses costs less CPU per round trip, see the module docstring), never from a threaded one."""
+    script = tmp_path / "default_method.py"
+    script.write_text(_DEFAULT_METHOD_SCRIPT)
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": path},
+        timeout=HANG,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout.splitlines()[-1])
+    assert seen["alone"] == seen["me"], f"a single-threaded caller's worker was not forked from it: {seen}"
+    assert seen["threaded"] != seen["me"], f"a worker was forked from a threaded caller: {seen}"
 
 
 # -- outcomes (L1, F3, E2, E6, K2, F1) ---------------------------------------------------------------------
