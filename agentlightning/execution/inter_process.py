@@ -34,8 +34,10 @@ calling thread, as the design requires: blocking code there is reachable only by
 Default start method (``start_method=None``): each runner is forked from the caller when the caller has
 a single thread, which ``start()`` arranges by starting the runners before the server's threads; a
 caller with threads of its own gets forkserver runners (see ``processes``, whose docstring says why:
-forked runners cost ~30% less CPU per rollout on both ends of the socket). The forkserver preloads
-this package, so its runners start in milliseconds after the first ``execute()``.
+forked runners cost ~27% less CPU per rollout on both ends of the socket). W1 with 2 runners,
+alternating with forkserver runners in one process at load 7.5 on 2 cores: 10,000 rollouts/s against
+6,600 (median of 20 pairs; paired ratio 1.49); W4 12 ms against 65 ms. The forkserver preloads this
+package, so its runners start in milliseconds after the first ``execute()``.
 """
 
 from __future__ import annotations

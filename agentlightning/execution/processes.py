@@ -18,11 +18,12 @@ comes from the forkserver (spawn where there is none). A single-threaded process
 thread could hold, so that fork has none of fork's deadlock hazard. Why fork when it is safe: a forked
 worker runs the interpreter at the caller's own addresses, a forkserver's (a fresh exec, randomised
 anew) elsewhere, and a worker and the caller thread serving it take turns on a core, sharing the CPU's
-branch predictors and caches only where the addresses agree. On the ``ipc`` W1 loop (2 runners) a
-forkserver runner and its server thread each cost ~40% more CPU per rollout; with address
-randomisation off for both (``setarch -R``) forkserver matches fork, and forked workers whose heap pages
-were all made private (no copy-on-write sharing) keep fork's figures: the addresses, not shared pages or
-CPU placement (pinned to one core, forkserver still costs more).
+branch predictors and caches only where the addresses agree. On the ``ipc`` W1 loop (2 runners, 12
+alternating pairs, load 12 on 2 cores) forkserver runners and their server threads each cost ~37% more
+CPU per rollout (73 and 71 us against 53 and 52); with address randomisation off for both
+(``setarch -R``) forkserver matches fork (52 us each), and forked workers whose heap pages were all made
+private (no copy-on-write sharing) keep fork's figures: the addresses, not shared pages, nor CPU
+placement (both pinned to one core, forkserver still costs more).
 
 A worker whose callable raises sets the shared event itself, at once, so the others stop without waiting
 for the parent; its report carries the moment it raised (``raised_at``), so a parent can tell which of

@@ -130,6 +130,50 @@ def test_capabilities_are_declared_and_valid() -> None:
     assert InterProcessExecutionStrategy().start_method is None  # decided per runner as it starts
 
 
+_DEFAULT_METHOD_SCRIPT = """
+import json, os, sys
+from agentlightning.execution.inter_process import InterProcessExecutionStrategy
+from agentlightning.store.memory import InMemoryLightningStore
+
+class Algorithm:
+    async def __call__(self, store, event):
+        pass
+
+class Runner:
+    def __init__(self, path):
+        self.path = path
+
+    async def __call__(self, store, worker_id, event):
+        with open(self.path, "w") as out:
+            out.write(str(os.getppid()))
+
+if __name__ == "__main__":
+    InterProcessExecutionStrategy().execute(Algorithm(), Runner(sys.argv[1]), InMemoryLightningStore())
+    with open(sys.argv[1]) as seen:
+        print(json.dumps({"me": os.getpid(), "runner_parent": int(seen.read())}))
+"""
+
+
+@pytest.mark.skipif("fork" not in AVAILABLE or not sys.platform.startswith("linux"), reason="forks on Linux")
+def test_default_runners_are_forked_from_a_single_threaded_caller(tmp_path: Path) -> None:
+    """The runners start before the server's threads, so the default start method forks them (see
+    ``processes``: forked runners cost less CPU per rollout)."""
+    script = tmp_path / "default_method.py"
+    script.write_text(_DEFAULT_METHOD_SCRIPT)
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "runner-parent")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": path},
+        timeout=HANG,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout.splitlines()[-1])
+    assert seen["runner_parent"] == seen["me"], f"the runner was not forked from the caller: {seen}"
+
+
 # -- L: lifecycle ------------------------------------------------------------------------------------------
 
 
