@@ -31,6 +31,7 @@ import pytest
 from claims_bundles import PROCESS_DEATHS, check_given_up, check_kept_alive
 from held_start import HeldStart, opened_when_the_stop_reaches
 from ipc_bundles import HANG, Algorithm, Runner, read_journal
+from python_script import run_script
 
 from agentlightning.execution.base import CAPABILITY_NAMES
 from agentlightning.execution.inter_process import InterProcessExecutionStrategy
@@ -158,19 +159,7 @@ if __name__ == "__main__":
 def test_default_runners_are_forked_from_a_single_threaded_caller(tmp_path: Path) -> None:
     """The runners start before the server's threads, so the default start method forks them (see
     ``processes``: forked runners cost less CPU per rollout)."""
-    script = tmp_path / "default_method.py"
-    script.write_text(_DEFAULT_METHOD_SCRIPT)
-    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    proc = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "runner-parent")],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": path},
-        timeout=HANG,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    seen = json.loads(proc.stdout.splitlines()[-1])
+    seen = run_script(tmp_path, _DEFAULT_METHOD_SCRIPT, str(tmp_path / "runner-parent"))
     assert seen["runner_parent"] == seen["me"], f"the runner was not forked from the caller: {seen}"
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import psutil
 import pytest
 from held_start import HeldStart, opened_when_the_stop_reaches
+from python_script import run_script
 
 from agentlightning.execution.events import MultiprocessingEvent, wait_async
 from agentlightning.execution.processes import (
@@ -204,23 +205,10 @@ def test_default_start_method_is_not_fork() -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts threads in /proc")
-def test_single_threaded_counts_every_thread() -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from agentlightning.execution.processes import single_threaded as s; print(s())",
-        ],
-        capture_output=True,
-        text=True,
-        env={
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        },
-        timeout=HANG,
-        check=False,
-    )
-    assert proc.stdout.strip() == "True", proc.stderr
+def test_single_threaded_counts_every_thread(tmp_path: Path) -> None:
+    alone = "import json\nfrom agentlightning.execution.processes import single_threaded\n"
+    alone += "print(json.dumps(single_threaded()))\n"
+    assert run_script(tmp_path, alone) is True
     release = threading.Event()
     thread = threading.Thread(target=release.wait, name="held")
     thread.start()
@@ -264,19 +252,7 @@ if __name__ == "__main__":
 def test_default_forks_only_while_the_caller_has_one_thread(tmp_path: Path) -> None:
     """The default start method forks a worker from a single-threaded caller (its code at the caller's
     addresses costs less CPU per round trip, see the module docstring), never from a threaded one."""
-    script = tmp_path / "default_method.py"
-    script.write_text(_DEFAULT_METHOD_SCRIPT)
-    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    proc = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": path},
-        timeout=HANG,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    seen = json.loads(proc.stdout.splitlines()[-1])
+    seen = run_script(tmp_path, _DEFAULT_METHOD_SCRIPT)
     assert seen["alone"] == seen["me"], f"a single-threaded caller's worker was not forked from it: {seen}"
     assert seen["threaded"] != seen["me"], f"a worker was forked from a threaded caller: {seen}"
 
