@@ -790,6 +790,10 @@ def _worker_main(child: _ChildConfig, target: Callable[..., Awaitable[Any]], arg
         # bootstrap: a traceback and an exit without a report).
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         _guard_parent_death(child)
+        # What this process holds before its callable runs (under fork, the caller's whole heap) is never
+        # collected here: a collection walking it would write to every object's header, copying each
+        # page a fork shares with the caller, and take as long as collecting the caller's heap.
+        gc.freeze()
         with contextlib.suppress(OSError):
             child.report.send_bytes(_STARTED)
         kind, payload, code, raised_at = _run(target, args, child)

@@ -59,6 +59,10 @@ async def returns(journal: Journal) -> None:
     journal.send(("returned", os.getpid()))
 
 
+async def reports_frozen_heap(journal: Journal) -> None:
+    journal.send(("frozen" if gc.get_freeze_count() else "not frozen", os.getpid()))
+
+
 async def raises_value_error() -> None:
     raise ValueError("worker failed on purpose")
 
@@ -255,6 +259,15 @@ def test_default_forks_only_while_the_caller_has_one_thread(tmp_path: Path) -> N
     seen = run_script(tmp_path, _DEFAULT_METHOD_SCRIPT)
     assert seen["alone"] == seen["me"], f"a single-threaded caller's worker was not forked from it: {seen}"
     assert seen["threaded"] != seen["me"], f"a worker was forked from a threaded caller: {seen}"
+
+
+@pytest.mark.parametrize("start_method", AVAILABLE)
+def test_what_a_worker_inherits_is_never_collected_there(harness: Any, start_method: str) -> None:
+    """A forked worker's collections must not walk the caller's heap (copy-on-write pages, CPU)."""
+    h = harness(start_method)
+    h.workers.start("w", reports_frozen_heap, h.journal)
+    h.expect("frozen")
+    assert [o.status for o in h.wait_all()] == ["returned"]
 
 
 # -- outcomes (L1, F3, E2, E6, K2, F1) ---------------------------------------------------------------------
