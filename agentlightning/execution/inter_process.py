@@ -31,8 +31,13 @@ store, which would survive it, is planned but does not exist yet.
 ``can_cancel_blocking_code`` holds for runners (processes can be signalled). The algorithm runs on the
 calling thread, as the design requires: blocking code there is reachable only by Ctrl+C.
 
-Default start method: forkserver on Linux (see ``processes.default_start_method``); its server
-preloads this package, so each runner starts in milliseconds after the first ``execute()``.
+Default start method (``start_method=None``): each runner is forked from the caller when the caller has
+a single thread, which ``start()`` arranges by starting the runners before the server's threads; a
+caller with threads of its own gets forkserver runners (see ``processes``, whose docstring says why:
+forked runners cost ~27% less CPU per rollout on both ends of the socket). W1 with 2 runners,
+alternating with forkserver runners in one process at load 7.5 on 2 cores: 10,000 rollouts/s against
+6,600 (median of 20 pairs; paired ratio 1.49); W4 12 ms against 65 ms. The forkserver preloads this
+package, so its runners start in milliseconds after the first ``execute()``.
 """
 
 from __future__ import annotations
@@ -71,9 +76,9 @@ class InterProcessExecutionStrategy(SupervisedStrategy):
 
     ``n_runners``: runner processes (>= 1). ``graceful_timeout``: seconds a bundle may take to return
     once the event is set. ``terminate_timeout``: seconds each later step (SIGINT, SIGTERM) may take
-    before the next. ``start_method``: ``"fork"``, ``"spawn"`` or ``"forkserver"``; ``None`` picks
-    ``processes.default_start_method()`` (forkserver on Linux: fork is unsafe once the caller has
-    threads, and the store server is one).
+    before the next. ``start_method``: ``"fork"``, ``"spawn"`` or ``"forkserver"``; ``None`` forks each
+    runner while the caller has a single thread, else uses ``processes.default_start_method()``
+    (forkserver on Linux: fork is unsafe once the caller has threads).
     """
 
     alias: ClassVar[str] = "ipc"
@@ -96,7 +101,7 @@ class InterProcessExecutionStrategy(SupervisedStrategy):
         self.terminate_timeout = validate_timeout(terminate_timeout, "terminate_timeout")
         if self.terminate_timeout == 0:
             raise ValueError("terminate_timeout must be > 0 seconds (processes need time to exit); got 0")
-        self.start_method = validate_start_method(start_method)
+        self.start_method = None if start_method is None else validate_start_method(start_method)
 
     def __repr__(self) -> str:
         return (

@@ -12,6 +12,19 @@ loop cancels its tasks, so ``finally`` blocks run); after ``terminate_timeout`` 
 ``terminate_timeout`` SIGKILL. Every child is reaped. A ``KeyboardInterrupt`` during ``stop()`` (a
 second Ctrl+C) skips to the next step at once, and is re-raised after everything is reaped (K5).
 
+Default start method (``start_method=None``): each worker is forked from the caller while the caller
+has exactly one thread (``single_threaded``: the kernel's count, C libraries' threads included), else it
+comes from the forkserver (spawn where there is none). A single-threaded process holds no lock another
+thread could hold, so that fork has none of fork's deadlock hazard. Why fork when it is safe: a forked
+worker runs the interpreter at the caller's own addresses, a forkserver's (a fresh exec, randomised
+anew) elsewhere, and a worker and the caller thread serving it take turns on a core, sharing the CPU's
+branch predictors and caches only where the addresses agree. On the ``ipc`` W1 loop (2 runners, 12
+alternating pairs, load 12 on 2 cores) forkserver runners and their server threads each cost ~37% more
+CPU per rollout (73 and 71 us against 53 and 52); with address randomisation off for both
+(``setarch -R``) forkserver matches fork (52 us each), and forked workers whose heap pages were all made
+private (no copy-on-write sharing) keep fork's figures: the addresses, not shared pages, nor CPU
+placement (both pinned to one core, forkserver still costs more).
+
 A worker whose callable raises sets the shared event itself, at once, so the others stop without waiting
 for the parent; its report carries the moment it raised (``raised_at``), so a parent can tell which of
 several failures came first even when their reports arrive in another order (E3).
@@ -70,6 +83,7 @@ __all__ = [
     "WorkerOutcome",
     "WorkerProcesses",
     "default_start_method",
+    "single_threaded",
     "start_forkserver",
     "validate_start_method",
     "validate_timeout",
@@ -105,6 +119,25 @@ def default_start_method() -> str:
     server, starts much faster than spawn once running, and is Python 3.14's own default on POSIX.
     """
     return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def single_threaded() -> bool:
+    """Whether this process has exactly one thread now, by the kernel's count (``/proc/self/task``).
+
+    Counts every thread, those started by C libraries included (``threading`` sees only its own);
+    ``False`` where ``/proc`` is not there to ask (not Linux): then nobody can tell.
+    """
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
+def _start_method_now() -> str:
+    """The start method for a worker started now under the default (``start_method=None``)."""
+    if single_threaded() and "fork" in multiprocessing.get_all_start_methods():
+        return "fork"
+    return default_start_method()
 
 
 def validate_start_method(value: object, parameter: str = "start_method") -> str:
@@ -205,6 +238,8 @@ class WorkerProcesses:
 
     ``start(name, target, *args)`` runs ``await target(*args)`` in a new process; ``target`` and
     ``args`` must be picklable under spawn/forkserver. Not thread-safe: drive it from one thread.
+    ``start_method=None`` (the default) picks for each worker as it starts: fork while this process has a
+    single thread (``single_threaded``), else ``default_start_method()`` (see the module docstring).
     ``preload``: modules the forkserver imports once, if it is not running yet, so that workers forked
     from it start without importing them again (it adds to multiprocessing's process-wide list).
     """
@@ -218,17 +253,16 @@ class WorkerProcesses:
         terminate_timeout: float = 1.0,
         preload: Sequence[str] = (),
     ) -> None:
-        self.start_method = validate_start_method(start_method)
-        if self.start_method == "forkserver" and preload:
+        self.start_method = None if start_method is None else validate_start_method(start_method)
+        if self.start_method in (None, "forkserver") and preload:
             _extend_forkserver_preload(preload)
         self.graceful_timeout = validate_timeout(graceful_timeout, "graceful_timeout")
         self.terminate_timeout = validate_timeout(terminate_timeout, "terminate_timeout")
         self.event = event
-        self._ctx: Any = multiprocessing.get_context(self.start_method)  # a concrete context
         self._workers: dict[str, _Worker] = {}
         self._outcomes: list[WorkerOutcome] = []
         self._liveness: tuple[multiprocessing.connection.Connection, multiprocessing.connection.Connection]
-        self._liveness = self._ctx.Pipe(duplex=False)  # (reader for children, writer only we hold)
+        self._liveness = multiprocessing.Pipe(duplex=False)  # (reader for children, writer only we hold)
         self._closed = False
 
     # -- starting -------------------------------------------------------------------------------------
@@ -252,21 +286,23 @@ class WorkerProcesses:
             raise RuntimeError("WorkerProcesses is closed")
         if name in self._workers or any(o.name == name for o in self._outcomes):
             raise ValueError(f"worker name {name!r} is already used in this group")
-        report_reader, report_writer = self._ctx.Pipe(duplex=False)
+        method = self.start_method or _start_method_now()
+        ctx: Any = multiprocessing.get_context(method)  # a concrete context
+        report_reader, report_writer = ctx.Pipe(duplex=False)
         liveness_reader, liveness_writer = self._liveness
         child = _ChildConfig(
             name=name,
             report=report_writer,
             liveness=liveness_reader,
             # Under fork the child inherits our writer: it must close it (see the module docstring).
-            inherited_liveness_writer=liveness_writer if self.start_method == "fork" else None,
+            inherited_liveness_writer=liveness_writer if method == "fork" else None,
             parent_pid=os.getpid(),
-            check_parent_pid=self.start_method != "forkserver",
+            check_parent_pid=method != "forkserver",
             event=self.event,
             cleanup=cleanup,
             loop_factory=loop_factory,
         )
-        process = self._ctx.Process(target=_worker_main, args=(child, target, args), name=name)
+        process = ctx.Process(target=_worker_main, args=(child, target, args), name=name)
         # Registered before it starts, so that an interrupt at any point leaves it in our books.
         self._workers[name] = _Worker(name, process, report_reader)
         # Ours: a Ctrl+C waits until the child is in our books and our end of its pipe is closed (the
@@ -274,7 +310,7 @@ class WorkerProcesses:
         # deferred handler holds it back here). The child's: under fork and spawn it inherits this
         # thread's signal mask, and SIGINT blocked there stays pending until it has installed its own
         # handler (see the module docstring); the mask is for the child, not for us.
-        block_sigint = self.start_method in ("fork", "spawn")
+        block_sigint = method in ("fork", "spawn")
         with sigint_deferred():
             previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if block_sigint else None
             try:
@@ -618,7 +654,7 @@ class WorkerProcesses:
             self.close()
 
     def __repr__(self) -> str:
-        return f"<WorkerProcesses {self.start_method} running={self.running}>"
+        return f"<WorkerProcesses {self.start_method or 'default'} running={self.running}>"
 
 
 class _SignalWakeup:
@@ -754,6 +790,10 @@ def _worker_main(child: _ChildConfig, target: Callable[..., Awaitable[Any]], arg
         # bootstrap: a traceback and an exit without a report).
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         _guard_parent_death(child)
+        # What this process holds before its callable runs (under fork, the caller's whole heap) is never
+        # collected here: a collection walking it would write to every object's header, copying each
+        # page a fork shares with the caller, and take as long as collecting the caller's heap.
+        gc.freeze()
         with contextlib.suppress(OSError):
             child.report.send_bytes(_STARTED)
         kind, payload, code, raised_at = _run(target, args, child)

@@ -300,7 +300,7 @@ class Supervisor(Generic[_S]):
     # -- helpers for start() --------------------------------------------------------------------------
 
     def start_workers(
-        self, specs: Iterable[WorkerSpec], *, start_method: str, preload: tuple[str, ...]
+        self, specs: Iterable[WorkerSpec], *, start_method: str | None, preload: tuple[str, ...]
     ) -> None:
         """Start a worker process per spec, in order; a Ctrl+C meanwhile starts nothing more (K3).
 

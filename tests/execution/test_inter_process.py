@@ -31,6 +31,7 @@ import pytest
 from claims_bundles import PROCESS_DEATHS, check_given_up, check_kept_alive
 from held_start import HeldStart, opened_when_the_stop_reaches
 from ipc_bundles import HANG, Algorithm, Runner, read_journal
+from python_script import run_script
 
 from agentlightning.execution.base import CAPABILITY_NAMES
 from agentlightning.execution.inter_process import InterProcessExecutionStrategy
@@ -127,7 +128,39 @@ def test_capabilities_are_declared_and_valid() -> None:
     assert set(caps["supports_start_methods"]) == set(AVAILABLE)
     assert (caps["grace_seconds"], caps["terminate_seconds"]) == (1.5, 0.75)
     assert InterProcessExecutionStrategy.alias == "ipc"
-    assert InterProcessExecutionStrategy().start_method in ("forkserver", "spawn")
+    assert InterProcessExecutionStrategy().start_method is None  # decided per runner as it starts
+
+
+_DEFAULT_METHOD_SCRIPT = """
+import json, os, sys
+from agentlightning.execution.inter_process import InterProcessExecutionStrategy
+from agentlightning.store.memory import InMemoryLightningStore
+
+class Algorithm:
+    async def __call__(self, store, event):
+        pass
+
+class Runner:
+    def __init__(self, path):
+        self.path = path
+
+    async def __call__(self, store, worker_id, event):
+        with open(self.path, "w") as out:
+            out.write(str(os.getppid()))
+
+if __name__ == "__main__":
+    InterProcessExecutionStrategy().execute(Algorithm(), Runner(sys.argv[1]), InMemoryLightningStore())
+    with open(sys.argv[1]) as seen:
+        print(json.dumps({"me": os.getpid(), "runner_parent": int(seen.read())}))
+"""
+
+
+@pytest.mark.skipif("fork" not in AVAILABLE or not sys.platform.startswith("linux"), reason="forks on Linux")
+def test_default_runners_are_forked_from_a_single_threaded_caller(tmp_path: Path) -> None:
+    """The runners start before the server's threads, so the default start method forks them (see
+    ``processes``: forked runners cost less CPU per rollout)."""
+    seen = run_script(tmp_path, _DEFAULT_METHOD_SCRIPT, str(tmp_path / "runner-parent"))
+    assert seen["runner_parent"] == seen["me"], f"the runner was not forked from the caller: {seen}"
 
 
 # -- L: lifecycle ------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from typing import Any
 import psutil
 import pytest
 from held_start import HeldStart, opened_when_the_stop_reaches
+from python_script import run_script
 
 from agentlightning.execution.events import MultiprocessingEvent, wait_async
 from agentlightning.execution.processes import (
@@ -37,6 +38,7 @@ from agentlightning.execution.processes import (
     WorkerDied,
     WorkerProcesses,
     default_start_method,
+    single_threaded,
     validate_start_method,
     validate_timeout,
 )
@@ -55,6 +57,10 @@ Journal = multiprocessing.connection.Connection
 
 async def returns(journal: Journal) -> None:
     journal.send(("returned", os.getpid()))
+
+
+async def reports_frozen_heap(journal: Journal) -> None:
+    journal.send(("frozen" if gc.get_freeze_count() else "not frozen", os.getpid()))
 
 
 async def raises_value_error() -> None:
@@ -200,6 +206,68 @@ def test_G2_timeouts_validated(bad: Any) -> None:
 
 def test_default_start_method_is_not_fork() -> None:
     assert default_start_method() in ("forkserver", "spawn")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts threads in /proc")
+def test_single_threaded_counts_every_thread(tmp_path: Path) -> None:
+    alone = "import json\nfrom agentlightning.execution.processes import single_threaded\n"
+    alone += "print(json.dumps(single_threaded()))\n"
+    assert run_script(tmp_path, alone) is True
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait, name="held")
+    thread.start()
+    try:
+        assert not single_threaded()
+    finally:
+        release.set()
+        thread.join()
+
+
+_DEFAULT_METHOD_SCRIPT = """
+import json, multiprocessing, os, threading
+from agentlightning.execution.events import MultiprocessingEvent
+from agentlightning.execution.processes import WorkerProcesses
+
+async def parent_pid(journal):
+    journal.send(os.getppid())
+
+def parents(workers, reader, writer, name):
+    workers.start(name, parent_pid, writer)
+    return reader.recv()
+
+if __name__ == "__main__":
+    event = MultiprocessingEvent()
+    reader, writer = multiprocessing.Pipe(duplex=False)
+    with WorkerProcesses(event) as workers:
+        alone = parents(workers, reader, writer, "alone")
+        release = threading.Event()
+        thread = threading.Thread(target=release.wait)
+        thread.start()
+        threaded = parents(workers, reader, writer, "threaded")
+        release.set()
+        thread.join()
+        workers.stop()
+    event.close()
+    print(json.dumps({"me": os.getpid(), "alone": alone, "threaded": threaded}))
+"""
+
+
+@pytest.mark.skipif("fork" not in AVAILABLE or not sys.platform.startswith("linux"), reason="forks on Linux")
+def test_default_forks_only_while_the_caller_has_one_thread(tmp_path: Path) -> None:
+    """The default start method forks a worker from a single-threaded caller (its code at the caller's
+    addresses costs less CPU per round trip, see the module docstring), never from a threaded one."""
+    seen = run_script(tmp_path, _DEFAULT_METHOD_SCRIPT)
+    assert seen["alone"] == seen["me"], f"a single-threaded caller's worker was not forked from it: {seen}"
+    assert seen["threaded"] != seen["me"], f"a worker was forked from a threaded caller: {seen}"
+
+
+@pytest.mark.parametrize("start_method", AVAILABLE)
+def test_what_a_worker_inherits_is_never_collected_there(harness: Any, start_method: str) -> None:
+    """A forked worker's collections must not walk the caller's heap (copy-on-write pages, CPU)."""
+    h = harness(start_method)
+    h.workers.start("w", reports_frozen_heap, h.journal)
+    h.expect("frozen")
+    assert [o.status for o in h.wait_all()] == ["returned"]
 
 
 # -- outcomes (L1, F3, E2, E6, K2, F1) ---------------------------------------------------------------------
