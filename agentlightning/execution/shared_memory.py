@@ -44,7 +44,6 @@ exist yet.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from collections.abc import Callable
@@ -53,7 +52,7 @@ from typing import Any, ClassVar, Literal
 from agentlightning.execution.base import AlgorithmBundle, ExecutionStrategy, RunnerBundle
 from agentlightning.execution.events import ThreadingEvent
 from agentlightning.execution.failures import FailureCollector
-from agentlightning.execution.threads import BundleGroup, BundleRun, run_on_private_loop
+from agentlightning.execution.threads import BundleGroup, BundleRun, refuse_running_loop, run_on_private_loop
 from agentlightning.store.base import LightningStore
 from agentlightning.store.claims import ClaimLedger, ClaimTrackingStore
 
@@ -125,15 +124,7 @@ class SharedMemoryExecutionStrategy(ExecutionStrategy):
 
     def execute(self, algorithm: AlgorithmBundle, runner: RunnerBundle, store: LightningStore) -> None:
         """Run the algorithm and ``n_runners`` runners to completion; raise as the stop model says."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass  # the normal case: called from plain code
-        else:
-            raise RuntimeError(
-                "execute() blocks until every bundle is done and cannot run inside an event loop; "
-                "from async code use: await asyncio.to_thread(strategy.execute, algorithm, runner, store)"
-            )
+        refuse_running_loop()
         event = ThreadingEvent()
         failures = FailureCollector(_log)
         bundle_store, close_store = self._bundle_store(store)

@@ -61,6 +61,7 @@ from agentlightning.execution.threads import (
     Inbox,
     SigintRelay,
     close_loop,
+    refuse_running_loop,
     run_on_private_loop,
     sigint_deferred,
 )
@@ -177,6 +178,7 @@ class Supervisor(Generic[_S]):
     ) -> None:
         """``event``: the run's stop event (default: a ``MultiprocessingEvent`` of the strategy's
         ``start_method``, which worker processes share)."""
+        refuse_running_loop()  # before anything exists that would need stopping
         self.s = strategy
         self.algorithm, self.runner, self.store = algorithm, runner, store
         self.log = logger or logging.getLogger(type(self).__module__)  # the strategy's own logger

@@ -44,6 +44,7 @@ __all__ = [
     "SigintRelay",
     "claim_signal_wakeup",
     "close_loop",
+    "refuse_running_loop",
     "release_signal_wakeup",
     "run_on_private_loop",
     "sigint_deferred",
@@ -290,6 +291,20 @@ def close_loop(
     finally:
         with failures.cleanup(f"{name}: closing its event loop"):
             loop.close()
+
+
+def refuse_running_loop() -> None:
+    """Raise ``RuntimeError`` if the calling thread runs an event loop: ``execute()`` blocks until every
+    bundle is done, so inside a loop it would stall that loop, and the main bundle's own loop could never
+    run there (each attempt to run it would fail at once, for ever). Called before anything is started."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return  # the normal case: called from plain code
+    raise RuntimeError(
+        "execute() blocks until every bundle is done and cannot run inside an event loop; "
+        "from async code use: await asyncio.to_thread(strategy.execute, algorithm, runner, store)"
+    )
 
 
 def run_on_private_loop(coro: Coroutine[Any, Any, _T]) -> _T:

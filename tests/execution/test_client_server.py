@@ -813,3 +813,19 @@ def test_D_bounds_and_policy_follow_the_options() -> None:
     tuned = ClientServerExecutionStrategy(connect_timeout=4.0, on_host_loss="carry-on").capabilities
     assert (tuned["host_loss_seconds"], tuned["host_loss_policy"]) == (11.0, "carry-on")
     assert ClientServerExecutionStrategy(host_loss_timeout=30.0).capabilities["host_loss_seconds"] == 32.0
+
+
+def test_execute_inside_a_running_loop_is_a_clear_error_and_starts_nothing() -> None:
+    # It used to hang: the main bundle's loop cannot run inside another, and each failed attempt was
+    # recorded and retried for ever.
+    async def algorithm(store: Any, event: Any) -> None:
+        raise AssertionError("the algorithm must not run")
+
+    async def caller() -> None:
+        threads, children = threading.active_count(), psutil.Process().children()
+        with pytest.raises(RuntimeError, match=r"cannot run inside an event loop.*asyncio\.to_thread"):
+            _cs().execute(algorithm, algorithm, InMemoryLightningStore())  # type: ignore[arg-type]
+        assert threading.active_count() == threads
+        assert psutil.Process().children() == children
+
+    asyncio.run(caller())

@@ -604,3 +604,20 @@ def test_S3_store_that_is_not_thread_safe_is_wrapped(scratch: str) -> None:
     assert "algorithm completed 50" in read_journal(scratch)
     assert len(asyncio.run(store.query_rollouts(status=["succeeded"]))) == 50
     assert {t.name for t in threading.enumerate()} == threads  # the wrapper's owner thread is gone (R1)
+
+
+@pytest.mark.parametrize("start_method", [None, "forkserver"])
+def test_execute_inside_a_running_loop_is_a_clear_error_and_starts_nothing(start_method: str | None) -> None:
+    # It used to hang: the main bundle's loop cannot run inside another, and each failed attempt was
+    # recorded and retried for ever.
+    async def algorithm(store: Any, event: Any) -> None:
+        raise AssertionError("the algorithm must not run")
+
+    async def caller() -> None:
+        threads, children = threading.active_count(), psutil.Process().children()
+        with pytest.raises(RuntimeError, match=r"cannot run inside an event loop.*asyncio\.to_thread"):
+            ipc(start_method=start_method).execute(algorithm, algorithm, InMemoryLightningStore())  # type: ignore[arg-type]
+        assert threading.active_count() == threads
+        assert psutil.Process().children() == children
+
+    asyncio.run(caller())
