@@ -50,14 +50,17 @@ def _fail_run(ctx: CheckContext, run: HostRun, *, expected: str, observed: str, 
 
 
 def _start_all(ctx: CheckContext, run: HostRun, runner_hosts: list[int], *, history: bool = False) -> None:
-    """The algorithm side on host 0, then (once it listens) a runner side on each of ``runner_hosts``."""
+    """The algorithm side on host 0, then (once it listens) a runner side on each of ``runner_hosts``
+    (started ahead: built beside the algorithm side, released into ``execute()`` once it listens)."""
     run.start(0, "algorithm", history=history)
+    for host in runner_hosts:
+        run.start(host, "runner", ahead=True)
     try:
         run.wait_listening(_hang(ctx))
     except TimeoutError as error:
         _fail_run(ctx, run, expected="the algorithm side listens on its {port}", observed=str(error))
     for host in runner_hosts:
-        run.start(host, "runner")
+        run.release(host)
 
 
 # -- D1 ---------------------------------------------------------------------------------------------------
@@ -243,6 +246,8 @@ def check_authenticated(ctx: CheckContext) -> None:
         )
     )
     with HostRun(ctx, sides, 3, algorithm=algorithm, runner=_WORK) as run:
+        # A side started by someone without the credential, on host 2: built now, run once the others end.
+        run.start(2, "algorithm", credentials=False, ahead=True)
         _start_all(ctx, run, [1])
         refusals = {
             "no credential": _status_from(run, 2, None),
@@ -262,8 +267,7 @@ def check_authenticated(ctx: CheckContext) -> None:
         for host in (0, 1):
             if run.wait_side(host, _hang(ctx)) is None:
                 _fail_run(ctx, run, expected=f"the side on host {host} ends", observed="it still runs")
-        # A side started by someone without the credential, on host 2.
-        run.start(2, "algorithm", credentials=False)
+        run.release(2)
         deadline = time.monotonic() + _hang(ctx)
         while run.processes[2].poll() is None and time.monotonic() < deadline:
             if run.hosts.reachable(1, 2, run.port, within=0.2):
@@ -342,16 +346,18 @@ def check_host_loss(ctx: CheckContext) -> None:
     )
     with HostRun(ctx, sides, 3, algorithm=algorithm, runner=_WORK) as run:
         run.start(0, "algorithm", history=True)
+        # Both runner sides are built beside the algorithm side; host 2's runner works only once host 1
+        # holds a claim (its gate), so that host 1 gets one.
+        run.start(1, "runner", runner=_holder(1, hold=True), ahead=True)
+        run.start(2, "runner", runner=Script((Step("gate", args={"name": "work"}), *_WORK.steps)), ahead=True)
         try:
             run.wait_listening(_hang(ctx))
         except TimeoutError as error:
             _fail_run(ctx, run, expected="the algorithm side listens on its {port}", observed=str(error))
         if run.wait_record(lambda r: r.kind == "enqueued", _hang(ctx), "enqueued") is None:
             _fail_run(ctx, run, expected="the algorithm enqueues its rollouts", observed="it never did")
-        run.start(1, "runner", runner=_holder(1, hold=True))
-        # Host 2's side starts (and attaches) now, beside host 1's; its runner works only once host 1
-        # holds a claim (its gate), so that host 1 gets one.
-        run.start(2, "runner", runner=Script((Step("gate", args={"name": "work"}), *_WORK.steps)))
+        run.release(1)
+        run.release(2)
         held = run.wait_record(
             lambda r: r.bundle == "h1 runner 0" and r.kind == "dequeued" and r.detail != "none",
             _hang(ctx),
@@ -470,13 +476,14 @@ def check_partition(ctx: CheckContext) -> None:
     runner = _STEADY if short else _holder(1, hold=True)
     with HostRun(ctx, sides, 2, algorithm=algorithm, runner=runner) as run:
         run.start(0, "algorithm", history=True)
+        run.start(1, "runner", ahead=True)
         try:
             run.wait_listening(_hang(ctx))
         except TimeoutError as error:
             _fail_run(ctx, run, expected="the algorithm side listens on its {port}", observed=str(error))
         if run.wait_record(lambda r: r.kind == "enqueued", _hang(ctx), "enqueued") is None:
             _fail_run(ctx, run, expected="the algorithm enqueues its rollouts", observed="it never did")
-        run.start(1, "runner")
+        run.release(1)
         kind = "completed" if short else "dequeued"
         if run.wait_record(lambda r: r.bundle == "h1 runner 0" and r.kind == kind, _hang(ctx), kind) is None:
             _fail_run(ctx, run, expected="the runner on host 1 works", observed=f"it never {kind} a rollout")

@@ -12,6 +12,7 @@ import pytest
 from conformance import host_runs
 from conformance.capabilities import validate_manifest
 from conformance.checks import CheckContext, load_checks
+from conformance.contracts._engine import POLL
 from conformance.host_options import resolve_host_options
 from conformance.hosts import Availability, probe_namespaces
 from conformance.target import make_target, validate_target
@@ -101,3 +102,24 @@ def test_D1_ctrl_c_reaches_the_algorithm_side_even_when_the_kit_was_started_igno
     finally:
         signal.signal(signal.SIGINT, previous)
     assert ctx.figures and "from the SIGINT to the algorithm side" in ctx.figures[0]
+
+
+def test_a_side_started_ahead_is_built_but_calls_execute_only_once_released() -> None:
+    """Runner sides start beside the algorithm side (their imports overlap its start-up) but call
+    ``execute()`` only when the check releases them: what D measures still starts at ``side execute``."""
+    _require_namespaces()
+    ctx = _context("D4")
+    sides = host_runs.require_hosts(ctx)
+    hang = 60.0
+    with host_runs.HostRun(ctx, sides, 2, algorithm=POLL, runner=POLL) as run:
+        run.start(1, "runner", ahead=True)
+        ready = run.wait_record(lambda r: r.bundle == "h1 side" and r.kind == "ready", hang, "ready")
+        assert ready is not None, run.logs()
+        # Built and waiting: it has not called execute() (a runner side would try the absent store).
+        assert [r.kind for r in run.journal()] == ["ready"]
+        assert run.processes[1].poll() is None
+        run.release(1)
+        executed = run.wait_record(lambda r: r.bundle == "h1 side" and r.kind == "execute", hang, "execute")
+        assert executed is not None and executed.t >= ready.t, run.logs()
+        # No store listens: the released side fails as D4 expects, so it ends on its own.
+        assert run.wait_side(1, hang) is not None, run.logs()
