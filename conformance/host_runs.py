@@ -26,7 +26,7 @@ from typing import Any
 from conformance.bundles import collect_stack_dumps
 from conformance.checks import CheckContext
 from conformance.faults import open_gate
-from conformance.host_side import side_spec
+from conformance.host_side import EXECUTE_GATE, side_spec
 from conformance.hosts import HostProcess, NamespaceHosts, probe_namespaces
 from conformance.journal import read_journal
 from conformance.placement import PlacementValues, Side, require_host_sides, resolve_side
@@ -115,10 +115,13 @@ class HostRun:
         credentials: bool = True,
         history: bool = False,
         runner: Script | None = None,
+        ahead: bool = False,
     ) -> HostProcess:
         """Start ``side`` on ``host`` as placed by the declaration (without ``{token}`` entries when
         ``credentials`` is False: also not inherited from this process's environment); ``runner``
-        replaces the run's runner script on this host."""
+        replaces the run's runner script on this host. ``ahead``: the side imports and builds the
+        strategy now but calls ``execute()`` only at ``release(host)``, so that its start-up overlaps
+        the other sides' (what the checks measure starts at its ``side execute`` record either way)."""
         hosts = self.hosts
         values = PlacementValues(hosts.address(host), hosts.address(0), self.port, self.token)
         placed = resolve_side(self.sides, side, values, credentials=credentials)
@@ -135,10 +138,15 @@ class HostRun:
             journal=self.journal_path(host),
             result=self.result_path(host),
             history=history,
+            gate=os.path.dirname(self.journal_path(host)) if ahead else None,
         )
         process = hosts.run(host, [sys.executable, "-m", "conformance.host_side", spec], env=env)
         self.processes[host] = process
         return process
+
+    def release(self, host: int) -> None:
+        """Let the side started ``ahead`` on ``host`` call ``execute()``."""
+        open_gate(os.path.dirname(self.journal_path(host)), EXECUTE_GATE)
 
     def wait_listening(self, within: float) -> None:
         """Until host 0's ``{port}`` accepts a handshake from host 1 (``TimeoutError`` naming it)."""

@@ -7,10 +7,13 @@ both bundles and a fresh store, as the kit hands them; the strategy's side decid
 
 The side starts with the signal state of a program started from a terminal (``signal_defaults``),
 whatever the kit inherited. It journals ``side execute`` just before ``execute()`` (imports and
-construction done). The result file (JSON) says how ``execute()`` ended (``outcome``, and for a
-raise the type, message and traceback), when (``ended``: ``time.monotonic()``, comparable across
-hosts on one machine), the strategy's ``repr`` and, when ``history`` is asked for, every rollout of
-the side's store with its attempts: the record D2 and D3 count lost and twice-completed rollouts in.
+construction done). A side started ahead (``gate`` in SPEC) journals ``side ready`` once built and
+calls ``execute()`` only when the kit opens that gate: its imports overlap the other sides' start-up,
+and what the checks time starts at ``side execute`` as before. The result file (JSON) says how
+``execute()`` ended (``outcome``, and for a raise the type, message and traceback), when (``ended``:
+``time.monotonic()``, comparable across hosts on one machine), the strategy's ``repr`` and, when
+``history`` is asked for, every rollout of the side's store with its attempts: the record D2 and D3
+count lost and twice-completed rollouts in.
 """
 
 from __future__ import annotations
@@ -25,12 +28,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from conformance.bundles import ScriptedAlgorithm, ScriptedRunner
+from conformance.faults import gate_is_open
 from conformance.journal import write_record
 from conformance.scenarios import Script, Step
 from conformance.signal_defaults import restore_default_signals
 from conformance.target import build_store, build_strategy, make_target
 
-__all__ = ["script_from_json", "script_to_json", "side_spec"]
+__all__ = ["EXECUTE_GATE", "script_from_json", "script_to_json", "side_spec"]
+
+EXECUTE_GATE = "execute"
+"""The gate (in the host's journal directory) a side started ahead waits at before ``execute()``."""
+_GATE_POLL = 0.01  # seconds between looks at the gate, as the scripted bundles' gate steps
 
 
 def script_to_json(script: Script) -> list[dict[str, Any]]:
@@ -52,8 +60,10 @@ def side_spec(
     journal: str,
     result: str,
     history: bool,
+    gate: str | None = None,
 ) -> str:
-    """The SPEC argument of one side (JSON)."""
+    """The SPEC argument of one side (JSON); with ``gate`` (a directory) the side waits there at
+    ``EXECUTE_GATE`` before ``execute()``."""
     return json.dumps(
         {
             "strategy": strategy,
@@ -64,6 +74,7 @@ def side_spec(
             "journal": journal,
             "result": result,
             "history": history,
+            "gate": gate,
         }
     )
 
@@ -114,6 +125,10 @@ def main(argv: Sequence[str]) -> int:
     algorithm = ScriptedAlgorithm(script_from_json(spec["algorithm"]), spec["journal"])
     runner = ScriptedRunner([script_from_json(spec["runner"])], spec["journal"])
     status = 0
+    if spec.get("gate"):
+        write_record(spec["journal"], "side", "ready", repr(strategy).split("(", 1)[0])
+        while not gate_is_open(spec["gate"], EXECUTE_GATE):
+            time.sleep(_GATE_POLL)
     # What the side's own time is measured from: imports and construction are done.
     write_record(spec["journal"], "side", "execute", repr(strategy).split("(", 1)[0])
     try:

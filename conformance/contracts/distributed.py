@@ -7,6 +7,12 @@ Bounds are the catalogue's (scaled by ``--conformance-timeout-scale``) plus what
 (``grace_seconds``, ``host_loss_seconds``, ``partition_seconds``, ``late_store_seconds``) as built for
 section D: with its declared ``host_test_options`` under the user's options (``conformance.host_options``;
 the plugin hands the checks that target and those capabilities).
+
+Where a scenario's end stands on another D contract, it waits for it only that contract's bound: D2, D3
+and D5 wait for the runner sides to end within D1's bound after the algorithm side's ``execute()``
+ended, and D3's long partition for the algorithm side's run to end within D2's bound after the cut.
+Past it the item is reported ``blocked by D1`` (or ``D2``), naming what was seen, instead of waiting out
+the 60 s hang bound: that contract's own items give the verdict.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from conformance.checks import CheckContext, contract
 from conformance.contracts._engine import ERROR_TYPE, POLL
 from conformance.host_runs import HostRun, require_hosts
 from conformance.scenarios import JournalRecord, Script, Step
+from conformance.verdicts import Blocked
 
 __all__: list[str] = []
 
@@ -50,14 +57,17 @@ def _fail_run(ctx: CheckContext, run: HostRun, *, expected: str, observed: str, 
 
 
 def _start_all(ctx: CheckContext, run: HostRun, runner_hosts: list[int], *, history: bool = False) -> None:
-    """The algorithm side on host 0, then (once it listens) a runner side on each of ``runner_hosts``."""
+    """The algorithm side on host 0, then (once it listens) a runner side on each of ``runner_hosts``
+    (started ahead: built beside the algorithm side, released into ``execute()`` once it listens)."""
     run.start(0, "algorithm", history=history)
+    for host in runner_hosts:
+        run.start(host, "runner", ahead=True)
     try:
         run.wait_listening(_hang(ctx))
     except TimeoutError as error:
         _fail_run(ctx, run, expected="the algorithm side listens on its {port}", observed=str(error))
     for host in runner_hosts:
-        run.start(host, "runner")
+        run.release(host)
 
 
 # -- D1 ---------------------------------------------------------------------------------------------------
@@ -149,6 +159,29 @@ def check_remote_stop(ctx: CheckContext) -> None:
 
 def _after(records: list[JournalRecord], t: float, prefix: tuple[str, ...]) -> list[JournalRecord]:
     return [r for r in records if r.t > t and r.bundle.startswith(prefix)]
+
+
+def _runner_sides_end(ctx: CheckContext, run: HostRun, hosts: list[int], algorithm: dict[str, Any]) -> None:
+    """The runner sides on ``hosts`` once the algorithm side's ``execute()`` has ended (``algorithm``: its
+    result). That they return within D1's bound (2 s + grace) is D1's contract: a side still running
+    past it (and a margin for its interpreter's exit) makes the scenario wait on D1's defect, so it is
+    reported as blocked by D1 instead of waiting out the hang bound. One that returned in time is waited
+    for to its exit as before."""
+    grace = float(ctx.capabilities["grace_seconds"])
+    ended = float(algorithm.get("ended", time.monotonic()))
+    known = ended + ctx.bound(2.0) + grace + ctx.bound(2.0)
+    for host in hosts:
+        run.wait_side(host, max(0.0, known - time.monotonic()))
+        if run.processes[host].poll() is not None:
+            continue  # ended (what it wrote is the caller's to judge)
+        result = run.result(host)
+        if result is None or float(result["ended"]) - ended > ctx.bound(2.0) + grace:
+            raise Blocked(
+                f"blocked by D1 (remote-stop): the runner side on host {host} still ran "
+                f"{time.monotonic() - ended:.3f} s after the algorithm side's execute() ended "
+                f"(D1: every runner side returns within 2 s + grace {grace:g} s)"
+            )
+        run.wait_side(host, _hang(ctx))
 
 
 # -- D4 ---------------------------------------------------------------------------------------------------
@@ -243,6 +276,8 @@ def check_authenticated(ctx: CheckContext) -> None:
         )
     )
     with HostRun(ctx, sides, 3, algorithm=algorithm, runner=_WORK) as run:
+        # A side started by someone without the credential, on host 2: built now, run once the others end.
+        run.start(2, "algorithm", credentials=False, ahead=True)
         _start_all(ctx, run, [1])
         refusals = {
             "no credential": _status_from(run, 2, None),
@@ -259,11 +294,12 @@ def check_authenticated(ctx: CheckContext) -> None:
         ctx.measure(
             "requests from a third host without / with a wrong credential: " + ", ".join(refusals.values())
         )
-        for host in (0, 1):
-            if run.wait_side(host, _hang(ctx)) is None:
-                _fail_run(ctx, run, expected=f"the side on host {host} ends", observed="it still runs")
-        # A side started by someone without the credential, on host 2.
-        run.start(2, "algorithm", credentials=False)
+        algorithm_side = run.wait_side(0, _hang(ctx))
+        if algorithm_side is None:
+            _fail_run(ctx, run, expected="the side on host 0 ends", observed="it still runs")
+        assert algorithm_side is not None
+        _runner_sides_end(ctx, run, [1], algorithm_side)
+        run.release(2)
         deadline = time.monotonic() + _hang(ctx)
         while run.processes[2].poll() is None and time.monotonic() < deadline:
             if run.hosts.reachable(1, 2, run.port, within=0.2):
@@ -342,16 +378,18 @@ def check_host_loss(ctx: CheckContext) -> None:
     )
     with HostRun(ctx, sides, 3, algorithm=algorithm, runner=_WORK) as run:
         run.start(0, "algorithm", history=True)
+        # Both runner sides are built beside the algorithm side; host 2's runner works only once host 1
+        # holds a claim (its gate), so that host 1 gets one.
+        run.start(1, "runner", runner=_holder(1, hold=True), ahead=True)
+        run.start(2, "runner", runner=Script((Step("gate", args={"name": "work"}), *_WORK.steps)), ahead=True)
         try:
             run.wait_listening(_hang(ctx))
         except TimeoutError as error:
             _fail_run(ctx, run, expected="the algorithm side listens on its {port}", observed=str(error))
         if run.wait_record(lambda r: r.kind == "enqueued", _hang(ctx), "enqueued") is None:
             _fail_run(ctx, run, expected="the algorithm enqueues its rollouts", observed="it never did")
-        run.start(1, "runner", runner=_holder(1, hold=True))
-        # Host 2's side starts (and attaches) now, beside host 1's; its runner works only once host 1
-        # holds a claim (its gate), so that host 1 gets one.
-        run.start(2, "runner", runner=Script((Step("gate", args={"name": "work"}), *_WORK.steps)))
+        run.release(1)
+        run.release(2)
         held = run.wait_record(
             lambda r: r.bundle == "h1 runner 0" and r.kind == "dequeued" and r.detail != "none",
             _hang(ctx),
@@ -396,7 +434,7 @@ def check_host_loss(ctx: CheckContext) -> None:
         if algorithm_side is None:
             _fail_run(ctx, run, expected="the algorithm side ends", observed="it still runs", figure=figure)
         assert algorithm_side is not None
-        run.wait_side(2, _hang(ctx))
+        _runner_sides_end(ctx, run, [2], algorithm_side)
         address = run.hosts.address(1)
         message = str(algorithm_side.get("message", ""))
         if policy == "raise" and (
@@ -470,13 +508,14 @@ def check_partition(ctx: CheckContext) -> None:
     runner = _STEADY if short else _holder(1, hold=True)
     with HostRun(ctx, sides, 2, algorithm=algorithm, runner=runner) as run:
         run.start(0, "algorithm", history=True)
+        run.start(1, "runner", ahead=True)
         try:
             run.wait_listening(_hang(ctx))
         except TimeoutError as error:
             _fail_run(ctx, run, expected="the algorithm side listens on its {port}", observed=str(error))
         if run.wait_record(lambda r: r.kind == "enqueued", _hang(ctx), "enqueued") is None:
             _fail_run(ctx, run, expected="the algorithm enqueues its rollouts", observed="it never did")
-        run.start(1, "runner")
+        run.release(1)
         kind = "completed" if short else "dequeued"
         if run.wait_record(lambda r: r.bundle == "h1 runner 0" and r.kind == kind, _hang(ctx), kind) is None:
             _fail_run(ctx, run, expected="the runner on host 1 works", observed=f"it never {kind} a rollout")
@@ -494,7 +533,10 @@ def _short_partition(ctx: CheckContext, run: HostRun, tolerance: float) -> None:
     run.hosts.restore(1)
     figure = f"a {time.monotonic() - cut_at:.3f} s partition against a tolerance of {tolerance:.3f} s"
     ctx.measure(figure)
-    results = {host: run.wait_side(host, _hang(ctx) + tolerance) for host in (0, 1)}
+    results = {0: run.wait_side(0, _hang(ctx) + tolerance)}
+    if results[0] is not None:
+        _runner_sides_end(ctx, run, [1], results[0])
+    results[1] = run.wait_side(1, _hang(ctx) + tolerance)
     for host, result in results.items():
         if result is None or result.get("outcome") != "returned":
             _fail_run(
@@ -551,6 +593,20 @@ def _long_partition(ctx: CheckContext, run: HostRun, declared: float) -> None:
             expected=f"its error names the unreachable address {address}",
             observed=f"execute() {runner.get('outcome')}: {runner.get('message', '')}",
             figure=figure,
+        )
+    # The algorithm side's part is D2's: its run ends (the rollout given up, or the run stopped) within
+    # D2's bound from the cut. Past it (and a margin to act on the loss) that is known: D3's own part has
+    # passed, and waiting out the algorithm's hang bound would only delay the verdict D2 gives.
+    gave_up = run.wait_record(
+        lambda r: r.t > cut_at and r.bundle == "h0 algorithm" and r.kind in ("waited", "end"),
+        max(0.0, cut_at + bound + ctx.bound(2.0) - time.monotonic()),
+        "the algorithm side's give-up",
+    )
+    if gave_up is None:
+        raise Blocked(
+            f"blocked by D2 (host-loss): the runner side cut off for good exited as D3 expects ({figure}), "
+            f"but the algorithm side's run had not ended {time.monotonic() - cut_at:.3f} s after the cut: "
+            f"the cut-off runner's attempt was not given up within host_loss_seconds={declared:g} s (+2 s)"
         )
     algorithm_side = run.wait_side(0, _hang(ctx) + bound)
     history = (algorithm_side or {}).get("history", [])

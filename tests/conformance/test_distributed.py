@@ -12,15 +12,18 @@ import pytest
 from conformance import host_runs
 from conformance.capabilities import validate_manifest
 from conformance.checks import CheckContext, load_checks
+from conformance.contracts._engine import POLL
 from conformance.host_options import resolve_host_options
 from conformance.hosts import Availability, probe_namespaces
 from conformance.target import make_target, validate_target
-from conformance.verdicts import NotApplicable, SetupError
+from conformance.verdicts import Blocked, NotApplicable, SetupError
 
 
-def _context(contract_id: str, situation: str = "default", capabilities: Any = None) -> CheckContext:
-    """A D check's context for ``cs`` as the kit builds it: with its declared ``host_test_options``."""
-    resolved = validate_target(make_target("cs"))
+def _context(
+    contract_id: str, situation: str = "default", capabilities: Any = None, strategy: str = "cs"
+) -> CheckContext:
+    """A D check's context for ``strategy`` as the kit builds it: with its declared ``host_test_options``."""
+    resolved = validate_target(make_target(strategy))
     host = resolve_host_options(resolved.strategy_class, resolved.target, resolved.capabilities)
     return CheckContext(
         contract_id, situation, host.target, host.capabilities if capabilities is None else capabilities
@@ -101,3 +104,45 @@ def test_D1_ctrl_c_reaches_the_algorithm_side_even_when_the_kit_was_started_igno
     finally:
         signal.signal(signal.SIGINT, previous)
     assert ctx.figures and "from the SIGINT to the algorithm side" in ctx.figures[0]
+
+
+def test_a_side_started_ahead_is_built_but_calls_execute_only_once_released() -> None:
+    """Runner sides start beside the algorithm side (their imports overlap its start-up) but call
+    ``execute()`` only when the check releases them: what D measures still starts at ``side execute``."""
+    _require_namespaces()
+    ctx = _context("D4")
+    sides = host_runs.require_hosts(ctx)
+    hang = 60.0
+    with host_runs.HostRun(ctx, sides, 2, algorithm=POLL, runner=POLL) as run:
+        run.start(1, "runner", ahead=True)
+        ready = run.wait_record(lambda r: r.bundle == "h1 side" and r.kind == "ready", hang, "ready")
+        assert ready is not None, run.logs()
+        # Built and waiting: it has not called execute() (a runner side would try the absent store).
+        assert [r.kind for r in run.journal()] == ["ready"]
+        assert run.processes[1].poll() is None
+        run.release(1)
+        executed = run.wait_record(lambda r: r.bundle == "h1 side" and r.kind == "execute", hang, "execute")
+        assert executed is not None and executed.t >= ready.t, run.logs()
+        # No store listens: the released side fails as D4 expects, so it ends on its own.
+        assert run.wait_side(1, hang) is not None, run.logs()
+
+
+def test_a_scenario_whose_runner_sides_miss_the_stop_is_blocked_by_D1_not_waited_out() -> None:
+    """D5's scenario ends with the algorithm side's return; runner sides that never hear the stop (the
+    D1 specimen) would keep it waiting: past D1's bound it is reported blocked by D1, naming the host."""
+    _require_namespaces()
+    deaf = "strategies.broken.d1_runner_side_misses_remote_stop.RunnerSideMissesRemoteStopStrategy"
+    with pytest.raises(Blocked, match=r"blocked by D1 \(remote-stop\): the runner side on host 1 still ran"):
+        _check("D5")(_context("D5", strategy=deaf))
+
+
+def test_a_cut_off_runner_whose_attempt_is_never_given_up_blocks_D3_on_D2_not_the_hang_bound() -> None:
+    """D3's long partition ends with the algorithm side giving up the cut-off runner's attempt (D2's
+    contract): a strategy that never does (the D2 specimen) is reported blocked by D2 once D2's bound
+    has passed, instead of waiting out the algorithm's 60 s hang bound."""
+    _require_namespaces()
+    forgetful = "strategies.broken.d2_host_loss_loses_rollout.HostLossLosesRolloutStrategy"
+    with pytest.raises(
+        Blocked, match=r"blocked by D2 \(host-loss\): the runner side cut off for good exited"
+    ):
+        _check("D3", "long")(_context("D3", "long", strategy=forgetful))

@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import strategies as st
 
 from conformance.checks import CheckContext
 from conformance.contracts.properties import CI_BUDGET, explore, replay_command
+from conformance.exploration import search
 from conformance.scenarios import Fault, Scenario, Script, Step
 from conformance.schedules import scenario_json
 from conformance.target import make_target, validate_target
@@ -274,3 +276,28 @@ def test_a_negative_hang_limit_is_an_error_naming_it() -> None:
 
     with pytest.raises(ValueError, match="shrink_hangs must be >= 0 or None, got -1"):
         search(st.just(0), lambda _: 0, bool, str, seed_value=0, shrink_hangs=-1)
+
+
+def test_a_spent_budget_stops_the_search_drawing_examples() -> None:
+    """Once the budget is spent hypothesis draws nothing more: returning from the property instead kept
+    it drawing (and ``admit`` rejecting) up to ``max_examples`` examples that ran nothing, for seconds."""
+    drawn: list[int] = []
+    ran: list[int] = []
+
+    def admit(example: int, index: int) -> bool:
+        drawn.append(example)
+        return True
+
+    found = search(
+        st.integers(),
+        lambda example: ran.append(example) or False,
+        bool,
+        str,
+        seed_value=1,
+        max_examples=100,
+        budget=0.0,  # spent before the first example
+        admit=admit,
+    )
+    assert found.budget_hit
+    assert (found.examples, drawn, ran) == (0, [], [])
+    assert found.failing is None
