@@ -55,6 +55,7 @@ import asyncio
 import contextlib
 import ctypes
 import gc
+import inspect
 import logging
 import math
 import multiprocessing
@@ -817,8 +818,8 @@ def _run(
     target: Callable[..., Awaitable[Any]], args: tuple[Any, ...], child: _ChildConfig
 ) -> tuple[str, bytes | None, int, float | None]:
     raised_at: list[float] = []
+    main = _await(target, args, raised_at, child)
     try:
-        main = _await(target, args, raised_at, child)
         if child.loop_factory is None:
             asyncio.run(main)
         else:
@@ -827,6 +828,11 @@ def _run(
         return "interrupted", None, _EXIT_INTERRUPTED, (raised_at or [time.monotonic()])[0]
     except BaseException as exc:
         return "raised", dump_exception(exc), _EXIT_RAISED, (raised_at or [time.monotonic()])[0]
+    finally:
+        # A Ctrl+C that lands before the loop first runs ``main`` (while the loop is being made) leaves it
+        # never started: closed here, not left for the collector to warn "never awaited" on stderr.
+        if inspect.getcoroutinestate(main) == inspect.CORO_CREATED:
+            main.close()
     return "returned", None, _EXIT_RETURNED, None
 
 

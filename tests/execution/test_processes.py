@@ -740,3 +740,38 @@ def test_K4_the_forkserver_hook_unblocks_sigint_only_outside_our_workers(
         assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+_INTERRUPTED_BEFORE_ITS_LOOP_SCRIPT = """
+import json, os, sys, tempfile
+from agentlightning.execution.events import MultiprocessingEvent
+from agentlightning.execution.processes import WorkerProcesses
+
+async def never_runs():
+    raise AssertionError("the callable ran")
+
+def interrupted_while_made():
+    raise KeyboardInterrupt  # a Ctrl+C landing while the worker's event loop is being made
+
+if __name__ == "__main__":
+    with tempfile.TemporaryFile("w+") as err:
+        os.dup2(err.fileno(), 2)  # the worker's stderr, inherited, read back below
+        event = MultiprocessingEvent()
+        with WorkerProcesses(event, start_method=sys.argv[1]) as workers:
+            workers.start("w", never_runs, loop_factory=interrupted_while_made)
+            while workers.running:
+                workers.wait(None)
+            status = workers.outcomes[0].status
+        event.close()
+        err.seek(0)
+        print(json.dumps({"status": status, "stderr": err.read()}))
+"""
+
+
+@pytest.mark.parametrize("start_method", AVAILABLE)
+def test_R5_ctrl_c_before_the_workers_loop_runs_leaves_no_warning(tmp_path: Path, start_method: str) -> None:
+    """A Ctrl+C that lands while a worker's loop is being made: reported as an interrupt, and the callable's
+    coroutine, never started, is not left to print "never awaited" (the kit counts stderr warnings, R5)."""
+    seen = run_script(tmp_path, _INTERRUPTED_BEFORE_ITS_LOOP_SCRIPT, start_method)
+    assert seen["status"] == "interrupted", seen
+    assert "never awaited" not in seen["stderr"], seen["stderr"]
