@@ -47,6 +47,7 @@ from conformance.profiles import DEFAULT_PROFILE, PERTURB_MODES, PROFILES, Profi
 from conformance.report import ConformanceReport, ItemResult, render_table, write_report
 from conformance.scenarios import Scenario, Target
 from conformance.session_services import SessionService, SessionServiceError, service_of, started
+from conformance.signal_defaults import inherited_signal_state
 from conformance.target import (
     TargetError,
     make_target,
@@ -469,6 +470,13 @@ class ConformanceSession:
                 f"conformance: store options {store_options}; access paths {', '.join(ACCESS_PATHS)}",
                 f"conformance: Python {platform.python_version()}, {replay}",
             ]
+        inherited = inherited_signal_state()
+        if inherited is not None and under_test.kind == "strategy":
+            lines.append(
+                f"conformance: this run was started with {inherited} (a background job of a script?); "
+                "every scenario process and host side restores the defaults first, so the Ctrl+C "
+                "checks (K3-K5, D1) see what a terminal delivers"
+            )
         if self.service is not None:
             exported = ", ".join(sorted(self.service.environment)) or "nothing (an existing one is used)"
             lines.append(

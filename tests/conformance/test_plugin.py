@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import signal
 import sys
 from xml.etree import ElementTree
 
@@ -411,3 +412,15 @@ def test_a_bad_repeat_count_is_a_usage_error(kit_project: pytest.Pytester) -> No
         kit_project.runpytest_subprocess(STRICT, "--conformance-repeat=0"),
         "--conformance-repeat 0 must be a positive number of runs",
     )
+
+
+def test_header_says_when_the_kit_was_started_with_sigint_ignored(kit_project: pytest.Pytester) -> None:
+    # A background job of a non-interactive shell (`cmd &`) starts with SIGINT ignored; children inherit it.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        result = kit_project.runpytest_subprocess(STRICT, "-k", "G2")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    result.stdout.fnmatch_lines(["conformance: this run was started with SIGINT ignored *(K3-K5, D1)*"])
+    plain = kit_project.runpytest_subprocess(STRICT, "-k", "G2")
+    assert "this run was started with" not in plain.stdout.str()
