@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from conformance.profiles import DEFAULT_PROFILE, get_profile
+
 __all__ = ["PLOTS", "render_markdown", "write_plots", "write_report"]
 
 PLOTS = {
@@ -242,7 +244,8 @@ def _kit(rows: list[dict[str, Any]]) -> list[str]:
         "## Kit wall time",
         "",
         "`python -m conformance <strategy> -n 2 -k <selection>` timed as a subprocess, one run each."
-        f"{note} The default CI profile of P1 adds its 45 s budget on top of the P1 line.",
+        f"{note} The default profile ({DEFAULT_PROFILE}) runs P1 for up to "
+        f"{get_profile(DEFAULT_PROFILE).p1_budget:g} s instead.",
         "",
         *_table(
             ("Strategy", "Selection", "Wall time (s)", "Exit code", "pytest summary"),
