@@ -312,20 +312,25 @@ def _cluster_for(names: Sequence[str]) -> Iterator[None]:
                     "Ray was imported before the benchmark's cluster was started: it would not see the "
                     "cluster's RAY_AUTH_MODE; import it after, or name a running cluster in RAY_ADDRESS"
                 )
-            env = stack.enter_context(held_cluster())
+            # Its workers have the repository on their path already: the job keeps the default
+            # runtime env, the one the cluster's prestarted workers have (ray_worker_pool).
+            env = stack.enter_context(held_cluster(pythonpath=[str(_REPO)]))
             saved = {key: os.environ.get(key) for key in env}
             os.environ.update(env)
             stack.callback(_restore, saved)
+            runtime_env: dict[str, Any] = {}
+        else:
+            # The actors and their runner processes unpickle ``bench.bundles`` by name: the repository on
+            # the path of a cluster's workers started elsewhere.
+            path = os.pathsep.join(filter(None, [str(_REPO), os.environ.get("PYTHONPATH")]))
+            runtime_env = {"env_vars": {"PYTHONPATH": path}}
         import ray
 
-        # The actors and their runner processes unpickle ``bench.bundles`` by name: the repository on
-        # their path, whichever cluster this is.
-        path = os.pathsep.join(filter(None, [str(_REPO), os.environ.get("PYTHONPATH")]))
         ray.init(
             address=os.environ["RAY_ADDRESS"],
             configure_logging=False,
             log_to_driver=False,
-            runtime_env={"env_vars": {"PYTHONPATH": path}},
+            runtime_env=runtime_env or None,
         )
         stack.callback(ray.shutdown)
         yield

@@ -22,7 +22,7 @@ import importlib.util
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 __all__ = ["RAY_MISSING", "held_cluster", "main", "ray_missing"]
 
@@ -42,12 +42,13 @@ def ray_missing() -> str:
 
 
 @contextlib.contextmanager
-def held_cluster(num_cpus: int = 2) -> Iterator[dict[str, str]]:
+def held_cluster(num_cpus: int = 2, pythonpath: Sequence[str] = ()) -> Iterator[dict[str, str]]:
     """A local Ray cluster for the block: yields ``RAY_ADDRESS``, ``RAY_AUTH_MODE``, ``RAY_AUTH_TOKEN``
-    (and ``PYTHONPATH``) for the processes that are to join it; stopped, and waited for, at the end."""
+    (and ``PYTHONPATH``) for the processes that are to join it; stopped, and waited for, at the end.
+    ``pythonpath``: directories its workers import from, before the current one."""
     from agentlightning.execution.ray_cluster import LocalRayCluster
 
-    path = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
+    path = os.pathsep.join(filter(None, [*pythonpath, os.getcwd(), os.environ.get("PYTHONPATH")]))
     with LocalRayCluster(
         num_cpus=num_cpus, start_timeout=_START_SECONDS, env={"PYTHONPATH": path}
     ) as cluster:

@@ -12,6 +12,16 @@ every process of that session (Ray's own, its raylet, its workers and actors: no
 session), SIGTERM first and SIGKILL after a bound, and waits until they are gone. Ray itself is never
 imported here: only its command line is run.
 
+Prestarted workers (``prestarted_workers``, default 4; 0: none): the cluster keeps that many idle Ray
+workers of no job on its node, topped up as actors take them, so that a run's actors start on a ready
+worker instead of Ray booting one per actor (``ray_worker_pool``: why, how, and what it saves). Its
+keeper is a process of its own, started with the head and stopped before it; its workers, the
+raylet's children, end with the cluster. The cluster's workers also import the runner actor's module
+before they take work (Ray's ``preload_python_modules``), so an actor on a pool worker does not import
+it either. Only a cluster started here gets a pool: one named by ``RAY_ADDRESS`` is never touched.
+When the pool cannot be had (``grpcio`` missing, a Ray without the call), the cluster runs without one
+and says why in a warning.
+
 ``kit_session`` is the conformance kit's session service for the ``ray`` strategy
 (``conformance.session_services``): with ``RAY_ADDRESS`` set it joins that cluster and never stops it;
 otherwise it starts a ``LocalRayCluster`` for the session and stops it at the end.
@@ -20,8 +30,11 @@ otherwise it starts a ``LocalRayCluster`` for the session and stops it at the en
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
 import secrets
+import select
 import shutil
 import signal
 import socket
@@ -35,16 +48,21 @@ from types import TracebackType
 
 import psutil
 
+from agentlightning.execution.ray_worker_pool import DEFAULT_KEEP_ALIVE, PRELOAD, READY, pool_workers
+
 __all__ = ["LocalRayCluster", "kit_session"]
 
 # Marked as ours: a Ctrl+C that arrives in this module's frames is deferred to bundle code (see threads).
 _KEYBOARD_INTERRUPT_PROTECTED = True
+
+_log = logging.getLogger(__name__)
 
 _READY_MARK = b"Ray runtime started"
 _POLL = 0.1
 _TERM_SECONDS = 10.0  # SIGTERM -> SIGKILL
 _KILL_SECONDS = 10.0  # SIGKILL -> gone
 _OBJECT_STORE_BYTES = 200 * 1024 * 1024
+_MAX_PRESTARTED = 64
 
 
 def _free_port() -> int:
@@ -73,11 +91,17 @@ class LocalRayCluster:
     ``num_cpus``: CPUs the head advertises (default: the machine's). ``start_timeout``: how long the
     head may take to report it started before ``start()`` fails (and stops what it began). ``env``:
     variables for the cluster's processes, its workers included (e.g. ``PYTHONPATH``, so that actors
-    import what the caller's strategy is made of).
+    import what the caller's strategy is made of). ``prestarted_workers``: idle workers kept ready for
+    actors (0: none; see the module docstring); ``keep_alive``: seconds the raylet keeps each of them.
     """
 
     def __init__(
-        self, num_cpus: int | None = None, start_timeout: float = 180.0, env: dict[str, str] | None = None
+        self,
+        num_cpus: int | None = None,
+        start_timeout: float = 180.0,
+        env: dict[str, str] | None = None,
+        prestarted_workers: int = 4,
+        keep_alive: int = DEFAULT_KEEP_ALIVE,
     ) -> None:
         if num_cpus is not None and (
             isinstance(num_cpus, bool) or not isinstance(num_cpus, int) or num_cpus < 1
@@ -85,14 +109,28 @@ class LocalRayCluster:
             raise ValueError(f"num_cpus must be None or an int >= 1; got {num_cpus!r}")
         if not start_timeout > 0:
             raise ValueError(f"start_timeout must be > 0 seconds; got {start_timeout!r}")
+        if (
+            isinstance(prestarted_workers, bool)
+            or not isinstance(prestarted_workers, int)
+            or not 0 <= prestarted_workers <= _MAX_PRESTARTED
+        ):
+            raise ValueError(
+                f"prestarted_workers must be an int from 0 to {_MAX_PRESTARTED}; got {prestarted_workers!r}"
+            )
+        if isinstance(keep_alive, bool) or not isinstance(keep_alive, int) or keep_alive < 1:
+            raise ValueError(f"keep_alive must be an int >= 1 (seconds); got {keep_alive!r}")
         self.num_cpus = num_cpus or os.cpu_count() or 1
         self.start_timeout = float(start_timeout)
         self.env = dict(env or {})
+        self.prestarted_workers = prestarted_workers
+        self.keep_alive = keep_alive
         self.token = secrets.token_hex(32)
         self.port = 0
         self.session_id: int | None = None
         self._head: subprocess.Popen[bytes] | None = None
+        self._keeper: subprocess.Popen[bytes] | None = None
         self._directory: str | None = None
+        self._node_manager_port = 0
 
     @property
     def address(self) -> str:
@@ -110,6 +148,7 @@ class LocalRayCluster:
             raise RuntimeError("the local Ray cluster is already started")
         self._directory = tempfile.mkdtemp(prefix="agl-ray-")  # short: Ray puts AF_UNIX sockets under it
         self.port = _free_port()
+        self._node_manager_port = _free_port()
         env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
         env.update(self.env)
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token, RAY_USAGE_STATS_ENABLED="0")
@@ -128,7 +167,10 @@ class LocalRayCluster:
             f"--object-store-memory={_OBJECT_STORE_BYTES}",
             f"--temp-dir={self._directory}",
             "--disable-usage-stats",
+            f"--node-manager-port={self._node_manager_port}",
         ]
+        if self.prestarted_workers:
+            command.append(f"--system-config={json.dumps({'preload_python_modules': list(PRELOAD)})}")
         log_path = os.path.join(self._directory, "head.log")
         with open(log_path, "wb") as log:
             self._head = subprocess.Popen(
@@ -141,11 +183,75 @@ class LocalRayCluster:
             )
         self.session_id = self._head.pid  # the session leader's pid is the session id
         try:
+            if self.prestarted_workers:
+                self._start_keeper(env)  # imports Ray meanwhile the head starts
             self._await_ready(log_path)
+            if self._keeper is not None:
+                self._await_keeper()
         except BaseException:
             self.stop()
             raise
         return self.address
+
+    def _start_keeper(self, env: dict[str, str]) -> None:
+        assert self._directory is not None
+        command = [
+            sys.executable,
+            "-m",
+            "agentlightning.execution.ray_worker_pool",
+            f"--raylet=127.0.0.1:{self._node_manager_port}",
+            f"--session-id={self.session_id}",
+            f"--size={self.prestarted_workers}",
+            f"--keep-alive={self.keep_alive}",
+            f"--start-timeout={self.start_timeout}",
+        ]
+        with open(os.path.join(self._directory, "pool.log"), "wb") as log:
+            self._keeper = subprocess.Popen(
+                command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log
+            )
+
+    def _await_keeper(self) -> None:
+        """The keeper's first word (bounded): the pool is asked for, or why there is none (logged)."""
+        keeper = self._keeper
+        assert keeper is not None and keeper.stdout is not None
+        deadline = time.monotonic() + self.start_timeout
+        line = b""
+        while not line.endswith(b"\n") and time.monotonic() < deadline:
+            readable, _, _ = select.select([keeper.stdout], [], [], deadline - time.monotonic())
+            if not readable:
+                break
+            chunk = os.read(keeper.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            line += chunk
+        keeper.stdout.close()
+        word = line.decode(errors="replace").strip() or f"its keeper said nothing (status {keeper.poll()})"
+        if word != READY:
+            _log.warning("ray: the local cluster runs without prestarted workers: %s", word)
+            self._stop_keeper()
+
+    def _stop_keeper(self) -> None:
+        keeper, self._keeper = self._keeper, None
+        if keeper is None:
+            return
+        for sig, bound in ((signal.SIGTERM, _TERM_SECONDS), (signal.SIGKILL, _KILL_SECONDS)):
+            with contextlib.suppress(ProcessLookupError):
+                keeper.send_signal(sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                keeper.wait(timeout=bound)
+                break
+        if keeper.stdout is not None:
+            keeper.stdout.close()
+
+    def pool_pids(self) -> list[int]:
+        """Pids of the cluster's idle workers of no job now: its prestarted pool (empty once stopped)."""
+        raylets = [p.pid for p in self.processes() if p.name() == "raylet"]
+        return [pid for raylet in raylets for pid in pool_workers(raylet)]
+
+    @property
+    def pooled(self) -> bool:
+        """Whether the cluster keeps prestarted workers (its keeper runs)."""
+        return self._keeper is not None and self._keeper.poll() is None
 
     def _await_ready(self, log_path: str) -> None:
         assert self._head is not None
@@ -179,6 +285,7 @@ class LocalRayCluster:
 
     def stop(self) -> None:
         """End every process of the cluster (SIGTERM, then SIGKILL after a bound); idempotent."""
+        self._stop_keeper()  # first: it would ask for workers of a cluster going away
         head, self._head = self._head, None
         if head is not None:
             for sig, bound in ((signal.SIGTERM, _TERM_SECONDS), (signal.SIGKILL, _KILL_SECONDS)):
