@@ -113,7 +113,8 @@ def test_the_kit_starts_one_cluster_for_the_session_and_leaves_no_ray_process(pr
 def test_with_ray_address_the_kit_joins_that_cluster_and_never_stops_it(project: _Run) -> None:
     from agentlightning.execution.ray_cluster import LocalRayCluster
 
-    with LocalRayCluster(num_cpus=2) as cluster:
+    # A cluster of the user's: no prestarted workers, whose pids would come and go as actors take them.
+    with LocalRayCluster(num_cpus=2, prestarted_workers=0) as cluster:
         project.env.update(cluster.environment())
         before = {p.pid for p in cluster.processes()}
         result = project.kit()
