@@ -24,8 +24,9 @@ the first driver that joins a cluster, and a worker that hosted an actor exits w
 first run against a fresh cluster finds workers waiting; every later run starts its actors' workers,
 except on a cluster the project started itself (``ray_cluster.LocalRayCluster``: the kit's, the
 benchmark's), which keeps a pool of prestarted workers of no job that any run's actors take
-(``ray_worker_pool``; with it the actors ran 0.44-0.88 s after they were asked for, against 0.71-2.05 s
-without, alternating, at load 6-9). A cluster this strategy joins or starts itself gets no pool.
+(``ray_worker_pool``; with it the actors ran 0.11-0.23 s after they were asked for, against 1.6-6.6 s
+without, at load 5-7; the start-up as a whole did not show it under that load, as the pool's boots
+take the same CPU). A cluster this strategy joins or starts itself gets no pool.
 
 Cluster. ``address`` (or ``RAY_ADDRESS``) is joined by the driver; a caller already connected to Ray
 (``ray.init()`` before ``execute()``) is joined at the address of that connection, with its job's

@@ -18,9 +18,10 @@ worker instead of Ray booting one per actor (``ray_worker_pool``: why, how, and 
 keeper is a process of its own, started with the head and stopped before it; its workers, the
 raylet's children, end with the cluster. The cluster's workers also import the runner actor's module
 before they take work (Ray's ``preload_python_modules``), so an actor on a pool worker does not import
-it either. Only a cluster started here gets a pool: one named by ``RAY_ADDRESS`` is never touched.
-When the pool cannot be had (``grpcio`` missing, a Ray without the call), the cluster runs without one
-and says why in a warning.
+it either, and Ray's own prestart as each driver registers is off (it booted workers right as a run
+started, competing with it, when the pool has them waiting). Only a cluster started here gets a pool:
+one named by ``RAY_ADDRESS`` is never touched. When the pool cannot be had (``grpcio`` missing, a Ray
+without the call), the cluster runs without one and says why in a warning.
 
 ``kit_session`` is the conformance kit's session service for the ``ray`` strategy
 (``conformance.session_services``): with ``RAY_ADDRESS`` set it joins that cluster and never stops it;
@@ -170,7 +171,10 @@ class LocalRayCluster:
             f"--node-manager-port={self._node_manager_port}",
         ]
         if self.prestarted_workers:
-            command.append(f"--system-config={json.dumps({'preload_python_modules': list(PRELOAD)})}")
+            # Ray's own prestart as each driver registers would boot workers right as a run starts, when
+            # the pool already has them waiting: it only took CPU from the run's start-up.
+            config = {"preload_python_modules": list(PRELOAD), "prestart_worker_first_driver": False}
+            command.append(f"--system-config={json.dumps(config)}")
         log_path = os.path.join(self._directory, "head.log")
         with open(log_path, "wb") as log:
             self._head = subprocess.Popen(
