@@ -58,7 +58,8 @@ def ray(session: nox.Session) -> None:
     session.run(
         "python", "-m", "pytest", "-p", "no:cacheprovider", "-n", "0",
         "tests/execution/test_ray_actors.py", "tests/execution/test_ray_multinode.py",
-        "tests/conformance/test_ray_session.py", "tests/execution/test_ray_cluster.py", *session.posargs,
+        "tests/conformance/test_ray_session.py", "tests/execution/test_ray_cluster.py",
+        "tests/execution/test_ray_worker_pool.py", *session.posargs,
     )  # fmt: skip
     session.run("python", "-m", "conformance.selfcheck", "--quick", "--only", "_ray_", "--jobs", "1")
     session.run(
