@@ -64,6 +64,9 @@ __all__ = ["DEFAULT_KEEP_ALIVE", "NO_JOB", "PRELOAD", "READY", "PoolKeeper", "ma
 
 _log = logging.getLogger(__name__)
 
+# Marked as ours: a Ctrl+C that arrives in this module's frames is deferred to bundle code (see threads).
+_KEYBOARD_INTERRUPT_PROTECTED = True
+
 NO_JOB = "ffffffff"
 """``RAY_JOB_ID`` of a Ray worker started for no job (Ray's nil job id, in hex)."""
 DEFAULT_KEEP_ALIVE = 300
