@@ -457,7 +457,8 @@ class _Execution(Supervisor[ClientServerExecutionStrategy]):
                 [spec], start_method=s.start_method, preload=PRELOAD, close_in_child=server.sockets
             )
         server.start()
-        _log.info("cs: serving the store at %s (role %s)", server.url, s.role)
+        local = f" (local workers: {unix_socket})" if unix_socket is not None else ""
+        _log.info("cs: serving the store at %s%s (role %s)", server.url, local, s.role)
         self.side_watch_stop = threading.Event()
         self.side_watch = threading.Thread(target=self._watch_sides, name="agl-cs-side-watch", daemon=True)
         self.side_watch.start()

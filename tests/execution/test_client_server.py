@@ -737,6 +737,7 @@ def test_tls_between_the_server_and_its_runners(
         )
     assert journal.has("algorithm", "completed 4/4"), journal.timeline()
     assert "cs: serving the store at https://127.0.0.1:" in caplog.text
+    assert "local workers" not in caplog.text  # with TLS, local runners use TCP too (no Unix socket)
     assert "tls=True" in repr(strategy)
 
 
