@@ -588,7 +588,7 @@ class ConformanceSession:
             siblings = [
                 (planned.item_name, self._run_of(planned))
                 for planned in self.plan
-                if planned.contract_id == entry.contract_id
+                if planned.contract_id in _SIDE_BY_SIDE
                 and planned.status == "run"
                 and planned.item_name in self.collected  # selected in this run (-k), not deselected
             ]
@@ -926,11 +926,12 @@ def _short_reason(report: pytest.TestReport) -> str:
 
 _SIDE_BY_SIDE = ("D2", "D3")
 """Contracts whose situations run side by side (``PrerequisiteLedger.settle_side_by_side``): the first of
-their items to run runs the others' situations in threads beside its own, and those items report what
-was settled. Their scenarios mostly wait out windows the strategy declares (D2's host-loss detection, D3's
-partition tolerance and host-loss detection), each on test hosts of its own, so the waits overlap instead
-of adding up (measured with ``python -m bench.kit``). D1's scenarios are not among them: they are mostly
-the sides' start-up (interpreters importing the strategy), which side by side only share the CPU."""
+their items to run runs every other one's situation in threads beside its own, and those items report
+what was settled. Their scenarios mostly wait out windows the strategy declares (D2's host-loss
+detection, D3's partition tolerance and host-loss detection), each on test hosts of its own, so the waits
+overlap instead of adding up (measured with ``python -m bench.kit``). D1's scenarios are not among them:
+they are mostly the sides' start-up (interpreters importing the strategy), which side by side only share
+the CPU."""
 
 _LONGEST_FIRST = ("P1", "D2", "D3", "F3", "D1", "L7", "K3")
 """Contracts whose items take longest, longest first: P1 explores for a time budget, D2 and D3 wait out the
