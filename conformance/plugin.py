@@ -931,7 +931,9 @@ what was settled. Their scenarios mostly wait out windows the strategy declares 
 detection, D3's partition tolerance and host-loss detection), each on test hosts of its own, so the waits
 overlap instead of adding up (measured with ``python -m bench.kit``). D1's scenarios are not among them:
 they are mostly the sides' start-up (interpreters importing the strategy), which side by side only share
-the CPU."""
+the CPU. Dealt one after the other (``_LONGEST_FIRST``), their items land on one worker in the
+contiguous batches pytest-xdist 3 deals; an item whose situation another worker is running waits for
+that outcome."""
 
 _LONGEST_FIRST = ("P1", "D2", "D3", "F3", "D1", "L7", "K3")
 """Contracts whose items take longest, longest first: P1 explores for a time budget, D2 and D3 wait out the
