@@ -939,9 +939,9 @@ _LONGEST_FIRST = ("P1", "D2", "D3", "F3", "D1", "L7", "K3")
 """Contracts whose items take longest, longest first: P1 explores for a time budget, D2 and D3 wait out the
 strategy's declared host-loss and partition windows, F3 starts every runner under each start method
 (spawn imports everything afresh), D1 and L7 wait out declared grace periods (measured with
-``python -m bench.kit``). Under pytest-xdist they are handed out first, in this order: xdist deals its
-first items round-robin, so the long ones are spread over the workers and run beside the many short
-ones, instead of one worker ending the run alone on a long item drawn last."""
+``python -m bench.kit``). Under pytest-xdist they are handed out first, in this order: xdist 3 deals its
+first items in contiguous batches, so the long ones start first and the short ones fill in beside them,
+instead of one worker ending the run alone on a long item drawn last."""
 
 
 def _dealing_rank(entry: PlanEntry) -> int:

@@ -32,7 +32,7 @@ bound (the check marks its outcome ``hung``), the other D items report ``blocked
 failure of another kind (an error that does not name the address) blocks nothing.
 
 The same ledger runs the situations of a contract side by side (``settle_side_by_side``): a check that
-mostly waits out a strategy's declared window (D2's host-loss detection, D3's partition, D1's grace) runs
+mostly waits out a strategy's declared window (D2's host-loss detection, D3's partition) runs
 its sibling situations in threads beside it, each settled once per run as a prerequisite is, and their
 own items then report the settled outcome. Each situation still runs alone in every respect the check
 controls (its own hosts, ports, processes and journals); only the wall time is shared.
