@@ -518,7 +518,8 @@ if __name__ == "__main__":
 @pytest.mark.parametrize("caller", ["single-threaded", "threaded"])
 def test_default_runners_are_forked_from_a_single_threaded_caller(tmp_path: Path, caller: str) -> None:
     """The runners start before the server's threads, so the default start method forks them from a
-    single-threaded caller (forkserver otherwise); either way no runner holds the server's socket."""
+    single-threaded caller (forkserver otherwise); either way no runner holds the server's socket (R3: the
+    port is free again once the run ends; F2: the port was bound before any runner started)."""
     seen = run_script(tmp_path, _RUNNER_FORK_SCRIPT, str(tmp_path / "runner"), caller)
     forked = seen["parent"] == seen["me"]
     assert forked == (caller == "single-threaded"), seen

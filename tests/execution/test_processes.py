@@ -293,7 +293,7 @@ def test_what_a_worker_inherits_is_never_collected_there(harness: Any, start_met
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("start_method", AVAILABLE)
 def test_a_worker_holds_no_socket_the_caller_names(harness: Any, start_method: str) -> None:
-    """``close_in_child``: a forked worker closes them first thing; other workers never inherit them."""
+    """``close_in_child``: a forked worker closes them first thing; other workers never inherit them (R3)."""
     with socket.socket() as listening:
         listening.bind(("127.0.0.1", 0))
         listening.listen()

@@ -419,7 +419,8 @@ def test_taken_port_is_a_clear_error_naming_host_and_port() -> None:
 
 
 def test_bind_listens_before_start_and_requests_wait_for_it() -> None:
-    """``bind()`` listens (the port is known, connections queue) without a thread; ``start()`` serves."""
+    """``bind()`` listens (the port is known, connections queue) without a thread; ``start()`` serves (F2:
+    a strategy binds before it starts anything)."""
     proc = psutil.Process()
     threads_before = {t.ident for t in threading.enumerate()}
     fds_before = proc.num_fds()
