@@ -12,6 +12,7 @@ docs/multi-host-strategies.md describes the procedure from the strategy author's
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -27,7 +28,7 @@ from conformance.bundles import collect_stack_dumps
 from conformance.checks import CheckContext
 from conformance.faults import open_gate
 from conformance.host_side import EXECUTE_GATE, side_spec
-from conformance.hosts import HostProcess, NamespaceHosts, probe_namespaces
+from conformance.hosts import Availability, HostProcess, NamespaceHosts, probe_namespaces
 from conformance.journal import read_journal
 from conformance.placement import PlacementValues, Side, require_host_sides, resolve_side
 from conformance.scenarios import JournalRecord, Script
@@ -49,10 +50,24 @@ def require_hosts(ctx: CheckContext) -> dict[str, Any]:
         raise SetupError(f"the kit cannot place the strategy on test hosts: {error}") from None
     # The plan made D n/a where the strategy declares one machine; whether this machine can make test
     # hosts is only known by trying, here.
-    availability = probe_namespaces()
+    availability = _probe()
     if not availability.available:
         ctx.not_applicable("runs_on_many_hosts", f"test hosts cannot be made here: {availability.reason}")
     return sides
+
+
+_MADE_HOSTS: list[bool] = []
+"""Whether this process has made test hosts: a machine where namespaces could be made still can."""
+
+
+def _probe() -> Availability:
+    """``probe_namespaces()``, once per process once it has succeeded (a probe makes and removes a host)."""
+    if _MADE_HOSTS:
+        return Availability(True)
+    availability = probe_namespaces()
+    if availability.available:
+        _MADE_HOSTS.append(True)
+    return availability
 
 
 class HostRun:
@@ -194,6 +209,12 @@ class HostRun:
         """The ``time.monotonic()`` at which no process was left on ``host``, waiting up to ``within`` s;
         ``None`` if some still ran then."""
         deadline = time.monotonic() + within
+        process = self.processes.get(host)
+        if process is not None and process.poll() is None:
+            # The side's own process is on the host until it ends: wait for that (no looking meanwhile),
+            # then look for whatever it left behind.
+            with contextlib.suppress(TimeoutError):
+                process.wait(max(0.0, deadline - time.monotonic()))
         while True:
             now = time.monotonic()
             if not self.hosts.pids(host):

@@ -22,6 +22,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -583,6 +584,15 @@ class ConformanceSession:
         """The outcome of ``entry``: a prerequisite's is settled once per run (see ``blocked_by``)."""
         if entry.contract_id in (*PREREQUISITES, *STALL_PREREQUISITES.values(), STARTUP_PREREQUISITE):
             return self.ledger.settle(entry.item_name, lambda: self.execute(spec))
+        if entry.contract_id in _SIDE_BY_SIDE:
+            siblings = [
+                (planned.item_name, self._run_of(planned))
+                for planned in self.plan
+                if planned.contract_id in _SIDE_BY_SIDE
+                and planned.status == "run"
+                and planned.item_name in self.collected  # selected in this run (-k), not deselected
+            ]
+            return self.ledger.settle_side_by_side(entry.item_name, lambda: self.execute(spec), siblings)
         return self.execute(spec)
 
     def blocked_by(self, entry: PlanEntry) -> str | None:
@@ -597,34 +607,33 @@ class ConformanceSession:
             and planned.status == "run"
             and self.waivers.find(planned.contract_id, planned.situation) is None
         ]
-        outcomes = self.ledger.settle_all(
-            [
-                (
-                    planned.item_name,
-                    functools.partial(self.execute, self.specs[(planned.contract_id, planned.situation)]),
-                )
-                for planned in needed
-            ]
-        )
+        stalls = stall_prerequisites_of(entry.contract_id)
+        stalling = [  # a prerequisite that blocks only when its run hung
+            planned
+            for planned in self.full_plan
+            if planned.contract_id in stalls
+            and planned.status == "run"
+            and self.waivers.find(planned.contract_id, planned.situation) is None
+        ]
+        # The stall prerequisites run beside the others (D4 mostly waits out the strategy's declared bound
+        # while L1 starts the strategy): their outcomes count only once the others have passed, as before.
+        with self.ledger.beside([(planned.item_name, self._run_of(planned)) for planned in stalling]):
+            outcomes = self.ledger.settle_all([(p.item_name, self._run_of(p)) for p in needed])
         for planned in needed:  # the first failure in plan order, whichever process settled it
             outcome = outcomes[planned.item_name]
             if outcome.failed:
                 where = f"{planned.contract_id} {planned.name} [{planned.situation}]"
                 return f"blocked by {where}: {outcome.summary}"
-        stalls = stall_prerequisites_of(entry.contract_id)
-        for planned in self.full_plan:  # a prerequisite that blocks only when its run hung
-            if (
-                planned.contract_id not in stalls
-                or planned.status != "run"
-                or self.waivers.find(planned.contract_id, planned.situation) is not None
-            ):
-                continue
-            spec = self.specs[(planned.contract_id, planned.situation)]
-            outcome = self.ledger.settle(planned.item_name, functools.partial(self.execute, spec))
+        for planned in stalling:
+            outcome = self.ledger.settle(planned.item_name, self._run_of(planned))
             if outcome.failed and outcome.hung:
                 where = f"{planned.contract_id} {planned.name} [{planned.situation}]"
                 return f"blocked by {where}: a runner side never gave up on the store: {outcome.summary}"
         return None
+
+    def _run_of(self, planned: PlanEntry) -> Callable[[], CheckOutcome]:
+        """Running ``planned``'s check here and now, for the ledger."""
+        return functools.partial(self.execute, self.specs[(planned.contract_id, planned.situation)])
 
     def scenario_blocked_by(self, contract_id: str, scenario: Scenario) -> str | None:
         """Why ``scenario`` of ``contract_id`` cannot be judged (a bundle ends at its first step and E5's
@@ -915,13 +924,24 @@ def _short_reason(report: pytest.TestReport) -> str:
     return text.splitlines()[-1] if text else report.outcome
 
 
+_SIDE_BY_SIDE = ("D2", "D3")
+"""Contracts whose situations run side by side (``PrerequisiteLedger.settle_side_by_side``): the first of
+their items to run runs every other one's situation in threads beside its own, and those items report
+what was settled. Their scenarios mostly wait out windows the strategy declares (D2's host-loss
+detection, D3's partition tolerance and host-loss detection), each on test hosts of its own, so the waits
+overlap instead of adding up (measured with ``python -m bench.kit``). D1's scenarios are not among them:
+they are mostly the sides' start-up (interpreters importing the strategy), which side by side only share
+the CPU. Dealt one after the other (``_LONGEST_FIRST``), their items land on one worker in the
+contiguous batches pytest-xdist 3 deals; an item whose situation another worker is running waits for
+that outcome."""
+
 _LONGEST_FIRST = ("P1", "D2", "D3", "F3", "D1", "L7", "K3")
 """Contracts whose items take longest, longest first: P1 explores for a time budget, D2 and D3 wait out the
 strategy's declared host-loss and partition windows, F3 starts every runner under each start method
 (spawn imports everything afresh), D1 and L7 wait out declared grace periods (measured with
-``python -m bench.kit``). Under pytest-xdist they are handed out first, in this order: xdist deals its
-first items round-robin, so the long ones are spread over the workers and run beside the many short
-ones, instead of one worker ending the run alone on a long item drawn last."""
+``python -m bench.kit``). Under pytest-xdist they are handed out first, in this order: xdist 3 deals its
+first items in contiguous batches, so the long ones start first and the short ones fill in beside them,
+instead of one worker ending the run alone on a long item drawn last."""
 
 
 def _dealing_rank(entry: PlanEntry) -> int:

@@ -30,15 +30,23 @@ unreachable from some runner side, and a runner side that never gives up keeps e
 the kit's 60 s hang bound, over and over. When D4's run saw the runner side still running past its
 bound (the check marks its outcome ``hung``), the other D items report ``blocked by D4 ...``; a D4
 failure of another kind (an error that does not name the address) blocks nothing.
+
+The same ledger runs the situations of a contract side by side (``settle_side_by_side``): a check that
+mostly waits out a strategy's declared window (D2's host-loss detection, D3's partition) runs
+its sibling situations in threads beside it, each settled once per run as a prerequisite is, and their
+own items then report the settled outcome. Each situation still runs alone in every respect the check
+controls (its own hosts, ports, processes and journals); only the wall time is shared.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import re
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from conformance.catalogue import CATALOGUE
@@ -156,6 +164,47 @@ class PrerequisiteLedger:
                 outcomes[item_name] = self.settle(item_name, run)
         return outcomes
 
+    def settle_side_by_side(
+        self,
+        item_name: str,
+        run: Callable[[], CheckOutcome],
+        siblings: Sequence[tuple[str, Callable[[], CheckOutcome]]],
+    ) -> CheckOutcome:
+        """``settle(item_name, run)``, with each of ``siblings`` settled ``beside`` it."""
+        with self.beside([(name, sibling) for name, sibling in siblings if name != item_name]):
+            return self.settle(item_name, run)
+
+    @contextlib.contextmanager
+    def beside(self, items: Sequence[tuple[str, Callable[[], CheckOutcome]]]) -> Iterator[None]:
+        """While the block runs, each of ``items`` that no process has settled or is settling is settled
+        in a thread of its own and written down for its own item (which then reports it).
+
+        The block's end waits for those threads, so no thread of the kit outlives it (a later item may
+        fork a sandbox); an interrupt leaves them to the interpreter's exit (each check removes its own
+        hosts and processes, ``NamespaceHosts`` also at exit). An item whose settling breaks (the ledger
+        cannot be written) is left unsettled: its own item runs it then, and reports what breaks.
+        """
+        threads = [
+            threading.Thread(
+                target=self._settle_quietly, args=(name, run), name=f"conformance: {name}", daemon=True
+            )
+            for name, run in items
+            if name not in self._known
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            yield
+        except BaseException as error:
+            if not isinstance(error, (KeyboardInterrupt, SystemExit)):
+                _join(threads)
+            raise
+        _join(threads)
+
+    def _settle_quietly(self, item_name: str, run: Callable[[], CheckOutcome]) -> None:
+        with contextlib.suppress(Exception):  # its own item settles it again, and reports what breaks
+            self._settle(item_name, run, wait=False)
+
     def _settle(self, item_name: str, run: Callable[[], CheckOutcome], *, wait: bool) -> CheckOutcome | None:
         """``settle``; with ``wait=False``, ``None`` at once when another process holds the item's lock."""
         known = self._known.get(item_name)
@@ -179,3 +228,8 @@ class PrerequisiteLedger:
                 fcntl.flock(lock, fcntl.LOCK_UN)
         self._known[item_name] = outcome
         return outcome
+
+
+def _join(threads: Sequence[threading.Thread]) -> None:
+    for thread in threads:
+        thread.join()

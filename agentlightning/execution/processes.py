@@ -71,7 +71,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from agentlightning import event_loops
 from agentlightning.execution.events import MultiprocessingEvent
@@ -99,6 +99,11 @@ START_METHODS: tuple[str, ...] = ("fork", "spawn", "forkserver")
 """The multiprocessing start methods a process strategy accepts."""
 
 WorkerStatus = Literal["returned", "raised", "interrupted", "died", "stopped"]
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
 
 _EXIT_RETURNED = 0
 _EXIT_RAISED = 1
@@ -243,6 +248,8 @@ class WorkerProcesses:
     single thread (``single_threaded``), else ``default_start_method()`` (see the module docstring).
     ``preload``: modules the forkserver imports once, if it is not running yet, so that workers forked
     from it start without importing them again (it adds to multiprocessing's process-wide list).
+    ``close_in_child``: objects of the caller with a ``close()`` (a listening socket) that a worker
+    forked from it closes before anything else (see the module docstring).
     """
 
     def __init__(
@@ -253,8 +260,10 @@ class WorkerProcesses:
         graceful_timeout: float = 1.0,
         terminate_timeout: float = 1.0,
         preload: Sequence[str] = (),
+        close_in_child: Sequence[_Closable] = (),
     ) -> None:
         self.start_method = None if start_method is None else validate_start_method(start_method)
+        self.close_in_child = tuple(close_in_child)
         if self.start_method in (None, "forkserver") and preload:
             _extend_forkserver_preload(preload)
         self.graceful_timeout = validate_timeout(graceful_timeout, "graceful_timeout")
@@ -295,8 +304,8 @@ class WorkerProcesses:
             name=name,
             report=report_writer,
             liveness=liveness_reader,
-            # Under fork the child inherits our writer: it must close it (see the module docstring).
-            inherited_liveness_writer=liveness_writer if method == "fork" else None,
+            # Under fork the child inherits our writer and more: it closes them (see the module docstring).
+            inherited=(liveness_writer, *self.close_in_child) if method == "fork" else (),
             parent_pid=os.getpid(),
             check_parent_pid=method != "forkserver",
             event=self.event,
@@ -766,7 +775,8 @@ class _ChildConfig:
     name: str
     report: multiprocessing.connection.Connection
     liveness: multiprocessing.connection.Connection
-    inherited_liveness_writer: multiprocessing.connection.Connection | None
+    inherited: tuple[_Closable, ...]
+    """What a forked child holds of the caller's and must close first thing (fork only; else empty)."""
     parent_pid: int
     check_parent_pid: bool
     event: MultiprocessingEvent
@@ -858,8 +868,8 @@ async def _await(
 
 
 def _guard_parent_death(child: _ChildConfig) -> None:
-    if child.inherited_liveness_writer is not None:
-        child.inherited_liveness_writer.close()
+    for inherited in child.inherited:
+        inherited.close()
     if sys.platform.startswith("linux"):
         # The running program's own symbols include libc's: no ctypes.util.find_library(), which runs
         # ldconfig through a pipe (14 ms per worker, and a Ctrl+C landing meanwhile left the pipe open).

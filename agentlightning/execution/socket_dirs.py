@@ -1,4 +1,5 @@
-"""Private directories for the ``ipc`` strategy's store socket, and the sweep of those a killed caller left.
+"""Private directories for a strategy's local store socket (``ipc``'s, ``cs``'s), and the sweep of those a
+killed caller left.
 
 ``make_socket_dir()`` creates ``agl-ipc-XXXXXXXX`` (mode 0700) in the temporary directory and records its
 owner in it: a marker file (``OWNER_MARKER``) with the creating process's pid, its start time, the host

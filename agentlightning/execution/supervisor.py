@@ -47,8 +47,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import socket
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar
 
 from agentlightning.execution.base import AlgorithmBundle, ExecutionStrategy, RunnerBundle
@@ -302,11 +303,17 @@ class Supervisor(Generic[_S]):
     # -- helpers for start() --------------------------------------------------------------------------
 
     def start_workers(
-        self, specs: Iterable[WorkerSpec], *, start_method: str | None, preload: tuple[str, ...]
+        self,
+        specs: Iterable[WorkerSpec],
+        *,
+        start_method: str | None,
+        preload: tuple[str, ...],
+        close_in_child: Sequence[socket.socket] = (),
     ) -> None:
         """Start a worker process per spec, in order; a Ctrl+C meanwhile starts nothing more (K3).
 
-        ``specs`` is read lazily: nothing is made for a worker that is not started.
+        ``specs`` is read lazily: nothing is made for a worker that is not started. ``close_in_child``:
+        sockets of this process a forked worker closes first thing (``WorkerProcesses``).
         """
         if not isinstance(self.event, MultiprocessingEvent):
             raise TypeError(f"worker processes need a MultiprocessingEvent; this run has {self.event!r}")
@@ -316,6 +323,7 @@ class Supervisor(Generic[_S]):
             graceful_timeout=self.graceful_timeout,
             terminate_timeout=self.terminate_timeout,
             preload=preload,
+            close_in_child=close_in_child,
         )
         self.workers = workers
         pending = iter(specs)

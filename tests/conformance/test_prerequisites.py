@@ -211,6 +211,60 @@ def test_settle_all_settles_first_what_no_other_process_is_settling(tmp_path: Pa
     assert list(outcomes) == ["L1[several-runners]", "L1[one-runner]"]  # settled in that order
 
 
+def test_side_by_side_runs_the_siblings_together_once_and_their_items_read_the_outcome(
+    tmp_path: Path,
+) -> None:
+    """The first item of a contract runs its siblings' situations in threads beside its own (each waits
+    for the others to have started: run one after the other, the bound of the wait fails the test),
+    returns once all have ended, and the siblings' items (here another worker's ledger) only read."""
+    started = threading.Barrier(3, timeout=60)
+    threads: list[str] = []
+
+    def situation(verdict: str) -> CheckOutcome:
+        threads.append(threading.current_thread().name)
+        started.wait()  # every situation has started before any ends
+        return CheckOutcome(verdict)
+
+    def must_not_run() -> CheckOutcome:
+        raise AssertionError("a settled situation ran again")
+
+    siblings = [
+        ("D2[killed]", lambda: situation("pass")),
+        ("D2[silent]", lambda: situation("fail")),
+        ("D2[third]", lambda: situation("n/a")),
+    ]
+    ledger = PrerequisiteLedger(tmp_path)
+    outcome = ledger.settle_side_by_side("D2[killed]", siblings[0][1], siblings)
+    assert outcome.verdict == "pass"
+    assert len(threads) == 3 and len(set(threads)) == 3  # each in a thread of its own (its own item's: main)
+    assert not [t for t in threading.enumerate() if t.name.startswith("conformance: ")]  # all joined
+    other_worker = PrerequisiteLedger(tmp_path)
+    assert other_worker.settle_side_by_side("D2[silent]", must_not_run, siblings).verdict == "fail"
+    assert other_worker.settle("D2[third]", must_not_run).verdict == "n/a"
+
+
+def test_beside_leaves_alone_what_another_process_is_settling(tmp_path: Path) -> None:
+    """An item settled beside a block while another worker holds it is not run here: its own item
+    waits for that worker's outcome."""
+    holding, release = threading.Event(), threading.Event()
+
+    def elsewhere() -> CheckOutcome:
+        holding.set()
+        return CheckOutcome("pass" if release.wait(60) else "error")
+
+    def must_not_run() -> CheckOutcome:
+        raise AssertionError("ran beside although another worker held it")
+
+    other = threading.Thread(target=PrerequisiteLedger(tmp_path).settle, args=("D4[default]", elsewhere))
+    other.start()
+    assert holding.wait(60)
+    ledger = PrerequisiteLedger(tmp_path)
+    with ledger.beside([("D4[default]", must_not_run)]):
+        release.set()
+    other.join(60)
+    assert ledger.settle("D4[default]", must_not_run).verdict == "pass"
+
+
 def test_xdist_deals_the_longest_contracts_first_each_in_plan_order() -> None:
     from conformance.plan import PlanEntry
     from conformance.plugin import _LONGEST_FIRST, _dealing_rank

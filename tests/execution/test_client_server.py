@@ -32,6 +32,7 @@ from claims_bundles import PROCESS_DEATHS, check_given_up, check_kept_alive
 from claims_bundles import read_journal as read_claims_journal
 from cs_bundles import Journal, ScriptedAlgorithm, ScriptedError, ScriptedRunner
 from held_start import HeldStart, opened_when_the_stop_reaches
+from python_script import run_script
 
 from agentlightning.execution.base import ExecutionStrategy
 from agentlightning.execution.client_server import ClientServerExecutionStrategy
@@ -465,6 +466,71 @@ def test_F2_taken_port_is_a_clear_error_before_anything_is_spawned(journal: Jour
     _assert_nothing_left(before)
 
 
+_RUNNER_FORK_SCRIPT = """
+import json, os, socket, sys, threading
+from agentlightning.execution.client_server import ClientServerExecutionStrategy
+from agentlightning.store.memory import InMemoryLightningStore
+
+def held_sockets():
+    # (listening: local names, connected: [family, peer name]) of the sockets this process holds
+    listening, connected = [], []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if not os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                continue
+            with socket.socket(fileno=os.dup(int(name))) as sock:
+                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                    listening.append(str(sock.getsockname()))
+                elif sock.family in (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6):
+                    connected.append([sock.family.name, str(sock.getpeername())])
+        except OSError:
+            pass
+    return listening, connected
+
+class Algorithm:
+    async def __call__(self, store, event):
+        await store.wait_for_rollouts(rollout_ids=[(await store.enqueue_rollout(input={})).rollout_id])
+
+class Runner:
+    def __init__(self, path):
+        self.path = path
+
+    async def __call__(self, store, worker_id, event):
+        rollout = None
+        while rollout is None:
+            rollout = await store.dequeue_rollout()
+        with open(self.path, "w") as out:
+            listening, peers = held_sockets()
+            json.dump({"parent": os.getppid(), "listening": listening, "peers": peers}, out)
+        await store.update_attempt(rollout.rollout_id, rollout.attempt.attempt_id, status="succeeded")
+
+if __name__ == "__main__":
+    if sys.argv[2] == "threaded":
+        stop = threading.Event()
+        threading.Thread(target=stop.wait, daemon=True).start()
+    ClientServerExecutionStrategy().execute(Algorithm(), Runner(sys.argv[1]), InMemoryLightningStore())
+    with open(sys.argv[1]) as seen:
+        print(json.dumps({"me": os.getpid(), **json.load(seen)}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forks on Linux, reads /proc")
+@pytest.mark.parametrize("caller", ["single-threaded", "threaded"])
+def test_default_runners_are_forked_from_a_single_threaded_caller(tmp_path: Path, caller: str) -> None:
+    """The runners start before the server's threads, so the default start method forks them from a
+    single-threaded caller (forkserver otherwise); either way no runner holds the server's socket (R3: the
+    port is free again once the run ends; F2: the port was bound before any runner started)."""
+    seen = run_script(tmp_path, _RUNNER_FORK_SCRIPT, str(tmp_path / "runner"), caller)
+    forked = seen["parent"] == seen["me"]
+    assert forked == (caller == "single-threaded"), seen
+    assert seen["listening"] == [], f"a runner holds listening sockets: {seen}"
+    # Its requests go through the server's Unix socket (in a private directory, gone afterwards), not TCP.
+    peers = [peer for _, peer in seen["peers"] if peer]  # an event loop's socketpair has no name
+    assert len(peers) == 1 and all(family == "AF_UNIX" for family, _ in seen["peers"]), seen
+    path = peers[0]
+    assert path.endswith("/store.sock") and not os.path.exists(os.path.dirname(path)), seen
+
+
 @pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
 def test_F3_start_methods(journal: Journal, start_method: str) -> None:
     algorithm = ScriptedAlgorithm(journal, (*BOTH_RUNNERS_STARTED, ("set_event",)))
@@ -672,6 +738,7 @@ def test_tls_between_the_server_and_its_runners(
         )
     assert journal.has("algorithm", "completed 4/4"), journal.timeline()
     assert "cs: serving the store at https://127.0.0.1:" in caplog.text
+    assert "local workers" not in caplog.text  # with TLS, local runners use TCP too (no Unix socket)
     assert "tls=True" in repr(strategy)
 
 

@@ -17,6 +17,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -61,6 +62,18 @@ async def returns(journal: Journal) -> None:
 
 async def reports_frozen_heap(journal: Journal) -> None:
     journal.send(("frozen" if gc.get_freeze_count() else "not frozen", os.getpid()))
+
+
+async def reports_listening_sockets(journal: Journal) -> None:
+    """Sends the local addresses of the listening sockets this worker holds."""
+    held = []
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                with socket.socket(fileno=os.dup(int(name))) as sock:
+                    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                        held.append(sock.getsockname())
+    journal.send((held, os.getpid()))
 
 
 async def raises_value_error() -> None:
@@ -128,7 +141,13 @@ async def ignores_signals(journal: Journal) -> None:
 class Harness:
     """A worker group plus a journal pipe; everything is closed at teardown."""
 
-    def __init__(self, start_method: str, graceful_timeout: float = 1.0, terminate_timeout: float = 1.0):
+    def __init__(
+        self,
+        start_method: str,
+        graceful_timeout: float = 1.0,
+        terminate_timeout: float = 1.0,
+        close_in_child: tuple[socket.socket, ...] = (),
+    ):
         ctx = multiprocessing.get_context(start_method)
         self.event = MultiprocessingEvent(ctx)
         self.reader, self.journal = ctx.Pipe(duplex=False)
@@ -137,6 +156,7 @@ class Harness:
             start_method=start_method,
             graceful_timeout=graceful_timeout,
             terminate_timeout=terminate_timeout,
+            close_in_child=close_in_child,
         )
         self.pids: list[int] = []
 
@@ -166,7 +186,7 @@ class Harness:
 def harness() -> Iterator[Any]:
     made: list[Harness] = []
 
-    def make(start_method: str = "fork", **kwargs: float) -> Harness:
+    def make(start_method: str = "fork", **kwargs: Any) -> Harness:
         made.append(Harness(start_method, **kwargs))
         return made[-1]
 
@@ -268,6 +288,22 @@ def test_what_a_worker_inherits_is_never_collected_there(harness: Any, start_met
     h.workers.start("w", reports_frozen_heap, h.journal)
     h.expect("frozen")
     assert [o.status for o in h.wait_all()] == ["returned"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("start_method", AVAILABLE)
+def test_a_worker_holds_no_socket_the_caller_names(harness: Any, start_method: str) -> None:
+    """``close_in_child``: a forked worker closes them first thing; other workers never inherit them (R3)."""
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        h = harness(start_method, close_in_child=(listening,))
+        h.workers.start("w", reports_listening_sockets, h.journal)
+        assert h.reader.poll(HANG), f"no report within {HANG}s"
+        held, _ = h.reader.recv()
+        assert [tuple(address) for address in held if tuple(address) == listening.getsockname()] == []
+        assert [o.status for o in h.wait_all()] == ["returned"]
+        assert listening.fileno() != -1  # the caller's own socket stays open
 
 
 # -- outcomes (L1, F3, E2, E6, K2, F1) ---------------------------------------------------------------------

@@ -107,6 +107,18 @@ def cluster() -> Iterator[None]:
         ray.shutdown()
 
 
+def _thread_names() -> dict[int, str]:
+    """This process's threads by id, with the name the kernel keeps for each."""
+    names = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as comm:
+                names[int(tid)] = comm.read().strip()
+        except OSError:  # the thread ended meanwhile
+            continue
+    return names
+
+
 def strategy(n_runners: int = 2, **options: Any) -> Any:
     from agentlightning.execution.ray_actors import RayExecutionStrategy
 
@@ -349,11 +361,13 @@ def test_execute_leaves_no_ray_thread_or_connection_in_the_caller(cluster: None,
 
     _await_timer_threads()  # the fixture's own connection completes gRPC's timer pool first
     me = psutil.Process()
-    threads_before = {thread.id for thread in me.threads()}
+    threads_before = _thread_names()
     sockets_before = {(c.laddr, c.raddr) for c in me.net_connections()}
     strategy(2).execute(
         Algorithm(str(tmp_path), "return", 2), Runner(str(tmp_path), "wait"), InMemoryLightningStore()
     )
-    assert {thread.id for thread in me.threads()} - threads_before == set()
+    # A joined thread leaves ``threading`` a moment before its OS thread is gone: wait for that.
+    started = settled(lambda: [(tid, n) for tid, n in _thread_names().items() if tid not in threads_before])
+    assert started == [], threads_before
     assert {(c.laddr, c.raddr) for c in me.net_connections()} - sockets_before == set()
     assert wait_gone(live_runner_pids(tmp_path)) == []

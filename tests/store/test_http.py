@@ -418,6 +418,62 @@ def test_taken_port_is_a_clear_error_naming_host_and_port() -> None:
         assert not server.running
 
 
+def test_bind_listens_before_start_and_requests_wait_for_it() -> None:
+    """``bind()`` listens (the port is known, connections queue) without a thread; ``start()`` serves (F2:
+    a strategy binds before it starts anything)."""
+    proc = psutil.Process()
+    threads_before = {t.ident for t in threading.enumerate()}
+    fds_before = proc.num_fds()
+    server = LightningStoreServer(InMemoryLightningStore(), token="bind-then-start-token")
+    server.bind()
+    assert {t.ident for t in threading.enumerate()} == threads_before
+    assert [sock.getsockname()[1] for sock in server.sockets] == [server.port]
+    with pytest.raises(RuntimeError, match="already bound"):
+        server.bind()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30.0) as early:
+        early.sendall(
+            b"GET /v1/health HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer bind-then-start-token\r\n\r\n"
+        )
+        server.start()
+        assert early.recv(4096).startswith(b"HTTP/1.1 200")
+    server.stop()
+    assert proc.num_fds() == fds_before
+    # Bound but never started: stop() closes the socket all the same.
+    unstarted = LightningStoreServer(InMemoryLightningStore())
+    unstarted.bind()
+    unstarted.stop()
+    assert proc.num_fds() == fds_before
+
+
+def test_unix_socket_serves_the_same_api_under_the_token(tmp_path: Any) -> None:
+    """A server with ``unix_socket`` answers there as on TCP (token checked), and removes it on stop."""
+    path = str(tmp_path / "store.sock")
+    token = "unix-socket-test-token"
+    with LightningStoreServer(InMemoryLightningStore(), token=token, unix_socket=path) as server:
+        assert sorted(sock.family.name for sock in server.sockets) == ["AF_INET", "AF_UNIX"]
+        with httpx.Client(transport=httpx.HTTPTransport(uds=path), base_url=server.url) as anonymous:
+            assert anonymous.get("/v1/health").status_code == 401
+
+        async def body(client: HttpLightningStore) -> None:
+            await client.enqueue_rollout("through the unix socket")
+            assert (await client.dequeue_rollout()) is not None
+
+        async def main() -> None:
+            client = HttpLightningStore(server.url, token=token, unix_socket=path)
+            try:
+                await body(client)
+            finally:
+                await client.close()
+
+        _run(main())
+        # A copy travels to runner processes with its socket.
+        copy = pickle.loads(pickle.dumps(HttpLightningStore(server.url, unix_socket=path)))
+        assert copy.unix_socket == path
+    assert not os.path.exists(path)
+    with pytest.raises(ServerBindError, match=r"cannot listen on /nonexistent-dir/store\.sock"):
+        LightningStoreServer(InMemoryLightningStore(), unix_socket="/nonexistent-dir/store.sock").start()
+
+
 def test_stop_leaves_nothing_and_the_port_can_be_bound_again() -> None:
     proc = psutil.Process()
     threads_before = {t.ident for t in threading.enumerate()}

@@ -109,7 +109,9 @@ class HttpLightningStore(RemoteLightningStore):
     (default ``AGL_SERVER_TLS_CA``, else the system's CAs). ``request_timeout`` bounds one request
     (``wait_for_rollouts`` adds its own timeout); ``retry_seconds`` bounds the total time spent retrying
     one call before ``StoreServerUnreachable`` is raised. Every value sent is first checked by the
-    store's value rule with ``value_limits`` (``values.py``; keep them the server's).
+    store's value rule with ``value_limits`` (``values.py``; keep them the server's). ``unix_socket``: the
+    path of a Unix domain socket the server also listens on (``LightningStoreServer``'s ``unix_socket``,
+    on this machine): requests go through it, ``base_url`` still names the server.
     """
 
     def __init__(
@@ -122,6 +124,7 @@ class HttpLightningStore(RemoteLightningStore):
         wait_chunk_seconds: float = 25.0,
         tls_ca: str | None = None,
         value_limits: ValueLimits = DEFAULT_LIMITS,
+        unix_socket: str | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
@@ -146,6 +149,9 @@ class HttpLightningStore(RemoteLightningStore):
         if not isinstance(value_limits, ValueLimits):
             raise ValueError(f"value_limits must be a ValueLimits, got {type(value_limits).__name__}")
         self.value_limits = value_limits
+        if unix_socket is not None and (not isinstance(unix_socket, str) or not unix_socket):
+            raise ValueError(f"unix_socket must be a non-empty path, got {unix_socket!r}")
+        self.unix_socket = unix_socket
         self.client_name: str | None = None
         self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
         self._ssl: ssl.SSLContext | None = None
@@ -177,16 +183,23 @@ class HttpLightningStore(RemoteLightningStore):
                 self._ssl = client_ssl_context(self.tls_ca)
             if self.client_name is not None:
                 headers[CLIENT_HEADER] = self.client_name
+            # Idle connections go before the server's keep-alive bound closes them under a request.
+            connector: aiohttp.BaseConnector
+            if self.unix_socket is not None:
+                connector = aiohttp.UnixConnector(
+                    self.unix_socket, limit=8, keepalive_timeout=_KEEPALIVE_SECONDS
+                )
+            else:
+                connector = aiohttp.TCPConnector(
+                    limit=8,
+                    keepalive_timeout=_KEEPALIVE_SECONDS,
+                    ssl=self._ssl if self._ssl is not None else True,
+                )
             session = aiohttp.ClientSession(
                 self.base_url,
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=self.request_timeout),
-                connector=aiohttp.TCPConnector(
-                    limit=8,
-                    # Idle connections go before the server's keep-alive bound closes them under a request.
-                    keepalive_timeout=_KEEPALIVE_SECONDS,
-                    ssl=self._ssl if self._ssl is not None else True,
-                ),
+                connector=connector,
                 trust_env=False,  # a proxy from the environment must not sit between runners and the store
                 # Headers the server never reads: each costs both ends a header to write and to parse.
                 skip_auto_headers=_UNREAD_HEADERS,

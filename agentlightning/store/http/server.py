@@ -37,6 +37,7 @@ import hmac
 import inspect
 import json
 import logging
+import os
 import socket
 import sys
 import threading
@@ -669,6 +670,18 @@ def _bind(host: str, port: int, backlog: int) -> socket.socket:
     return sock
 
 
+def _bind_unix(path: str, backlog: int) -> socket.socket:
+    """A listening Unix domain socket at ``path``; ``ServerBindError`` naming it when impossible."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise ServerBindError(exc.errno, f"cannot listen on {path}: {exc.strerror or exc}") from None
+    return sock
+
+
 class _ServerLoop(asyncio.SelectorEventLoop):
     """The server thread's event loop: its TLS handshakes are bounded like request headers are.
 
@@ -780,8 +793,11 @@ class LightningStoreServer:
     ``AGL_SERVER_TOKEN``; at least ``MIN_TOKEN_LENGTH`` characters) must then be on every request as
     ``Authorization: Bearer <token>``; a non-loopback host requires one. ``tls_cert`` / ``tls_key``
     (default: ``AGL_SERVER_TLS_CERT`` / ``AGL_SERVER_TLS_KEY``) serve HTTPS. ``limits`` bound what each
-    client may cost (``limits.py``; ``max_body_bytes`` overrides its field). The token never appears in
-    the server's repr, logs or errors.
+    client may cost (``limits.py``; ``max_body_bytes`` overrides its field). ``unix_socket``: a path where
+    the server also listens, on a Unix domain socket (clients on this machine: ``HttpLightningStore``'s
+    ``unix_socket``); the same HTTP, token and limits as on ``host:port``, and the path is removed on
+    ``stop()``. Put it in a directory only its owner can enter. The token never appears in the server's
+    repr, logs or errors.
     """
 
     def __init__(
@@ -800,6 +816,7 @@ class LightningStoreServer:
         tls_cert: str | None = None,
         tls_key: str | None = None,
         value_limits: ValueLimits | None = None,
+        unix_socket: str | None = None,
     ) -> None:
         if not isinstance(host, str) or not host:
             raise ValueError(f"host must be a non-empty string, got {host!r}")
@@ -822,6 +839,9 @@ class LightningStoreServer:
         self.value_limits = _value_limits(store, value_limits)
         self.graceful_seconds = graceful_seconds
         self.max_wait_seconds = max_wait_seconds
+        if unix_socket is not None and (not isinstance(unix_socket, str) or not unix_socket):
+            raise ValueError(f"unix_socket must be a non-empty path, got {unix_socket!r}")
+        self.unix_socket = unix_socket
         self._requested_port = port
         self._backlog = backlog
         self._app = create_app(
@@ -833,6 +853,7 @@ class LightningStoreServer:
             value_limits=self.value_limits,
         )
         self._sock: socket.socket | None = None
+        self._unix_sock: socket.socket | None = None
         self._port: int | None = None
         self._server: _UvicornServer | None = None
         self._thread: threading.Thread | None = None
@@ -854,12 +875,36 @@ class LightningStoreServer:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        """The listening sockets once bound: what a process forked from this one must close."""
+        return tuple(sock for sock in (self._sock, self._unix_sock) if sock is not None)
+
+    def bind(self) -> None:
+        """Listen on the address now (``ServerBindError`` naming host and port), without serving yet.
+
+        Connections wait in the backlog until ``start()``. Between the two this process has no thread
+        of the server's, so it can still fork safely (its children must close ``sockets``).
+        """
+        if self._sock is not None:
+            raise RuntimeError("the server is already bound")
+        sock = _bind(self.host, self._requested_port, self._backlog)
+        if self.unix_socket is not None:
+            try:
+                self._unix_sock = _bind_unix(self.unix_socket, self._backlog)
+            except BaseException:
+                sock.close()
+                raise
+        self._sock = sock
+        self._port = sock.getsockname()[1]
+
     def start(self, timeout: float = 10.0) -> None:
-        """Bind (``ServerBindError`` naming host and port) and serve; returns once requests are accepted."""
+        """Bind (unless ``bind()`` did) and serve; returns once requests are accepted."""
         if self._thread is not None:
             raise RuntimeError("the server was already started")
-        self._sock = _bind(self.host, self._requested_port, self._backlog)
-        self._port = self._sock.getsockname()[1]
+        if self._sock is None:
+            self.bind()
+        assert self._sock is not None
         tls: dict[str, Any] = {}
         if self.tls is not None:
             tls = {"ssl_certfile": self.tls.cert, "ssl_keyfile": self.tls.key, "ssl_ciphers": SERVER_CIPHERS}
@@ -904,13 +949,22 @@ class LightningStoreServer:
         assert self._server is not None and self._sock is not None
         try:
             _run_on_own_loop(
-                self._server.serve(sockets=[self._sock]), lambda: _ServerLoop(self.limits.header_timeout)
+                self._server.serve(sockets=list(self.sockets)),
+                lambda: _ServerLoop(self.limits.header_timeout),
             )
         except BaseException as exc:  # reported by start()/stop(); a server thread must not die silently
             self._failure = exc
             logger.exception("store server on %s:%s failed", self.host, self._port)
         finally:
-            self._sock.close()
+            self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        if self._unix_sock is not None and self.unix_socket is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.unix_socket)
+            self._unix_sock = None
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop serving and join the thread; idempotent. The port can be bound again at once."""
@@ -924,8 +978,7 @@ class LightningStoreServer:
                 thread.join(2.0)
             if thread.is_alive():
                 logger.error("store server thread %s did not stop within %.1f s", thread.name, bound + 2.0)
-        if self._sock is not None:
-            self._sock.close()
+        self._close_sockets()
 
     def __enter__(self) -> LightningStoreServer:
         self.start()
