@@ -292,14 +292,16 @@ def test_bundles_pickle_by_reference_to_bench_bundles() -> None:
 @pytest.mark.timeout(900)
 @pytest.mark.skipif(bool(ray_missing()), reason=RAY_MISSING)
 def test_ray_rows_are_measured_on_a_cluster_the_bench_starts_and_stops(tmp_path: Path) -> None:
-    """``python -m bench.strategies --strategy ray`` as a user runs it (``__main__``, no ``RAY_ADDRESS``):
-    it starts its cluster, joins it with the cluster's token, measures W1-W4 and stops the cluster
-    before it writes its rows (a cluster that survives its stop raises instead). Figures are not
-    judged here: a target missed is exit status 1 with the rows written."""
+    """``python -m bench.strategies --strategy cs --strategy ray`` as a user runs it (``__main__``, no
+    ``RAY_ADDRESS``): cs is measured first, then ray in a child process of its own against a cluster
+    the bench starts, joins with the cluster's token and stops before it writes its rows (a cluster
+    that survives its stop raises instead); ray's W1 is judged against cs's of the same invocation.
+    Figures are not judged here: a target missed is exit status 1 with the rows written."""
     out = tmp_path / "rows.json"
     env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
-    command = [sys.executable, "-m", "bench.strategies", "--strategy", "ray", "--runners", "2"]
-    command += ["--repeats", "1", "--rollouts", "50", "--json", str(out)]
+    command = [sys.executable, "-m", "bench.strategies", "--strategy", "cs", "--strategy", "ray"]
+    command += ["--runners", "2"]
+    command += ["--repeats", "1", "--json", str(out)]  # N = 1,000: the N ray's W1 target is judged at
     done = subprocess.run(
         command,
         cwd=Path(strategies.__file__).resolve().parent.parent,
@@ -310,7 +312,10 @@ def test_ray_rows_are_measured_on_a_cluster_the_bench_starts_and_stops(tmp_path:
         check=False,
     )
     assert out.exists(), f"exit status {done.returncode}:\n{done.stderr[-4000:]}"
-    rows = {row["workload"]: row for row in json.loads(out.read_text()) if row["strategy"] == "ray"}
+    every = json.loads(out.read_text())
+    assert sorted({row["workload"] for row in every if row["strategy"] == "cs"}) == ["W1", "W2", "W3", "W4"]
+    rows = {row["workload"]: row for row in every if row["strategy"] == "ray"}
     assert sorted(rows) == ["W1", "W2", "W3", "W4"]
+    assert rows["W1"]["target"].startswith(">= 1x cs")
     assert rows["W3"]["w3_outcomes"] == ["KeyboardInterrupt"]
     assert all(row["median"] > 0 for row in rows.values())
