@@ -67,6 +67,7 @@ __all__ = [
 
 _REPO = Path(__file__).resolve().parent.parent
 _RAY_CHILD_SECONDS = 3600.0  # every runner count's ray figures, Ray's cluster start and stop included
+_RAY_CHILD_STOP_SECONDS = 120.0  # after SIGINT: the child stops its cluster (a loaded machine is slow)
 
 
 @dataclass(frozen=True)
@@ -300,31 +301,32 @@ def run(
 def _ray_in_child(
     runners: Sequence[int], n_rollouts: int, repeats: int, w1_repeats: int
 ) -> list[dict[str, Any]]:
-    """``ray``'s rows, measured by ``python -m bench.strategies`` in a child process (module docstring).
-
-    The cluster is this process's (``RAY_ADDRESS``'s, or one held here without importing Ray), so a
-    child that overruns its bound and is killed leaves no cluster behind.
-    """
-    from conformance.ray_session import held_cluster
-
-    with contextlib.ExitStack() as stack:
-        env = dict(os.environ)
-        if not env.get("RAY_ADDRESS"):
-            env.update(stack.enter_context(held_cluster()))
-        directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="agl-bench-ray-"))
+    """``ray``'s rows, measured by ``python -m bench.strategies`` in a child process (module docstring),
+    exactly as a user runs it: the child starts its own cluster (or joins ``RAY_ADDRESS``'s). A child
+    that overruns its bound is interrupted as a terminal's Ctrl+C would, so it stops its cluster, and
+    killed only if that does not end it."""
+    with tempfile.TemporaryDirectory(prefix="agl-bench-ray-") as directory:
         out = Path(directory, "ray.json")
         command = [
             sys.executable, "-m", "bench.strategies", "--strategy", "ray",
             "--runners", *map(str, runners), "--rollouts", str(n_rollouts),
             "--repeats", str(repeats), "--w1-repeats", str(w1_repeats), "--json", str(out),
         ]  # fmt: skip
+        child = subprocess.Popen(command, cwd=_REPO, stdout=subprocess.DEVNULL)
+        try:
+            status = child.wait(_RAY_CHILD_SECONDS)
+        except BaseException:  # the bound, or the user's own Ctrl+C: the child stops its cluster first
+            child.send_signal(signal.SIGINT)
+            try:
+                child.wait(_RAY_CHILD_STOP_SECONDS)
+            finally:
+                child.kill()
+                child.wait()
+            raise
         # Its exit status says whether ray met its absolute targets, which its rows say too: only a
-        # child that wrote no rows has failed. On overrunning its bound it is killed (subprocess.run).
-        done = subprocess.run(
-            command, cwd=_REPO, env=env, stdout=subprocess.DEVNULL, timeout=_RAY_CHILD_SECONDS, check=False
-        )
+        # child that wrote no rows has failed.
         if not out.exists():
-            raise RuntimeError(f"measuring ray in a child process failed (exit status {done.returncode})")
+            raise RuntimeError(f"measuring ray in a child process failed (exit status {status})")
         rows: list[dict[str, Any]] = json.loads(out.read_text())
         return rows
 
