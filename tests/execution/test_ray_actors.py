@@ -349,7 +349,9 @@ def test_the_kit_probe_names_live_actors_and_none_after_the_run(cluster: None, t
     assert actors == processes == ["runner-0", "runner-1"], seen  # each actor and its runner's process
     assert all("still running" in entry and "node" in entry for entry in seen)
     assert wait_gone(live_runner_pids(tmp_path)) == []
-    assert s.remote_resources() == []
+    # Ray reports an actor dead a moment before its process exits: the kit polls its probe in a settle
+    # window, and so does this test (a process still there after it is a leak).
+    assert settled(s.remote_resources) == []
 
 
 @needs_ray
