@@ -25,6 +25,7 @@ __all__ = [
     "EnvVar",
     "check_token",
     "managed_store_default",
+    "managed_store_setting",
 ]
 
 T = TypeVar("T")
@@ -167,3 +168,12 @@ AGL_SERVER_TLS_CA: EnvVar[str] = EnvVar(
 def managed_store_default(environ: Mapping[str, str] | None = None) -> bool:
     """Whether strategies wrap the caller's store by default (``AGL_MANAGED_STORE``, default true)."""
     return AGL_MANAGED_STORE.get(True, environ)
+
+
+def managed_store_setting(value: object, environ: Mapping[str, str] | None = None) -> bool:
+    """A strategy's ``managed_store`` argument: ``None`` is the default above; else it must be a bool."""
+    if value is None:
+        return managed_store_default(environ)
+    if not isinstance(value, bool):
+        raise ValueError(f"managed_store must be a bool or None; got {value!r}")
+    return value

@@ -72,7 +72,6 @@ address. A durable store, which would survive it, is planned but does not exist 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from typing import Any, ClassVar, Literal
 
@@ -81,7 +80,7 @@ from agentlightning.env import (
     AGL_CURRENT_ROLE,
     AGL_SERVER_HOST,
     AGL_SERVER_PORT,
-    managed_store_default,
+    managed_store_setting,
 )
 from agentlightning.execution.base import AlgorithmBundle, RunnerBundle
 from agentlightning.execution.client_server_workers import PRELOAD, run_algorithm, run_runner
@@ -89,13 +88,12 @@ from agentlightning.execution.event_bridge import EventBridge
 from agentlightning.execution.processes import (
     WorkerDied,
     WorkerOutcome,
-    single_threaded,
     start_forkserver,
+    start_method_now,
     validate_start_method,
     validate_timeout,
 )
 from agentlightning.execution.remote_stop import RunnerSides, SilentSide, stop_event_routes
-from agentlightning.execution.socket_dirs import SOCKET_NAME, make_socket_dir, remove_socket_dir
 from agentlightning.execution.supervisor import (
     WORKER_PROCESS_CAPABILITIES,
     SupervisedStrategy,
@@ -247,10 +245,7 @@ class ClientServerExecutionStrategy(SupervisedStrategy):
                 f"main_process='runner' needs role='both' and n_runners=1 (one runner can own the main "
                 f"thread); got role={role!r}, n_runners={n_runners!r}"
             )
-        if managed_store is None:
-            managed_store = managed_store_default()
-        elif not isinstance(managed_store, bool):
-            raise ValueError(f"managed_store must be a bool or None; got {managed_store!r}")
+        managed_store = managed_store_setting(managed_store)
         if not managed_store and role == "both":
             raise ValueError(
                 "managed_store=False cannot work with cs role 'both': runner processes cannot share the "
@@ -370,7 +365,6 @@ class _Execution(Supervisor[ClientServerExecutionStrategy]):
 
     label = "cs"
     server: LightningStoreServer | None = None
-    socket_dir: str | None = None  # the private directory of the server's Unix socket (role "both")
     bridge: EventBridge | None = None
     side_watch: threading.Thread | None = None
     side_watch_stop: threading.Event
@@ -387,9 +381,7 @@ class _Execution(Supervisor[ClientServerExecutionStrategy]):
             self._start_runners(client, f"{self.bridge.side}/", s.managed_store)
             self.bridge.start()
             return
-        if s.role == "both" and (
-            s.start_method == "forkserver" or (s.start_method is None and not single_threaded())
-        ):
+        if s.role == "both" and start_method_now(s.start_method) == "forkserver":
             # Its interpreter boots and imports while the server is made and bound, not after.
             start_forkserver(PRELOAD)
         wrapper = _served_store(self.store)
@@ -404,8 +396,7 @@ class _Execution(Supervisor[ClientServerExecutionStrategy]):
         # the module docstring); with TLS they use TCP, as runner sides on other machines always do.
         unix_socket = None
         if s.role == "both" and tls is None:
-            self.socket_dir = make_socket_dir()
-            unix_socket = os.path.join(self.socket_dir, SOCKET_NAME)
+            unix_socket = self.make_socket()
         # Served through the ledger: it records which runner (CLIENT_HEADER) claims what.
         server = self.server = LightningStoreServer(
             ClaimTrackingStore(served, ledger=self.claims),
@@ -573,8 +564,3 @@ class _Execution(Supervisor[ClientServerExecutionStrategy]):
             self.step("stopping the runner-side watch", self.side_watch.join)
         if self.server is not None:
             self.step("stopping the store server", self.server.stop)
-
-    def release(self) -> None:
-        if self.socket_dir is not None:
-            socket_dir = self.socket_dir
-            self.step(f"removing {socket_dir}", lambda: remove_socket_dir(socket_dir))

@@ -43,12 +43,10 @@ package, so its runners start in milliseconds after the first ``execute()``.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, ClassVar
 
 from agentlightning.execution.base import AlgorithmBundle, RunnerBundle
 from agentlightning.execution.processes import WorkerOutcome, validate_start_method, validate_timeout
-from agentlightning.execution.socket_dirs import SOCKET_NAME, make_socket_dir, remove_socket_dir
 from agentlightning.execution.supervisor import (
     WORKER_PROCESS_CAPABILITIES,
     SupervisedStrategy,
@@ -118,18 +116,17 @@ class _Run(Supervisor[InterProcessExecutionStrategy]):
     """One ``execute()``: the store served over a Unix socket in a private directory, runner processes."""
 
     label = "ipc"
-    tmpdir: str | None = None
     server: IpcStoreServer | None = None
 
     def start(self) -> None:
         s, event = self.s, self.event
         served, self.close_served = _thread_safe(self.store)
         self.served, self.claims = served, ClaimLedger()
-        self.tmpdir = make_socket_dir()
+        path = self.make_socket()
         limits = getattr(self.store, "limits", None)  # the caller's store's, which a wrapper would hide
         server = self.server = IpcStoreServer(
             ClaimTrackingStore(served, ledger=self.claims),  # records which runner process claims what
-            os.path.join(self.tmpdir, SOCKET_NAME),
+            path,
             # Runners may each connect from more than one event loop: room for a few connections each.
             max_connections=max(64, 4 * s.n_runners),
             limits=limits if isinstance(limits, ValueLimits) else None,
@@ -167,11 +164,6 @@ class _Run(Supervisor[InterProcessExecutionStrategy]):
     def stop_services(self) -> None:
         if self.server is not None:
             self.step("stopping the ipc store server", self.server.close)
-
-    def release(self) -> None:
-        if self.tmpdir is not None:
-            tmpdir = self.tmpdir
-            self.step(f"removing {tmpdir}", lambda: remove_socket_dir(tmpdir))
 
 
 def _thread_safe(store: LightningStore) -> tuple[LightningStore, Any]:

@@ -86,6 +86,7 @@ __all__ = [
     "default_start_method",
     "single_threaded",
     "start_forkserver",
+    "start_method_now",
     "validate_start_method",
     "validate_timeout",
 ]
@@ -139,8 +140,11 @@ def single_threaded() -> bool:
         return False
 
 
-def _start_method_now() -> str:
-    """The start method for a worker started now under the default (``start_method=None``)."""
+def start_method_now(start_method: str | None = None) -> str:
+    """How a worker started now with ``start_method`` starts: that method, or for ``None`` fork while
+    this process is single-threaded, else ``default_start_method()`` (see the module docstring)."""
+    if start_method is not None:
+        return start_method
     if single_threaded() and "fork" in multiprocessing.get_all_start_methods():
         return "fork"
     return default_start_method()
@@ -296,7 +300,7 @@ class WorkerProcesses:
             raise RuntimeError("WorkerProcesses is closed")
         if name in self._workers or any(o.name == name for o in self._outcomes):
             raise ValueError(f"worker name {name!r} is already used in this group")
-        method = self.start_method or _start_method_now()
+        method = start_method_now(self.start_method)
         ctx: Any = multiprocessing.get_context(method)  # a concrete context
         report_reader, report_writer = ctx.Pipe(duplex=False)
         liveness_reader, liveness_writer = self._liveness

@@ -104,10 +104,7 @@ class SharedMemoryExecutionStrategy(ExecutionStrategy):
                 f"main_thread='runner' needs n_runners=1 (one runner can own the main thread), "
                 f"got n_runners={n_runners!r}"
             )
-        if managed_store is None:
-            managed_store = _managed_store_default()
-        elif not isinstance(managed_store, bool):
-            raise ValueError(f"managed_store must be a bool or None, got {managed_store!r}")
+        managed_store = _managed_store_setting(managed_store)
         self.n_runners = n_runners
         self.main_thread: Literal["algorithm", "runner"] = main_thread
         self.graceful_delay = _seconds("graceful_delay", graceful_delay, allow_zero=True)
@@ -234,7 +231,7 @@ def _seconds(name: str, value: Any, *, allow_zero: bool) -> float:
     return float(value)
 
 
-def _managed_store_default() -> bool:
-    from agentlightning.env import managed_store_default
+def _managed_store_setting(value: object) -> bool:
+    from agentlightning.env import managed_store_setting
 
-    return managed_store_default()
+    return managed_store_setting(value)

@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
@@ -57,6 +58,7 @@ from agentlightning.execution.ctrl_c import CtrlCLadder
 from agentlightning.execution.events import MultiprocessingEvent, ThreadingEvent
 from agentlightning.execution.failures import FailureCollector
 from agentlightning.execution.processes import START_METHODS, WorkerOutcome, WorkerProcesses
+from agentlightning.execution.socket_dirs import SOCKET_NAME, make_socket_dir, remove_socket_dir
 from agentlightning.execution.threads import (
     BundleRun,
     Inbox,
@@ -166,6 +168,8 @@ class Supervisor(Generic[_S]):
 
     label: ClassVar[str] = "supervisor"
     """Names this strategy's tasks and log lines."""
+    socket_dir: str | None = None
+    """The private directory of the run's Unix socket (``make_socket``), if it has one."""
 
     def __init__(
         self,
@@ -278,7 +282,16 @@ class Supervisor(Generic[_S]):
         """Stop what ``start()`` served, once every worker is reaped (each piece through ``step``)."""
 
     def release(self) -> None:
-        """Free what is left (a socket directory, say) after everything else; never raises."""
+        """Free what is left after everything else (the socket directory, if any); never raises."""
+        if self.socket_dir is not None:
+            directory, self.socket_dir = self.socket_dir, None
+            self.step(f"removing {directory}", lambda: remove_socket_dir(directory))
+
+    def make_socket(self) -> str:
+        """A Unix socket's path in a private directory of this run (``socket_dirs``), removed by
+        ``release()`` once everything else is stopped."""
+        self.socket_dir = make_socket_dir()
+        return os.path.join(self.socket_dir, SOCKET_NAME)
 
     def claim_client(self, outcome: WorkerOutcome) -> str | None:
         """The name the ledger knows an ended worker's claims by (``None``: nothing to give up)."""

@@ -47,7 +47,12 @@ import aiohttp
 
 from agentlightning.store.claims import CLIENT_HEADER
 from agentlightning.store.http.replays import REQUEST_ID_HEADER
-from agentlightning.store.http.security import client_ssl_context, resolve_ca, resolve_token
+from agentlightning.store.http.security import (
+    check_unix_socket,
+    client_ssl_context,
+    resolve_ca,
+    resolve_token,
+)
 from agentlightning.store.methods import StoreMethod
 from agentlightning.store.remote import RemoteLightningStore, StoreServerError
 from agentlightning.store.values import DEFAULT_LIMITS, ValueLimits, check_json
@@ -149,9 +154,7 @@ class HttpLightningStore(RemoteLightningStore):
         if not isinstance(value_limits, ValueLimits):
             raise ValueError(f"value_limits must be a ValueLimits, got {type(value_limits).__name__}")
         self.value_limits = value_limits
-        if unix_socket is not None and (not isinstance(unix_socket, str) or not unix_socket):
-            raise ValueError(f"unix_socket must be a non-empty path, got {unix_socket!r}")
-        self.unix_socket = unix_socket
+        self.unix_socket = check_unix_socket(unix_socket)
         self.client_name: str | None = None
         self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
         self._ssl: ssl.SSLContext | None = None

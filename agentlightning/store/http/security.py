@@ -12,6 +12,10 @@ TLS (optional). The server presents a PEM certificate and key (``tls_cert`` / ``
 (``tls_ca`` / ``AGL_SERVER_TLS_CA``) or the system's CAs, and the host they connect to must be named in
 the certificate. Files are loaded when the server or client is built, so a bad one fails at once with
 an error naming the parameter or variable.
+
+Unix socket (optional). A server may also listen on a Unix domain socket (``unix_socket``), under the
+same token, and a client on the same machine may connect through it instead of TCP; its path is checked
+alike on both sides (``check_unix_socket``). Who may reach it is the mode of its directory.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ __all__ = [
     "MIN_TOKEN_LENGTH",
     "SERVER_CIPHERS",
     "ServerTLS",
+    "check_unix_socket",
     "client_ssl_context",
     "generate_token",
     "resolve_ca",
@@ -141,3 +146,10 @@ def is_loopback(host: str) -> bool:
     except OSError:
         return False
     return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
+
+
+def check_unix_socket(path: object) -> str | None:
+    """A ``unix_socket`` argument: ``None`` (TCP only) or a non-empty path, else ``ValueError`` naming it."""
+    if path is not None and (not isinstance(path, str) or not path):
+        raise ValueError(f"unix_socket must be a non-empty path, got {path!r}")
+    return path

@@ -66,6 +66,7 @@ from agentlightning.store.http.replays import Replays
 from agentlightning.store.http.security import (
     SERVER_CIPHERS,
     ServerTLS,
+    check_unix_socket,
     is_loopback,
     resolve_server_tls,
     resolve_token,
@@ -839,9 +840,7 @@ class LightningStoreServer:
         self.value_limits = _value_limits(store, value_limits)
         self.graceful_seconds = graceful_seconds
         self.max_wait_seconds = max_wait_seconds
-        if unix_socket is not None and (not isinstance(unix_socket, str) or not unix_socket):
-            raise ValueError(f"unix_socket must be a non-empty path, got {unix_socket!r}")
-        self.unix_socket = unix_socket
+        self.unix_socket = check_unix_socket(unix_socket)
         self._requested_port = port
         self._backlog = backlog
         self._app = create_app(
