@@ -315,8 +315,11 @@ def _ray_in_child(
         child = subprocess.Popen(command, cwd=_REPO, stdout=subprocess.DEVNULL)
         try:
             status = child.wait(_RAY_CHILD_SECONDS)
-        except BaseException:  # the bound, or the user's own Ctrl+C: the child stops its cluster first
-            child.send_signal(signal.SIGINT)
+        except BaseException as stopped:  # the bound, or the user's Ctrl+C: the child stops its cluster
+            if not isinstance(stopped, KeyboardInterrupt):
+                # A terminal's Ctrl+C reached the child too (one process group): a second one would
+                # hurry it past its cluster's stop.
+                child.send_signal(signal.SIGINT)
             try:
                 child.wait(_RAY_CHILD_STOP_SECONDS)
             finally:

@@ -56,17 +56,17 @@ def require_hosts(ctx: CheckContext) -> dict[str, Any]:
     return sides
 
 
-_MADE_HOSTS: list[bool] = []
+_made_hosts = False
 """Whether this process has made test hosts: a machine where namespaces could be made still can."""
 
 
 def _probe() -> Availability:
     """``probe_namespaces()``, once per process once it has succeeded (a probe makes and removes a host)."""
-    if _MADE_HOSTS:
+    global _made_hosts
+    if _made_hosts:
         return Availability(True)
     availability = probe_namespaces()
-    if availability.available:
-        _MADE_HOSTS.append(True)
+    _made_hosts = availability.available
     return availability
 
 

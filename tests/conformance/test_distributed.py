@@ -48,7 +48,7 @@ def test_without_namespaces_a_D_check_is_na_naming_the_reason(
 ) -> None:
     reason = "this process lacks CAP_SYS_ADMIN and CAP_NET_ADMIN (euid 1000)"
     monkeypatch.setattr(host_runs, "probe_namespaces", lambda: Availability(False, reason))
-    monkeypatch.setattr(host_runs, "_MADE_HOSTS", [])  # as in a process that has made no test hosts yet
+    monkeypatch.setattr(host_runs, "_made_hosts", False)  # as in a process that has made no test hosts yet
     situation = "after-return" if contract_id == "D1" else "default"
     with pytest.raises(NotApplicable) as excluded:
         _check(contract_id, situation)(_context(contract_id, situation))

@@ -214,9 +214,9 @@ def test_settle_all_settles_first_what_no_other_process_is_settling(tmp_path: Pa
 def test_side_by_side_runs_the_siblings_together_once_and_their_items_read_the_outcome(
     tmp_path: Path,
 ) -> None:
-    """The first item of a contract runs its siblings' situations in threads beside its own (each waits
-    for the others to have started: run one after the other, the bound of the wait fails the test),
-    returns once all have ended, and the siblings' items (here another worker's ledger) only read."""
+    """D2, D3: the first item of a contract runs its siblings' situations in threads beside its own (each
+    waits for the others to have started: run one after the other, the bound of the wait fails the
+    test), returns once all have ended, and the siblings' items (here another worker's ledger) only read."""
     started = threading.Barrier(3, timeout=60)
     threads: list[str] = []
 
@@ -244,8 +244,8 @@ def test_side_by_side_runs_the_siblings_together_once_and_their_items_read_the_o
 
 
 def test_beside_leaves_alone_what_another_process_is_settling(tmp_path: Path) -> None:
-    """An item settled beside a block while another worker holds it is not run here: its own item
-    waits for that worker's outcome."""
+    """D4 beside L1: an item settled beside a block while another worker holds it is not run here: its
+    own item waits for that worker's outcome."""
     holding, release = threading.Event(), threading.Event()
 
     def elsewhere() -> CheckOutcome:
