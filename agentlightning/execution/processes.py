@@ -247,7 +247,8 @@ class WorkerProcesses:
             outcomes = workers.stop()
 
     ``start(name, target, *args)`` runs ``await target(*args)`` in a new process; ``target`` and
-    ``args`` must be picklable under spawn/forkserver. Not thread-safe: drive it from one thread.
+    ``args`` must be picklable under spawn/forkserver. Not thread-safe: drive it from one thread (only
+    ``hurry()`` may be called from another).
     ``start_method=None`` (the default) picks for each worker as it starts: fork while this process has a
     single thread (``single_threaded``), else ``default_start_method()`` (see the module docstring).
     ``preload``: modules the forkserver imports once, if it is not running yet, so that workers forked
@@ -277,6 +278,13 @@ class WorkerProcesses:
         self._outcomes: list[WorkerOutcome] = []
         self._liveness: tuple[multiprocessing.connection.Connection, multiprocessing.connection.Connection]
         self._liveness = multiprocessing.Pipe(duplex=False)  # (reader for children, writer only we hold)
+        # hurry()'s bytes, one per call from any thread; waits watch the read end. The lock keeps a late
+        # hurry() from writing to a descriptor number that close() freed and something else reused.
+        self._hurries = os.pipe()
+        self._hurries_open = True
+        self._hurry_lock = threading.Lock()
+        for fd in self._hurries:
+            os.set_blocking(fd, False)
         self._closed = False
 
     # -- starting -------------------------------------------------------------------------------------
@@ -363,13 +371,14 @@ class WorkerProcesses:
         return worker is not None and worker.started
 
     def wait(self, timeout: float | None = None, *, wake_on: Sequence[Any] = ()) -> list[WorkerOutcome]:
-        """Block until a worker ends, the event is set, one of ``wake_on`` is readable, or ``timeout``.
+        """Block until a worker ends, the event is set, one of ``wake_on`` is readable, a ``hurry()`` is
+        pending (at once while it is: ``stop()`` takes it), or ``timeout``.
 
         Returns the outcomes of workers that ended since the last call (maybe none). Event-driven:
         ``multiprocessing.connection.wait`` on exit sentinels, report pipes, the event's fd and
         ``wake_on`` (objects with ``fileno()`` or fds).
         """
-        handles: list[Any] = list(wake_on)
+        handles: list[Any] = [*wake_on, *self._hurries[:1]] if self._hurries_open else list(wake_on)
         for worker in self._workers.values():
             handles.append(worker.process.sentinel)
             if not worker.report_done:
@@ -394,7 +403,7 @@ class WorkerProcesses:
             if not woken.done():
                 woken.set_result(None)
 
-        fds = list(wake_on)
+        fds = [*wake_on, *self._hurries[:1]] if self._hurries_open else list(wake_on)
         for worker in self._workers.values():
             fds.append(worker.process.sentinel)
             if not worker.report_done:
@@ -494,6 +503,30 @@ class WorkerProcesses:
 
     # -- stopping -------------------------------------------------------------------------------------
 
+    def hurry(self) -> None:
+        """Move the stop's escalation one step on now, from any thread (the one method that may be called
+        from another thread): the next signal goes out at once, as after a further Ctrl+C, but ``stop()``
+        does not raise ``KeyboardInterrupt`` for it. A hurry before ``stop()`` makes ``wait()`` return and
+        ``hurried`` true; ``stop()`` then begins one step on (SIGINT at once)."""
+        with self._hurry_lock, contextlib.suppress(BlockingIOError):  # a full pipe: hurried already
+            if self._hurries_open:
+                os.write(self._hurries[1], b"\x01")
+
+    @property
+    def hurried(self) -> bool:
+        """Whether a ``hurry()`` is pending (``stop()`` takes it)."""
+        return bool(self._hurries_open and multiprocessing.connection.wait([self._hurries[0]], 0))
+
+    def _take_hurry(self) -> bool:
+        """Consume the pending ``hurry()`` calls; whether there was any."""
+        taken = False
+        if not self._hurries_open:
+            return taken
+        with contextlib.suppress(BlockingIOError):  # drained
+            while os.read(self._hurries[0], 4096):
+                taken = True
+        return taken
+
     def stop(
         self, *, since: float | None = None, urgency: int = 0, interrupted: bool = False
     ) -> list[WorkerOutcome]:
@@ -503,7 +536,7 @@ class WorkerProcesses:
         default now), SIGINT; ``terminate_timeout`` later, SIGTERM; ``terminate_timeout`` later,
         SIGKILL. ``urgency`` skips steps (1: SIGINT at once, 2: SIGTERM at once, 3: SIGKILL at once).
         A ``KeyboardInterrupt`` raised meanwhile (a further Ctrl+C) jumps to the next step at once and
-        is re-raised once every worker is reaped (K5).
+        is re-raised once every worker is reaped (K5); so does a ``hurry()``, which is not re-raised.
 
         ``interrupted`` (the stop is a Ctrl+C): workers that have not yet started their callable (still
         starting up) are sent SIGTERM at once instead of being waited for; otherwise every worker gets
@@ -517,6 +550,8 @@ class WorkerProcesses:
             (self.terminate_timeout, signal.SIGKILL),
             (_REAP_TIMEOUT, None),
         ]
+        if self._take_hurry():
+            urgency = max(urgency, 1)
         index = max(0, min(urgency, len(steps) - 1))
         pending: signal.Signals | None = steps[index - 1][1] if index > 0 else None
         step_began = time.monotonic() if since is None else since
@@ -573,7 +608,8 @@ class WorkerProcesses:
         return hurried
 
     def _wait_until(self, deadline: float, wakeup: _SignalWakeup) -> bool:
-        """Collect outcomes until every worker ended or ``deadline``; ``True`` if interrupted meanwhile."""
+        """Collect outcomes until every worker ended, ``deadline`` or a ``hurry()``; ``True`` if interrupted
+        meanwhile."""
         while self._workers:
             remaining = deadline - time.monotonic()
             try:
@@ -581,7 +617,7 @@ class WorkerProcesses:
                 wakeup.drain()
             except KeyboardInterrupt:
                 return True
-            if remaining <= 0:
+            if remaining <= 0 or self._take_hurry():
                 break
         return False
 
@@ -608,6 +644,8 @@ class WorkerProcesses:
                 wakeup.drain()
             except KeyboardInterrupt:
                 return True
+            if self._take_hurry():
+                return False
         started = [worker.started_at for worker in late if worker.started_at is not None]
         return bool(started) and self._wait_until(max(started) + self.graceful_timeout, wakeup)
 
@@ -656,6 +694,10 @@ class WorkerProcesses:
                 self.wait(deadline - time.monotonic())
         for conn in self._liveness:
             conn.close()
+        with self._hurry_lock:
+            self._hurries_open = False
+            for fd in self._hurries:
+                os.close(fd)
 
     def __enter__(self) -> WorkerProcesses:
         return self

@@ -86,8 +86,8 @@ being its worker pool (``_DriverPool``). What differs from worker processes:
   (``graceful_timeout``, then SIGINT: ``CancelledError`` in an awaiting bundle, ``finally`` runs, L6;
   ``terminate_timeout`` later SIGTERM, then SIGKILL: a bundle stuck in blocking code, L7). The driver's
   last resorts: runners still running ``graceful_timeout + terminate_timeout`` after the stop get
-  ``ray.cancel`` (the actor hurries its process: SIGINT, then SIGKILL), and ``terminate_timeout`` later
-  ``ray.kill`` (the process dies with its actor). Then every actor is
+  ``ray.cancel`` (the actor moves its process's escalation one step on at once), and
+  ``terminate_timeout`` later ``ray.kill`` (the process dies with its actor). Then every actor is
   killed and the placement group removed, and the driver exits. The caller waits for it with the
   shared escalation (SIGINT, SIGTERM, SIGKILL) after the driver's own bound; each Ctrl+C after the first
   hurries it (K5), and a driver that dies takes its actors with it (Ray kills the actors of a dead

@@ -31,9 +31,9 @@ Stop (the run's ``MultiprocessingEvent``, shared with the caller, is set): each 
 event bridge, its runner's process through the event they share; the actor then stops that process with
 the shared escalation (``graceful_timeout``, SIGINT, ``terminate_timeout``, SIGTERM, SIGKILL). The
 driver's last resorts: ``ray.cancel`` ``graceful_timeout + terminate_timeout`` after the stop (the actor
-hurries its runner's process: SIGINT, then SIGKILL ``terminate_timeout`` later, or SIGKILL at once if it
-is still starting), then ``ray.kill`` after another ``terminate_timeout`` (the runner's process dies with
-its actor: ``processes``' parent-death guards). A SIGINT from the caller's
+moves that escalation one step on at once, ``WorkerProcesses.hurry``: the next signal goes out now, and a
+process still starting gets SIGTERM at once), then ``ray.kill`` after another ``terminate_timeout`` (the
+runner's process dies with its actor: ``processes``' parent-death guards). A SIGINT from the caller's
 escalation (a further Ctrl+C) moves on to the next step at once; SIGTERM ends the driver, and Ray kills
 its actors. A Ctrl+C before every actor has started kills those still starting at once instead of
 waiting for them (there is nothing of theirs to stop cleanly; K3), as ``processes`` does with worker
@@ -274,9 +274,11 @@ class _RunnerHost:
             try:
                 await asyncio.shield(done)
             except asyncio.CancelledError:
-                # ray.cancel, the driver's step after the grace: hurry the runner's process (SIGINT, its
-                # bundle is cancelled and its finally blocks run), then end it; ray.kill comes next.
-                await self._hurry(done)
+                # ray.cancel, the driver's step after the grace: the runner's process's escalation moves
+                # on at once (the shared one: SIGINT, SIGTERM, SIGKILL); ray.kill comes next.
+                processes.hurry()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(done), 2 * self.teardown)
                 raise
         finally:
             await asyncio.to_thread(bridge.stop)
@@ -308,31 +310,27 @@ class _RunnerHost:
                     loop_factory=event_loops.new_event_loop,
                 )
             self.child_pid = processes.pid(self.name)
-            while processes.running and not event.is_set() and not processes.started(self.name):
+            # Each wait also ends on a hurry (ray.cancel, see ``run``).
+            while (
+                processes.running
+                and not event.is_set()
+                and not processes.started(self.name)
+                and not processes.hurried
+            ):
                 processes.wait(None)
             self.child_started = processes.started(self.name)
             if self.child_started or not processes.running:
                 started()
-            while processes.running and not event.is_set():
+            while processes.running and not event.is_set() and not processes.hurried:
                 processes.wait(None)
             if processes.running:
-                processes.stop()  # grace from now, then SIGINT, SIGTERM, SIGKILL: every step bounded
+                # Grace from now, then SIGINT, SIGTERM, SIGKILL, every step bounded; a hurry moves it on
+                # at once, and a process still starting when hurried gets SIGTERM at once (nothing of it
+                # to stop cleanly).
+                processes.stop(interrupted=processes.hurried and not self.child_started)
             return processes.outcomes[0]
         finally:
             processes.close()
-
-    async def _hurry(self, done: asyncio.Future[None]) -> None:
-        """SIGINT, then SIGKILL ``teardown`` later; SIGKILL at once to a process still starting (its
-        callable never ran: there is nothing of it to stop cleanly)."""
-        pid = self.child_pid
-        signals = (signal.SIGINT, signal.SIGKILL) if self.child_started else (signal.SIGKILL,)
-        for signum in signals:
-            if pid is None or done.done():
-                return
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(done), self.teardown)
 
 
 @contextlib.contextmanager

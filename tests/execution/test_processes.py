@@ -534,6 +534,58 @@ def test_urgency_skips_the_grace(harness: Any) -> None:
     assert h.reader.recv()[0] in ("cancelled", "finally")
 
 
+def test_L6_a_hurry_from_another_thread_skips_the_grace_without_a_keyboard_interrupt(harness: Any) -> None:
+    """``hurry()`` (the ``ray`` actor's answer to ``ray.cancel``) moves the escalation one step on from
+    another thread, as a further Ctrl+C does, but ``stop()`` returns instead of raising."""
+    h = harness("fork", graceful_timeout=HANG * 10)
+    h.workers.start("w", ignores_event, h.journal)
+    h.expect("started")
+    hurrier = threading.Timer(0.0, h.workers.hurry)
+    with _hurried_once_stop_waits(h.workers, hurrier):
+        (outcome,) = h.workers.stop()  # would wait out the grace (300 s) but for the hurry
+    assert (outcome.status, outcome.signalled) == ("stopped", signal.SIGINT)
+    assert h.reader.poll(HANG) and h.reader.recv()[0] == "cancelled"  # SIGINT: CancelledError, L6
+
+
+@contextlib.contextmanager
+def _hurried_once_stop_waits(workers: WorkerProcesses, hurrier: threading.Timer) -> Iterator[None]:
+    """Starts ``hurrier`` once ``stop()`` waits for the first time (its grace), from another thread."""
+    wait = workers.wait
+    fired = False
+
+    def waiting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal fired
+        if not fired:
+            fired = True
+            hurrier.start()
+        return wait(*args, **kwargs)
+
+    workers.wait = waiting  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        hurrier.join(HANG)
+        del workers.wait
+
+
+def test_a_hurry_before_the_stop_wakes_the_wait_and_starts_one_step_on(harness: Any) -> None:
+    h = harness("fork", graceful_timeout=HANG * 10)
+    h.workers.start("w", ignores_event, h.journal)
+    h.expect("started")
+    assert not h.workers.hurried
+    hurrier = threading.Thread(target=h.workers.hurry)
+    hurrier.start()
+    hurrier.join(HANG)
+    assert h.workers.hurried
+    assert h.workers.wait(HANG) == [] and h.workers.hurried  # woken, and the hurry still pending
+    (outcome,) = h.workers.stop()  # takes it: SIGINT at once instead of the 300 s grace
+    assert (outcome.status, outcome.signalled) == ("stopped", signal.SIGINT)
+    assert not h.workers.hurried
+    h.workers.close()
+    h.workers.hurry()  # after close: nothing to write to, and nothing else's descriptor is touched
+    assert not h.workers.hurried
+
+
 def test_R2_close_kills_and_reaps_leftovers(harness: Any) -> None:
     h = harness("fork")
     h.workers.start("w", ignores_event, h.journal)
