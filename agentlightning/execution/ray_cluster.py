@@ -23,6 +23,13 @@ started, competing with it, when the pool has them waiting). Only a cluster star
 one named by ``RAY_ADDRESS`` is never touched. When the pool cannot be had (``grpcio`` missing, a Ray
 without the call), the cluster runs without one and says why in a warning.
 
+A guard (``python -m agentlightning.execution.ray_cluster --guard``, a process of its own session
+started with the head) ends the cluster when its owner is gone without stopping it (SIGKILLed, or a
+``start()`` whose ``stop()`` never came): it waits for the end of a pipe only the owner writes to, and
+at its end-of-file ends every process of the cluster's session the way ``stop()`` does and removes the
+cluster's temporary directory. ``stop()`` ends the cluster first, then closes the pipe: the guard then
+finds nothing left and exits.
+
 ``kit_session`` is the conformance kit's session service for the ``ray`` strategy
 (``conformance.session_services``): with ``RAY_ADDRESS`` set it joins that cluster and never stops it;
 otherwise it starts a ``LocalRayCluster`` for the session and stops it at the end.
@@ -30,6 +37,7 @@ otherwise it starts a ``LocalRayCluster`` for the session and stops it at the en
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import logging
@@ -130,6 +138,7 @@ class LocalRayCluster:
         self.session_id: int | None = None
         self._head: subprocess.Popen[bytes] | None = None
         self._keeper: subprocess.Popen[bytes] | None = None
+        self._guard: subprocess.Popen[bytes] | None = None
         self._directory: str | None = None
         self._node_manager_port = 0
 
@@ -187,6 +196,7 @@ class LocalRayCluster:
             )
         self.session_id = self._head.pid  # the session leader's pid is the session id
         try:
+            self._start_guard(env)
             if self.prestarted_workers:
                 self._start_keeper(env)  # imports Ray meanwhile the head starts
             self._await_ready(log_path)
@@ -196,6 +206,33 @@ class LocalRayCluster:
             self.stop()
             raise
         return self.address
+
+    def _start_guard(self, env: dict[str, str]) -> None:
+        """The cluster's guard (module docstring): its stdin is a pipe only this process writes to."""
+        assert self._directory is not None and self.session_id is not None
+        command = [
+            sys.executable,
+            "-m",
+            "agentlightning.execution.ray_cluster",
+            f"--guard={self.session_id}",
+            self._directory,
+        ]
+        # A session of its own: a terminal's Ctrl+C to this process's group must not end it early.
+        self._guard = subprocess.Popen(
+            command, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True
+        )
+
+    def _stop_guard(self) -> None:
+        guard, self._guard = self._guard, None
+        if guard is None:
+            return
+        assert guard.stdin is not None
+        guard.stdin.close()  # its end-of-file: the cluster is stopped already, so it exits
+        try:
+            guard.wait(timeout=_TERM_SECONDS)
+        except subprocess.TimeoutExpired:
+            guard.kill()
+            guard.wait(timeout=_KILL_SECONDS)
 
     def _start_keeper(self, env: dict[str, str]) -> None:
         assert self._directory is not None
@@ -278,38 +315,26 @@ class LocalRayCluster:
 
     def processes(self) -> list[psutil.Process]:
         """Every live process of the cluster's session (empty once stopped)."""
-        if self.session_id is None:
-            return []
-        found = []
-        for process in psutil.process_iter():
-            with contextlib.suppress(psutil.Error, OSError):
-                if os.getsid(process.pid) == self.session_id and process.status() != psutil.STATUS_ZOMBIE:
-                    found.append(process)
-        return found
+        return [] if self.session_id is None else _session_processes(self.session_id)
 
     def stop(self) -> None:
         """End every process of the cluster (SIGTERM, then SIGKILL after a bound); idempotent."""
         self._stop_keeper()  # first: it would ask for workers of a cluster going away
         head, self._head = self._head, None
-        if head is not None:
-            for sig, bound in ((signal.SIGTERM, _TERM_SECONDS), (signal.SIGKILL, _KILL_SECONDS)):
-                alive = self.processes()
-                if not alive:
-                    break
-                for process in alive:
-                    with contextlib.suppress(psutil.Error):
-                        process.send_signal(sig)
-                _, left = psutil.wait_procs(alive, timeout=bound)
-                if not left and not self.processes():
-                    break
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                head.wait(timeout=_KILL_SECONDS)
-            left = self.processes()
-            if left:
-                raise RuntimeError(
-                    "processes of the local Ray cluster survived SIGKILL: "
-                    + ", ".join(f"{p.pid} ({p.name()})" for p in left)
-                )
+        try:
+            if head is not None:
+                assert self.session_id is not None
+                _end_session(self.session_id)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    head.wait(timeout=_KILL_SECONDS)
+                left = self.processes()
+                if left:
+                    raise RuntimeError(
+                        "processes of the local Ray cluster survived SIGKILL: "
+                        + ", ".join(f"{p.pid} ({p.name()})" for p in left)
+                    )
+        finally:
+            self._stop_guard()
         if self._directory is not None:
             shutil.rmtree(self._directory, ignore_errors=True)
             self._directory = None
@@ -332,3 +357,60 @@ def kit_session() -> Iterator[dict[str, str]]:
         return
     with LocalRayCluster() as cluster:
         yield cluster.environment()
+
+
+def _session_processes(session_id: int) -> list[psutil.Process]:
+    """Every live process of process session ``session_id``."""
+    found = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getsid(process.pid) == session_id and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+    return found
+
+
+def _end_session(session_id: int) -> None:
+    """SIGTERM every process of the session, SIGKILL those left after ``_TERM_SECONDS``; bounded.
+
+    Gone means exited: a zombie counts as gone, as the guard is not the parent that would reap it (and
+    ``psutil.wait_procs`` would wait out its bound for a zombie that is not its child).
+    """
+    for sig, bound in ((signal.SIGTERM, _TERM_SECONDS), (signal.SIGKILL, _KILL_SECONDS)):
+        alive = _session_processes(session_id)
+        if not alive:
+            return
+        for process in alive:
+            with contextlib.suppress(psutil.Error):
+                process.send_signal(sig)
+        deadline = time.monotonic() + bound
+        while _session_processes(session_id) and time.monotonic() < deadline:
+            time.sleep(_POLL)
+
+
+def _guard(session_id: int, directory: str) -> int:
+    """The guard's life (module docstring): wait for the owner's pipe to end, then end what is left."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while sys.stdin.buffer.read(4096):
+        pass  # the owner never writes; end-of-file comes when it closes the pipe or dies
+    if _session_processes(session_id):
+        _log.warning("ray: the owner of the local cluster %d is gone; stopping the cluster", session_id)
+        _end_session(session_id)
+    shutil.rmtree(directory, ignore_errors=True)
+    return 0
+
+
+def _main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m agentlightning.execution.ray_cluster",
+        description="The guard of a LocalRayCluster (started by it; see the module docstring).",
+    )
+    parser.add_argument(
+        "--guard", type=int, required=True, metavar="SESSION_ID", help="the cluster's session"
+    )
+    parser.add_argument("directory", help="the cluster's temporary directory, removed with it")
+    args = parser.parse_args(argv)
+    return _guard(args.guard, args.directory)
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

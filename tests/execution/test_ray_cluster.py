@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +149,58 @@ def test_invalid_options_name_the_value() -> None:
         LocalRayCluster(num_cpus=0)
     with pytest.raises(ValueError, match=r"start_timeout.*-1"):
         LocalRayCluster(start_timeout=-1)
+
+
+_OWNER = """
+import json, sys
+from agentlightning.execution.ray_cluster import LocalRayCluster
+
+cluster = LocalRayCluster(num_cpus=1, prestarted_workers=0)
+cluster.start()
+print(json.dumps({"session": cluster.session_id, "directory": cluster._directory}), flush=True)
+sys.stdin.read()  # until the test kills this process: stop() never comes
+"""
+
+
+def test_R2_a_cluster_whose_owner_is_killed_is_stopped_by_its_guard(tmp_path: Path) -> None:
+    """A ``LocalRayCluster`` whose owner is SIGKILLed (no ``stop()``) does not outlive it: its guard ends
+    every process of the cluster's session and removes its temporary directory (R2, R4)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _OWNER],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert owner.stdout is not None
+        started = json.loads(owner.stdout.readline() or "{}")  # bounded by the cluster's start_timeout
+        assert started, f"the owner failed to start its cluster (status {owner.wait(timeout=60)})"
+        session = int(started["session"])
+        assert _session(session), "the cluster should be running"
+        owner.kill()
+        owner.wait(timeout=60)
+        directory = Path(started["directory"])
+        deadline = time.monotonic() + 60  # the guard's SIGTERM, then SIGKILL 10 s later at most
+        while (_session(session) or directory.exists()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _session(session) == [], "the cluster outlived its killed owner"
+        assert not directory.exists()  # removed by the guard once the cluster was gone
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait(timeout=60)
+
+
+def _session(session: int) -> list[str]:
+    """Names of the live processes of process session ``session``."""
+    found = []
+    for process in psutil.process_iter(["name"]):
+        try:
+            if os.getsid(process.pid) == session and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(str(process.info["name"]))
+        except (psutil.Error, OSError):
+            continue
+    return found
