@@ -13,6 +13,11 @@ worker's boot and its later life as a runner actor are told apart. Counted: this
 reading thread itself), its descendants (the driver and the forkserver it comes from) and every process
 of the cluster's session (Ray's daemons and workers, the actors' runner processes). A process that ends
 between two readings loses its last increment, so the figures are a floor. Linux only (``/proc``).
+
+``--w1 N`` measures W1 instead (``bench.strategies.measure_w1``: N rollouts through 2 runners, one run
+after a warm-up), and gives the CPU per rollout by role with the rate, for ``ray`` and, beside it in
+the same invocation, ``cs``. "This process's children" are the ``ray`` driver (and its forkserver), and
+``cs``'s runner processes, forked from this one.
 """
 
 from __future__ import annotations
@@ -25,10 +30,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from bench.bundles import LifecycleAlgorithm, LifecycleRunner
 
-__all__ = ["ROLES", "CpuReader", "main", "measure", "role_of"]
+if TYPE_CHECKING:
+    from agentlightning.execution.ray_cluster import LocalRayCluster
+
+__all__ = ["ROLES", "CpuReader", "main", "measure", "measure_w1_cost", "role_of"]
 
 _EVERY = 0.02
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -39,7 +48,7 @@ ROLES = (
     "runner processes",
     "resource trackers",
     "caller",
-    "driver",
+    "this process's children",
     "raylet",
     "GCS",
     "pool keeper",
@@ -70,7 +79,7 @@ def role_of(command: str, pid: int, own: bool, me: int) -> str:
         return "runner processes"
     if "ray_worker_pool" in command:
         return "pool keeper"
-    return "driver" if own else "other cluster processes"
+    return "this process's children" if own else "other cluster processes"
 
 
 @dataclasses.dataclass
@@ -205,10 +214,55 @@ def measure(runs: int, n_runners: int, progress: Callable[[str], None] = lambda 
     return {"runs": runs, "runners": n_runners, "cpu_per_run": per_run, "wall_per_run": wall / runs}
 
 
+def measure_w1_cost(strategy: str, n_rollouts: int) -> dict[str, object]:
+    """W1 of ``strategy`` (``ray`` on a cluster started here, or a local one) and the CPU microseconds per
+    rollout by role over its whole ``execute()``."""
+    from bench.strategies import STRATEGIES, measure_w1
+
+    spec = STRATEGIES[strategy]
+    cluster = None
+    saved = dict(os.environ)
+    try:
+        session = -1  # nothing but this process and its children
+        if strategy == "ray":
+            from agentlightning.execution.ray_cluster import LocalRayCluster
+
+            repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            path = os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))
+            cluster = LocalRayCluster(env={"PYTHONPATH": path})
+            cluster.start()
+            assert cluster.session_id is not None
+            os.environ.update(cluster.environment())
+            session = cluster.session_id
+        measure_w1(spec, 2, 300)  # warm-up: the forkserver
+        if cluster is not None:
+            _await_full_pool(cluster)  # the warm-up's replacements booted: they are not this run's
+        with CpuReader(session) as reader:
+            rate = measure_w1(spec, 2, n_rollouts)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        os.environ.clear()
+        os.environ.update(saved)
+    per_rollout = {role: seconds * 1e6 / n_rollouts for role, seconds in reader.charged.items()}
+    return {"strategy": strategy, "rate": rate, "cpu_us_per_rollout": per_rollout}
+
+
+def _await_full_pool(cluster: LocalRayCluster, bound: float = 120.0) -> None:
+    """Until the cluster's pool holds all its prestarted workers again, idle (bounded)."""
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        idle = [pid for pid in cluster.pool_pids() if _command(pid).startswith("ray::IDLE")]  # booted
+        if len(idle) >= cluster.prestarted_workers:
+            return
+        time.sleep(0.1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ray_cost", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=6, help="execute() calls counted (default 6)")
     parser.add_argument("--runners", type=int, default=2, help="runners per execute() (default 2)")
+    parser.add_argument("--w1", type=int, metavar="N", help="measure W1 with N rollouts instead (ray and cs)")
     args = parser.parse_args(argv)
     if args.runs < 1 or args.runners < 1:
         parser.error(f"--runs and --runners must be >= 1; got {args.runs} and {args.runners}")
@@ -218,6 +272,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if ray_missing():
         parser.error(ray_missing())
+    if args.w1 is not None:
+        if args.w1 < 1:
+            parser.error(f"--w1 must be >= 1; got {args.w1}")
+        for strategy in ("ray", "cs"):
+            w1 = measure_w1_cost(strategy, args.w1)
+            per = w1["cpu_us_per_rollout"]
+            assert isinstance(per, dict)
+            print(
+                f"{strategy}: W1 {w1['rate']:,.0f} rollouts/s (2 runners, N = {args.w1}); CPU us per rollout:"
+            )
+            for role in ROLES:
+                if per[role] >= 0.5:
+                    print(f"  {per[role]:8.1f}  {role}")
+        return 0
     result = measure(args.runs, args.runners, progress=lambda line: print(line, file=sys.stderr, flush=True))
     cpu = result["cpu_per_run"]
     assert isinstance(cpu, dict)

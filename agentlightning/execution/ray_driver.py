@@ -11,7 +11,8 @@ run ends with it (a dead driver's actors are killed by Ray, as their owner is go
 Conversation over the control pipe (pickled tuples, driver -> caller unless marked):
 
 1. ``("nodes", {node id: address}, this node's address)`` once connected;
-2. caller -> driver ``("serve", url, token)``: where the caller serves its store; or, before the actors
+2. caller -> driver ``("serve", url, token, unix_socket)``: where the caller serves its store (runners on
+   the caller's machine use its Unix socket, ``socket_dirs.local_socket``); or, before the actors
    are placed, ``("interrupted",)``: a Ctrl+C stops the run (sent before the event is set);
 3. ``("child", name, pid)`` per runner, once its process (a child of its actor) runs its bundle, then
    ``("placed", [(name, pid, node), ...])`` once every actor reported where it runs and every runner's
@@ -72,6 +73,7 @@ from agentlightning.execution.event_bridge import EventBridge
 from agentlightning.execution.events import MultiprocessingEvent
 from agentlightning.execution.failures import FailureCollector
 from agentlightning.execution.processes import WorkerDied, WorkerOutcome, WorkerProcesses
+from agentlightning.execution.socket_dirs import local_socket
 from agentlightning.remote_errors import dump_exception
 from agentlightning.store.claims import ClaimTrackingStore
 from agentlightning.store.http import HttpLightningStore
@@ -155,6 +157,19 @@ class DriverConfig:
         )
 
 
+@dataclass(frozen=True)
+class _Served:
+    """Where the caller serves its store: its URL and token, and its Unix socket on the caller's machine."""
+
+    url: str
+    token: str
+    unix_socket: str | None
+
+    def client(self) -> HttpLightningStore:
+        """A client from where this runs: through the Unix socket when it is on the caller's machine."""
+        return HttpLightningStore(self.url, token=self.token, unix_socket=local_socket(self.unix_socket))
+
+
 def is_actor_process(pid: int) -> bool:
     """Whether ``pid`` is a live Ray worker process on this machine (Ray names them ``ray::...``)."""
     try:
@@ -208,10 +223,9 @@ class _RunnerHost:
     by the escalation), ``raised_at`` being ``time.monotonic()`` when it raised.
     """
 
-    def __init__(self, name: str, url: str, token: str, grace: float, teardown: float) -> None:
+    def __init__(self, name: str, served: _Served, grace: float, teardown: float) -> None:
         self.name = name
-        self.url = url
-        self.token = token
+        self.served = served
         self.grace = grace
         self.teardown = teardown
         self.child_pid: int | None = None
@@ -235,9 +249,9 @@ class _RunnerHost:
         # Inherited by the runner's process, which is not a Ray worker and cannot ask Ray where it runs.
         os.environ[RUNNER_NODE_ENV] = node_id
         event = MultiprocessingEvent(multiprocessing.get_context(_START_METHOD))
-        bridge = EventBridge(HttpLightningStore(self.url, token=self.token), event)
+        bridge = EventBridge(self.served.client(), event)
         store = ClaimTrackingStore(
-            HttpLightningStore(self.url, token=self.token).named(self.name),
+            self.served.client().named(self.name),
             client=self.name,
             heartbeats=True,
             close_inner=True,
@@ -449,13 +463,13 @@ class _Driver:
             pass
         return True
 
-    def receive_serve(self) -> tuple[str, str]:
-        """The caller's ``("serve", url, token)``; ``_Stopped`` if the run stops first."""
+    def receive_serve(self) -> _Served:
+        """The caller's ``("serve", url, token, unix_socket)``; ``_Stopped`` if the run stops first."""
         deadline = time.monotonic() + self.c.start_timeout
         while True:
             message = self.receive()
             if message is not None and message[0] == "serve":
-                return message[1], message[2]
+                return _Served(*message[1:])
             if self.interrupted or self.stopped():
                 raise _Stopped
             left = deadline - time.monotonic()
@@ -473,7 +487,7 @@ class _Driver:
             _log.debug("could not list Ray's nodes: %r", exc)
         self.send("nodes", self.nodes, str(ray.util.get_node_ip_address()))
 
-    def place(self, url: str, token: str, runner: RunnerBundle) -> None:
+    def place(self, served: _Served, runner: RunnerBundle) -> None:
         c = self.c
         options = _actor_options(c.runner_resources)
         if c.placement in PG_STRATEGY:
@@ -489,7 +503,7 @@ class _Driver:
                 options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
                     placement_group=self.group, placement_group_bundle_index=worker_id
                 )
-            handle = _RunnerActor.options(**options).remote(name, url, token, c.graceful_timeout, teardown)
+            handle = _RunnerActor.options(**options).remote(name, served, c.graceful_timeout, teardown)
             run_ref = handle.run.remote(runner, worker_id)
             actor = _Runner(
                 name,
@@ -684,7 +698,7 @@ class _Driver:
         try:
             try:
                 self.connect()
-                self.place(*self.receive_serve(), runner)
+                self.place(self.receive_serve(), runner)
                 self.watch()
             except _Stopped:
                 if self.interrupted:  # nothing of an actor still starting is to be stopped cleanly (K3)

@@ -1,9 +1,10 @@
-"""Private directories for a strategy's local store socket (``ipc``'s, ``cs``'s), and the sweep of those a
-killed caller left.
+"""Private directories for a strategy's local store socket (``ipc``'s, ``cs``'s, ``ray``'s), and the sweep
+of those a killed caller left.
 
 ``make_socket_dir()`` creates ``agl-ipc-XXXXXXXX`` (mode 0700) in the temporary directory and records its
 owner in it: a marker file (``OWNER_MARKER``) with the creating process's pid, its start time, the host
-and the pid namespace. ``remove_socket_dir()`` removes it when ``execute()`` ends. A caller killed by
+and the pid and network namespaces (``local_socket()`` reads them to tell a client on the server's own
+machine from one elsewhere). ``remove_socket_dir()`` removes it when ``execute()`` ends. A caller killed by
 SIGKILL cannot, so ``make_socket_dir()`` also sweeps the leftovers of dead owners.
 
 What the sweep removes: only a directory that is ours on every count. Its name starts with ``agl-ipc-``;
@@ -38,6 +39,7 @@ import psutil
 __all__ = [
     "OWNER_MARKER",
     "SOCKET_NAME",
+    "local_socket",
     "make_socket_dir",
     "remove_socket_dir",
     "sweep_stale_socket_dirs",
@@ -107,6 +109,29 @@ def remove_socket_dir(path: str) -> None:
         shutil.rmtree(path, ignore_errors=True)  # ours and private: whatever else is in it goes too
 
 
+def local_socket(path: str | None) -> str | None:
+    """``path`` if it is a run's socket on this machine that this process may connect to, else ``None``.
+
+    For a client that may run on another machine (a Ray actor): the path was made by ``make_socket_dir()``
+    on the server's machine, so it is used only when it is a socket here, in a directory whose marker
+    says it was written on this host, in this pid and network namespace, and its directory is ours to
+    enter; anything else (another machine, a node in a network namespace of its own standing for one,
+    another mount namespace, another user) goes over TCP.
+    """
+    if path is None:
+        return None
+    directory = os.path.dirname(path)
+    try:
+        if not stat.S_ISSOCK(os.stat(path).st_mode) or not os.access(directory, os.X_OK):
+            return None
+    except OSError:
+        return None
+    marker = _read_marker(directory)
+    if marker is None or not _written_here(marker) or marker["net_namespace"] != _namespace("net"):
+        return None
+    return path
+
+
 def sweep_stale_socket_dirs(root: str) -> list[str]:
     """Remove the ``agl-ipc-*`` directories in ``root`` whose owner is dead; returns those removed."""
     removed = []
@@ -130,14 +155,16 @@ def _owner() -> dict[str, Any]:
         "pid": me.pid,
         "started": me.create_time(),
         "host": socket.gethostname(),
-        "pid_namespace": _pid_namespace(),
+        "pid_namespace": _namespace("pid"),
+        "net_namespace": _namespace("net"),
     }
 
 
-def _pid_namespace() -> str:
-    """Our pid namespace (pids mean nothing across namespaces, e.g. containers sharing a /tmp)."""
+def _namespace(kind: str) -> str:
+    """Our namespace of ``kind``: pids mean nothing across pid namespaces (containers sharing a /tmp), and
+    a process in another network namespace stands for another host (``local_socket``)."""
     try:
-        return os.readlink("/proc/self/ns/pid")
+        return os.readlink(f"/proc/self/ns/{kind}")
     except OSError:
         return ""
 
@@ -168,7 +195,14 @@ def _read_marker(path: str) -> dict[str, Any] | None:
         marker = json.loads(text)
     except ValueError:
         return None
-    expected = {"kind": str, "pid": int, "started": float, "host": str, "pid_namespace": str}
+    expected = {
+        "kind": str,
+        "pid": int,
+        "started": float,
+        "host": str,
+        "pid_namespace": str,
+        "net_namespace": str,
+    }
     if not isinstance(marker, dict) or set(marker) != set(expected) or marker["kind"] != _MARKER_KIND:
         return None
     if any(type(marker[key]) is not kind for key, kind in expected.items()):
@@ -187,13 +221,14 @@ def _is_stale(path: str) -> bool:
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
         return False
     marker = _read_marker(path)
-    if (
-        marker is None
-        or marker["host"] != socket.gethostname()
-        or marker["pid_namespace"] != _pid_namespace()
-    ):
+    if marker is None or not _written_here(marker):
         return False
     return not _alive(marker["pid"], marker["started"])
+
+
+def _written_here(marker: dict[str, Any]) -> bool:
+    """Whether a marker was written on this host, in this pid namespace (its pid means something here)."""
+    return bool(marker["host"] == socket.gethostname() and marker["pid_namespace"] == _namespace("pid"))
 
 
 def _alive(pid: int, started: float) -> bool:

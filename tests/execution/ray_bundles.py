@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,22 @@ def _node_id() -> str:
         return str(ray.get_runtime_context().get_node_id())
     except Exception:
         return "?"
+
+
+def _peer_families() -> list[str]:
+    """The address families of this process's sockets connected to a named peer: its store connections
+    (an event loop's socketpair has no peer name)."""
+    families = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if not os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                continue
+            with socket.socket(fileno=os.dup(int(name))) as sock:
+                if sock.family in (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6) and sock.getpeername():
+                    families.add(sock.family.name)
+        except OSError:  # closed meanwhile, or not connected
+            continue
+    return sorted(families)
 
 
 class RunnerFailed(Exception):
@@ -134,6 +151,7 @@ class Runner:
                         attempted.rollout_id, attempted.attempt.attempt_id, status="succeeded"
                     )
                     journal(d, f"completed {attempted.rollout_id} by {worker_id}")
+                    journal(d, f"transport {worker_id} {' '.join(_peer_families())}")
             elif self.kind == "claim-1":
                 while (attempted := await store.dequeue_rollout()) is None:
                     await asyncio.sleep(0.02)

@@ -174,6 +174,9 @@ def test_rollouts_done_exactly_once_and_connection_kept(cluster: None, tmp_path:
     assert sorted(completed) == sorted(set(completed)) and len(completed) == 6  # S1
     assert {line.split()[2] for line in lines if line.startswith("runner started")} == {"0", "1"}  # L1
     assert sum(line.startswith("runner finally") for line in lines) == 2
+    # Runners on the caller's machine reach its store through its Unix socket, never TCP.
+    transports = {line for line in lines if line.startswith("transport ")}
+    assert transports and transports <= {"transport 0 AF_UNIX", "transport 1 AF_UNIX"}, transports
     assert ray.is_initialized()  # the caller's connection is the caller's: never shut down
     assert wait_gone(live_runner_pids(tmp_path)) == []  # no runner process left behind
 

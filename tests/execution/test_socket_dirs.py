@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,7 @@ from agentlightning.execution import socket_dirs
 from agentlightning.execution.socket_dirs import (
     OWNER_MARKER,
     SOCKET_NAME,
+    local_socket,
     make_socket_dir,
     remove_socket_dir,
     sweep_stale_socket_dirs,
@@ -165,3 +167,56 @@ def test_R4_make_socket_dir_sweeps_its_root_once_per_process(root: Path) -> None
     for mine in (first, second):
         remove_socket_dir(mine)
     assert sweep_stale_socket_dirs(str(root)) == [str(stale_again)]
+
+
+def _bound_socket(directory: Path) -> socket.socket:
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(directory / SOCKET_NAME))
+    return listener
+
+
+def test_local_socket_only_for_a_run_of_this_host_and_network_namespace(root: Path) -> None:
+    """A runner that may be on another machine (a Ray actor) takes the server's Unix socket only when the
+    socket is a run's, made on this host in this pid and network namespace; else it goes over TCP."""
+    made = Path(make_socket_dir())
+    path = str(made / SOCKET_NAME)
+    assert local_socket(None) is None
+    assert local_socket(path) is None  # no socket there yet
+    with _bound_socket(made):
+        assert local_socket(path) == path
+        for owner in ({"host": "elsewhere"}, {"net_namespace": "net:[1]"}, {"pid_namespace": "pid:[1]"}):
+            marker = json.loads((made / OWNER_MARKER).read_text())
+            (made / OWNER_MARKER).write_text(json.dumps({**marker, **owner}))
+            assert local_socket(path) is None, owner
+            (made / OWNER_MARKER).write_text(json.dumps(marker))
+    foreign = root / "agl-ipc-nomarker"
+    foreign.mkdir()
+    with _bound_socket(foreign):
+        assert local_socket(str(foreign / SOCKET_NAME)) is None  # not made by make_socket_dir()
+
+
+@pytest.mark.skipif(
+    os.getuid() != 0 or shutil.which("unshare") is None, reason="a network namespace of its own needs root"
+)
+def test_D3_local_socket_is_not_used_from_another_network_namespace(root: Path) -> None:
+    """A process in a network namespace of its own (a node standing for another host, section D) reaches
+    the same file system but must use TCP, so that cutting its network cuts it off (D2, D3)."""
+    made = Path(make_socket_dir())
+    path = str(made / SOCKET_NAME)
+    probe = (
+        "import sys; from agentlightning.execution.socket_dirs import local_socket; "
+        "print(local_socket(sys.argv[1]))"
+    )
+    with _bound_socket(made):
+        here = subprocess.run(
+            [sys.executable, "-c", probe, path], check=False, capture_output=True, text=True, timeout=HANG
+        )
+        there = subprocess.run(
+            ["unshare", "--net", sys.executable, "-c", probe, path],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=HANG,
+        )
+    assert (here.returncode, here.stdout.strip()) == (0, path), here.stderr
+    assert (there.returncode, there.stdout.strip()) == (0, "None"), there.stderr
