@@ -568,7 +568,7 @@ def _hurried_once_stop_waits(workers: WorkerProcesses, hurrier: threading.Timer)
         del workers.wait
 
 
-def test_a_hurry_before_the_stop_wakes_the_wait_and_starts_one_step_on(harness: Any) -> None:
+def test_L6_a_hurry_before_the_stop_wakes_the_wait_and_starts_one_step_on(harness: Any) -> None:
     h = harness("fork", graceful_timeout=HANG * 10)
     h.workers.start("w", ignores_event, h.journal)
     h.expect("started")

@@ -175,7 +175,7 @@ def _bound_socket(directory: Path) -> socket.socket:
     return listener
 
 
-def test_local_socket_only_for_a_run_of_this_host_and_network_namespace(root: Path) -> None:
+def test_D3_local_socket_only_for_a_run_of_this_host_and_network_namespace(root: Path) -> None:
     """A runner that may be on another machine (a Ray actor) takes the server's Unix socket only when the
     socket is a run's, made on this host in this pid and network namespace; else it goes over TCP."""
     made = Path(make_socket_dir())
