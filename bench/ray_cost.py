@@ -23,13 +23,14 @@ the same invocation, ``cs``. "This process's children" are the ``ray`` driver (a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from bench.bundles import LifecycleAlgorithm, LifecycleRunner
@@ -176,40 +177,48 @@ def _descends(pid: int, ancestor: int, parents: dict[int, int]) -> bool:
     return False
 
 
-def measure(runs: int, n_runners: int, progress: Callable[[str], None] = lambda _: None) -> dict[str, object]:
-    """CPU seconds per ``execute()`` by role, and the wall time per run, on a cluster started here."""
-    from agentlightning.execution.ray_actors import RayExecutionStrategy
+@contextlib.contextmanager
+def _held_cluster() -> Iterator[LocalRayCluster]:
+    """A local cluster with its pool, its address and token in this process's environment meanwhile."""
     from agentlightning.execution.ray_cluster import LocalRayCluster
-    from agentlightning.store.memory import InMemoryLightningStore
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     path = os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))
+    saved = dict(os.environ)
     with LocalRayCluster(env={"PYTHONPATH": path}) as cluster:
-        assert cluster.session_id is not None
-        saved = dict(os.environ)
         os.environ.update(cluster.environment())
         try:
-            strategy = RayExecutionStrategy(n_runners=n_runners)
-
-            def run() -> None:
-                with tempfile.TemporaryDirectory(prefix="agl-bench-") as directory:
-                    strategy.execute(
-                        LifecycleAlgorithm(directory, n_runners),
-                        LifecycleRunner(directory),
-                        InMemoryLightningStore(),
-                    )
-
-            progress("warm-up run (the driver's forkserver starts)")
-            run()
-            with CpuReader(cluster.session_id) as reader:
-                began = time.monotonic()
-                for index in range(runs):
-                    progress(f"run {index + 1} of {runs}")
-                    run()
-                wall = time.monotonic() - began
+            yield cluster
         finally:
             os.environ.clear()
             os.environ.update(saved)
+
+
+def measure(runs: int, n_runners: int, progress: Callable[[str], None] = lambda _: None) -> dict[str, object]:
+    """CPU seconds per ``execute()`` by role, and the wall time per run, on a cluster started here."""
+    from agentlightning.execution.ray_actors import RayExecutionStrategy
+    from agentlightning.store.memory import InMemoryLightningStore
+
+    with _held_cluster() as cluster:
+        assert cluster.session_id is not None
+        strategy = RayExecutionStrategy(n_runners=n_runners)
+
+        def run() -> None:
+            with tempfile.TemporaryDirectory(prefix="agl-bench-") as directory:
+                strategy.execute(
+                    LifecycleAlgorithm(directory, n_runners),
+                    LifecycleRunner(directory),
+                    InMemoryLightningStore(),
+                )
+
+        progress("warm-up run (the driver's forkserver starts)")
+        run()
+        with CpuReader(cluster.session_id) as reader:
+            began = time.monotonic()
+            for index in range(runs):
+                progress(f"run {index + 1} of {runs}")
+                run()
+            wall = time.monotonic() - began
     per_run = {role: seconds / runs for role, seconds in reader.charged.items()}
     return {"runs": runs, "runners": n_runners, "cpu_per_run": per_run, "wall_per_run": wall / runs}
 
@@ -220,30 +229,17 @@ def measure_w1_cost(strategy: str, n_rollouts: int) -> dict[str, object]:
     from bench.strategies import STRATEGIES, measure_w1
 
     spec = STRATEGIES[strategy]
-    cluster = None
-    saved = dict(os.environ)
-    try:
+    with contextlib.ExitStack() as stack:
         session = -1  # nothing but this process and its children
-        if strategy == "ray":
-            from agentlightning.execution.ray_cluster import LocalRayCluster
-
-            repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-            path = os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))
-            cluster = LocalRayCluster(env={"PYTHONPATH": path})
-            cluster.start()
+        cluster = stack.enter_context(_held_cluster()) if strategy == "ray" else None
+        if cluster is not None:
             assert cluster.session_id is not None
-            os.environ.update(cluster.environment())
             session = cluster.session_id
         measure_w1(spec, 2, 300)  # warm-up: the forkserver
         if cluster is not None:
             _await_full_pool(cluster)  # the warm-up's replacements booted: they are not this run's
         with CpuReader(session) as reader:
             rate = measure_w1(spec, 2, n_rollouts)
-    finally:
-        if cluster is not None:
-            cluster.stop()
-        os.environ.clear()
-        os.environ.update(saved)
     per_rollout = {role: seconds * 1e6 / n_rollouts for role, seconds in reader.charged.items()}
     return {"strategy": strategy, "rate": rate, "cpu_us_per_rollout": per_rollout}
 

@@ -378,7 +378,7 @@ class WorkerProcesses:
         ``multiprocessing.connection.wait`` on exit sentinels, report pipes, the event's fd and
         ``wake_on`` (objects with ``fileno()`` or fds).
         """
-        handles: list[Any] = [*wake_on, *self._hurries[:1]] if self._hurries_open else list(wake_on)
+        handles: list[Any] = self._wake_fds(wake_on)
         for worker in self._workers.values():
             handles.append(worker.process.sentinel)
             if not worker.report_done:
@@ -403,7 +403,7 @@ class WorkerProcesses:
             if not woken.done():
                 woken.set_result(None)
 
-        fds = [*wake_on, *self._hurries[:1]] if self._hurries_open else list(wake_on)
+        fds: list[int] = self._wake_fds(wake_on)
         for worker in self._workers.values():
             fds.append(worker.process.sentinel)
             if not worker.report_done:
@@ -427,6 +427,10 @@ class WorkerProcesses:
             if event_fd is not None:
                 os.close(event_fd)
         return self._collect()
+
+    def _wake_fds(self, wake_on: Sequence[Any]) -> list[Any]:
+        """``wake_on`` and, while it is open, the read end of ``hurry()``'s pipe."""
+        return [*wake_on, self._hurries[0]] if self._hurries_open else list(wake_on)
 
     def _collect(self) -> list[WorkerOutcome]:
         """Read pending reports and turn every worker that has exited into an outcome (reaping it)."""

@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import multiprocessing
@@ -165,9 +166,12 @@ class _Served:
     token: str
     unix_socket: str | None
 
+    def here(self) -> _Served:
+        """As reached from where this runs: the Unix socket only on the caller's machine (checked once)."""
+        return dataclasses.replace(self, unix_socket=local_socket(self.unix_socket))
+
     def client(self) -> HttpLightningStore:
-        """A client from where this runs: through the Unix socket when it is on the caller's machine."""
-        return HttpLightningStore(self.url, token=self.token, unix_socket=local_socket(self.unix_socket))
+        return HttpLightningStore(self.url, token=self.token, unix_socket=self.unix_socket)
 
 
 def is_actor_process(pid: int) -> bool:
@@ -249,9 +253,10 @@ class _RunnerHost:
         # Inherited by the runner's process, which is not a Ray worker and cannot ask Ray where it runs.
         os.environ[RUNNER_NODE_ENV] = node_id
         event = MultiprocessingEvent(multiprocessing.get_context(_START_METHOD))
-        bridge = EventBridge(self.served.client(), event)
+        served = self.served.here()
+        bridge = EventBridge(served.client(), event)
         store = ClaimTrackingStore(
-            self.served.client().named(self.name),
+            served.client().named(self.name),
             client=self.name,
             heartbeats=True,
             close_inner=True,
