@@ -109,6 +109,7 @@ class _Closable(Protocol):
 _EXIT_RETURNED = 0
 _EXIT_RAISED = 1
 _EXIT_INTERRUPTED = 128 + int(signal.SIGINT)  # the shell's convention for "ended by Ctrl+C"
+_STRENGTH = {int(signal.SIGINT): 1, int(signal.SIGTERM): 2, int(signal.SIGKILL): 3}  # the escalation's order
 _REAP_TIMEOUT = 5.0  # after SIGKILL only an uninterruptible kernel wait can delay the exit
 # A worker still starting (imports, unpickling) when the grace runs out gets this long to reach its
 # callable before the escalation goes on without it: a hang bound for a loaded machine, not a target.
@@ -283,6 +284,7 @@ class WorkerProcesses:
         self._hurries = os.pipe()
         self._hurries_open = True
         self._hurry_lock = threading.Lock()
+        self._hurries_taken = 0  # how many times a pending hurry() was consumed
         for fd in self._hurries:
             os.set_blocking(fd, False)
         self._closed = False
@@ -529,6 +531,7 @@ class WorkerProcesses:
         with contextlib.suppress(BlockingIOError):  # drained
             while os.read(self._hurries[0], 4096):
                 taken = True
+        self._hurries_taken += taken
         return taken
 
     def stop(
@@ -546,7 +549,9 @@ class WorkerProcesses:
         starting up) are sent SIGTERM at once instead of being waited for; otherwise every worker gets
         to run its callable, which sees the event set (L1): one still starting when the grace runs out is
         waited for (up to ``_START_BOUND``) and given its grace from the moment it started, before any
-        signal is sent (a signal would end it before its callable ever ran).
+        signal is sent (a signal would end it before its callable ever ran). A further Ctrl+C or a
+        ``hurry()`` during the stop makes it an interrupted one from then on: a SIGINT would only wait,
+        blocked, until a worker still starting has started (K4, K5).
         """
         steps: list[tuple[float, signal.Signals | None]] = [
             (self.graceful_timeout, signal.SIGINT),
@@ -555,7 +560,7 @@ class WorkerProcesses:
             (_REAP_TIMEOUT, None),
         ]
         if self._take_hurry():
-            urgency = max(urgency, 1)
+            urgency, interrupted = max(urgency, 1), True
         index = max(0, min(urgency, len(steps) - 1))
         pending: signal.Signals | None = steps[index - 1][1] if index > 0 else None
         step_began = time.monotonic() if since is None else since
@@ -579,6 +584,7 @@ class WorkerProcesses:
         """``stop()``'s loop; ``True`` if a ``KeyboardInterrupt`` hurried it."""
         hurried = False
         event_set = False
+        hurries = self._hurries_taken
         while True:
             # A Ctrl+C may land anywhere in this loop, not only while waiting (setting the event makes
             # workers react, and a second Ctrl+C may follow at once): wherever it lands it moves the
@@ -597,15 +603,16 @@ class WorkerProcesses:
                     break
                 duration, signum = steps[index]
                 index += 1
+                if self._wait_until(step_began + duration, wakeup):
+                    hurried = interrupted = True
+                interrupted = interrupted or self._hurries_taken != hurries
                 # After the grace (step 1), before any signal: workers still starting are waited for.
-                late = index == 1 and not interrupted
-                if self._wait_until(step_began + duration, wakeup) or (
-                    late and self._wait_for_late_starts(wakeup)
-                ):
-                    hurried = True
+                if index == 1 and not interrupted and self._wait_for_late_starts(wakeup):
+                    hurried = interrupted = True
+                interrupted = interrupted or self._hurries_taken != hurries
                 pending = signum if self._workers else None
             except KeyboardInterrupt:
-                hurried = True
+                hurried = interrupted = True
                 if index < len(steps):
                     pending = steps[index][1]
                     index += 1
@@ -669,6 +676,8 @@ class WorkerProcesses:
             pid = worker.process.pid
             if pid is None or worker.process.exitcode is not None:
                 continue
+            if _STRENGTH.get(worker.signalled or 0, 0) > _STRENGTH[signum]:
+                continue  # SIGTERMed while still starting: a SIGINT now would change nothing
             self._read_report(worker)
             if worker.message is None:
                 # A worker that already reported keeps its outcome; only its exit is being hurried.

@@ -286,7 +286,9 @@ class _RunnerHost:
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(_finished)
 
-        await asyncio.to_thread(bridge.start)
+        # On this loop, not awaited in a thread: a ray.cancel landing in that await would leave the bridge
+        # running and attached to the server, outside the finally that stops it. It only starts a thread.
+        bridge.start()
         thread = threading.Thread(target=_supervise, name=f"agl-ray-{self.name}", daemon=True)
         thread.start()
         try:
@@ -343,10 +345,10 @@ class _RunnerHost:
             while processes.running and not event.is_set() and not processes.hurried:
                 processes.wait(None)
             if processes.running:
-                # Grace from now, then SIGINT, SIGTERM, SIGKILL, every step bounded; a hurry moves it on
-                # at once, and a process still starting when hurried gets SIGTERM at once (nothing of it
-                # to stop cleanly).
-                processes.stop(interrupted=processes.hurried and not self.child_started)
+                # Grace from now, then SIGINT, SIGTERM, SIGKILL, every step bounded; a hurry (before or
+                # during the stop) moves it on at once, and a process still starting when hurried gets
+                # SIGTERM at once (nothing of it to stop cleanly).
+                processes.stop()
             return processes.outcomes[0]
         finally:
             processes.close()

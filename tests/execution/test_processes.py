@@ -616,6 +616,27 @@ def test_L1_a_worker_still_starting_when_the_grace_runs_out_calls_its_callable(
     h.expect("called")
 
 
+@pytest.mark.parametrize("when", ["before-the-stop", "during-the-grace"])
+def test_K4_a_hurry_terminates_a_worker_still_starting_instead_of_waiting_for_it(
+    harness: Any, when: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hurry (the ``ray`` actor's ``ray.cancel``) makes the stop an interrupted one: a worker still
+    starting gets SIGTERM at once. A SIGINT would stay blocked in it until it had started (seconds, under
+    load), and its callable would then run only to be interrupted."""
+    h = harness("spawn", graceful_timeout=HANG * 10)
+    gate = multiprocessing.get_context("spawn").Event()
+    with opened_when_the_stop_reaches(gate, monkeypatch):  # any signal opens the gate: a SIGINT lets it start
+        h.workers.start("late", journals_its_call, h.journal, HeldStart(gate), h.event)
+        if when == "before-the-stop":
+            h.workers.hurry()
+            (outcome,) = h.workers.stop()
+        else:
+            with _hurried_once_stop_waits(h.workers, threading.Timer(0.0, h.workers.hurry)):
+                (outcome,) = h.workers.stop()  # would wait out the grace (300 s) but for the hurry
+    assert (outcome.status, outcome.signalled) == ("stopped", signal.SIGTERM)
+    assert not h.reader.poll(0)  # its callable never ran
+
+
 def test_worker_names_are_unique(harness: Any) -> None:
     h = harness("fork")
     h.workers.start("w", returns, h.journal)
