@@ -167,13 +167,15 @@ def _check_sigint(ctx: CheckContext, action: str) -> None:
     assert end is not None
     took = end.t - fault.t
     bound = ctx.bound(1.0)
+    figure = f"{took:.3f} s against a bound of {bound:.3f} s"
     if took > bound:
         ctx.fail(
             expected=f"execute() raises KeyboardInterrupt within 1 s of SIGINT to {target}",
             observed=f"it raised {took:.3f} s after the signal",
-            figure=f"{took:.3f} s against a bound of {bound:.3f} s",
+            figure=figure,
             result=result,
         )
+    ctx.measure(figure)  # a pass says its margin: a bound met by a hair is a flake waiting to happen
     _nothing_left(ctx, result, "the interrupted execute()")
     if action == "sigint-group":
         survivors = result.measurements.get("survivors") or []
@@ -218,11 +220,12 @@ def check_second_sigint(ctx: CheckContext) -> None:
     last = faults[-1]
     took = end.t - last.t
     bound = ctx.bound(1.0)
+    figure = f"{took:.3f} s against a bound of {bound:.3f} s"
     if len(faults) >= 2 and took > bound:
         ctx.fail(
             expected="a second SIGINT skips the grace period: execute() raises within 1 s of it",
             observed=f"it raised {took:.3f} s after the second SIGINT (declared grace {declared:g} s)",
-            figure=f"{took:.3f} s against a bound of {bound:.3f} s",
+            figure=figure,
             result=result,
         )
     if len(faults) < 2 and end.t - faults[0].t > bound:
@@ -232,3 +235,5 @@ def check_second_sigint(ctx: CheckContext) -> None:
             result=result,
         )
     _nothing_left(ctx, result, "a doubly interrupted execute()")
+    if len(faults) >= 2:
+        ctx.measure(f"{figure} after the second SIGINT")

@@ -424,3 +424,11 @@ def test_header_says_when_the_kit_was_started_with_sigint_ignored(kit_project: p
     result.stdout.fnmatch_lines(["conformance: this run was started with SIGINT ignored *(K3-K5, D1)*"])
     plain = kit_project.runpytest_subprocess(STRICT, "-k", "G2")
     assert "this run was started with" not in plain.stdout.str()
+
+
+def test_a_timed_contract_that_passes_says_its_margin(kit_project: pytest.Pytester) -> None:
+    """A bound met by a hair is a flake waiting to happen: the summary shows the figure of a pass too."""
+    result = kit_project.runpytest_subprocess("--strategy=shm", "-k", "K5")
+    result.assert_outcomes(passed=1)
+    margin = "measured *.* s against a bound of *.* s after the second SIGINT"
+    result.stdout.fnmatch_lines([f"  K5-second-sigint[[]default[]]: pass: {margin}"])
