@@ -237,21 +237,11 @@ def measure_w1_cost(strategy: str, n_rollouts: int) -> dict[str, object]:
             session = cluster.session_id
         measure_w1(spec, 2, 300)  # warm-up: the forkserver
         if cluster is not None:
-            _await_full_pool(cluster)  # the warm-up's replacements booted: they are not this run's
+            cluster.await_full_pool(120.0)  # the warm-up's replacements booted: they are not this run's
         with CpuReader(session) as reader:
             rate = measure_w1(spec, 2, n_rollouts)
     per_rollout = {role: seconds * 1e6 / n_rollouts for role, seconds in reader.charged.items()}
     return {"strategy": strategy, "rate": rate, "cpu_us_per_rollout": per_rollout}
-
-
-def _await_full_pool(cluster: LocalRayCluster, bound: float = 120.0) -> None:
-    """Until the cluster's pool holds all its prestarted workers again, idle (bounded)."""
-    deadline = time.monotonic() + bound
-    while time.monotonic() < deadline:
-        idle = [pid for pid in cluster.pool_pids() if _command(pid).startswith("ray::IDLE")]  # booted
-        if len(idle) >= cluster.prestarted_workers:
-            return
-        time.sleep(0.1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,7 +20,11 @@ connection leaves threads in its process (``ray.shutdown()`` does not end them a
 ``cs`` fork their runners only from a single-threaded caller, so in a process connected to Ray they
 would be measured with forkserver runners, which no user without Ray gets (measured: ``ipc`` W1 5,900
 against 9,700 rollouts/s, ``cs`` W4 185 against 48 ms). So ``ray``'s W1 repeats do not alternate with
-the others'; its target against ``cs`` compares medians of the same invocation.
+the others'; its target against ``cs`` compares medians of the same invocation. The cluster started
+here keeps a pool of prestarted Ray workers (``ray_worker_pool``), which replaces the workers a run's
+actors took by booting new ones, about 0.75 CPU-s each: a user's cluster has no pool and never makes
+those boots, so each ``ray`` W1 repeat begins once the pool is full again
+(``LocalRayCluster.await_full_pool``) rather than beside the boots of the repeat before it.
 
 The bundles live in ``bench.bundles`` (importable by name in every process that unpickles them, Ray's
 workers included). A strategy joins the benchmark with one entry in ``STRATEGIES``.
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import json
 import os
@@ -66,6 +71,8 @@ __all__ = [
 ]
 
 _REPO = Path(__file__).resolve().parent.parent
+# Bounds the wait for the pool before a W1 repeat: a loaded 2-core machine boots a Ray worker in seconds.
+_POOL_SECONDS = 120.0
 _RAY_CHILD_SECONDS = 3600.0  # every runner count's ray figures, Ray's cluster start and stop included
 _RAY_CHILD_STOP_SECONDS = 120.0  # after SIGINT: the child stops its cluster (a loaded machine is slow)
 
@@ -285,11 +292,11 @@ def run(
     rows: list[dict[str, Any]] = []
     here = [name for name in names if name != "ray"] if len(names) > 1 else names
     specs = [STRATEGIES[name] for name in here]
-    with _cluster_for(here):
+    with _cluster_for(here) as settle:
         for n in runners:
             if progress is not None:
                 progress(f"W1-W4 {', '.join(here)} with {n} runner{'s' if n > 1 else ''}")
-            rows += _measure(specs, n, n_rollouts, repeats, w1_repeats)
+            rows += _measure(specs, n, n_rollouts, repeats, w1_repeats, settle)
     if here != names:
         if progress is not None:
             progress(f"W1-W4 ray with {', '.join(map(str, runners))} runners, in a child process")
@@ -343,19 +350,22 @@ def available(names: Sequence[str]) -> tuple[list[str], dict[str, str]]:
 
 
 @contextlib.contextmanager
-def _cluster_for(names: Sequence[str]) -> Iterator[None]:
+def _cluster_for(names: Sequence[str]) -> Iterator[Callable[[], object]]:
     """For ``ray``: a running cluster (``RAY_ADDRESS``'s, never stopped here; else one started for the
     block, on 127.0.0.1, and stopped at its end) that this process is connected to, and its environment
-    (address, token) set for W3's children; nothing for the other strategies.
+    (address, token) set for W3's children; nothing for the other strategies. Yields what to call before
+    each W1 repeat: on a cluster started here, wait until its pool of prestarted workers is full again
+    (module docstring); else nothing.
 
     Ray reads ``RAY_AUTH_MODE`` once, when it is first imported (its native config is cached then): the
     cluster's environment is set before Ray is imported, or this process would join with token
     authentication disabled and the cluster would refuse it (``InvalidAuthToken``).
     """
+    settle: Callable[[], object] = _no_pool
     if "ray" not in names:
-        yield
+        yield settle
         return
-    from conformance.ray_session import held_cluster
+    from conformance.ray_session import held_local_cluster
 
     with contextlib.ExitStack() as stack:
         if not os.environ.get("RAY_ADDRESS"):
@@ -366,7 +376,8 @@ def _cluster_for(names: Sequence[str]) -> Iterator[None]:
                 )
             # Its workers have the repository on their path already: the job keeps the default
             # runtime env, the one the cluster's prestarted workers have (ray_worker_pool).
-            env = stack.enter_context(held_cluster(pythonpath=[str(_REPO)]))
+            cluster, env = stack.enter_context(held_local_cluster(pythonpath=[str(_REPO)]))
+            settle = functools.partial(cluster.await_full_pool, _POOL_SECONDS)
             saved = {key: os.environ.get(key) for key in env}
             os.environ.update(env)
             stack.callback(_restore, saved)
@@ -385,7 +396,11 @@ def _cluster_for(names: Sequence[str]) -> Iterator[None]:
             runtime_env=runtime_env or None,
         )
         stack.callback(ray.shutdown)
-        yield
+        yield settle
+
+
+def _no_pool() -> None:
+    """Nothing to wait for before a W1 repeat: no cluster, or one started elsewhere."""
 
 
 def _restore(saved: dict[str, str | None]) -> None:
@@ -397,9 +412,14 @@ def _restore(saved: dict[str, str | None]) -> None:
 
 
 def _measure(
-    specs: Sequence[BenchStrategy], n: int, n_rollouts: int, repeats: int, w1_repeats: int
+    specs: Sequence[BenchStrategy],
+    n: int,
+    n_rollouts: int,
+    repeats: int,
+    w1_repeats: int,
+    settle: Callable[[], object] = _no_pool,
 ) -> list[dict[str, Any]]:
-    """Every workload for each of ``specs`` with ``n`` runners."""
+    """Every workload for each of ``specs`` with ``n`` runners; ``settle()`` before each W1 repeat."""
     rows: list[dict[str, Any]] = []
     for spec in specs:
         measure_w1(spec, n, min(n_rollouts, 100))  # warm-up: imports, first loop, allocator
@@ -408,6 +428,7 @@ def _measure(
     w1: dict[str, list[float]] = {spec.name: [] for spec in specs}
     for _ in range(w1_repeats):
         for spec in specs:
+            settle()
             w1[spec.name].append(measure_w1(spec, n, n_rollouts))
     for spec in specs:
         w2, w4 = zip(*(measure_w2_w4(spec, n) for _ in range(repeats)), strict=True)

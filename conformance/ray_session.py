@@ -23,8 +23,12 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
-__all__ = ["RAY_MISSING", "held_cluster", "main", "ray_missing"]
+if TYPE_CHECKING:
+    from agentlightning.execution.ray_cluster import LocalRayCluster
+
+__all__ = ["RAY_MISSING", "held_cluster", "held_local_cluster", "main", "ray_missing"]
 
 RAY_MISSING = "Ray is not installed: pip install 'agentlightning-execution[ray]'"
 """Why a Ray row cannot run without the extra."""
@@ -46,13 +50,22 @@ def held_cluster(num_cpus: int = 2, pythonpath: Sequence[str] = ()) -> Iterator[
     """A local Ray cluster for the block: yields ``RAY_ADDRESS``, ``RAY_AUTH_MODE``, ``RAY_AUTH_TOKEN``
     (and ``PYTHONPATH``) for the processes that are to join it; stopped, and waited for, at the end.
     ``pythonpath``: directories its workers import from, before the current one."""
+    with held_local_cluster(num_cpus, pythonpath) as (_, env):
+        yield env
+
+
+@contextlib.contextmanager
+def held_local_cluster(
+    num_cpus: int = 2, pythonpath: Sequence[str] = ()
+) -> Iterator[tuple[LocalRayCluster, dict[str, str]]]:
+    """``held_cluster``, yielding the cluster with the environment (a measurement waits for its pool)."""
     from agentlightning.execution.ray_cluster import LocalRayCluster
 
     path = os.pathsep.join(filter(None, [*pythonpath, os.getcwd(), os.environ.get("PYTHONPATH")]))
     with LocalRayCluster(
         num_cpus=num_cpus, start_timeout=_START_SECONDS, env={"PYTHONPATH": path}
     ) as cluster:
-        yield {**cluster.environment(), "PYTHONPATH": path}
+        yield cluster, {**cluster.environment(), "PYTHONPATH": path}
 
 
 def main(argv: list[str]) -> int:

@@ -74,6 +74,15 @@ _OBJECT_STORE_BYTES = 200 * 1024 * 1024
 _MAX_PRESTARTED = 64
 
 
+def _booted(pid: int) -> bool:
+    """Whether Ray worker ``pid`` has finished starting (its title is then ``ray::IDLE``)."""
+    try:
+        title = psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return False
+    return bool(title) and title[0].startswith("ray::IDLE")
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -293,6 +302,21 @@ class LocalRayCluster:
     def pooled(self) -> bool:
         """Whether the cluster keeps prestarted workers (its keeper runs)."""
         return self._keeper is not None and self._keeper.poll() is None
+
+    def await_full_pool(self, timeout: float) -> bool:
+        """Until the pool holds all its ``prestarted_workers`` again, booted and idle, or ``timeout``
+        seconds passed; whether it does (a cluster without a pool: at once). For measurements: the
+        pool's replacement boots, which a cluster without a pool never makes, take CPU from what runs
+        beside them."""
+        if not self.pooled:
+            return True
+        deadline = time.monotonic() + timeout
+        while True:
+            if sum(_booted(pid) for pid in self.pool_pids()) >= self.prestarted_workers:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
 
     def _await_ready(self, log_path: str) -> None:
         assert self._head is not None

@@ -83,6 +83,8 @@ def test_an_actor_takes_a_prestarted_worker_the_pool_is_topped_up_and_gone_after
         assert pid in pool, f"the actor ran in pid {pid}, not in one of the pool's workers {pool}"
         # Taken by the actor, whose job ended with its driver: the pool is asked for a new worker.
         _until(lambda: len(set(cluster.pool_pids()) - set(pool)) >= 1, "the pool to be topped up")
+        assert cluster.await_full_pool(HANG), "the pool full again, its new worker booted"
+        assert pid not in cluster.pool_pids()
         workers = [psutil.Process(p) for p in cluster.pool_pids()]
     assert not cluster.pooled
     _, alive = psutil.wait_procs([keeper, *workers], timeout=30)
@@ -99,6 +101,7 @@ def test_a_cluster_without_a_pool_gets_no_prestarted_worker() -> None:
     before = _keepers()
     with LocalRayCluster(num_cpus=2, prestarted_workers=0, env=_cluster_env()) as cluster:
         assert not cluster.pooled
+        assert cluster.await_full_pool(0.0)  # nothing to wait for
         assert not Path(cluster._directory or "", "pool.log").exists()  # no keeper was ever started
         _actor_pid(cluster.environment())  # a run on it starts no keeper either
         assert _keepers() - before == set()
