@@ -605,9 +605,10 @@ class WorkerProcesses:
                 index += 1
                 if self._wait_until(step_began + duration, wakeup):
                     hurried = interrupted = True
-                interrupted = interrupted or self._hurries_taken != hurries
-                # After the grace (step 1), before any signal: workers still starting are waited for.
-                if index == 1 and not interrupted and self._wait_for_late_starts(wakeup):
+                # After the grace (step 1), before any signal: workers still starting are waited for,
+                # unless the stop is (or was just hurried into) an interrupted one.
+                late = index == 1 and not interrupted and self._hurries_taken == hurries
+                if late and self._wait_for_late_starts(wakeup):
                     hurried = interrupted = True
                 interrupted = interrupted or self._hurries_taken != hurries
                 pending = signum if self._workers else None

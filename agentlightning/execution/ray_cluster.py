@@ -74,15 +74,6 @@ _OBJECT_STORE_BYTES = 200 * 1024 * 1024
 _MAX_PRESTARTED = 64
 
 
-def _booted(pid: int) -> bool:
-    """Whether Ray worker ``pid`` has finished starting (its title is then ``ray::IDLE``)."""
-    try:
-        title = psutil.Process(pid).cmdline()
-    except psutil.Error:
-        return False
-    return bool(title) and title[0].startswith("ray::IDLE")
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -293,10 +284,11 @@ class LocalRayCluster:
         if keeper.stdout is not None:
             keeper.stdout.close()
 
-    def pool_pids(self) -> list[int]:
-        """Pids of the cluster's idle workers of no job now: its prestarted pool (empty once stopped)."""
+    def pool_pids(self, *, booted: bool = False) -> list[int]:
+        """Pids of the cluster's idle workers of no job now: its prestarted pool (empty once stopped);
+        ``booted``: only those done starting."""
         raylets = [p.pid for p in self.processes() if p.name() == "raylet"]
-        return [pid for raylet in raylets for pid in pool_workers(raylet)]
+        return [pid for raylet in raylets for pid in pool_workers(raylet, booted=booted)]
 
     @property
     def pooled(self) -> bool:
@@ -312,7 +304,7 @@ class LocalRayCluster:
             return True
         deadline = time.monotonic() + timeout
         while True:
-            if sum(_booted(pid) for pid in self.pool_pids()) >= self.prestarted_workers:
+            if len(self.pool_pids(booted=True)) >= self.prestarted_workers:
                 return True
             if time.monotonic() >= deadline:
                 return False

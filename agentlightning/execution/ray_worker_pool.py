@@ -101,14 +101,15 @@ def _children(pid: int) -> list[psutil.Process]:
     return found
 
 
-def pool_workers(raylet_pid: int) -> list[int]:
-    """Pids of the raylet's workers that belong to no job and host nothing yet (idle or still starting)."""
+def pool_workers(raylet_pid: int, *, booted: bool = False) -> list[int]:
+    """Pids of the raylet's workers that belong to no job and host nothing yet (idle or still starting;
+    ``booted``: idle only, done starting)."""
     found = []
     for child in _children(raylet_pid):
         with contextlib.suppress(psutil.Error, OSError):
             cmdline = child.cmdline()
             idle = bool(cmdline) and cmdline[0].startswith("ray::IDLE")
-            starting = any(part.endswith("default_worker.py") for part in cmdline)
+            starting = not booted and any(part.endswith("default_worker.py") for part in cmdline)
             if (idle or starting) and child.environ().get("RAY_JOB_ID") == NO_JOB:
                 found.append(child.pid)
     return found
