@@ -2,9 +2,10 @@
 
 Every operation is O(1) or O(log n) amortised: rollouts, attempts and resources are indexed by id, the
 claim queue is a deque invalidated lazily (each rollout remembers the serial of its one live entry; one
-that leaves the queue by another route forgets it), and attempt deadlines sit in a heap checked at the
-start of every operation. Internally a rollout or attempt is a dict of its atomic fields plus slots for
-its containers, turned into fresh pydantic models (containers deep-copied) on the way out: cheap to copy,
+that leaves the queue by another route forgets it), and attempt deadlines sit in a ``DeadlineSchedule``
+(a FIFO for the ones that arrive in order, a heap for the rest) checked at the start of every operation.
+Internally a rollout or attempt is a dict of its atomic fields plus slots for its containers, turned into
+fresh pydantic models (containers deep-copied) on the way out: cheap to copy,
 and the atom-only dicts are never tracked by the garbage collector, so full collections stay cheap when
 hundreds of thousands of rollouts are kept.
 
@@ -17,7 +18,7 @@ collection (about 85,000 containers) is a full one. Hence a stored rollout with 
 objects (its record and its attempt's), and empty metadata is kept as ``None`` rather than a dict (a 20k
 batch then runs two full passes, not three); a returned ``Rollout`` is two (the model and its ``__dict__``:
 the rollout's ``RolloutConfig`` is frozen, so every reader shares the store's one instance, where a copy
-would be three more); the attempt-deadline heap holds atoms only (the attempt's id, not its record), which
+would be three more); the attempt-deadline schedule holds atoms only (the attempt's id, not its record), which
 the collector untracks at its first pass; and a ``wait_for_rollouts`` call registers under each id the
 waiter itself, not a set per id.
 
@@ -44,8 +45,8 @@ runner presumed dead does not crash when it reports in. Status changes the calle
 Liveness is measured on the store's ``clock`` (injectable for tests): ``timeout_seconds`` from the
 attempt's start, ``unresponsive_seconds`` from its last span, heartbeat or start, whichever is latest.
 ``RolloutConfig`` gives every rollout an unresponsive window by default, so nearly every active attempt has
-a deadline: the heap drops stale entries at its head as attempts end, and is rebuilt without the others
-each time it doubles, so it stays proportional to the attempts in flight.
+a deadline: the schedule drops stale entries at its head as attempts end, and is rebuilt without the
+others each time it doubles, so it stays proportional to the attempts in flight.
 ``close()`` is a no-op: the store holds no thread, file or socket, and stays usable.
 """
 
@@ -53,7 +54,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import heapq
 import itertools
 import math
 import secrets
@@ -67,6 +67,7 @@ from pydantic import BaseModel
 
 from agentlightning.store.base import UNSET, LightningStore, Unset
 from agentlightning.store.collection import collection_paused
+from agentlightning.store.deadlines import DeadlineSchedule
 from agentlightning.store.values import DEFAULT_LIMITS, ValueLimits, check_json, check_span, check_text
 from agentlightning.types import (
     ACTIVE_ATTEMPT_STATUSES,
@@ -122,7 +123,7 @@ _ATTEMPT_END_FOR_ROLLOUT: dict[str, AttemptStatus] = {
 }
 # Floor on a wait's re-check delay: keeps clock granularity from turning a wait into a spin.
 _MIN_DELAY = 0.001
-# The deadline heap is rebuilt without its stale entries (attempts ended since they were pushed) whenever
+# The deadline schedule is rebuilt without its stale entries (attempts ended since they were pushed) whenever
 # it has doubled since the last rebuild: every attempt has a deadline by default, most end long before it.
 _COMPACT_MIN = 1024
 
@@ -375,7 +376,7 @@ class _RolloutRecord:
 class _AttemptRecord:
     """An attempt's fields, its spans and its liveness bookkeeping.
 
-    ``watch_token`` invalidates deadline-heap entries; ``ended_by_store`` marks an attempt the store
+    ``watch_token`` invalidates deadline-schedule entries; ``ended_by_store`` marks an attempt the store
     ended on its runner's behalf, whose later status reports are dropped instead of raising.
     """
 
@@ -452,7 +453,7 @@ class InMemoryLightningStore(LightningStore):
         self._popped = 0
         # (deadline, push serial, attempt id, watch token): atoms only, so the collector untracks each
         # entry at its first pass instead of carrying one more object per attempt in flight.
-        self._deadlines: list[tuple[float, int, str, int]] = []
+        self._deadlines = DeadlineSchedule()
         self._compact_at = _COMPACT_MIN
         # Rollout id -> its waiter, or a list of them when several waits share the id: most ids have
         # exactly one, and a bulk wait then registers without allocating anything per id.
@@ -492,7 +493,7 @@ class InMemoryLightningStore(LightningStore):
         record = self._new_rollout(input, mode, resources_id, config, metadata, "queuing")
         with self._lock:
             now = self._clock()
-            if self._deadlines and self._deadlines[0][0] <= now:
+            if self._deadlines.due <= now:
                 self._sweep(now)
             self._add_rollout(record, now)
             self._push_queue(record)
@@ -501,7 +502,7 @@ class InMemoryLightningStore(LightningStore):
     async def dequeue_rollout(self) -> AttemptedRollout | None:
         with self._lock:
             now = self._clock()
-            if self._deadlines and self._deadlines[0][0] <= now:
+            if self._deadlines.due <= now:
                 self._sweep(now)
             queue = self._queue
             while queue:
@@ -658,8 +659,8 @@ class InMemoryLightningStore(LightningStore):
                     waiter.future = loop.create_future()
                     # Also wake at the next attempt deadline, so a wait alone detects a dead runner.
                     delay = remaining
-                    if self._deadlines:
-                        until_deadline = max(self._deadlines[0][0] - now, _MIN_DELAY)
+                    if self._deadlines.due < math.inf:
+                        until_deadline = max(self._deadlines.due - now, _MIN_DELAY)
                         delay = until_deadline if delay is None else min(delay, until_deadline)
                     waiter.wake_at = math.inf if delay is None else now + delay
                 future = waiter.future
@@ -723,7 +724,7 @@ class InMemoryLightningStore(LightningStore):
         )
         with self._lock:
             now = self._clock()
-            if self._deadlines and self._deadlines[0][0] <= now:
+            if self._deadlines.due <= now:
                 self._sweep(now)
             arec = self._attempt_record(rollout_id, attempt_id)
             data = arec.data
@@ -850,8 +851,7 @@ class InMemoryLightningStore(LightningStore):
         much as the check.
         """
         now = self._clock()
-        deadlines = self._deadlines
-        if deadlines and deadlines[0][0] <= now:
+        if self._deadlines.due <= now:
             self._sweep(now)
         return now
 
@@ -1033,8 +1033,8 @@ class InMemoryLightningStore(LightningStore):
         attempts = self._attempts
         # Attempts mostly end in the order they started: drop the stale entries at the head as they
         # appear, so a wait's timer aims at a live deadline and not at one that no longer matters.
-        while deadlines and deadlines[0][3] != attempts[deadlines[0][2]].watch_token:
-            heapq.heappop(deadlines)
+        while (head := deadlines.head()) is not None and head[3] != attempts[head[2]].watch_token:
+            deadlines.pop()
         record = arec.owner
         if not propagate or record.latest is not arec or record.data["status"] not in _CLAIMED:
             return  # a superseded attempt never changes its rollout
@@ -1061,21 +1061,19 @@ class InMemoryLightningStore(LightningStore):
         return deadline
 
     def _watch(self, arec: _AttemptRecord) -> None:
-        """(Re)schedule the attempt's liveness check; older heap entries for it become stale."""
+        """(Re)schedule the attempt's liveness check; older schedule entries for it become stale."""
         arec.watch_token += 1
         deadline = self._next_deadline(arec)
         if deadline is None:
             return
         entry = (deadline, next(self._counter), arec.data["attempt_id"], arec.watch_token)
         deadlines = self._deadlines
-        heapq.heappush(deadlines, entry)
+        deadlines.push(entry)
         if len(deadlines) >= self._compact_at:
-            # In place: _sweep holds the list while it ends attempts.
             attempts = self._attempts
-            deadlines[:] = [e for e in deadlines if e[3] == attempts[e[2]].watch_token]
-            heapq.heapify(deadlines)
+            deadlines.keep(lambda e: e[3] == attempts[e[2]].watch_token)
             self._compact_at = max(_COMPACT_MIN, 2 * len(deadlines))
-        if deadlines[0] is entry:
+        if deadlines.head() is entry:
             # Earlier than every other deadline: a wait whose timer fires later must re-arm it. (Not
             # every wait: with a default window on every attempt, a new head is common, and most waits
             # already wake sooner, at their own timeout.)
@@ -1085,8 +1083,8 @@ class InMemoryLightningStore(LightningStore):
 
     def _sweep(self, now: float) -> None:
         deadlines = self._deadlines
-        while deadlines and deadlines[0][0] <= now:
-            _, _, attempt_id, token = heapq.heappop(deadlines)
+        while deadlines.due <= now:
+            _, _, attempt_id, token = deadlines.pop()
             arec = self._attempts[attempt_id]
             if token != arec.watch_token or arec.data["status"] not in ACTIVE_ATTEMPT_STATUSES:
                 continue
@@ -1101,7 +1099,7 @@ class InMemoryLightningStore(LightningStore):
                 # Heartbeats moved the deadline on since this entry was pushed: check again later.
                 deadline = self._next_deadline(arec)
                 if deadline is not None:
-                    heapq.heappush(deadlines, (deadline, next(self._counter), attempt_id, token))
+                    deadlines.push((deadline, next(self._counter), attempt_id, token))
 
     # -- waiters --------------------------------------------------------------------------------------
 

@@ -498,7 +498,7 @@ def test_finished_attempts_are_not_expired() -> None:
         clock.advance(10)
         rollout = await store.get_rollout_by_id(attempted.rollout_id)
         assert rollout is not None and rollout.status == "succeeded"
-        assert store._deadlines == []  # the stale entries were swept, nothing fired
+        assert len(store._deadlines) == 0  # the stale entries were swept, nothing fired
 
     run(scenario())
 
