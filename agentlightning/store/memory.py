@@ -123,9 +123,6 @@ _ATTEMPT_END_FOR_ROLLOUT: dict[str, AttemptStatus] = {
 }
 # Floor on a wait's re-check delay: keeps clock granularity from turning a wait into a spin.
 _MIN_DELAY = 0.001
-# The deadline schedule is rebuilt without its stale entries (attempts ended since they were pushed) whenever
-# it has doubled since the last rebuild: every attempt has a deadline by default, most end long before it.
-_COMPACT_MIN = 1024
 
 _M = TypeVar("_M", bound=BaseModel)
 _ATOMS: frozenset[type] = frozenset({str, int, float, bool, type(None), bytes, complex})
@@ -453,8 +450,8 @@ class InMemoryLightningStore(LightningStore):
         self._popped = 0
         # (deadline, push serial, attempt id, watch token): atoms only, so the collector untracks each
         # entry at its first pass instead of carrying one more object per attempt in flight.
-        self._deadlines = DeadlineSchedule()
-        self._compact_at = _COMPACT_MIN
+        attempts = self._attempts  # not the store itself: a bound method would make a reference cycle
+        self._deadlines = DeadlineSchedule(lambda entry: entry[3] == attempts[entry[2]].watch_token)
         # Rollout id -> its waiter, or a list of them when several waits share the id: most ids have
         # exactly one, and a bulk wait then registers without allocating anything per id.
         self._waiters: dict[str, _Waiter | list[_Waiter]] = {}
@@ -1029,12 +1026,9 @@ class InMemoryLightningStore(LightningStore):
         data["end_time"] = now
         arec.watch_token += 1
         arec.ended_by_store = by_store
-        deadlines = self._deadlines
-        attempts = self._attempts
         # Attempts mostly end in the order they started: drop the stale entries at the head as they
         # appear, so a wait's timer aims at a live deadline and not at one that no longer matters.
-        while (head := deadlines.head()) is not None and head[3] != attempts[head[2]].watch_token:
-            deadlines.pop()
+        self._deadlines.drop_stale()
         record = arec.owner
         if not propagate or record.latest is not arec or record.data["status"] not in _CLAIMED:
             return  # a superseded attempt never changes its rollout
@@ -1067,13 +1061,7 @@ class InMemoryLightningStore(LightningStore):
         if deadline is None:
             return
         entry = (deadline, next(self._counter), arec.data["attempt_id"], arec.watch_token)
-        deadlines = self._deadlines
-        deadlines.push(entry)
-        if len(deadlines) >= self._compact_at:
-            attempts = self._attempts
-            deadlines.keep(lambda e: e[3] == attempts[e[2]].watch_token)
-            self._compact_at = max(_COMPACT_MIN, 2 * len(deadlines))
-        if deadlines.head() is entry:
+        if self._deadlines.push(entry):
             # Earlier than every other deadline: a wait whose timer fires later must re-arm it. (Not
             # every wait: with a default window on every attempt, a new head is common, and most waits
             # already wake sooner, at their own timeout.)

@@ -18,55 +18,72 @@ from agentlightning.store.memory import InMemoryLightningStore
 from agentlightning.types import RolloutConfig
 from tests.store.fakes import FakeClock
 
-# An operation: ("push", deadline) | ("pop", 0) | ("keep", modulus): keep drops entries whose serial is
-# a multiple of the modulus, as the store drops the entries of attempts that ended.
+# An operation: ("push", deadline) | ("pop", 0) | ("end", k) | ("drop", 0). "end" makes the k-th entry
+# pushed so far stale, as an attempt's end makes its entry stale for the store.
 _operations = st.lists(
     st.one_of(
         st.tuples(st.just("push"), st.integers(min_value=0, max_value=50)),
         st.tuples(st.just("pop"), st.just(0)),
-        st.tuples(st.just("keep"), st.integers(min_value=2, max_value=4)),
+        st.tuples(st.just("end"), st.integers(min_value=0, max_value=80)),
+        st.tuples(st.just("drop"), st.just(0)),
     ),
     max_size=80,
 )
+_COMPACT_FROM = 6  # small, so that rebuilds happen within a short history
 
 
 @given(_operations)
-def test_the_head_is_always_the_earliest_live_entry(operations: list[tuple[str, int]]) -> None:
-    schedule = DeadlineSchedule()
+def test_the_head_is_always_the_earliest_entry(operations: list[tuple[str, int]]) -> None:
+    """Against a sorted model: the head, ``due``, the size, what ``pop`` returns, what ``drop_stale``
+    and the rebuilds (each time the schedule doubles) remove, and whether a push made the head."""
+    ended: set[int] = set()
+    schedule = DeadlineSchedule(lambda e: e[1] not in ended, compact_from=_COMPACT_FROM)
     model: list[Entry] = []
+    compact_at = _COMPACT_FROM
     for serial, (operation, value) in enumerate(operations):
         if operation == "push":
             entry: Entry = (float(value), serial, f"at-{serial}", 0)
-            schedule.push(entry)
             model.append(entry)
+            if len(model) >= compact_at:
+                model = [e for e in model if e[1] not in ended]
+                compact_at = max(_COMPACT_FROM, 2 * len(model))
+            assert schedule.push(entry) == (min(model) is entry)
         elif operation == "pop" and model:
             earliest = min(model)
             model.remove(earliest)
             assert schedule.pop() == earliest
-        elif operation == "keep":
-            schedule.keep(lambda e, m=value: e[1] % m != 0)
-            model = [e for e in model if e[1] % value != 0]
+        elif operation == "end":
+            ended.add(value)
+        elif operation == "drop":
+            schedule.drop_stale()
+            while model and min(model)[1] in ended:
+                model.remove(min(model))
         assert len(schedule) == len(model)
         assert schedule.head() == (min(model) if model else None)
         assert schedule.due == (min(model)[0] if model else math.inf)
 
 
 def test_entries_in_deadline_order_never_reach_the_heap() -> None:
-    schedule = DeadlineSchedule()
+    ended: set[int] = set()
+    schedule = DeadlineSchedule(lambda e: e[1] not in ended)
     for serial in range(1000):
         schedule.push((100.0 + serial // 10, serial, f"at-{serial}", 0))  # equal deadlines included
     assert not schedule._heap  # the O(1) path: a 20k batch ends its attempts without sifting a heap
-    assert [schedule.pop()[1] for _ in range(1000)] == list(range(1000))
+    for serial in range(1000):  # attempts end in the order they started
+        ended.add(serial)
+        schedule.drop_stale()
+        assert len(schedule) == 999 - serial
     assert schedule.due == math.inf and schedule.head() is None
 
 
 def test_an_entry_earlier_than_the_tail_still_comes_out_first() -> None:
-    schedule = DeadlineSchedule()
-    schedule.push((600.0, 1, "long", 0))
-    schedule.push((5.0, 2, "short", 0))  # a shorter window pushed after a longer one
+    schedule = DeadlineSchedule(lambda e: True)
+    assert schedule.push((600.0, 1, "long", 0))
+    assert schedule.push((5.0, 2, "short", 0))  # a shorter window pushed after a longer one
+    assert not schedule.push((5.0, 3, "tie", 0))  # an equal deadline pushed later is not the head
     assert schedule.due == 5.0
-    assert schedule.pop()[2] == "short"
-    assert schedule.due == 600.0
+    assert [schedule.pop()[2] for _ in range(3)] == ["short", "tie", "long"]
+    assert schedule.due == math.inf
 
 
 def test_T3_mixed_windows_expire_each_attempt_at_its_own_deadline() -> None:
